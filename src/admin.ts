@@ -1,0 +1,41 @@
+// The admin port: metrics, health, readiness and the config in force. Never
+// the traffic port, so a scrape or probe cannot be confused with a route.
+import Fastify from 'fastify';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import type { Metrics } from './metrics.ts';
+
+export interface ConfigStatus {
+  readonly version: string;
+  readonly loadedAt: string;
+  readonly config: unknown;
+  readonly lastError: { readonly at: string; readonly message: string; readonly issues: readonly unknown[] } | null;
+}
+
+/** What the admin API reads from the router. */
+export interface AdminState {
+  ready(): boolean;
+  configStatus(): ConfigStatus;
+}
+
+export async function startAdmin(host: string, port: number, metrics: Metrics, state: AdminState, log: Logger): Promise<{ close(): Promise<void>; address: AddressInfo }> {
+  // No fastify request logging: a scrape every few seconds is not news.
+  const app = Fastify({ logger: false });
+  app.setErrorHandler((err, _req, reply) => {
+    log.error({ err }, 'admin request failed');
+    void reply.code(500).send({ error: 'internal error' });
+  });
+  app.get('/metrics', async (_req, reply) => {
+    reply.header('content-type', metrics.registry.contentType);
+    return metrics.registry.metrics();
+  });
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_req, reply) => {
+    if (state.ready()) return { status: 'ready' };
+    reply.code(503);
+    return { status: 'not ready' };
+  });
+  app.get('/api/config', async () => state.configStatus());
+  await app.listen({ host, port });
+  return { close: () => app.close(), address: app.server.address() as AddressInfo };
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/env node
+// switchyard serve --config PATH | switchyard validate PATH
+import { parseArgs } from 'node:util';
+import { ConfigError, formatIssue, loadConfig } from './config.ts';
+import { createLogger } from './log.ts';
+import { Switchyard } from './server.ts';
+
+const USAGE = `usage:
+  switchyard serve --config PATH     run the router (PATH: a YAML file or a directory; or SWITCHYARD_CONFIG)
+  switchyard validate PATH           check a config; exit 0 if valid, else print every error and exit 1
+`;
+
+async function serve(args: string[]): Promise<void> {
+  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' } } });
+  const path = values.config ?? process.env['SWITCHYARD_CONFIG'];
+  if (path === undefined) {
+    process.stderr.write(USAGE);
+    process.exit(2);
+  }
+  const log = createLogger();
+  let sy: Switchyard;
+  try {
+    sy = await Switchyard.start(path, log);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      log.fatal({ issues: err.issues }, 'invalid config');
+      process.stderr.write(`${err.message}\n`);
+    } else {
+      log.fatal({ err }, 'failed to start');
+    }
+    process.exit(1);
+  }
+  process.on('SIGHUP', () => { void sy.reload('SIGHUP'); });
+  const stop = (signal: string): void => {
+    log.info({ signal }, 'signal received');
+    sy.shutdown().then(() => process.exit(0), (err: unknown) => {
+      log.error({ err }, 'shutdown failed');
+      process.exit(1);
+    });
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}
+
+async function validate(args: string[]): Promise<void> {
+  const path = args[0];
+  if (path === undefined) {
+    process.stderr.write(USAGE);
+    process.exit(2);
+  }
+  try {
+    const loaded = await loadConfig(path);
+    process.stdout.write(`${path}: valid (version ${loaded.version}, ${loaded.config.routes.length} routes, files: ${loaded.files.join(', ')})\n`);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    for (const issue of err.issues) process.stderr.write(`${formatIssue(issue)}\n`);
+    process.exit(1);
+  }
+}
+
+const [command, ...rest] = process.argv.slice(2);
+if (command === 'serve') await serve(rest);
+else if (command === 'validate') await validate(rest);
+else {
+  process.stderr.write(USAGE);
+  process.exit(command === undefined || command === '--help' || command === '-h' ? 0 : 2);
+}

@@ -1,0 +1,661 @@
+// Config: YAML files → validated, immutable runtime config.
+//
+// Pipeline: read the file (or every *.yaml/*.yml of a ConfigMap directory) →
+// parse YAML, keeping the node tree for positions → validate each file against
+// config/switchyard.schema.json → semantic checks across all files → build the
+// effective config (YAML shape, defaults filled in) and the runtime config.
+// Every problem found on the way becomes a ConfigIssue with file, line, column
+// and field path, and all of them are thrown together as one ConfigError, so an
+// operator can fix a config in one round instead of one error at a time.
+
+import { createHash } from 'node:crypto';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { join } from 'node:path';
+import { Ajv } from 'ajv';
+import type { AnySchemaObject, ErrorObject } from 'ajv';
+import { isAlias, isMap, isNode, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
+import type { Document } from 'yaml';
+import schema from '../config/switchyard.schema.json' with { type: 'json' };
+
+export type Protocol = 'http' | 'h2c';
+
+export interface BackendConfig {
+  readonly name: string;
+  readonly url: string;            // http://host:port (no path)
+  readonly weight: number;
+  readonly hostHeader?: string;
+}
+
+export interface RouteConfig {
+  readonly name: string;
+  readonly hosts: readonly string[];   // lowercased; "*.x.com" wildcards kept as written (lowercased)
+  readonly pathPrefix: string;         // default "/"
+  readonly protocol: Protocol;         // default "http"
+  readonly backends: readonly BackendConfig[];
+  readonly timeouts: { readonly connectMs: number; readonly responseMs: number }; // defaults 5s / 30s
+  readonly file: string;               // where the route was defined (for logs)
+}
+
+export interface Config {
+  readonly entrypoint: { readonly host: string; readonly port: number; readonly maxConnectionAgeMs: number; readonly maxConnectionAgeGraceMs: number };
+  readonly admin: { readonly host: string; readonly port: number };
+  readonly shutdown: { readonly drainDelayMs: number; readonly timeoutMs: number };
+  readonly routes: readonly RouteConfig[];
+}
+
+export interface LoadedConfig {
+  readonly config: Config;
+  /** The effective config in the YAML's own shape (durations as strings), defaults filled in: what /api/config shows. */
+  readonly effective: unknown;
+  /** Short content hash of `effective`. */
+  readonly version: string;
+  readonly files: readonly string[];
+}
+
+export interface ConfigIssue {
+  readonly file: string;
+  readonly line: number;     // 1-based; 0 when unknown
+  readonly column: number;   // 1-based; 0 when unknown
+  readonly path: string;     // field path such as "routes[0].backends[1].weight"
+  readonly message: string;
+}
+
+export class ConfigError extends Error {
+  readonly code = 'SY_CONFIG_INVALID';
+  readonly issues: readonly ConfigIssue[];
+  constructor(issues: readonly ConfigIssue[]) {
+    super(issues.map(formatIssue).join('\n'));
+    this.name = 'ConfigError';
+    this.issues = issues;
+  }
+}
+
+export function formatIssue(i: ConfigIssue): string {
+  return `${i.file}:${i.line}:${i.column}: ${i.path || '(root)'}: ${i.message}`;
+}
+
+/** The concrete shape of `LoadedConfig.effective`: a valid config file itself, with every default written out. */
+export interface EffectiveConfig {
+  readonly version: 1;
+  readonly entrypoint: { readonly address: string; readonly maxConnectionAge: string; readonly maxConnectionAgeGrace: string };
+  readonly admin: { readonly address: string };
+  readonly shutdown: { readonly drainDelay: string; readonly timeout: string };
+  readonly routes: readonly EffectiveRoute[];
+}
+
+export interface EffectiveRoute {
+  readonly name: string;
+  readonly hosts: readonly string[];
+  readonly pathPrefix: string;
+  readonly protocol: Protocol;
+  readonly timeouts: { readonly connect: string; readonly response: string };
+  readonly backends: readonly BackendConfig[];
+}
+
+/** One config file's name and contents. */
+export interface ConfigSource {
+  readonly file: string;
+  readonly text: string;
+}
+
+export type CheckResult =
+  | { readonly ok: true; readonly loaded: LoadedConfig }
+  | { readonly ok: false; readonly issues: readonly ConfigIssue[] };
+
+// The schema's "default" annotations say the same, for editors.
+const DEFAULTS = {
+  entrypoint: { address: '0.0.0.0:8080', maxConnectionAge: '5m', maxConnectionAgeGrace: '30s' },
+  admin: { address: '0.0.0.0:9901' },
+  shutdown: { drainDelay: '5s', timeout: '30s' },
+  pathPrefix: '/',
+  protocol: 'http',
+  timeouts: { connect: '5s', response: '30s' },
+} as const;
+
+// Metric label values that switchyard itself uses; a config may not claim them.
+const RESERVED_ROUTE = 'unmatched';
+const RESERVED_BACKEND = 'none';
+
+const SECTIONS = ['entrypoint', 'admin', 'shutdown'] as const;
+type SectionName = (typeof SECTIONS)[number];
+
+// ---------------------------------------------------------------------------
+// Public entry points
+
+/** Loads PATH: a YAML file, or a directory (a mounted ConfigMap) whose *.yaml/*.yml files are merged. Throws ConfigError. */
+export async function loadConfig(path: string): Promise<LoadedConfig> {
+  return loadConfigSources(await readSources(path));
+}
+
+/** loadConfig, with a validation failure as a value: what `switchyard validate` needs. */
+export async function checkConfig(path: string): Promise<CheckResult> {
+  try {
+    return { ok: true, loaded: await loadConfig(path) };
+  } catch (err) {
+    if (err instanceof ConfigError) return { ok: false, issues: err.issues };
+    throw err;
+  }
+}
+
+/** Validates and merges already-read sources, in the given order. Throws ConfigError. */
+export function loadConfigSources(sources: readonly ConfigSource[]): LoadedConfig {
+  const issues: ConfigIssue[] = [];
+  const parsed = sources.flatMap((source) => parseSource(source, issues) ?? []);
+  const sections = pickSections(parsed, issues);
+  const routes = parsed.flatMap(routesOf);
+  checkAddresses(sections, issues);
+  checkRoutes(routes, issues);
+  if (issues.length > 0) throw new ConfigError(sortIssues(issues));
+  return build(sections, routes, sources.map((s) => s.file));
+}
+
+/** The issues of one file's text on its own; empty when it is a valid config. */
+export function validateConfigText(text: string, file: string): readonly ConfigIssue[] {
+  try {
+    loadConfigSources([{ file, text }]);
+    return [];
+  } catch (err) {
+    if (err instanceof ConfigError) return err.issues;
+    throw err;
+  }
+}
+
+const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/;
+const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 } as const;
+
+/** "250ms", "5s", "1.5s", "2m", "1h" → milliseconds (rounded to whole ms). Throws on anything else. */
+export function parseDuration(s: string): number {
+  const m = DURATION.exec(s);
+  if (!m) throw new Error(`"${s}" is not a duration such as 250ms, 5s, 2m or 1h`);
+  return Math.round(Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS]);
+}
+
+// ---------------------------------------------------------------------------
+// Reading
+
+async function readSources(path: string): Promise<ConfigSource[]> {
+  try {
+    const files = (await stat(path)).isDirectory() ? await configFilesIn(path) : [path];
+    return await Promise.all(files.map(async (file) => ({ file, text: await readFile(file, 'utf8') })));
+  } catch (err) {
+    const { path: failed, message } = err as NodeJS.ErrnoException;
+    throw new ConfigError([{ file: failed ?? path, line: 0, column: 0, path: '', message: `cannot read config: ${message}` }]);
+  }
+}
+
+// A ConfigMap volume shows each key as a symlink into `..data`, which itself
+// points at kubelet's current timestamped dir (`..2024_...`). Reading only the
+// visible names, through their symlinks, reads each file once and always from
+// the current generation.
+async function configFilesIn(dir: string): Promise<string[]> {
+  const names = (await readdir(dir)).filter((n) => !n.startsWith('.') && /\.ya?ml$/.test(n)).sort();
+  const files: string[] = [];
+  for (const name of names) {
+    const file = join(dir, name);
+    if ((await stat(file)).isFile()) files.push(file);
+  }
+  return files;
+}
+
+// ---------------------------------------------------------------------------
+// Parsing and schema validation
+
+// Shapes of a file's data as far as the schema accepted it.
+interface RawBackend { name: string; url: string; weight: number; hostHeader?: string }
+interface RawRoute {
+  name: string;
+  hosts: string[];
+  pathPrefix?: string;
+  protocol?: Protocol;
+  timeouts?: { connect?: string; response?: string };
+  backends: RawBackend[];
+}
+interface RawFile {
+  version?: 1;
+  entrypoint?: Partial<EffectiveConfig['entrypoint']>;
+  admin?: Partial<EffectiveConfig['admin']>;
+  shutdown?: Partial<EffectiveConfig['shutdown']>;
+  routes?: RawRoute[];
+}
+
+/** A parsed file: its YAML tree locates issues. */
+interface Located {
+  readonly file: string;
+  readonly doc: Document;
+  readonly lines: LineCounter;
+}
+
+interface Source extends Located {
+  /** Typed as the schema promises; read only values that are `usable`. */
+  readonly data: RawFile;
+  /** JSON pointers of the values the schema rejected. */
+  readonly rejected: readonly string[];
+}
+
+const ajv = new Ajv({ allErrors: true, verbose: true });
+// Non-standard, but VS Code and yaml-language-server show it instead of the
+// raw regex; our messages use it too.
+ajv.addKeyword('patternErrorMessage');
+const validateFile = ajv.compile(schema);
+
+/** Parses and schema-checks one file; undefined when its YAML is broken (nothing in it can be trusted). */
+function parseSource({ file, text }: ConfigSource, issues: ConfigIssue[]): Source | undefined {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
+  const located = { file, doc, lines };
+  if (doc.errors.length > 0) {
+    for (const err of doc.errors) issues.push(issueAtOffset(located, err.pos[0], '', err.message));
+    return undefined;
+  }
+  let data: unknown;
+  try {
+    // A file holding only comments is an empty config, not an error.
+    data = doc.toJS() ?? {};
+  } catch (err) {
+    issues.push(issueAtOffset(located, 0, '', (err as Error).message)); // e.g. alias bombs
+    return undefined;
+  }
+  const rejected: string[] = [];
+  if (!validateFile(data)) {
+    for (const err of validateFile.errors ?? []) {
+      const { pointer, issue } = schemaIssue(located, err);
+      rejected.push(pointer);
+      issues.push(issue);
+    }
+  }
+  return { ...located, data: data as RawFile, rejected };
+}
+
+/** An ajv error as an issue, plus the pointer of the value it condemns. */
+function schemaIssue(src: Located, err: ErrorObject): { pointer: string; issue: ConfigIssue } {
+  switch (err.keyword) {
+    case 'additionalProperties': {
+      const key = String(err.params.additionalProperty);
+      const pointer = `${err.instancePath}/${escapePointer(key)}`;
+      return { pointer, issue: issueAt(src, pointer, unknownFieldMessage(key, err.parentSchema), 'key') };
+    }
+    case 'required': {
+      // The field is absent, so the issue lands on the object that lacks it.
+      const pointer = `${err.instancePath}/${escapePointer(String(err.params.missingProperty))}`;
+      return { pointer, issue: issueAt(src, pointer, 'required field is missing') };
+    }
+    case 'uniqueItems': {
+      // Blame the repeat rather than the whole list, so the other items still get checked.
+      const pointer = `${err.instancePath}/${Number(err.params.j)}`;
+      const original = fieldPath(splitPointer(`${err.instancePath}/${Number(err.params.i)}`));
+      return { pointer, issue: issueAt(src, pointer, `is listed twice (same as ${original})`) };
+    }
+    default:
+      return { pointer: err.instancePath, issue: issueAt(src, err.instancePath, schemaMessage(err)) };
+  }
+}
+
+function schemaMessage(err: ErrorObject): string {
+  switch (err.keyword) {
+    case 'pattern':
+      return (err.parentSchema?.['patternErrorMessage'] as string | undefined) ?? String(err.message);
+    case 'const':
+      return `must be ${JSON.stringify(err.params.allowedValue)}`;
+    case 'enum':
+      return `must be one of ${(err.params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
+    default:
+      return err.message ?? `fails schema keyword "${err.keyword}"`;
+  }
+}
+
+// Unknown keys are mostly typos, so name the field that was probably meant.
+function unknownFieldMessage(key: string, parentSchema: AnySchemaObject | undefined): string {
+  const known = Object.keys((parentSchema?.['properties'] as object | undefined) ?? {});
+  let guess: string | undefined;
+  let best = 3; // more edits than this is a different word, not a typo
+  for (const k of known) {
+    const distance = editDistance(k.toLowerCase(), key.toLowerCase());
+    if (distance < best) [guess, best] = [k, distance];
+  }
+  return `unknown field "${key}"${guess ? ` (did you mean "${guess}"?)` : ''}`;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = row;
+  }
+  return prev[b.length]!;
+}
+
+/**
+ * True unless the schema rejected the value at `pointer` or one it is inside
+ * of: then it has the type and form the code expects (or is an absent optional
+ * field). Lets semantic checks run on the good parts of a partly bad file, so
+ * one run reports every issue.
+ */
+function usable(src: Source, pointer: string): boolean {
+  return !src.rejected.some((r) => r === pointer || pointer.startsWith(`${r}/`));
+}
+
+// ---------------------------------------------------------------------------
+// Locating issues: JSON pointer → YAML node → line/column, and a field path
+
+function issueAt(src: Located, pointer: string, message: string, at: 'value' | 'key' = 'value'): ConfigIssue {
+  const segments = splitPointer(pointer);
+  return issueAtOffset(src, nodeOffset(src.doc, segments, at), fieldPath(segments), message);
+}
+
+function issueAtOffset(src: Located, offset: number, path: string, message: string): ConfigIssue {
+  const { line, col } = src.lines.linePos(offset);
+  return { file: src.file, line, column: col, path, message };
+}
+
+/** `file:line:column` of an earlier definition, for messages about duplicates. */
+function where(src: Located, pointer: string, at: 'value' | 'key' = 'value'): string {
+  const { line, column, file } = issueAt(src, pointer, '', at);
+  return `${file}:${line}:${column}`;
+}
+
+/** Start offset of the node at `segments` (with 'key': of its map key), or of its nearest existing ancestor. */
+function nodeOffset(doc: Document, segments: readonly string[], at: 'value' | 'key'): number {
+  let node: unknown = doc.contents;
+  let offset = startOf(node) ?? 0;
+  for (const [i, segment] of segments.entries()) {
+    if (isAlias(node)) node = node.resolve(doc);
+    if (isMap(node)) {
+      const pair = node.items.find((p) => (isScalar(p.key) ? String(p.key.value) : String(p.key)) === segment);
+      if (!pair) break;
+      offset = startOf(pair.key) ?? offset;
+      if (at === 'key' && i === segments.length - 1) break;
+      node = pair.value;
+    } else if (isSeq(node)) {
+      node = node.items[Number(segment)];
+    } else {
+      break;
+    }
+    offset = startOf(node) ?? offset;
+  }
+  return offset;
+}
+
+function startOf(node: unknown): number | undefined {
+  return isNode(node) ? node.range?.[0] : undefined;
+}
+
+function splitPointer(pointer: string): string[] {
+  return pointer === '' ? [] : pointer.slice(1).split('/').map((s) => s.replaceAll('~1', '/').replaceAll('~0', '~'));
+}
+
+function escapePointer(segment: string): string {
+  return segment.replaceAll('~', '~0').replaceAll('/', '~1');
+}
+
+/** ["routes", "0", "backends", "1", "weight"] → "routes[0].backends[1].weight" */
+function fieldPath(segments: readonly string[]): string {
+  return segments.map((s, i) => (/^\d+$/.test(s) ? `[${s}]` : i === 0 ? s : `.${s}`)).join('');
+}
+
+function sortIssues(issues: ConfigIssue[]): ConfigIssue[] {
+  return issues.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : a.line - b.line || a.column - b.column));
+}
+
+// ---------------------------------------------------------------------------
+// Semantic checks: what a JSON Schema cannot say
+
+type Sections = Partial<Record<SectionName, Source>>;
+
+/** Which file owns each top-level section; a second file defining one is an issue. */
+function pickSections(sources: readonly Source[], issues: ConfigIssue[]): Sections {
+  const owners: Sections = {};
+  for (const src of sources) {
+    for (const name of SECTIONS) {
+      if (src.data[name] === undefined) continue;
+      const owner = owners[name];
+      if (owner) {
+        issues.push(issueAt(src, `/${name}`, `${name} is already defined at ${where(owner, `/${name}`, 'key')}; entrypoint, admin and shutdown may each appear in one file only`, 'key'));
+      } else {
+        owners[name] = src;
+      }
+    }
+  }
+  return owners;
+}
+
+function checkAddresses(sections: Sections, issues: ConfigIssue[]): void {
+  for (const name of ['entrypoint', 'admin'] as const) {
+    const src = sections[name];
+    const address = src?.data[name]?.address;
+    const pointer = `/${name}/address`;
+    if (src && address !== undefined && usable(src, pointer)) {
+      tryParse(src, pointer, issues, () => parseAddress(address));
+    }
+  }
+}
+
+/** Runs a parser the builder will use; its error becomes an issue at `pointer`. */
+function tryParse(src: Source, pointer: string, issues: ConfigIssue[], parse: () => unknown): void {
+  try {
+    parse();
+  } catch (err) {
+    issues.push(issueAt(src, pointer, (err as Error).message));
+  }
+}
+
+interface RouteRef {
+  readonly src: Source;
+  readonly pointer: string;
+  readonly raw: RawRoute;
+}
+
+function routesOf(src: Source): RouteRef[] {
+  if (!usable(src, '/routes') || src.data.routes === undefined) return [];
+  return src.data.routes.flatMap((raw, i) => {
+    const pointer = `/routes/${i}`;
+    return usable(src, pointer) ? [{ src, pointer, raw }] : [];
+  });
+}
+
+/** Whether the route's field at `suffix` (e.g. "/hosts/0") passed the schema. */
+function usableIn(route: RouteRef, suffix: string): boolean {
+  return usable(route.src, `${route.pointer}${suffix}`);
+}
+
+/** 'route "billing"', for messages; the name itself may be what is broken. */
+function routeLabel(route: RouteRef): string {
+  return usableIn(route, '/name') ? `route "${route.raw.name}"` : 'the route';
+}
+
+function checkRoutes(routes: readonly RouteRef[], issues: ConfigIssue[]): void {
+  const byName = new Map<string, RouteRef>();
+  const byHostPrefix = new Map<string, { route: RouteRef; pointer: string }>();
+  for (const route of routes) {
+    if (usableIn(route, '/name')) checkRouteName(route, byName, issues);
+    if (usableIn(route, '/hosts')) checkHosts(route, byHostPrefix, issues);
+    if (usableIn(route, '/backends')) checkBackends(route, issues);
+  }
+}
+
+function checkRouteName(route: RouteRef, byName: Map<string, RouteRef>, issues: ConfigIssue[]): void {
+  const { name } = route.raw;
+  const pointer = `${route.pointer}/name`;
+  if (name === RESERVED_ROUTE) {
+    issues.push(issueAt(route.src, pointer, `route name "${name}" is reserved (the metrics label of requests no route matched)`));
+  }
+  const first = byName.get(name);
+  if (first) {
+    issues.push(issueAt(route.src, pointer, `duplicate route name "${name}"; first defined at ${where(first.src, `${first.pointer}/name`)}`));
+  } else {
+    byName.set(name, route);
+  }
+}
+
+function checkHosts(route: RouteRef, byHostPrefix: Map<string, { route: RouteRef; pointer: string }>, issues: ConfigIssue[]): void {
+  const prefixUsable = usableIn(route, '/pathPrefix');
+  const prefix = route.raw.pathPrefix ?? DEFAULTS.pathPrefix;
+  route.raw.hosts.forEach((host, i) => {
+    const pointer = `${route.pointer}/hosts/${i}`;
+    if (!usable(route.src, pointer)) return;
+    const problem = hostProblem(host);
+    if (problem) {
+      issues.push(issueAt(route.src, pointer, `host "${host}" ${problem}`));
+      return;
+    }
+    if (!prefixUsable) return;
+    // Matching is case-insensitive, so "A.com" and "a.com" are the same host.
+    const key = `${host.toLowerCase()} ${prefix}`;
+    const first = byHostPrefix.get(key);
+    if (!first) {
+      byHostPrefix.set(key, { route, pointer });
+    } else if (first.route === route) {
+      issues.push(issueAt(route.src, pointer, `host "${host}" is listed twice in this route`));
+    } else {
+      issues.push(issueAt(route.src, pointer, `host "${host}" with pathPrefix "${prefix}" is already routed by ${routeLabel(first.route)} at ${where(first.route.src, first.pointer)}`));
+    }
+  });
+}
+
+// Labels of a DNS name (IPv4 literals pass too). Underscores occur in real host names.
+const HOST_LABEL = /^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?$/i;
+
+/** What is wrong with a route host, or undefined: exact names and one leading "*." wildcard label. */
+function hostProblem(host: string): string | undefined {
+  if (/:\d*$/.test(host)) return "must not include a port (routing ignores the client's port)";
+  const name = host.startsWith('*.') ? host.slice(2) : host;
+  if (name.includes('*')) return 'may use "*" only as the whole first label, as in "*.example.com"';
+  if (!name.split('.').every((label) => HOST_LABEL.test(label))) return 'is not a valid host name';
+  return undefined;
+}
+
+function checkBackends(route: RouteRef, issues: ConfigIssue[]): void {
+  const byName = new Map<string, string>();
+  route.raw.backends.forEach((backend, i) => {
+    const pointer = `${route.pointer}/backends/${i}`;
+    if (usable(route.src, `${pointer}/name`)) checkBackendName(route, `${pointer}/name`, backend.name, byName, issues);
+    if (usable(route.src, `${pointer}/url`)) tryParse(route.src, `${pointer}/url`, issues, () => normalizeBackendUrl(backend.url));
+  });
+}
+
+function checkBackendName(route: RouteRef, pointer: string, name: string, byName: Map<string, string>, issues: ConfigIssue[]): void {
+  if (name === RESERVED_BACKEND) {
+    issues.push(issueAt(route.src, pointer, `backend name "${name}" is reserved (the metrics label of requests that reached no backend)`));
+  }
+  const first = byName.get(name);
+  if (first !== undefined) {
+    issues.push(issueAt(route.src, pointer, `duplicate backend name "${name}" in ${routeLabel(route)}; first defined at ${where(route.src, first)}`));
+  } else {
+    byName.set(name, pointer);
+  }
+}
+
+// Only the origin is configurable: the client's path is sent as-is, and a
+// path, query or credentials here would be silently dropped.
+const BACKEND_URL = /^http:\/\/[^/?#@\s]+\/?$/;
+
+/** "http://Host" → "http://host:80"; throws unless the URL is http://host[:port][/]. */
+function normalizeBackendUrl(url: string): string {
+  if (url.startsWith('https://')) throw new Error(`"${url}": https backends are not supported, use http://`);
+  if (!BACKEND_URL.test(url)) throw new Error(`"${url}" must be http://host[:port] with no path, query or credentials`);
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new Error(`"${url}" is not a valid URL`);
+  }
+  if (parsed.port === '0') throw new Error(`"${url}": port must be 1-65535`);
+  return `http://${parsed.hostname}:${parsed.port || '80'}`;
+}
+
+const ADDRESS = /^(?:\[([^\]]*)\]|([^:[\]]*)):(\d{1,5})$/;
+
+/** "host:port", "[::1]:port" or ":port" (all IPv4 interfaces) → where to listen. */
+function parseAddress(address: string): { host: string; port: number } {
+  const m = ADDRESS.exec(address);
+  if (!m) throw new Error(`"${address}" is not host:port, [ipv6]:port or :port`);
+  const [, ipv6, name, digits] = m;
+  const port = Number(digits);
+  // Port 0 asks the OS for a free port (tests, side-by-side runs).
+  if (port > 65535) throw new Error(`"${address}": port must be 0-65535`);
+  if (ipv6 !== undefined) {
+    if (isIP(ipv6) !== 6) throw new Error(`"${address}": "${ipv6}" is not an IPv6 address`);
+    return { host: ipv6, port };
+  }
+  if (!name) return { host: '0.0.0.0', port };
+  if (!name.split('.').every((label) => HOST_LABEL.test(label))) throw new Error(`"${address}": "${name}" is not a host name or IPv4 address`);
+  return { host: name, port };
+}
+
+// ---------------------------------------------------------------------------
+// Building: only reached when every check passed, so the parsers cannot throw
+
+function build(sections: Sections, routes: readonly RouteRef[], files: readonly string[]): LoadedConfig {
+  const effectiveRoutes = routes.map((r) => effectiveRoute(r.raw));
+  const effective: EffectiveConfig = {
+    version: 1,
+    entrypoint: { ...DEFAULTS.entrypoint, ...sections.entrypoint?.data.entrypoint },
+    admin: { ...DEFAULTS.admin, ...sections.admin?.data.admin },
+    shutdown: { ...DEFAULTS.shutdown, ...sections.shutdown?.data.shutdown },
+    routes: effectiveRoutes,
+  };
+  const config: Config = {
+    entrypoint: {
+      ...parseAddress(effective.entrypoint.address),
+      maxConnectionAgeMs: parseDuration(effective.entrypoint.maxConnectionAge),
+      maxConnectionAgeGraceMs: parseDuration(effective.entrypoint.maxConnectionAgeGrace),
+    },
+    admin: parseAddress(effective.admin.address),
+    shutdown: {
+      drainDelayMs: parseDuration(effective.shutdown.drainDelay),
+      timeoutMs: parseDuration(effective.shutdown.timeout),
+    },
+    routes: effectiveRoutes.map((route, i) => runtimeRoute(route, routes[i]!.src.file)),
+  };
+  return deepFreeze({ config, effective, version: configVersion(effective), files: [...files] });
+}
+
+function effectiveRoute(raw: RawRoute): EffectiveRoute {
+  return {
+    name: raw.name,
+    hosts: raw.hosts.map((h) => h.toLowerCase()),
+    pathPrefix: raw.pathPrefix ?? DEFAULTS.pathPrefix,
+    protocol: raw.protocol ?? DEFAULTS.protocol,
+    timeouts: { ...DEFAULTS.timeouts, ...raw.timeouts },
+    backends: raw.backends.map(({ name, url, weight, hostHeader }) => {
+      const backend = { name, url: normalizeBackendUrl(url), weight };
+      return hostHeader === undefined ? backend : { ...backend, hostHeader };
+    }),
+  };
+}
+
+function runtimeRoute(route: EffectiveRoute, file: string): RouteConfig {
+  const { timeouts, ...rest } = route;
+  return {
+    ...rest,
+    timeouts: { connectMs: parseDuration(timeouts.connect), responseMs: parseDuration(timeouts.response) },
+    file,
+  };
+}
+
+/** First 12 hex digits of sha256 over `effective` with sorted keys, so key order in the YAML does not matter. */
+function configVersion(effective: EffectiveConfig): string {
+  return createHash('sha256').update(stableJson(effective)).digest('hex').slice(0, 12);
+}
+
+function stableJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(stableJson).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${stableJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+// A loaded config is shared by every request that started under it; freezing
+// makes "in-flight requests finish on the config they started with" hold.
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}

@@ -1,0 +1,228 @@
+// The entrypoint: one TCP port for HTTP/1.1 and h2c. A net.Server accepts,
+// reads just enough to tell an HTTP/2 prior-knowledge preface from an
+// HTTP/1.1 request line, puts the bytes back and hands the socket to node:http
+// or node:http2 (whose cleartext servers cannot share a port by themselves:
+// nodejs/node#26795). It also owns connection lifecycles: max age, drain.
+import net, { type Socket, type AddressInfo } from 'node:net';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import http2, { type Http2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import { H1Exchange, H2Exchange, UpgradeExchange, type ExchangeOwner } from './exchange.ts';
+import type { BackendMetrics, Metrics } from './metrics.ts';
+import { proxy } from './proxy.ts';
+import type { RouteTable } from './routing.ts';
+
+const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+// A connection that has not sent enough to be classified by then is dropped.
+const SNIFF_TIMEOUT_MS = 10_000;
+// Longer than the idle timeout of common load balancers in front (AWS ALB: 60 s),
+// so the balancer, not the proxy, closes idle connections and never races us.
+const H1_KEEPALIVE_MS = 65_000;
+// HTTP/2 flow control: node's 64 KiB default window makes large gRPC messages
+// crawl (one round trip per 64 KiB); 1 MiB per stream, 16 MiB per session.
+export const H2_STREAM_WINDOW = 1 << 20;
+export const H2_SESSION_WINDOW = 16 << 20;
+
+export interface EntrypointOptions {
+  readonly host: string;
+  readonly port: number;
+  /** 0 disables max connection age. */
+  readonly maxConnectionAgeMs: number;
+  readonly maxConnectionAgeGraceMs: number;
+}
+
+function noop(): void {}
+
+/** ±10% so connections opened together do not all reconnect together. */
+function jitter(ms: number): number {
+  return Math.round(ms * (0.9 + Math.random() * 0.2));
+}
+
+export class Entrypoint implements ExchangeOwner {
+  /** The route table in force; reload swaps this reference. */
+  table: RouteTable;
+  readonly #opts: EntrypointOptions;
+  readonly #log: Logger;
+  readonly #metrics: Metrics;
+  readonly #unmatchedH1: BackendMetrics;
+  readonly #unmatchedH2: BackendMetrics;
+  readonly #server: net.Server;
+  readonly #h1: http.Server;
+  readonly #h2: http2.Http2Server;
+  readonly #sessions = new Set<Http2Session>();
+  /** HTTP/1.1 sockets past their max age: their next response closes them. */
+  readonly #expired = new WeakSet<Duplex>();
+  #inflight = 0;
+  #draining = false;
+  #onIdle: (() => void) | undefined;
+
+  constructor(opts: EntrypointOptions, table: RouteTable, metrics: Metrics, log: Logger) {
+    this.#opts = opts;
+    this.table = table;
+    this.#metrics = metrics;
+    this.#log = log;
+    this.#unmatchedH1 = metrics.backend('unmatched', 'none', 'http');
+    this.#unmatchedH2 = metrics.backend('unmatched', 'none', 'h2c');
+
+    this.#h1 = http.createServer({ keepAliveTimeout: H1_KEEPALIVE_MS }, this.#onRequest);
+    this.#h1.on('upgrade', this.#onUpgrade);
+    this.#h2 = http2.createServer({
+      settings: { initialWindowSize: H2_STREAM_WINDOW, maxConcurrentStreams: 1000 },
+      // Node's 10 MB default answers ENHANCE_YOUR_CALM under load (node#27416).
+      maxSessionMemory: 64,
+    });
+    this.#h2.on('session', this.#onSession);
+    this.#h2.on('stream', this.#onStream);
+    this.#server = net.createServer({ noDelay: true }, this.#onConnection);
+  }
+
+  listen(): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(this.#opts.port, this.#opts.host, () => {
+        this.#server.off('error', reject);
+        resolve(this.#server.address() as AddressInfo);
+      });
+    });
+  }
+
+  get inflight(): number {
+    return this.#inflight;
+  }
+
+  // --- connections ---------------------------------------------------------
+
+  readonly #onConnection = (socket: Socket): void => {
+    let buffered: Buffer | undefined;
+    const onError = (): void => { socket.destroy(); };
+    const onData = (chunk: Buffer): void => {
+      buffered = buffered === undefined ? chunk : Buffer.concat([buffered, chunk]);
+      const n = Math.min(buffered.length, PREFACE.length);
+      const h2 = buffered.compare(PREFACE, 0, n, 0, n) === 0;
+      if (h2 && buffered.length < PREFACE.length) return; // the preface may arrive in pieces
+      socket.off('data', onData).off('error', onError).setTimeout(0);
+      socket.pause();
+      socket.unshift(buffered);
+      this.#handOver(socket, h2);
+    };
+    socket.on('data', onData).on('error', onError);
+    socket.setTimeout(SNIFF_TIMEOUT_MS, onError);
+  };
+
+  #handOver(socket: Socket, h2: boolean): void {
+    const protocol = h2 ? 'h2c' : 'http';
+    const gauge = this.#metrics.openConnections.labels(protocol);
+    gauge.inc();
+    socket.once('close', () => gauge.dec());
+    if (h2) {
+      // The session reads the unshifted preface from the socket itself.
+      this.#h2.emit('connection', socket);
+      return;
+    }
+    this.#h1.emit('connection', socket);
+    socket.resume();
+    if (this.#opts.maxConnectionAgeMs > 0) {
+      const timer = setTimeout(() => this.#expired.add(socket), jitter(this.#opts.maxConnectionAgeMs));
+      timer.unref();
+      socket.once('close', () => clearTimeout(timer));
+    }
+  }
+
+  readonly #onSession = (session: Http2Session): void => {
+    this.#sessions.add(session);
+    session.on('error', noop);
+    session.once('close', () => this.#sessions.delete(session));
+    session.setLocalWindowSize(H2_SESSION_WINDOW);
+    if (this.#draining) {
+      session.close();
+      return;
+    }
+    if (this.#opts.maxConnectionAgeMs > 0) {
+      // Long-lived gRPC clients reach replicas an HPA added only if we ask them
+      // to reconnect: GOAWAY at max age, then cut what is left after the grace.
+      const age = setTimeout(() => this.#retire(session), jitter(this.#opts.maxConnectionAgeMs));
+      age.unref();
+      session.once('close', () => clearTimeout(age));
+    }
+  };
+
+  /** GOAWAY now; streams in flight get the grace period, then the session is cut. */
+  #retire(session: Http2Session): void {
+    if (session.closed || session.destroyed) return;
+    session.close();
+    const grace = setTimeout(() => session.destroy(), this.#opts.maxConnectionAgeGraceMs);
+    grace.unref();
+    session.once('close', () => clearTimeout(grace));
+  }
+
+  // --- requests ------------------------------------------------------------
+
+  readonly #onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    this.#inflight++;
+    const ex = new H1Exchange(req, res, this, req.socket.remoteAddress ?? '');
+    proxy(ex, this.table, this.#unmatchedH1);
+  };
+
+  readonly #onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    this.#inflight++;
+    const ex = new UpgradeExchange(req, socket, head, this, (socket as Socket).remoteAddress ?? '');
+    proxy(ex, this.table, this.#unmatchedH1);
+  };
+
+  readonly #onStream = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void => {
+    this.#inflight++;
+    stream.on('error', noop);
+    const ex = new H2Exchange(stream, headers, this, stream.session?.socket?.remoteAddress ?? '');
+    proxy(ex, this.table, this.#unmatchedH2);
+  };
+
+  /** ExchangeOwner: whether an HTTP/1.1 response should close its connection. */
+  shouldClose(socket: Duplex): boolean {
+    return this.#draining || this.#expired.has(socket);
+  }
+
+  /** ExchangeOwner: one exchange is over. */
+  exchangeDone(): void {
+    this.#inflight--;
+    if (this.#inflight === 0 && this.#onIdle !== undefined) this.#onIdle();
+  }
+
+  // --- shutdown ------------------------------------------------------------
+
+  /**
+   * Stops taking new work: closes the listener, asks HTTP/2 clients to go
+   * (GOAWAY) and closes idle HTTP/1.1 keep-alive connections; busy ones get
+   * `Connection: close` on their current response.
+   */
+  drain(): void {
+    this.#draining = true;
+    this.#server.close();
+    for (const s of this.#sessions) s.close();
+    this.#h1.closeIdleConnections();
+  }
+
+  /** Resolves with the number of exchanges still open when `timeoutMs` ran out (0 if all finished). */
+  whenIdle(timeoutMs: number): Promise<number> {
+    if (this.#inflight === 0) return Promise.resolve(0);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#onIdle = undefined;
+        resolve(this.#inflight);
+      }, timeoutMs);
+      this.#onIdle = () => {
+        clearTimeout(timer);
+        this.#onIdle = undefined;
+        resolve(0);
+      };
+    });
+  }
+
+  /** Cuts whatever is still open. */
+  destroy(): void {
+    this.#server.close();
+    for (const s of this.#sessions) s.destroy();
+    this.#h1.closeAllConnections();
+    this.#log.debug('entrypoint destroyed');
+  }
+}

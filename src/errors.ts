@@ -1,0 +1,94 @@
+// Every failure the proxy answers for itself is one of these classes. Each has
+// a stable code, and this file is the one place that maps them to an HTTP
+// status and a gRPC status (DESIGN.md, "Routing rules").
+
+export type UpstreamErrorKind = 'connect' | 'timeout' | 'reset' | 'protocol';
+
+export class ProxyError extends Error {
+  readonly code: string = 'SY_PROXY';
+  readonly httpStatus: number = 502;
+  readonly grpcStatus: number = 14;
+}
+
+/** No route for the host/path: 404, gRPC 12 UNIMPLEMENTED. */
+export class NoRouteError extends ProxyError {
+  override readonly code = 'SY_NO_ROUTE';
+  override readonly httpStatus = 404;
+  override readonly grpcStatus = 12;
+  constructor() { super('no route for this host and path'); }
+}
+
+/** Override header names a backend the route does not have: 400, gRPC 3 INVALID_ARGUMENT. */
+export class UnknownBackendError extends ProxyError {
+  override readonly code = 'SY_UNKNOWN_BACKEND';
+  override readonly httpStatus = 400;
+  override readonly grpcStatus = 3;
+  constructor() { super('x-switchyard-backend names no backend of this route'); }
+}
+
+/** Malformed request the proxy will not forward: 400, gRPC 3. */
+export class BadRequestError extends ProxyError {
+  override readonly code = 'SY_BAD_REQUEST';
+  override readonly httpStatus = 400;
+  override readonly grpcStatus = 3;
+}
+
+/** Every weight is 0 and no override: 503, gRPC 14 UNAVAILABLE. */
+export class NoBackendError extends ProxyError {
+  override readonly code = 'SY_NO_BACKEND';
+  override readonly httpStatus = 503;
+  override readonly grpcStatus = 14;
+  constructor() { super('no backend has a weight above 0'); }
+}
+
+/** The upstream failed; `kind` is the metrics label and decides the status. */
+export class UpstreamError extends ProxyError {
+  override readonly code: string;
+  override readonly httpStatus: number;
+  override readonly grpcStatus: number;
+  readonly kind: UpstreamErrorKind;
+  /** True when nothing of the request reached the backend, so any method may be retried. */
+  readonly nothingSent: boolean;
+  constructor(kind: UpstreamErrorKind, nothingSent: boolean, cause: unknown) {
+    super(`upstream ${kind} error: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+    this.kind = kind;
+    this.nothingSent = nothingSent;
+    this.code = `SY_UPSTREAM_${kind.toUpperCase()}`;
+    this.httpStatus = kind === 'timeout' ? 504 : 502;
+    this.grpcStatus = kind === 'timeout' ? 4 : 14;
+  }
+}
+
+// Connect-phase errors: the request never left the proxy.
+const CONNECT_CODES = new Set([
+  'ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL',
+]);
+const TIMEOUT_CODES = new Set([
+  'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT',
+  'SY_RESPONSE_TIMEOUT',
+]);
+const RESET_CODES = new Set([
+  'ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'ERR_HTTP2_STREAM_ERROR',
+  'ERR_HTTP2_SESSION_ERROR', 'ERR_HTTP2_GOAWAY_SESSION', 'ERR_HTTP2_STREAM_CANCEL',
+]);
+
+/** Classifies an error from undici or node:http2 into an UpstreamError. */
+export function upstreamError(err: unknown): UpstreamError {
+  if (err instanceof UpstreamError) return err;
+  const code = (err as { code?: string })?.code ?? '';
+  if (CONNECT_CODES.has(code)) return new UpstreamError('connect', true, err);
+  if (code === 'UND_ERR_CONNECT_TIMEOUT') return new UpstreamError('timeout', true, err);
+  if (TIMEOUT_CODES.has(code)) return new UpstreamError('timeout', false, err);
+  if (RESET_CODES.has(code)) return new UpstreamError('reset', false, err);
+  return new UpstreamError('protocol', false, err);
+}
+
+/** HTTP status for any error the proxy answers itself. Never 500. */
+export function httpStatusOf(err: unknown): number {
+  return err instanceof ProxyError ? err.httpStatus : 502;
+}
+
+/** gRPC status for any error the proxy answers itself. */
+export function grpcStatusOf(err: unknown): number {
+  return err instanceof ProxyError ? err.grpcStatus : 14;
+}

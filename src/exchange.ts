@@ -1,0 +1,549 @@
+// An Exchange is one client request and its response, whatever the client
+// spoke (HTTP/1.1 or HTTP/2). Upstream forwarders see only this interface, so
+// each upstream protocol is written once for both kinds of client.
+import { STATUS_CODES, type IncomingMessage, type ServerResponse, type OutgoingHttpHeaders } from 'node:http';
+import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
+import { Readable, type Duplex } from 'node:stream';
+import { performance } from 'node:perf_hooks';
+import type { ProxyError } from './errors.ts';
+import type { BackendMetrics } from './metrics.ts';
+
+export type ResponseHeaders = Record<string, string | string[] | undefined>;
+
+/** What the entrypoint learns when an exchange is over. */
+export interface ExchangeOwner {
+  exchangeDone(): void;
+  /** Whether a response on this HTTP/1.1 connection should close it (draining, or past max age). */
+  shouldClose(socket: Duplex): boolean;
+}
+
+export interface Exchange {
+  readonly method: string;
+  readonly path: string;
+  /** Raw Host / :authority, as the client sent it. */
+  readonly authority: string | undefined;
+  readonly grpc: boolean;
+  /** Value of x-switchyard-backend, if any. */
+  readonly override: string | undefined;
+  readonly hasBody: boolean;
+  /** The protocol of an HTTP/1.1 Upgrade request (e.g. "websocket"). */
+  readonly upgrade: string | undefined;
+  /** True once any byte of the request body was handed upstream: no retry after that. */
+  readonly bodyStarted: boolean;
+  /** True once the response status was sent to the client. */
+  readonly responded: boolean;
+  readonly clientGone: boolean;
+  /** Metrics the outcome is counted under; set once the route/backend is known. */
+  metrics: BackendMetrics;
+  /** Called when the client goes away before the response is complete. */
+  onClientGone: (() => void) | undefined;
+
+  /** A fresh body stream for one upstream attempt; it may be destroyed by its consumer. */
+  body(): Readable | null;
+  headersForH1(hostHeader: string | undefined): string[];
+  headersForH2(hostHeader: string | undefined): OutgoingHttpHeaders;
+  respond(status: number, headers: ResponseHeaders, trailersFollow: boolean): void;
+  write(chunk: Buffer): boolean;
+  onceDrain(fn: () => void): void;
+  end(trailers: ResponseHeaders | null): void;
+  /** Answers with the error's status (gRPC: Trailers-Only) or, if the response began, cuts it. */
+  fail(err: ProxyError): void;
+}
+
+// Hop-by-hop and HTTP/2 connection-specific request headers (RFC 9110 §7.6.1,
+// RFC 9113 §8.2.2), plus ones the proxy consumes or sets itself.
+const DROP_REQUEST = new Set([
+  'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
+  'http2-settings', 'host', 'expect', 'x-switchyard-backend',
+  'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host',
+]);
+const DROP_RESPONSE = ['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'trailer', 'upgrade'];
+// Tokens of a Connection header that name no other header.
+const PLAIN_CONNECTION_TOKENS = new Set(['close', 'keep-alive', 'upgrade', 'te', 'http2-settings']);
+
+/** Names listed in a Connection header (beyond the usual tokens), to be dropped too. */
+function connectionNamed(value: string | undefined): Set<string> | undefined {
+  if (value === undefined) return undefined;
+  let named: Set<string> | undefined;
+  for (const t of value.split(',')) {
+    const token = t.trim().toLowerCase();
+    if (token !== '' && !PLAIN_CONNECTION_TOKENS.has(token)) (named ??= new Set()).add(token);
+  }
+  return named;
+}
+
+/** Removes hop-by-hop headers from an upstream response, in place. */
+export function stripResponseHeaders(h: ResponseHeaders): ResponseHeaders {
+  const named = connectionNamed(h['connection'] as string | undefined);
+  if (named !== undefined) for (const n of named) delete h[n];
+  for (const n of DROP_RESPONSE) delete h[n];
+  return h;
+}
+
+/**
+ * A request body handed upstream one attempt at a time. It starts reading the
+ * client only when the upstream first reads, so a request whose connection was
+ * refused can be retried with its body untouched; and when the upstream client
+ * destroys it (undici does, when done) the client's own stream survives.
+ * Node has no stream that defers its source like this, hence these few lines.
+ */
+class LazyBody extends Readable {
+  readonly #src: Readable;
+  readonly #ex: { bodyStarted: boolean };
+  #started = false;
+  readonly #onData = (chunk: Buffer): void => {
+    if (!this.push(chunk)) this.#src.pause();
+  };
+  readonly #onEnd = (): void => { this.push(null); };
+  readonly #onError = (err: Error): void => { this.destroy(err); };
+
+  constructor(src: Readable, ex: { bodyStarted: boolean }) {
+    super({ highWaterMark: 64 * 1024 });
+    this.#src = src;
+    this.#ex = ex;
+  }
+
+  override _read(): void {
+    if (!this.#started) {
+      this.#started = true;
+      this.#ex.bodyStarted = true;
+      this.#src.on('data', this.#onData).on('end', this.#onEnd).on('error', this.#onError);
+    }
+    this.#src.resume();
+  }
+
+  override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
+    this.#src.off('data', this.#onData).off('end', this.#onEnd).off('error', this.#onError);
+    cb(err);
+  }
+}
+
+function appendForwardedFor(prev: string | undefined, ip: string): string {
+  return prev === undefined || prev === '' ? ip : `${prev}, ${ip}`;
+}
+
+function textBody(err: ProxyError): string {
+  return `${err.httpStatus} ${err.code}: ${err.message}\n`;
+}
+
+/**
+ * The request side of an HTTP/1.1 client's exchange: the head, parsed once
+ * into what goes upstream. Subclasses answer on a ServerResponse or, for an
+ * Upgrade, on the raw socket.
+ */
+abstract class H1Request {
+  readonly req: IncomingMessage;
+  readonly method: string;
+  readonly path: string;
+  readonly authority: string | undefined;
+  readonly grpc: boolean;
+  readonly override: string | undefined;
+  readonly hasBody: boolean;
+  upgrade: string | undefined = undefined;
+  bodyStarted = false;
+  responded = false;
+  clientGone = false;
+  metrics!: BackendMetrics;
+  onClientGone: (() => void) | undefined = undefined;
+  protected readonly start = performance.now();
+  protected readonly owner: ExchangeOwner;
+  readonly #clientIp: string;
+  /** The client's headers minus hop-by-hop and proxy-set ones, flat [name, value, ...]. */
+  readonly #headers: string[] = [];
+  readonly #xff: string | undefined;
+  readonly #xfProto: string | undefined;
+  readonly #xfHost: string | undefined;
+
+  constructor(req: IncomingMessage, owner: ExchangeOwner, clientIp: string) {
+    this.req = req;
+    this.owner = owner;
+    this.#clientIp = clientIp;
+    this.method = req.method ?? 'GET';
+    this.path = req.url ?? '/';
+    // One pass over the raw headers: node builds req.headers lazily, and
+    // not touching it saves an object per request.
+    const raw = req.rawHeaders;
+    let host: string | undefined, ctype: string | undefined, override: string | undefined;
+    let xff: string | undefined, xfProto: string | undefined, xfHost: string | undefined;
+    let connection: string | undefined, hasBody = false;
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i]!.toLowerCase();
+      const value = raw[i + 1]!;
+      if (!DROP_REQUEST.has(name)) {
+        if (name === 'content-type') ctype = value;
+        else if (name === 'content-length') hasBody ||= value !== '0';
+        this.#headers.push(name, value);
+        continue;
+      }
+      switch (name) {
+        case 'host': host = value; break;
+        case 'x-switchyard-backend': override = value; break;
+        case 'x-forwarded-for': xff = xff === undefined ? value : `${xff}, ${value}`; break;
+        case 'x-forwarded-proto': xfProto ??= value; break;
+        case 'x-forwarded-host': xfHost ??= value; break;
+        case 'connection': connection = value; break;
+        case 'transfer-encoding': hasBody = true; break;
+      }
+    }
+    const named = connectionNamed(connection);
+    if (named !== undefined) {
+      const kept: string[] = [];
+      for (let i = 0; i < this.#headers.length; i += 2) {
+        if (!named.has(this.#headers[i]!)) kept.push(this.#headers[i]!, this.#headers[i + 1]!);
+      }
+      this.#headers = kept;
+    }
+    this.authority = host;
+    this.override = override;
+    this.grpc = ctype !== undefined && ctype.startsWith('application/grpc');
+    this.hasBody = hasBody;
+    this.#xff = xff;
+    this.#xfProto = xfProto;
+    this.#xfHost = xfHost;
+  }
+
+  body(): Readable | null {
+    return this.hasBody ? new LazyBody(this.req, this) : null;
+  }
+
+  headersForH1(hostHeader: string | undefined): string[] {
+    const h = this.#headers.slice();
+    h.push(
+      'host', hostHeader ?? this.authority ?? '',
+      'x-forwarded-for', appendForwardedFor(this.#xff, this.#clientIp),
+      'x-forwarded-proto', this.#xfProto ?? 'http',
+    );
+    if (this.authority !== undefined) h.push('x-forwarded-host', this.#xfHost ?? this.authority);
+    return h;
+  }
+
+  headersForH2(hostHeader: string | undefined): OutgoingHttpHeaders {
+    const out: OutgoingHttpHeaders = {
+      ':method': this.method,
+      ':path': this.path,
+      ':scheme': 'http',
+      ':authority': hostHeader ?? this.authority ?? '',
+    };
+    const h = this.#headers;
+    for (let i = 0; i < h.length; i += 2) {
+      const name = h[i]!;
+      const prev = out[name];
+      // HTTP/2 wants one field per name; cookies join with "; " (RFC 9113 §8.2.3).
+      out[name] = prev === undefined ? h[i + 1] : `${String(prev)}${name === 'cookie' ? '; ' : ', '}${h[i + 1]}`;
+    }
+    out['x-forwarded-for'] = appendForwardedFor(this.#xff, this.#clientIp);
+    out['x-forwarded-proto'] = this.#xfProto ?? 'http';
+    if (this.authority !== undefined) out['x-forwarded-host'] = this.#xfHost ?? this.authority;
+    return out;
+  }
+}
+
+/** A request from an HTTP/1.1 client (node:http), answered on its ServerResponse. */
+export class H1Exchange extends H1Request implements Exchange {
+  readonly res: ServerResponse;
+  // req.socket is already null when the response emits 'close'.
+  readonly #socket: Duplex;
+
+  constructor(req: IncomingMessage, res: ServerResponse, owner: ExchangeOwner, clientIp: string) {
+    super(req, owner, clientIp);
+    this.res = res;
+    this.#socket = req.socket;
+    res.once('close', this.#onClose);
+  }
+
+  readonly #onClose = (): void => {
+    if (!this.res.writableFinished) {
+      this.clientGone = true;
+      this.onClientGone?.();
+    }
+    this.metrics.done(this.clientGone ? 499 : this.res.statusCode, (performance.now() - this.start) / 1000);
+    this.owner.exchangeDone();
+  };
+
+  respond(status: number, headers: ResponseHeaders): void {
+    this.responded = true;
+    stripResponseHeaders(headers);
+    if (this.owner.shouldClose(this.#socket)) headers['connection'] = 'close';
+    this.res.writeHead(status, headers as OutgoingHttpHeaders);
+  }
+
+  write(chunk: Buffer): boolean {
+    return this.res.write(chunk);
+  }
+
+  onceDrain(fn: () => void): void {
+    this.res.once('drain', fn);
+  }
+
+  end(): void {
+    this.res.end();
+  }
+
+  fail(err: ProxyError): void {
+    if (this.clientGone) return;
+    if (this.responded) {
+      // The status line is out: the only honest signal left is a cut connection.
+      this.res.destroy();
+      return;
+    }
+    this.responded = true;
+    const body = textBody(err);
+    const headers: OutgoingHttpHeaders = {
+      'content-type': 'text/plain; charset=utf-8',
+      'content-length': Buffer.byteLength(body),
+    };
+    // An unread request body would otherwise have to be drained first.
+    if (this.owner.shouldClose(this.#socket) || (this.hasBody && !this.req.complete)) headers['connection'] = 'close';
+    this.res.writeHead(err.httpStatus, headers);
+    this.res.end(body);
+  }
+}
+
+/**
+ * An HTTP/1.1 Upgrade request (WebSocket): answered on the raw client socket.
+ * On 101 the proxy writes the upstream's head and splices the two sockets;
+ * any other answer is passed on and the connection closed after it.
+ */
+export class UpgradeExchange extends H1Request implements Exchange {
+  readonly socket: Duplex;
+  readonly #head: Buffer;
+  #status = 0;
+  #finished = false;
+
+  constructor(req: IncomingMessage, socket: Duplex, head: Buffer, owner: ExchangeOwner, clientIp: string) {
+    super(req, owner, clientIp);
+    this.socket = socket;
+    this.#head = head;
+    const upgrade = req.headers['upgrade'];
+    this.upgrade = typeof upgrade === 'string' ? upgrade : 'websocket';
+    socket.on('error', () => socket.destroy());
+    socket.once('close', this.#onClose);
+  }
+
+  readonly #onClose = (): void => {
+    if (!this.#finished && this.#status !== 101) {
+      this.clientGone = true;
+      this.onClientGone?.();
+    }
+    this.metrics.done(this.clientGone ? 499 : this.#status, (performance.now() - this.start) / 1000);
+    this.owner.exchangeDone();
+  };
+
+  respond(status: number, headers: ResponseHeaders): void {
+    this.responded = true;
+    this.#status = status;
+    if (status !== 101) {
+      stripResponseHeaders(headers);
+      headers['connection'] = 'close';
+    }
+    let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n`;
+    for (const name in headers) {
+      const value = headers[name];
+      if (value === undefined) continue;
+      for (const v of Array.isArray(value) ? value : [value]) head += `${name}: ${v}\r\n`;
+    }
+    this.socket.write(`${head}\r\n`);
+  }
+
+  /** Joins the client socket to the upgraded upstream socket, both ways. */
+  splice(upstream: Duplex): void {
+    this.#finished = true;
+    if (this.#head.length > 0) upstream.write(this.#head);
+    const client = this.socket;
+    upstream.on('error', () => client.destroy()).once('close', () => client.destroy());
+    client.on('error', () => upstream.destroy()).once('close', () => upstream.destroy());
+    upstream.pipe(client);
+    client.pipe(upstream);
+  }
+
+  write(chunk: Buffer): boolean {
+    return this.socket.write(chunk);
+  }
+
+  onceDrain(fn: () => void): void {
+    this.socket.once('drain', fn);
+  }
+
+  end(): void {
+    this.#finished = true;
+    this.socket.end();
+  }
+
+  fail(err: ProxyError): void {
+    if (this.clientGone) return;
+    if (this.responded) {
+      this.socket.destroy();
+      return;
+    }
+    const body = textBody(err);
+    this.respond(err.httpStatus, { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(Buffer.byteLength(body)) });
+    this.#finished = true;
+    this.socket.end(body);
+  }
+}
+
+/** A request on an HTTP/2 stream (node:http2 core API). */
+export class H2Exchange implements Exchange {
+  readonly stream: ServerHttp2Stream;
+  readonly method: string;
+  readonly path: string;
+  readonly authority: string | undefined;
+  readonly grpc: boolean;
+  readonly override: string | undefined;
+  readonly hasBody: boolean;
+  readonly upgrade = undefined;
+  bodyStarted = false;
+  responded = false;
+  clientGone = false;
+  metrics!: BackendMetrics;
+  onClientGone: (() => void) | undefined = undefined;
+  readonly #headers: IncomingHttpHeaders;
+  readonly #start = performance.now();
+  readonly #owner: ExchangeOwner;
+  readonly #clientIp: string;
+  #finished = false;
+  #status = 0;
+  #trailers: ResponseHeaders | null = null;
+
+  constructor(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, owner: ExchangeOwner, clientIp: string) {
+    this.stream = stream;
+    this.#headers = headers;
+    this.#owner = owner;
+    this.#clientIp = clientIp;
+    this.method = headers[':method'] ?? 'GET';
+    this.path = headers[':path'] ?? '/';
+    this.authority = headers[':authority'] ?? headers['host'];
+    const ctype = headers['content-type'];
+    this.grpc = ctype !== undefined && ctype.startsWith('application/grpc');
+    const override = headers['x-switchyard-backend'];
+    this.override = Array.isArray(override) ? override[0] : override;
+    // END_STREAM on the HEADERS frame means no body.
+    this.hasBody = !stream.readableEnded && !(stream as { endAfterHeaders?: boolean }).endAfterHeaders;
+    stream.once('close', this.#onClose);
+  }
+
+  readonly #onClose = (): void => {
+    if (!this.#finished) {
+      this.clientGone = true;
+      this.onClientGone?.();
+    }
+    this.metrics.done(this.clientGone ? 499 : this.#status, (performance.now() - this.#start) / 1000);
+    this.#owner.exchangeDone();
+  };
+
+  body(): Readable | null {
+    return this.hasBody ? new LazyBody(this.stream, this) : null;
+  }
+
+  #forwarded(): [xff: string, proto: string, host: string | undefined] {
+    const h = this.#headers;
+    const xff = h['x-forwarded-for'];
+    const proto = h['x-forwarded-proto'];
+    const host = h['x-forwarded-host'];
+    return [
+      appendForwardedFor(Array.isArray(xff) ? xff.join(', ') : xff, this.#clientIp),
+      (Array.isArray(proto) ? proto[0] : proto) ?? 'http',
+      (Array.isArray(host) ? host[0] : host) ?? this.authority,
+    ];
+  }
+
+  headersForH1(hostHeader: string | undefined): string[] {
+    const out: string[] = [];
+    const h = this.#headers;
+    const named = connectionNamed(h['connection']);
+    for (const name in h) {
+      if (name.charCodeAt(0) === 58 /* ':' */ || DROP_REQUEST.has(name) || named?.has(name)) continue;
+      const v = h[name];
+      if (Array.isArray(v)) for (const x of v) out.push(name, x);
+      else if (v !== undefined) out.push(name, v);
+    }
+    const [xff, proto, xfHost] = this.#forwarded();
+    out.push('host', hostHeader ?? this.authority ?? '', 'x-forwarded-for', xff, 'x-forwarded-proto', proto);
+    if (xfHost !== undefined) out.push('x-forwarded-host', xfHost);
+    return out;
+  }
+
+  headersForH2(hostHeader: string | undefined): OutgoingHttpHeaders {
+    const out: OutgoingHttpHeaders = {};
+    const h = this.#headers;
+    const named = connectionNamed(h['connection']);
+    for (const name in h) {
+      if (DROP_REQUEST.has(name) || named?.has(name)) continue;
+      out[name] = h[name];
+    }
+    out[':authority'] = hostHeader ?? this.authority ?? '';
+    // "te: trailers" is the one TE value HTTP/2 allows, and gRPC servers require it.
+    if (h['te'] === 'trailers') out['te'] = 'trailers';
+    const [xff, proto, xfHost] = this.#forwarded();
+    out['x-forwarded-for'] = xff;
+    out['x-forwarded-proto'] = proto;
+    if (xfHost !== undefined) out['x-forwarded-host'] = xfHost;
+    return out;
+  }
+
+  respond(status: number, headers: ResponseHeaders, trailersFollow: boolean): void {
+    if (this.stream.destroyed) return;
+    this.responded = true;
+    this.#status = status;
+    stripResponseHeaders(headers);
+    delete headers['te'];
+    headers[':status'] = String(status);
+    if (this.grpc) this.#status = grpcStatusFrom(headers, this.#status);
+    this.stream.respond(headers as OutgoingHttpHeaders, trailersFollow ? { waitForTrailers: true } : undefined);
+  }
+
+  write(chunk: Buffer): boolean {
+    return this.stream.write(chunk);
+  }
+
+  onceDrain(fn: () => void): void {
+    this.stream.once('drain', fn);
+  }
+
+  end(trailers: ResponseHeaders | null): void {
+    if (this.stream.destroyed) return;
+    this.#finished = true;
+    if (trailers !== null) {
+      this.#trailers = trailers;
+      if (this.grpc) this.#status = grpcStatusFrom(trailers, this.#status);
+      this.stream.once('wantTrailers', this.#sendTrailers);
+    }
+    this.stream.end();
+  }
+
+  readonly #sendTrailers = (): void => {
+    this.stream.sendTrailers(this.#trailers as OutgoingHttpHeaders);
+  };
+
+  fail(err: ProxyError): void {
+    if (this.clientGone || this.stream.destroyed) return;
+    if (this.responded) {
+      // Mid-response there is no status left to send: reset the stream.
+      this.#finished = true;
+      this.stream.close(2 /* INTERNAL_ERROR */);
+      return;
+    }
+    this.responded = true;
+    this.#finished = true;
+    if (this.grpc) {
+      // Trailers-Only: one HEADERS frame with END_STREAM carrying the status.
+      this.#status = err.grpcStatus;
+      this.stream.respond({
+        ':status': 200,
+        'content-type': 'application/grpc',
+        'grpc-status': String(err.grpcStatus),
+        'grpc-message': encodeURIComponent(err.message),
+      }, { endStream: true });
+      return;
+    }
+    this.#status = err.httpStatus;
+    this.stream.respond({ ':status': err.httpStatus, 'content-type': 'text/plain; charset=utf-8' });
+    this.stream.end(textBody(err));
+  }
+}
+
+/** The grpc-status a response carries, else the fallback. */
+function grpcStatusFrom(h: ResponseHeaders, fallback: number): number {
+  const s = h['grpc-status'];
+  return typeof s === 'string' ? Number(s) : fallback;
+}

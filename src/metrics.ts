@@ -1,0 +1,146 @@
+// Prometheus metrics (names and labels are part of DESIGN.md's contract).
+// Label children are bound once per route/backend/protocol and cached, so the
+// request path never builds a label string or hashes a label set.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { UpstreamErrorKind } from './errors.ts';
+
+// A proxy's own overhead is sub-millisecond: start well below prom-client's 5 ms.
+const DURATION_BUCKETS = [
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+];
+
+interface CounterChild { inc(v?: number): void }
+interface HistogramChild { observe(v: number): void }
+
+/** The metrics of one (route, backend, protocol); what the request path holds. */
+export class BackendMetrics {
+  readonly #requests: Counter<string>;
+  readonly #labels: [string, string, string];
+  readonly #byCode: (CounterChild | undefined)[] = [];
+  readonly #duration: HistogramChild;
+  readonly #errors: Record<UpstreamErrorKind, CounterChild>;
+
+  constructor(m: Metrics, route: string, backend: string, protocol: string) {
+    this.#requests = m.requests;
+    this.#labels = [route, backend, protocol];
+    this.#duration = m.duration.labels(route, backend, protocol);
+    this.#errors = {
+      connect: m.upstreamErrors.labels(route, backend, 'connect'),
+      timeout: m.upstreamErrors.labels(route, backend, 'timeout'),
+      reset: m.upstreamErrors.labels(route, backend, 'reset'),
+      protocol: m.upstreamErrors.labels(route, backend, 'protocol'),
+    };
+  }
+
+  /** One finished request: `code` is the HTTP status, or the grpc-status for gRPC. */
+  done(code: number, seconds: number): void {
+    let child = this.#byCode[code];
+    if (child === undefined) {
+      const [route, backend, protocol] = this.#labels;
+      child = this.#requests.labels(route, backend, protocol, String(code));
+      this.#byCode[code] = child;
+    }
+    child.inc();
+    this.#duration.observe(seconds);
+  }
+
+  upstreamError(kind: UpstreamErrorKind): void {
+    this.#errors[kind].inc();
+  }
+}
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly requests: Counter<string>;
+  readonly duration: Histogram<string>;
+  readonly upstreamErrors: Counter<string>;
+  readonly backendWeight: Gauge<string>;
+  readonly configReloads: Counter<string>;
+  readonly configInfo: Gauge<string>;
+  readonly configLastReload: Gauge<string>;
+  readonly openConnections: Gauge<string>;
+  readonly #bound = new Map<string, BackendMetrics>();
+  #weightSeries = new Set<string>();
+  #configVersion: string | undefined;
+
+  constructor() {
+    const registers = [this.registry];
+    this.requests = new Counter({
+      name: 'switchyard_requests_total',
+      help: 'Requests answered, by route, backend, upstream protocol and status (gRPC: grpc-status).',
+      labelNames: ['route', 'backend', 'protocol', 'code'], registers,
+    });
+    this.duration = new Histogram({
+      name: 'switchyard_request_duration_seconds',
+      help: 'Time from request start to the end of the response.',
+      labelNames: ['route', 'backend', 'protocol'], buckets: DURATION_BUCKETS, registers,
+    });
+    this.upstreamErrors = new Counter({
+      name: 'switchyard_upstream_errors_total',
+      help: 'Upstream failures by kind: connect, timeout, reset, protocol.',
+      labelNames: ['route', 'backend', 'kind'], registers,
+    });
+    this.backendWeight = new Gauge({
+      name: 'switchyard_backend_weight',
+      help: 'The weight in force for each backend of each route.',
+      labelNames: ['route', 'backend'], registers,
+    });
+    this.configReloads = new Counter({
+      name: 'switchyard_config_reloads_total',
+      help: 'Config loads and reloads by result.',
+      labelNames: ['result'], registers,
+    });
+    this.configInfo = new Gauge({
+      name: 'switchyard_config_info',
+      help: 'Always 1; the version label is the hash of the config in force.',
+      labelNames: ['version'], registers,
+    });
+    this.configLastReload = new Gauge({
+      name: 'switchyard_config_last_reload_timestamp_seconds',
+      help: 'When the config in force was loaded (Unix time).',
+      registers,
+    });
+    this.openConnections = new Gauge({
+      name: 'switchyard_open_connections',
+      help: 'Open client connections by protocol (http = HTTP/1.1, h2c = HTTP/2).',
+      labelNames: ['protocol'], registers,
+    });
+    this.configReloads.labels('success').inc(0);
+    this.configReloads.labels('failure').inc(0);
+    collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** The bound metrics of a (route, backend, protocol), created once and reused across reloads. */
+  backend(route: string, backend: string, protocol: string): BackendMetrics {
+    const key = `${route}\0${backend}\0${protocol}`;
+    let bm = this.#bound.get(key);
+    if (bm === undefined) {
+      bm = new BackendMetrics(this, route, backend, protocol);
+      this.#bound.set(key, bm);
+    }
+    return bm;
+  }
+
+  /** Publishes the weights in force; series of backends that are gone are removed. */
+  setWeights(weights: Iterable<{ route: string; backend: string; weight: number }>): void {
+    const next = new Set<string>();
+    for (const w of weights) {
+      this.backendWeight.labels(w.route, w.backend).set(w.weight);
+      next.add(`${w.route}\0${w.backend}`);
+    }
+    for (const key of this.#weightSeries) {
+      if (!next.has(key)) {
+        const [route, backend] = key.split('\0') as [string, string];
+        this.backendWeight.remove(route, backend);
+      }
+    }
+    this.#weightSeries = next;
+  }
+
+  configLoaded(version: string): void {
+    if (this.#configVersion !== undefined) this.configInfo.remove(this.#configVersion);
+    this.configInfo.labels(version).set(1);
+    this.#configVersion = version;
+    this.configLastReload.set(Date.now() / 1000);
+  }
+}

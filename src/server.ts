@@ -1,0 +1,171 @@
+// The router as a whole: loads the config, builds route tables, runs the
+// entrypoint and the admin port, reloads and shuts down. Data flows one way:
+// config → immutable RouteTable → request path.
+import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import { startAdmin, type AdminState, type ConfigStatus } from './admin.ts';
+import { ConfigError, loadConfig, type LoadedConfig } from './config.ts';
+import { Entrypoint } from './entrypoint.ts';
+import { Metrics } from './metrics.ts';
+import { RouteTable } from './routing.ts';
+import { Upstreams, type Upstream } from './upstreams.ts';
+
+export interface Addresses {
+  readonly entrypoint: AddressInfo;
+  readonly admin: AddressInfo;
+}
+
+export class Switchyard implements AdminState {
+  readonly metrics = new Metrics();
+  readonly #path: string;
+  readonly #log: Logger;
+  readonly #upstreams = new Upstreams();
+  #loaded: LoadedConfig;
+  #loadedAt = new Date();
+  #lastError: ConfigStatus['lastError'] = null;
+  #entrypoint: Entrypoint | undefined;
+  #admin: { close(): Promise<void> } | undefined;
+  #draining = false;
+  #reloading: Promise<boolean> | undefined;
+
+  private constructor(path: string, loaded: LoadedConfig, log: Logger) {
+    this.#path = path;
+    this.#loaded = loaded;
+    this.#log = log;
+  }
+
+  /** Loads the config (throwing ConfigError if it is invalid) and starts serving. */
+  static async start(path: string, log: Logger): Promise<Switchyard> {
+    const loaded = await loadConfig(path);
+    const sy = new Switchyard(path, loaded, log);
+    await sy.#listen();
+    return sy;
+  }
+
+  get addresses(): Addresses {
+    return { entrypoint: this.#entrypointAddress!, admin: this.#adminAddress! };
+  }
+
+  #entrypointAddress: AddressInfo | undefined;
+  #adminAddress: AddressInfo | undefined;
+
+  async #listen(): Promise<void> {
+    const { config, version } = this.#loaded;
+    const table = this.#build(this.#loaded);
+    this.metrics.configReloads.labels('success').inc();
+    this.#entrypoint = new Entrypoint(config.entrypoint, table, this.metrics, this.#log.child({ component: 'entrypoint' }));
+    this.#entrypointAddress = await this.#entrypoint.listen();
+    const admin = await startAdmin(config.admin.host, config.admin.port, this.metrics, this, this.#log.child({ component: 'admin' }));
+    this.#admin = admin;
+    this.#adminAddress = admin.address;
+    this.#log.info({
+      version,
+      files: this.#loaded.files,
+      entrypoint: `${this.#entrypointAddress.address}:${this.#entrypointAddress.port}`,
+      admin: `${admin.address.address}:${admin.address.port}`,
+      routes: config.routes.map((r) => ({
+        name: r.name, hosts: r.hosts, pathPrefix: r.pathPrefix, protocol: r.protocol,
+        backends: r.backends.map((b) => `${b.name}=${b.weight}`).join(' '),
+      })),
+    }, 'switchyard started');
+  }
+
+  /** A new table for a loaded config; upstream pools of unchanged backends are reused. */
+  #build(loaded: LoadedConfig): RouteTable {
+    const used = new Set<Upstream>();
+    const table = new RouteTable(loaded.config, {
+      backend: (rc, bc) => {
+        const upstream = this.#upstreams.get(rc.protocol, bc.url, rc.timeouts.connectMs);
+        used.add(upstream);
+        return { upstream, metrics: this.metrics.backend(rc.name, bc.name, rc.protocol) };
+      },
+      none: (rc) => this.metrics.backend(rc.name, 'none', rc.protocol),
+    });
+    this.#upstreams.retain(used);
+    this.metrics.setWeights(loaded.config.routes.flatMap((r) => r.backends.map((b) => ({ route: r.name, backend: b.name, weight: b.weight }))));
+    this.metrics.configLoaded(loaded.version);
+    return table;
+  }
+
+  /**
+   * Reads the config again. A valid one replaces the route table in one
+   * assignment (requests in flight keep the table they started with); an
+   * invalid one is logged and counted, and the old one keeps serving.
+   */
+  reload(reason: string): Promise<boolean> {
+    // Reloads run one at a time; a reload asked for during one runs after it.
+    const run = async (): Promise<boolean> => this.#reload(reason);
+    this.#reloading = (this.#reloading ?? Promise.resolve(true)).then(run, run);
+    return this.#reloading;
+  }
+
+  async #reload(reason: string): Promise<boolean> {
+    let loaded: LoadedConfig;
+    try {
+      loaded = await loadConfig(this.#path);
+    } catch (err) {
+      this.metrics.configReloads.labels('failure').inc();
+      const issues = err instanceof ConfigError ? err.issues : [];
+      this.#lastError = { at: new Date().toISOString(), message: (err as Error).message, issues };
+      this.#log.error({ reason, issues, err: issues.length === 0 ? err : undefined }, 'config reload failed; the previous config stays in force');
+      return false;
+    }
+    this.#lastError = null;
+    if (loaded.version === this.#loaded.version) {
+      this.#log.debug({ reason, version: loaded.version }, 'config unchanged');
+      return true;
+    }
+    const before = this.#loaded;
+    this.#entrypoint!.table = this.#build(loaded);
+    this.#loaded = loaded;
+    this.#loadedAt = new Date();
+    this.metrics.configReloads.labels('success').inc();
+    const restartOnly = (['entrypoint', 'admin', 'shutdown'] as const).filter(
+      (k) => JSON.stringify(before.config[k]) !== JSON.stringify(loaded.config[k]));
+    if (restartOnly.length > 0) this.#log.warn({ sections: restartOnly }, 'these config sections changed and apply at the next restart');
+    this.#log.info({ reason, version: loaded.version, previous: before.version, routes: loaded.config.routes.length }, 'config reloaded');
+    return true;
+  }
+
+  // --- AdminState ----------------------------------------------------------
+
+  ready(): boolean {
+    return !this.#draining && this.#entrypoint !== undefined;
+  }
+
+  configStatus(): ConfigStatus {
+    return {
+      version: this.#loaded.version,
+      loadedAt: this.#loadedAt.toISOString(),
+      config: this.#loaded.effective,
+      lastError: this.#lastError,
+    };
+  }
+
+  // --- shutdown ------------------------------------------------------------
+
+  /**
+   * SIGTERM: readiness fails at once; traffic is served for drainDelay while
+   * endpoints propagate; then the listener closes, HTTP/1.1 connections get
+   * `Connection: close`, HTTP/2 sessions GOAWAY; in-flight work gets up to
+   * `timeout`. Resolves with the number of requests that had to be cut.
+   */
+  async shutdown(): Promise<number> {
+    if (this.#draining) return 0;
+    this.#draining = true;
+    const { drainDelayMs, timeoutMs } = this.#loaded.config.shutdown;
+    const ep = this.#entrypoint!;
+    this.#log.info({ drainDelayMs, timeoutMs, inflight: ep.inflight }, 'shutting down: readiness off, still serving');
+    await sleep(drainDelayMs);
+    this.#log.info({ inflight: ep.inflight }, 'draining: listener closed, waiting for in-flight requests');
+    ep.drain();
+    const cut = await ep.whenIdle(timeoutMs);
+    if (cut > 0) this.#log.warn({ cut }, 'shutdown timeout: cutting requests still in flight');
+    ep.destroy();
+    await this.#upstreams.closeAll();
+    await this.#admin?.close();
+    this.#log.info({ cut }, 'stopped');
+    return cut;
+  }
+}

@@ -1,0 +1,132 @@
+// HTTP/1.1 upstreams: one bounded undici Pool per backend origin, and the
+// dispatch handler that streams an upstream response into an Exchange.
+import { Pool, type Dispatcher } from 'undici';
+import type { Duplex } from 'node:stream';
+import { upstreamError, type UpstreamError } from './errors.ts';
+import type { Exchange, ResponseHeaders, UpgradeExchange } from './exchange.ts';
+import type { Backend, Route } from './routing.ts';
+
+export interface HttpUpstreamOptions {
+  /** Upper bound of connections to this backend. */
+  readonly connections: number;
+  readonly connectTimeoutMs: number;
+  /** Below a typical backend's keep-alive timeout (nginx 75s, node 5s), so we close idle sockets first (undici#3141). */
+  readonly keepAliveTimeoutMs: number;
+}
+
+export const DEFAULT_HTTP_UPSTREAM: Omit<HttpUpstreamOptions, 'connectTimeoutMs'> = {
+  connections: 128,
+  keepAliveTimeoutMs: 4_000,
+};
+
+export class HttpUpstream {
+  readonly protocol = 'http' as const;
+  readonly origin: string;
+  readonly pool: Pool;
+
+  constructor(origin: string, opts: HttpUpstreamOptions) {
+    this.origin = origin;
+    this.pool = new Pool(origin, {
+      connections: opts.connections,
+      pipelining: 1,
+      keepAliveTimeout: opts.keepAliveTimeoutMs,
+      keepAliveMaxTimeout: opts.keepAliveTimeoutMs,
+      connect: { timeout: opts.connectTimeoutMs, noDelay: true },
+      // Response (and body) timeouts are set per request from the route.
+      headersTimeout: 0,
+      bodyTimeout: 0,
+    });
+    // A pool emits 'connectionError' for failed connects; the request that
+    // triggered it already reports the failure, so nothing more to do here.
+    this.pool.on('connectionError', () => {});
+  }
+
+  close(): Promise<void> {
+    return this.pool.close();
+  }
+
+  destroy(): Promise<void> {
+    return this.pool.destroy();
+  }
+}
+
+/** Reports a failed attempt to the request path, which retries or answers the error. */
+export type AttemptFailed = (ex: Exchange, route: Route, backend: Backend, attempt: number, err: UpstreamError, responseStarted: boolean) => void;
+
+/**
+ * One request to an HTTP/1.1 backend. Implements undici's dispatch handler:
+ * response head, body chunks with backpressure both ways, end, error.
+ */
+class HttpCall implements Dispatcher.DispatchHandler {
+  readonly #ex: Exchange;
+  readonly #route: Route;
+  readonly #backend: Backend;
+  readonly #attempt: number;
+  readonly #failed: AttemptFailed;
+  #controller: Dispatcher.DispatchController | undefined;
+  #started = false;
+
+  constructor(ex: Exchange, route: Route, backend: Backend, attempt: number, failed: AttemptFailed) {
+    this.#ex = ex;
+    this.#route = route;
+    this.#backend = backend;
+    this.#attempt = attempt;
+    this.#failed = failed;
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.#controller = controller;
+    if (this.#ex.clientGone) controller.abort(new Error('client went away'));
+    else this.#ex.onClientGone = this.#abort;
+  }
+
+  readonly #abort = (): void => {
+    this.#controller?.abort(new Error('client went away'));
+  };
+
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[]>): void {
+    if (statusCode < 200) return; // 1xx interim responses are the proxy's business only
+    this.#started = true;
+    this.#ex.respond(statusCode, headers as ResponseHeaders, false);
+    void controller;
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (!this.#ex.write(chunk)) {
+      controller.pause();
+      this.#ex.onceDrain(() => controller.resume());
+    }
+  }
+
+  onResponseEnd(): void {
+    this.#ex.onClientGone = undefined;
+    this.#ex.end(null);
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    this.#ex.onClientGone = undefined;
+    if (this.#ex.clientGone) return;
+    this.#failed(this.#ex, this.#route, this.#backend, this.#attempt, upstreamError(err), this.#started);
+  }
+
+  onRequestUpgrade(_controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[]>, socket: Duplex): void {
+    this.#started = true;
+    this.#ex.onClientGone = undefined;
+    const ex = this.#ex as UpgradeExchange;
+    ex.respond(statusCode, headers as ResponseHeaders);
+    ex.splice(socket);
+  }
+}
+
+/** Sends `ex` to an HTTP/1.1 backend. `failed` decides between retry and error. */
+export function forwardHttp(ex: Exchange, route: Route, backend: Backend, attempt: number, failed: AttemptFailed): void {
+  (backend.upstream as HttpUpstream).pool.dispatch({
+    method: ex.method,
+    path: ex.path,
+    headers: ex.headersForH1(backend.hostHeader),
+    body: ex.body(),
+    // An Upgrade (WebSocket) request: on 101 the two sockets are spliced.
+    upgrade: ex.upgrade ?? null,
+    headersTimeout: route.responseMs,
+  }, new HttpCall(ex, route, backend, attempt, failed));
+}

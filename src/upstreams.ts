@@ -1,0 +1,42 @@
+// The upstream registry: one connection pool per backend origin, shared by
+// every route that names it and kept across reloads, so a weights-only change
+// opens no new connections and in-flight requests keep theirs.
+import type { Protocol } from './config.ts';
+import { DEFAULT_HTTP_UPSTREAM, HttpUpstream } from './upstream-http.ts';
+
+export type Upstream = HttpUpstream;
+
+export class Upstreams {
+  readonly #byKey = new Map<string, Upstream>();
+
+  /** The upstream for a backend URL, created on first use. */
+  get(protocol: Protocol, url: string, connectTimeoutMs: number): Upstream {
+    const origin = new URL(url).origin;
+    const key = `${protocol} ${origin} ${connectTimeoutMs}`;
+    let up = this.#byKey.get(key);
+    if (up === undefined) {
+      up = new HttpUpstream(origin, { ...DEFAULT_HTTP_UPSTREAM, connectTimeoutMs });
+      this.#byKey.set(key, up);
+    }
+    return up;
+  }
+
+  /** After a reload: closes, once their in-flight requests are done, the upstreams no route uses now. */
+  retain(used: ReadonlySet<Upstream>): void {
+    for (const [key, up] of this.#byKey) {
+      if (used.has(up)) continue;
+      this.#byKey.delete(key);
+      void up.close();
+    }
+  }
+
+  get size(): number {
+    return this.#byKey.size;
+  }
+
+  async closeAll(): Promise<void> {
+    const all = [...this.#byKey.values()];
+    this.#byKey.clear();
+    await Promise.all(all.map((u) => u.destroy()));
+  }
+}

@@ -1,0 +1,400 @@
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import {
+  checkConfig,
+  ConfigError,
+  formatIssue,
+  loadConfig,
+  loadConfigSources,
+  parseDuration,
+  validateConfigText,
+} from '../src/config.ts';
+import type { ConfigIssue, EffectiveConfig } from '../src/config.ts';
+import schema from '../config/switchyard.schema.json' with { type: 'json' };
+
+const EXAMPLE = new URL('../config/example.yaml', import.meta.url).pathname;
+
+// Joining lines keeps the line numbers asserted below easy to count.
+const lines = (...ls: string[]): string => `${ls.join('\n')}\n`;
+
+/** A valid route, as YAML lines, for files that need one. */
+function route(name: string, host: string, prefix = '/'): string[] {
+  return [
+    `  - name: ${name}`,
+    `    hosts: ["${host}"]`,
+    `    pathPrefix: ${prefix}`,
+    '    backends:',
+    '      - name: old',
+    '        url: http://old.internal:80',
+    '        weight: 1',
+  ];
+}
+
+const tmpDirs: string[] = [];
+after(async () => {
+  await Promise.all(tmpDirs.map((d) => rm(d, { recursive: true, force: true })));
+});
+
+async function tempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'switchyard-config-'));
+  tmpDirs.push(dir);
+  return dir;
+}
+
+/** Writes files into a fresh temp dir and returns it. */
+async function dirWith(files: Record<string, string>): Promise<string> {
+  const dir = await tempDir();
+  for (const [name, text] of Object.entries(files)) await writeFile(join(dir, name), text);
+  return dir;
+}
+
+async function issuesOf(path: string): Promise<readonly ConfigIssue[]> {
+  const result = await checkConfig(path);
+  assert.equal(result.ok, false, 'expected the config to be rejected');
+  return result.ok ? [] : result.issues;
+}
+
+/** The one issue whose path is `path`. */
+function issueAt(issues: readonly ConfigIssue[], path: string): ConfigIssue {
+  const found = issues.filter((i) => i.path === path);
+  assert.equal(found.length, 1, `expected one issue at ${path}, got:\n${issues.map(formatIssue).join('\n')}`);
+  return found[0]!;
+}
+
+describe('loading', () => {
+  test('a minimal file loads with every default filled in', () => {
+    const loaded = loadConfigSources([{ file: 'min.yaml', text: lines('routes:', ...route('billing', 'Billing.Example.COM')) }]);
+    const { config } = loaded;
+    assert.deepEqual(config.entrypoint, { host: '0.0.0.0', port: 8080, maxConnectionAgeMs: 300_000, maxConnectionAgeGraceMs: 30_000 });
+    assert.deepEqual(config.admin, { host: '0.0.0.0', port: 9901 });
+    assert.deepEqual(config.shutdown, { drainDelayMs: 5_000, timeoutMs: 30_000 });
+    assert.deepEqual(config.routes, [{
+      name: 'billing',
+      hosts: ['billing.example.com'],
+      pathPrefix: '/',
+      protocol: 'http',
+      backends: [{ name: 'old', url: 'http://old.internal:80', weight: 1 }],
+      timeouts: { connectMs: 5_000, responseMs: 30_000 },
+      file: 'min.yaml',
+    }]);
+    assert.deepEqual(loaded.files, ['min.yaml']);
+    assert.match(loaded.version, /^[0-9a-f]{12}$/);
+    assert.ok(Object.isFrozen(config.routes[0]!.backends[0]), 'the runtime config is immutable');
+  });
+
+  test('the schema documents the same defaults the loader applies', () => {
+    const { effective } = loadConfigSources([{ file: 'empty.yaml', text: '' }]);
+    const e = effective as EffectiveConfig;
+    const p = schema.properties;
+    assert.deepEqual(e.entrypoint, {
+      address: p.entrypoint.properties.address.default,
+      maxConnectionAge: p.entrypoint.properties.maxConnectionAge.default,
+      maxConnectionAgeGrace: p.entrypoint.properties.maxConnectionAgeGrace.default,
+    });
+    assert.deepEqual(e.admin, { address: p.admin.properties.address.default });
+    assert.deepEqual(e.shutdown, {
+      drainDelay: p.shutdown.properties.drainDelay.default,
+      timeout: p.shutdown.properties.timeout.default,
+    });
+    const r = p.routes.items.properties;
+    const { effective: withRoute } = loadConfigSources([{ file: 'r.yaml', text: lines('routes:', ...route('a', 'a.com')) }]);
+    const effRoute = (withRoute as EffectiveConfig).routes[0]!;
+    assert.equal(effRoute.pathPrefix, r.pathPrefix.default);
+    assert.equal(effRoute.protocol, r.protocol.default);
+    assert.deepEqual(effRoute.timeouts, { connect: r.timeouts.properties.connect.default, response: r.timeouts.properties.response.default });
+  });
+
+  test('the version hash ignores key order but not values, and effective reloads as itself', () => {
+    const a = lines('admin: { address: ":9000" }', 'shutdown: { timeout: 10s, drainDelay: 1s }');
+    const b = lines('shutdown: { drainDelay: 1s, timeout: 10s }', 'admin: { address: ":9000" }');
+    const c = lines('shutdown: { drainDelay: 1s, timeout: 11s }', 'admin: { address: ":9000" }');
+    const version = (text: string) => loadConfigSources([{ file: 'x.yaml', text }]).version;
+    assert.equal(version(a), version(b));
+    assert.notEqual(version(a), version(c));
+
+    const example = loadConfigSources([{ file: 'x.yaml', text: a + lines('routes:', ...route('r', 'r.com')) }]);
+    assert.equal(version(stringify(example.effective)), example.version);
+  });
+
+  test('an empty directory is a valid config with no routes', async () => {
+    const loaded = await loadConfig(await tempDir());
+    assert.deepEqual(loaded.config.routes, []);
+    assert.deepEqual(loaded.files, []);
+    assert.equal(loaded.config.entrypoint.port, 8080);
+  });
+
+  test('a kubelet ConfigMap directory is merged, each file read once through its symlink', async () => {
+    const dir = await tempDir();
+    const generation = '..2026_11_26_10_00_00.123';
+    await mkdir(join(dir, generation));
+    await writeFile(join(dir, generation, 'ledger.yaml'), lines('routes:', ...route('ledger', 'ledger.example.com')));
+    await writeFile(join(dir, generation, 'billing.yaml'), lines('entrypoint:', '  address: ":8081"', 'routes:', ...route('billing', 'billing.example.com')));
+    await writeFile(join(dir, generation, 'notes.txt'), 'not config');
+    await symlink(generation, join(dir, '..data'));
+    for (const name of ['ledger.yaml', 'billing.yaml', 'notes.txt']) await symlink(join('..data', name), join(dir, name));
+
+    const loaded = await loadConfig(dir);
+    assert.deepEqual(loaded.files, [join(dir, 'billing.yaml'), join(dir, 'ledger.yaml')]);
+    assert.deepEqual(loaded.config.routes.map((r) => [r.name, r.file]), [
+      ['billing', join(dir, 'billing.yaml')],
+      ['ledger', join(dir, 'ledger.yaml')],
+    ]);
+    assert.equal(loaded.config.entrypoint.port, 8081);
+  });
+
+  test('the example config loads', async () => {
+    const { config } = await loadConfig(EXAMPLE);
+    assert.deepEqual([config.entrypoint.host, config.entrypoint.port], ['127.0.0.1', 8080]);
+    assert.deepEqual([config.admin.host, config.admin.port], ['127.0.0.1', 9901]);
+    const [billing, ledger] = config.routes;
+    assert.deepEqual(billing!.backends.map((b) => [b.name, b.weight, b.hostHeader]), [
+      ['old', 90, undefined],
+      ['new', 10, 'billing.new-cluster.example.com'],
+    ]);
+    assert.ok(billing!.hosts.includes('*.billing.example.com'));
+    assert.equal(ledger!.protocol, 'h2c');
+    assert.deepEqual(ledger!.backends.map((b) => b.weight), [100, 0]);
+  });
+
+  test('a missing path is a ConfigError naming it', async () => {
+    const missing = join(await tempDir(), 'nope.yaml');
+    await assert.rejects(loadConfig(missing), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.equal(err.issues[0]!.file, missing);
+      assert.match(err.message, /ENOENT/);
+      return true;
+    });
+  });
+});
+
+describe('issues carry file, line and field path', () => {
+  test('an unknown key names file, line, column and field, and suggests the real one', async () => {
+    const dir = await dirWith({
+      'billing.yaml': lines(
+        'routes:',                           // 1
+        '  - name: billing',                 // 2
+        '    hosts: [billing.example.com]',  // 3
+        '    backends:',                     // 4
+        '      - name: old',                 // 5
+        '        url: http://old:80',        // 6
+        '        weight: 90',                // 7
+        '      - name: new',                 // 8
+        '        url: http://new:80',        // 9
+        '        weigth: 10',                // 10
+      ),
+    });
+    const issues = await issuesOf(dir);
+    const unknown = issueAt(issues, 'routes[0].backends[1].weigth');
+    assert.deepEqual(unknown, {
+      file: join(dir, 'billing.yaml'),
+      line: 10,
+      column: 9,
+      path: 'routes[0].backends[1].weigth',
+      message: 'unknown field "weigth" (did you mean "weight"?)',
+    });
+    assert.match(formatIssue(unknown), /billing\.yaml:10:9: routes\[0\]\.backends\[1\]\.weigth: unknown field "weigth"/);
+    // The misspelt field also leaves the real one missing; that issue points at the backend.
+    assert.equal(issueAt(issues, 'routes[0].backends[1].weight').line, 8);
+  });
+
+  test('a YAML syntax error has its line', () => {
+    const issues = validateConfigText(lines('routes:', '  - name: a', '    hosts: [a.com', '    backends: []'), 'broken.yaml');
+    assert.ok(issues.length > 0);
+    assert.equal(issues[0]!.file, 'broken.yaml');
+    assert.ok(issues[0]!.line >= 3, `line ${issues[0]!.line}`);
+  });
+
+  test('a duplicate key is a YAML error at the second key', () => {
+    const issues = validateConfigText(lines('admin:', '  address: ":1"', 'admin:', '  address: ":2"'), 'dup.yaml');
+    assert.equal(issues.length, 1);
+    assert.equal(issues[0]!.line, 3);
+    assert.match(issues[0]!.message, /unique/i);
+  });
+
+  test('issues from every file are collected and sorted', async () => {
+    const dir = await dirWith({
+      'a.yaml': lines('shutdown:', '  timeout: soon'),
+      'b.yaml': lines('admin:', '  adress: ":9000"'),
+    });
+    const issues = await issuesOf(dir);
+    assert.deepEqual(issues.map((i) => [i.file, i.line, i.path]), [
+      [join(dir, 'a.yaml'), 2, 'shutdown.timeout'],
+      [join(dir, 'b.yaml'), 2, 'admin.adress'],
+    ]);
+  });
+
+  test('a wrong version or protocol is named with the allowed values', () => {
+    const issues = validateConfigText(lines('version: 2', 'routes:', ...route('a', 'a.com'), '    protocol: grpc'), 'v.yaml');
+    assert.equal(issueAt(issues, 'version').message, 'must be 1');
+    assert.equal(issueAt(issues, 'routes[0].protocol').message, 'must be one of "http", "h2c"');
+  });
+});
+
+describe('semantic checks', () => {
+  test('a route name defined in two files names both', async () => {
+    const dir = await dirWith({
+      'a.yaml': lines('routes:', ...route('billing', 'a.example.com')),
+      'b.yaml': lines('# second file', 'routes:', ...route('billing', 'b.example.com')),
+    });
+    const issue = issueAt(await issuesOf(dir), 'routes[0].name');
+    assert.equal(issue.file, join(dir, 'b.yaml'));
+    assert.equal(issue.line, 3);
+    assert.ok(issue.message.includes(`${join(dir, 'a.yaml')}:2:`), issue.message);
+  });
+
+  test('the same host and pathPrefix in two routes is an error, compared case-insensitively', () => {
+    const issues = validateConfigText(lines(
+      'routes:',
+      ...route('a', 'api.example.com'),
+      ...route('b', 'API.example.com'),
+      ...route('c', 'api.example.com', '/v2'),
+    ), 'hp.yaml');
+    assert.equal(issues.length, 1, issues.map(formatIssue).join('\n'));
+    assert.equal(issues[0]!.path, 'routes[1].hosts[0]');
+    assert.match(issues[0]!.message, /already routed by route "a" at hp\.yaml:3:/);
+  });
+
+  test('backend names are unique within a route, not across routes', () => {
+    const twoOld = lines('routes:', ...route('a', 'a.com'), '      - name: old', '        url: http://x', '        weight: 0', ...route('b', 'b.com'));
+    const issues = validateConfigText(twoOld, 'dup.yaml');
+    assert.equal(issues.length, 1);
+    assert.equal(issues[0]!.path, 'routes[0].backends[1].name');
+    assert.match(issues[0]!.message, /duplicate backend name "old"/);
+  });
+
+  test('route "unmatched" and backend "none" are reserved', () => {
+    const text = lines('routes:', ...route('unmatched', 'a.com'), ...route('b', 'b.com').map((l) => l.replace('name: old', 'name: none')));
+    const issues = validateConfigText(text, 'reserved.yaml');
+    assert.match(issueAt(issues, 'routes[0].name').message, /reserved/);
+    assert.match(issueAt(issues, 'routes[1].backends[0].name').message, /reserved/);
+    assert.equal(issues.length, 2);
+  });
+
+  test('names must be lowercase letters, digits and -', () => {
+    const issues = validateConfigText(lines('routes:', ...route('Billing_1', 'a.com')), 'n.yaml');
+    assert.equal(issueAt(issues, 'routes[0].name').message, 'must contain only lowercase letters, digits and "-"');
+  });
+
+  test('entrypoint defined in two files names both', async () => {
+    const dir = await dirWith({
+      'a.yaml': lines('entrypoint:', '  address: ":8080"'),
+      'b.yaml': lines('routes: []', 'entrypoint:', '  address: ":8081"'),
+    });
+    const issues = await issuesOf(dir);
+    assert.equal(issues.length, 1);
+    const issue = issueAt(issues, 'entrypoint');
+    assert.deepEqual([issue.file, issue.line, issue.column], [join(dir, 'b.yaml'), 2, 1]);
+    assert.ok(issue.message.includes(`${join(dir, 'a.yaml')}:1:1`), issue.message);
+  });
+
+  test('bad durations are rejected, good ones parse', () => {
+    const issues = validateConfigText(lines('entrypoint:', '  maxConnectionAge: 5 minutes', '  maxConnectionAgeGrace: -1s', 'shutdown:', '  timeout: 30'), 'd.yaml');
+    assert.match(issueAt(issues, 'entrypoint.maxConnectionAge').message, /must be a duration/);
+    assert.match(issueAt(issues, 'entrypoint.maxConnectionAgeGrace').message, /must be a duration/);
+    assert.equal(issueAt(issues, 'shutdown.timeout').line, 5);
+
+    assert.equal(parseDuration('250ms'), 250);
+    assert.equal(parseDuration('1.5s'), 1_500);
+    assert.equal(parseDuration('2m'), 120_000);
+    assert.equal(parseDuration('1h'), 3_600_000);
+    assert.equal(parseDuration('0s'), 0);
+    assert.throws(() => parseDuration('5'), /not a duration/);
+    assert.throws(() => parseDuration('1d'), /not a duration/);
+  });
+
+  test('per-route timeouts override the defaults', () => {
+    const text = lines('routes:', ...route('a', 'a.com'), '    timeouts:', '      connect: 250ms');
+    const { config } = loadConfigSources([{ file: 't.yaml', text }]);
+    assert.deepEqual(config.routes[0]!.timeouts, { connectMs: 250, responseMs: 30_000 });
+  });
+
+  test('backend URLs must be http://host[:port] and are normalised', () => {
+    const withUrl = (url: string) => lines('routes:', ...route('a', 'a.com').map((l) => l.replace('http://old.internal:80', url)));
+    for (const bad of ['https://x', 'http://x/api', 'http://x?y=1', 'http://u:p@x', 'http://x:0', 'http://x:70000', 'x:80', 'http:x', 'http://']) {
+      const issues = validateConfigText(withUrl(bad), 'u.yaml');
+      assert.equal(issueAt(issues, 'routes[0].backends[0].url').line, 7, bad);
+    }
+    const url = (u: string) => loadConfigSources([{ file: 'u.yaml', text: withUrl(u) }]).config.routes[0]!.backends[0]!.url;
+    assert.equal(url('http://Old.Internal'), 'http://old.internal:80');
+    assert.equal(url('http://10.0.0.1:8080/'), 'http://10.0.0.1:8080');
+    assert.equal(url('http://[::1]:9000'), 'http://[::1]:9000');
+  });
+
+  test('weights must be integers >= 0', () => {
+    const withWeight = (w: string) => lines('routes:', ...route('a', 'a.com').map((l) => l.replace('weight: 1', `weight: ${w}`)));
+    assert.equal(issueAt(validateConfigText(withWeight('-1'), 'w.yaml'), 'routes[0].backends[0].weight').message, 'must be >= 0');
+    assert.equal(issueAt(validateConfigText(withWeight('1.5'), 'w.yaml'), 'routes[0].backends[0].weight').message, 'must be integer');
+    assert.equal(issueAt(validateConfigText(withWeight('"10"'), 'w.yaml'), 'routes[0].backends[0].weight').line, 8);
+    assert.deepEqual(validateConfigText(withWeight('0'), 'w.yaml'), []);
+  });
+
+  test('a route needs at least one backend and one host', () => {
+    const text = lines('routes:', '  - name: a', '    hosts: []', '    backends: []');
+    const issues = validateConfigText(text, 'e.yaml');
+    assert.equal(issueAt(issues, 'routes[0].hosts').line, 3);
+    assert.equal(issueAt(issues, 'routes[0].backends').line, 4);
+  });
+
+  test('hosts: exact or one leading wildcard label, no port, lowercased', () => {
+    const hostIssue = (host: string) => issueAt(validateConfigText(lines('routes:', ...route('a', host)), 'h.yaml'), 'routes[0].hosts[0]').message;
+    assert.match(hostIssue('a.example.com:8080'), /must not include a port/);
+    assert.match(hostIssue('a.*.example.com'), /"\*" only as the whole first label/);
+    assert.match(hostIssue('*'), /"\*" only as the whole first label/);
+    assert.match(hostIssue('a..com'), /not a valid host name/);
+    const { config } = loadConfigSources([{ file: 'h.yaml', text: lines('routes:', ...route('a', '*.Example.com')) }]);
+    assert.deepEqual(config.routes[0]!.hosts, ['*.example.com']);
+  });
+
+  test('hostHeader must be a non-empty host', () => {
+    const withHostHeader = (h: string) => lines('routes:', ...route('a', 'a.com'), `        hostHeader: "${h}"`);
+    assert.equal(issueAt(validateConfigText(withHostHeader(''), 'hh.yaml'), 'routes[0].backends[0].hostHeader').line, 9);
+    assert.equal(issueAt(validateConfigText(withHostHeader('a b'), 'hh.yaml'), 'routes[0].backends[0].hostHeader').line, 9);
+    const { config } = loadConfigSources([{ file: 'hh.yaml', text: withHostHeader('billing.new.example.com') }]);
+    assert.equal(config.routes[0]!.backends[0]!.hostHeader, 'billing.new.example.com');
+  });
+
+  test('pathPrefix must start with /', () => {
+    const issues = validateConfigText(lines('routes:', ...route('a', 'a.com', 'api')), 'p.yaml');
+    assert.match(issueAt(issues, 'routes[0].pathPrefix').message, /must start with "\/"/);
+  });
+
+  test('addresses: host:port, [ipv6]:port or :port', () => {
+    const load = (admin: string) => loadConfigSources([{ file: 'a.yaml', text: lines('admin:', `  address: "${admin}"`) }]).config.admin;
+    assert.deepEqual(load(':9000'), { host: '0.0.0.0', port: 9000 });
+    assert.deepEqual(load('[::1]:9000'), { host: '::1', port: 9000 });
+    assert.deepEqual(load('localhost:9000'), { host: 'localhost', port: 9000 });
+    assert.deepEqual(load('127.0.0.1:0'), { host: '127.0.0.1', port: 0 }); // the OS picks a free port
+    for (const bad of ['9000', ':65536', '[nope]:9000', 'a b:9000', 'host:']) {
+      const issues = validateConfigText(lines('admin:', `  address: "${bad}"`), 'a.yaml');
+      assert.equal(issueAt(issues, 'admin.address').line, 2, bad);
+    }
+  });
+
+  test('schema issues do not hide semantic issues in the valid parts', () => {
+    const text = lines(
+      'routes:',
+      ...route('a', 'a.com:80').map((l) => l.replace('weight: 1', 'weight: x')),
+      ...route('B', 'b.com').map((l) => l.replace('http://old.internal:80', 'http://x/path')),
+    );
+    const issues = validateConfigText(text, 'mix.yaml');
+    assert.deepEqual(issues.map((i) => i.path), [
+      'routes[0].hosts[0]',
+      'routes[0].backends[0].weight',
+      'routes[1].name',
+      'routes[1].backends[0].url',
+    ]);
+  });
+
+  test('a host listed twice is blamed on the repeat', () => {
+    const text = lines('routes:', '  - name: a', '    hosts: [a.com, b.com, a.com, B.COM]', ...route('x', 'x.com').slice(3));
+    const issues = validateConfigText(text, 'twice.yaml');
+    assert.deepEqual(issues.map((i) => [i.path, i.message]), [
+      ['routes[0].hosts[2]', 'is listed twice (same as routes[0].hosts[0])'],
+      ['routes[0].hosts[3]', 'host "B.COM" is listed twice in this route'],
+    ]);
+  });
+});

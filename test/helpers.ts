@@ -1,0 +1,189 @@
+// Test peers and harness: real backends on loopback, the router in process or
+// as a child process. Nothing here is mocked; every socket is real.
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { createInterface } from 'node:readline';
+import { stringify } from 'yaml';
+import { createLogger } from '../src/log.ts';
+import { Switchyard } from '../src/server.ts';
+
+export const ROOT = new URL('..', import.meta.url).pathname;
+export const CLI = join(ROOT, 'src/cli.ts');
+
+export interface Backend {
+  readonly name: string;
+  readonly port: number;
+  readonly url: string;
+  readonly server: http.Server;
+  /** Requests this backend has seen. */
+  hits: number;
+  close(): Promise<void>;
+}
+
+export type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+
+/** By default answers with JSON naming itself and echoing what it received. */
+export function echo(name: string): Handler {
+  return (req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = JSON.stringify({
+        backend: name, method: req.method, url: req.url, headers: req.headers,
+        bodyLength: Buffer.concat(chunks).length,
+      });
+      res.writeHead(200, { 'content-type': 'application/json', 'x-backend': name });
+      res.end(body);
+    });
+  };
+}
+
+export async function startBackend(name: string, handler: Handler = echo(name)): Promise<Backend> {
+  const server = http.createServer();
+  const backend: Backend = {
+    name, port: 0, url: '', server, hits: 0,
+    close: () => new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    }),
+  };
+  server.on('request', (req, res) => {
+    backend.hits++;
+    handler(req, res);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  Object.assign(backend, { port, url: `http://127.0.0.1:${port}` });
+  return backend;
+}
+
+/** A loopback port nothing listens on (connections are refused). */
+export async function closedPort(): Promise<number> {
+  const s = http.createServer();
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return port;
+}
+
+export interface RouteSpec {
+  name: string;
+  hosts: string[];
+  pathPrefix?: string;
+  protocol?: 'http' | 'h2c';
+  backends: { name: string; url: string; weight: number; hostHeader?: string }[];
+  timeouts?: { connect?: string; response?: string };
+}
+
+export interface ConfigSpec {
+  routes: RouteSpec[];
+  shutdown?: { drainDelay?: string; timeout?: string };
+  entrypoint?: { maxConnectionAge?: string; maxConnectionAgeGrace?: string };
+}
+
+/** Writes a config file (ports 0: the OS picks) and returns its path. */
+export function writeConfig(spec: ConfigSpec, dir = mkdtempSync(join(tmpdir(), 'switchyard-test-'))): string {
+  const doc = {
+    entrypoint: { address: '127.0.0.1:0', ...spec.entrypoint },
+    admin: { address: '127.0.0.1:0' },
+    shutdown: { drainDelay: '0s', timeout: '5s', ...spec.shutdown },
+    routes: spec.routes,
+  };
+  const path = join(dir, 'switchyard.yaml');
+  writeFileSync(path, stringify(doc));
+  return path;
+}
+
+export interface Router {
+  readonly sy: Switchyard;
+  readonly path: string;
+  /** http://127.0.0.1:PORT of the entrypoint. */
+  readonly url: string;
+  readonly port: number;
+  readonly adminUrl: string;
+  close(): Promise<void>;
+}
+
+/** Starts the router in this process. */
+export async function startRouter(spec: ConfigSpec): Promise<Router> {
+  const path = writeConfig(spec);
+  const sy = await Switchyard.start(path, createLogger(process.env['TEST_LOG_LEVEL'] ?? 'silent'));
+  const { entrypoint, admin } = sy.addresses;
+  return {
+    sy, path, port: entrypoint.port,
+    url: `http://127.0.0.1:${entrypoint.port}`,
+    adminUrl: `http://127.0.0.1:${admin.port}`,
+    close: async () => { await sy.shutdown(); },
+  };
+}
+
+export interface RouterProcess {
+  readonly child: ChildProcess;
+  readonly url: string;
+  readonly port: number;
+  readonly adminUrl: string;
+  /** Every JSON log line so far. */
+  readonly logs: Record<string, unknown>[];
+  /** Resolves with the exit code. */
+  readonly exited: Promise<number | null>;
+}
+
+/** Starts `switchyard serve` as a child process (Node 24, as the tests run) and waits until it listens. */
+export async function spawnRouter(configPath: string): Promise<RouterProcess> {
+  const child = spawn(process.execPath, [CLI, 'serve', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const logs: Record<string, unknown>[] = [];
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  let stderr = '';
+  child.stderr!.on('data', (c: Buffer) => { stderr += c.toString(); });
+  const started = new Promise<Record<string, unknown>>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      let entry: Record<string, unknown>;
+      try { entry = JSON.parse(line) as Record<string, unknown>; } catch { return; }
+      logs.push(entry);
+      if (entry['msg'] === 'switchyard started') resolve(entry);
+    });
+    void exited.then((code) => reject(new Error(`router exited with ${code}: ${stderr}`)));
+  });
+  const entry = await started;
+  const port = Number(String(entry['entrypoint']).split(':').pop());
+  const adminPort = Number(String(entry['admin']).split(':').pop());
+  return { child, logs, exited, port, url: `http://127.0.0.1:${port}`, adminUrl: `http://127.0.0.1:${adminPort}` };
+}
+
+/** Resident memory of a process in bytes (Linux). */
+export async function rssOf(pid: number): Promise<number> {
+  const { readFile } = await import('node:fs/promises');
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const kb = /VmRSS:\s+(\d+) kB/.exec(status)?.[1];
+  return Number(kb) * 1024;
+}
+
+/** Parses a Prometheus text scrape into `name{labels}` → value. */
+export async function scrape(adminUrl: string): Promise<Map<string, number>> {
+  const text = await (await fetch(`${adminUrl}/metrics`)).text();
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const i = line.lastIndexOf(' ');
+    out.set(line.slice(0, i), Number(line.slice(i + 1)));
+  }
+  return out;
+}
+
+/** Runs a command to completion, collecting its output. */
+export function run(cmd: string, args: string[], input?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => { stdout += c.toString(); });
+    child.stderr.on('data', (c: Buffer) => { stderr += c.toString(); });
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.stdin.end(input);
+  });
+}

@@ -1,0 +1,207 @@
+// End to end over HTTP/1.1: real clients (undici, node:http, curl) → router → real backends.
+import { test, after, before, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import net from 'node:net';
+import { once } from 'node:events';
+import { Agent, request } from 'undici';
+import { closedPort, run, scrape, startBackend, startRouter, type Backend, type Router } from './helpers.ts';
+
+const agent = new Agent({ connections: 16 });
+after(() => agent.close());
+
+async function get(url: string, headers: Record<string, string> = {}, method = 'GET'): Promise<{ status: number; headers: Record<string, unknown>; body: string }> {
+  const res = await request(url, { method, headers, dispatcher: agent });
+  const body = await res.body.text();
+  return { status: res.statusCode, headers: res.headers, body };
+}
+
+describe('HTTP/1.1 proxying', () => {
+  let old: Backend, neu: Backend, slow: Backend, router: Router, refused: number;
+
+  before(async () => {
+    old = await startBackend('old');
+    neu = await startBackend('new');
+    slow = await startBackend('slow', () => { /* never answers */ });
+    refused = await closedPort();
+    router = await startRouter({
+      routes: [
+        { name: 'billing', hosts: ['billing.example.com', '*.billing.example.com'], backends: [
+          { name: 'old', url: old.url, weight: 90 },
+          { name: 'new', url: neu.url, weight: 10, hostHeader: 'billing.new.internal' },
+        ] },
+        { name: 'billing-api', hosts: ['billing.example.com'], pathPrefix: '/api/', backends: [
+          { name: 'new', url: neu.url, weight: 1 },
+        ] },
+        { name: 'canary', hosts: ['canary.example.com'], backends: [
+          { name: 'old', url: old.url, weight: 1 },
+          { name: 'new', url: neu.url, weight: 0 },
+        ] },
+        { name: 'dark', hosts: ['dark.example.com'], backends: [
+          { name: 'old', url: old.url, weight: 0 },
+          { name: 'new', url: neu.url, weight: 0 },
+        ] },
+        { name: 'down', hosts: ['down.example.com'], backends: [
+          { name: 'old', url: `http://127.0.0.1:${refused}`, weight: 1 },
+        ] },
+        { name: 'failover', hosts: ['failover.example.com'], backends: [
+          { name: 'old', url: `http://127.0.0.1:${refused}`, weight: 1 },
+          { name: 'new', url: neu.url, weight: 1 },
+        ] },
+        { name: 'slow', hosts: ['slow.example.com'], timeouts: { response: '300ms' }, backends: [
+          { name: 'old', url: slow.url, weight: 1 },
+        ] },
+      ],
+    });
+  });
+
+  after(async () => {
+    await router.close();
+    await Promise.all([old.close(), neu.close(), slow.close()]);
+  });
+
+  test('splits 90/10 per request, exactly over every 100 requests', async () => {
+    const counts: Record<string, number> = { old: 0, new: 0 };
+    for (let i = 0; i < 2000; i += 50) {
+      const batch = await Promise.all(Array.from({ length: 50 }, () => get(`${router.url}/x`, { host: 'billing.example.com' })));
+      for (const r of batch) counts[String(r.headers['x-backend'])]!++;
+    }
+    assert.equal(counts['old']! + counts['new']!, 2000);
+    assert.ok(Math.abs(counts['new']! / 2000 - 0.10) < 0.01, `new got ${counts['new']} of 2000`);
+  });
+
+  test('1/0 sends nothing to the weight-0 backend; the override reaches it', async () => {
+    const seen = new Set<string>();
+    for (let i = 0; i < 200; i++) seen.add(String((await get(`${router.url}/`, { host: 'canary.example.com' })).headers['x-backend']));
+    assert.deepEqual([...seen], ['old']);
+    const forced = await get(`${router.url}/`, { host: 'canary.example.com', 'x-switchyard-backend': 'new' });
+    assert.equal(forced.status, 200);
+    assert.equal(forced.headers['x-backend'], 'new');
+    // The override header is the proxy's, not the backend's.
+    assert.equal(JSON.parse(forced.body).headers['x-switchyard-backend'], undefined);
+  });
+
+  test('an override naming no backend of the route is 400', async () => {
+    const r = await get(`${router.url}/`, { host: 'canary.example.com', 'x-switchyard-backend': 'nope' });
+    assert.equal(r.status, 400);
+  });
+
+  test('host matching: case-insensitive, port ignored, wildcard is one label, exact host first', async () => {
+    assert.equal((await get(`${router.url}/`, { host: 'BILLING.Example.COM:8080', 'x-switchyard-backend': 'old' })).headers['x-backend'], 'old');
+    assert.equal((await get(`${router.url}/`, { host: 'eu.billing.example.com', 'x-switchyard-backend': 'old' })).status, 200);
+    assert.equal((await get(`${router.url}/`, { host: 'a.eu.billing.example.com' })).status, 404);
+    assert.equal((await get(`${router.url}/`, { host: 'example.com' })).status, 404);
+    // Longest prefix wins: /api/ goes to billing-api, which has only "new".
+    const api = await get(`${router.url}/api/v1`, { host: 'billing.example.com', 'x-switchyard-backend': 'new' });
+    assert.equal(JSON.parse(api.body).backend, 'new');
+    const metrics = await scrape(router.adminUrl);
+    assert.equal(metrics.get('switchyard_requests_total{route="billing-api",backend="new",protocol="http",code="200"}'), 1);
+  });
+
+  test('no route is 404', async () => {
+    const r = await get(`${router.url}/`, { host: 'unknown.example.com' });
+    assert.equal(r.status, 404);
+  });
+
+  test('all weights 0 is 503', async () => {
+    assert.equal((await get(`${router.url}/`, { host: 'dark.example.com' })).status, 503);
+  });
+
+  test('connection refused is 502, never 500', async () => {
+    assert.equal((await get(`${router.url}/`, { host: 'down.example.com' })).status, 502);
+    assert.equal((await get(`${router.url}/`, { host: 'down.example.com' }, 'POST')).status, 502);
+  });
+
+  test('a refused connection is retried once on the other backend', async () => {
+    for (let i = 0; i < 10; i++) {
+      const r = await get(`${router.url}/`, { host: 'failover.example.com' }, 'POST');
+      assert.equal(r.status, 200);
+      assert.equal(r.headers['x-backend'], 'new');
+    }
+    const m = await scrape(router.adminUrl);
+    assert.equal(m.get('switchyard_upstream_errors_total{route="failover",backend="old",kind="connect"}'), 5);
+  });
+
+  test('response timeout is 504', async () => {
+    const t0 = Date.now();
+    const r = await get(`${router.url}/`, { host: 'slow.example.com' });
+    assert.equal(r.status, 504);
+    assert.ok(Date.now() - t0 < 3000);
+  });
+
+  test('hop-by-hop headers are stripped; Host kept or set; X-Forwarded-* added', async () => {
+    const raw = await new Promise<string>((resolve, reject) => {
+      const sock = net.connect(router.port, '127.0.0.1', () => {
+        sock.write('GET /hdr HTTP/1.1\r\nHost: canary.example.com\r\nConnection: close, X-Secret\r\n' +
+          'X-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\n' +
+          'X-Forwarded-For: 10.1.2.3\r\nX-Custom: yes\r\n\r\n');
+      });
+      let data = '';
+      sock.on('data', (c) => { data += c.toString(); });
+      sock.on('end', () => resolve(data));
+      sock.on('error', reject);
+    });
+    const seen = JSON.parse(raw.slice(raw.indexOf('{'), raw.lastIndexOf('}') + 1)).headers as Record<string, string>;
+    assert.equal(seen['x-secret'], undefined);
+    assert.equal(seen['keep-alive'], undefined);
+    assert.equal(seen['te'], undefined);
+    assert.equal(seen['proxy-connection'], undefined);
+    assert.equal(seen['x-custom'], 'yes');
+    assert.equal(seen['host'], 'canary.example.com');
+    assert.equal(seen['x-forwarded-for'], '10.1.2.3, 127.0.0.1');
+    assert.equal(seen['x-forwarded-proto'], 'http');
+    assert.equal(seen['x-forwarded-host'], 'canary.example.com');
+    const viaHostHeader = await get(`${router.url}/`, { host: 'billing.example.com', 'x-switchyard-backend': 'new' });
+    assert.equal(JSON.parse(viaHostHeader.body).headers.host, 'billing.new.internal');
+  });
+
+  test('conflicting Content-Length and Transfer-Encoding is 400', async () => {
+    const sock = net.connect(router.port, '127.0.0.1');
+    sock.write('POST / HTTP/1.1\r\nHost: canary.example.com\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n');
+    const [chunk] = await once(sock, 'data') as [Buffer];
+    sock.destroy();
+    assert.match(chunk.toString(), /^HTTP\/1\.1 400 /);
+  });
+
+  test('a client that goes away cancels the upstream request', async () => {
+    let upstreamClosed!: () => void;
+    const closed = new Promise<void>((r) => { upstreamClosed = r; });
+    const hang = await startBackend('hang', (req) => { req.socket.once('close', () => upstreamClosed()); });
+    const r2 = await startRouter({ routes: [{ name: 'hang', hosts: ['hang.example.com'], backends: [{ name: 'old', url: hang.url, weight: 1 }] }] });
+    try {
+      const req = http.request(`${r2.url}/`, { headers: { host: 'hang.example.com' } });
+      req.on('error', () => {});
+      req.end();
+      await once(hang.server, 'request');
+      req.destroy();
+      await closed; // the upstream socket was closed by the proxy
+      await new Promise((r) => setTimeout(r, 50));
+      const m = await scrape(r2.adminUrl);
+      assert.equal(m.get('switchyard_requests_total{route="hang",backend="old",protocol="http",code="499"}'), 1);
+    } finally {
+      await r2.close();
+      await hang.close();
+    }
+  });
+
+  test('curl (a client we did not write) gets the same answers', async () => {
+    const ok = await run('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '-H', 'Host: canary.example.com', `${router.url}/`]);
+    assert.equal(ok.stdout, '200');
+    const missing = await run('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '-H', 'Host: nothing.example.com', `${router.url}/`]);
+    assert.equal(missing.stdout, '404');
+    const post = await run('curl', ['-s', '-H', 'Host: canary.example.com', '--data-binary', '@-', `${router.url}/up`], 'x'.repeat(100_000));
+    assert.equal(JSON.parse(post.stdout).bodyLength, 100_000);
+  });
+
+  test('metrics count requests by route, backend, protocol and code', async () => {
+    const before = await scrape(router.adminUrl);
+    const key = 'switchyard_requests_total{route="dark",backend="none",protocol="http",code="503"}';
+    for (let i = 0; i < 7; i++) await get(`${router.url}/`, { host: 'dark.example.com' });
+    const m = await scrape(router.adminUrl);
+    assert.equal((m.get(key) ?? 0) - (before.get(key) ?? 0), 7);
+    assert.equal(m.get('switchyard_backend_weight{route="billing",backend="old"}'), 90);
+    assert.ok((m.get('switchyard_request_duration_seconds_bucket{le="0.0005",route="dark",backend="none",protocol="http"}') ?? -1) >= 0);
+    const unmatched = [...m.keys()].find((k) => k.startsWith('switchyard_requests_total{route="unmatched",backend="none",protocol="http",code="404"}'));
+    assert.ok(unmatched, 'unmatched requests are counted');
+  });
+});
