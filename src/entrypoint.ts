@@ -8,6 +8,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import http2, { type Http2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
+import { H2_MAX_SESSION_MEMORY_MB, H2_SESSION_WINDOW, H2_STREAM_WINDOW } from './h2.ts';
 import { H1Exchange, H2Exchange, UpgradeExchange, type ExchangeOwner } from './exchange.ts';
 import type { BackendMetrics, Metrics } from './metrics.ts';
 import { proxy } from './proxy.ts';
@@ -19,10 +20,6 @@ const SNIFF_TIMEOUT_MS = 10_000;
 // Longer than the idle timeout of common load balancers in front (AWS ALB: 60 s),
 // so the balancer, not the proxy, closes idle connections and never races us.
 const H1_KEEPALIVE_MS = 65_000;
-// HTTP/2 flow control: node's 64 KiB default window makes large gRPC messages
-// crawl (one round trip per 64 KiB); 1 MiB per stream, 16 MiB per session.
-export const H2_STREAM_WINDOW = 1 << 20;
-export const H2_SESSION_WINDOW = 16 << 20;
 
 export interface EntrypointOptions {
   readonly host: string;
@@ -54,6 +51,7 @@ export class Entrypoint implements ExchangeOwner {
   /** HTTP/1.1 sockets past their max age: their next response closes them. */
   readonly #expired = new WeakSet<Duplex>();
   #inflight = 0;
+  #inflightH2 = 0;
   #draining = false;
   #onIdle: (() => void) | undefined;
 
@@ -64,13 +62,13 @@ export class Entrypoint implements ExchangeOwner {
     this.#log = log;
     this.#unmatchedH1 = metrics.backend('unmatched', 'none', 'http');
     this.#unmatchedH2 = metrics.backend('unmatched', 'none', 'h2c');
+    metrics.onCollect(() => metrics.openStreams.labels('h2c').set(this.#inflightH2));
 
     this.#h1 = http.createServer({ keepAliveTimeout: H1_KEEPALIVE_MS }, this.#onRequest);
     this.#h1.on('upgrade', this.#onUpgrade);
     this.#h2 = http2.createServer({
       settings: { initialWindowSize: H2_STREAM_WINDOW, maxConcurrentStreams: 1000 },
-      // Node's 10 MB default answers ENHANCE_YOUR_CALM under load (node#27416).
-      maxSessionMemory: 64,
+      maxSessionMemory: H2_MAX_SESSION_MEMORY_MB,
     });
     this.#h2.on('session', this.#onSession);
     this.#h2.on('stream', this.#onStream);
@@ -89,6 +87,11 @@ export class Entrypoint implements ExchangeOwner {
 
   get inflight(): number {
     return this.#inflight;
+  }
+
+  /** Open HTTP/2 streams from clients. */
+  get openStreams(): number {
+    return this.#inflightH2;
   }
 
   // --- connections ---------------------------------------------------------
@@ -172,6 +175,7 @@ export class Entrypoint implements ExchangeOwner {
 
   readonly #onStream = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void => {
     this.#inflight++;
+    this.#inflightH2++;
     stream.on('error', noop);
     const ex = new H2Exchange(stream, headers, this, stream.session?.socket?.remoteAddress ?? '');
     proxy(ex, this.table, this.#unmatchedH2);
@@ -183,8 +187,9 @@ export class Entrypoint implements ExchangeOwner {
   }
 
   /** ExchangeOwner: one exchange is over. */
-  exchangeDone(): void {
+  exchangeDone(h2: boolean): void {
     this.#inflight--;
+    if (h2) this.#inflightH2--;
     if (this.#inflight === 0 && this.#onIdle !== undefined) this.#onIdle();
   }
 

@@ -49,6 +49,8 @@ export class UpstreamError extends ProxyError {
   readonly kind: UpstreamErrorKind;
   /** True when nothing of the request reached the backend, so any method may be retried. */
   readonly nothingSent: boolean;
+  /** For an HTTP/2 stream reset by the upstream: its code, passed on to an HTTP/2 client. */
+  rstCode: number | undefined;
   constructor(kind: UpstreamErrorKind, nothingSent: boolean, cause: unknown) {
     super(`upstream ${kind} error: ${(cause as Error)?.message ?? String(cause)}`, { cause });
     this.kind = kind;

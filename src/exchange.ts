@@ -2,7 +2,7 @@
 // spoke (HTTP/1.1 or HTTP/2). Upstream forwarders see only this interface, so
 // each upstream protocol is written once for both kinds of client.
 import { STATUS_CODES, type IncomingMessage, type ServerResponse, type OutgoingHttpHeaders } from 'node:http';
-import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
+import { constants as http2constants, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import { Readable, type Duplex } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import type { ProxyError } from './errors.ts';
@@ -12,7 +12,8 @@ export type ResponseHeaders = Record<string, string | string[] | undefined>;
 
 /** What the entrypoint learns when an exchange is over. */
 export interface ExchangeOwner {
-  exchangeDone(): void;
+  /** One exchange is over; `h2` when it was an HTTP/2 stream. */
+  exchangeDone(h2: boolean): void;
   /** Whether a response on this HTTP/1.1 connection should close it (draining, or past max age). */
   shouldClose(socket: Duplex): boolean;
 }
@@ -42,7 +43,12 @@ export interface Exchange {
   body(): Readable | null;
   headersForH1(hostHeader: string | undefined): string[];
   headersForH2(hostHeader: string | undefined): OutgoingHttpHeaders;
+  /** Starts the response; `trailersFollow` when the upstream may send trailers (HTTP/2). */
   respond(status: number, headers: ResponseHeaders, trailersFollow: boolean): void;
+  /** A complete response without body (HTTP/2: one HEADERS frame with END_STREAM, as gRPC's Trailers-Only). */
+  respondOnly(status: number, headers: ResponseHeaders): void;
+  /** Trailers the client sent after its body, if any (read once the body has ended). */
+  requestTrailers(): ResponseHeaders | null;
   write(chunk: Buffer): boolean;
   onceDrain(fn: () => void): void;
   end(trailers: ResponseHeaders | null): void;
@@ -206,6 +212,10 @@ abstract class H1Request {
     return this.hasBody ? new LazyBody(this.req, this) : null;
   }
 
+  requestTrailers(): ResponseHeaders | null {
+    return this.req.trailers;
+  }
+
   headersForH1(hostHeader: string | undefined): string[] {
     const h = this.#headers.slice();
     h.push(
@@ -257,7 +267,7 @@ export class H1Exchange extends H1Request implements Exchange {
       this.onClientGone?.();
     }
     this.metrics.done(this.clientGone ? 499 : this.res.statusCode, (performance.now() - this.start) / 1000);
-    this.owner.exchangeDone();
+    this.owner.exchangeDone(false);
   };
 
   respond(status: number, headers: ResponseHeaders): void {
@@ -265,6 +275,11 @@ export class H1Exchange extends H1Request implements Exchange {
     stripResponseHeaders(headers);
     if (this.owner.shouldClose(this.#socket)) headers['connection'] = 'close';
     this.res.writeHead(status, headers as OutgoingHttpHeaders);
+  }
+
+  respondOnly(status: number, headers: ResponseHeaders): void {
+    this.respond(status, headers);
+    this.res.end();
   }
 
   write(chunk: Buffer): boolean {
@@ -326,7 +341,7 @@ export class UpgradeExchange extends H1Request implements Exchange {
       this.onClientGone?.();
     }
     this.metrics.done(this.clientGone ? 499 : this.#status, (performance.now() - this.start) / 1000);
-    this.owner.exchangeDone();
+    this.owner.exchangeDone(false);
   };
 
   respond(status: number, headers: ResponseHeaders): void {
@@ -343,6 +358,11 @@ export class UpgradeExchange extends H1Request implements Exchange {
       for (const v of Array.isArray(value) ? value : [value]) head += `${name}: ${v}\r\n`;
     }
     this.socket.write(`${head}\r\n`);
+  }
+
+  respondOnly(status: number, headers: ResponseHeaders): void {
+    this.respond(status, headers);
+    this.end();
   }
 
   /** Joins the client socket to the upgraded upstream socket, both ways. */
@@ -419,7 +439,17 @@ export class H2Exchange implements Exchange {
     this.override = Array.isArray(override) ? override[0] : override;
     // END_STREAM on the HEADERS frame means no body.
     this.hasBody = !stream.readableEnded && !(stream as { endAfterHeaders?: boolean }).endAfterHeaders;
+    if (this.hasBody) stream.once('trailers', this.#onRequestTrailers);
     stream.once('close', this.#onClose);
+  }
+
+  #requestTrailers: ResponseHeaders | null = null;
+  readonly #onRequestTrailers = (trailers: IncomingHttpHeaders): void => {
+    this.#requestTrailers = trailers;
+  };
+
+  requestTrailers(): ResponseHeaders | null {
+    return this.#requestTrailers;
   }
 
   readonly #onClose = (): void => {
@@ -428,7 +458,7 @@ export class H2Exchange implements Exchange {
       this.onClientGone?.();
     }
     this.metrics.done(this.clientGone ? 499 : this.#status, (performance.now() - this.#start) / 1000);
-    this.#owner.exchangeDone();
+    this.#owner.exchangeDone(true);
   };
 
   body(): Readable | null {
@@ -483,13 +513,28 @@ export class H2Exchange implements Exchange {
 
   respond(status: number, headers: ResponseHeaders, trailersFollow: boolean): void {
     if (this.stream.destroyed) return;
+    this.#prepare(status, headers);
+    if (trailersFollow) {
+      this.stream.respond(headers as OutgoingHttpHeaders, { waitForTrailers: true });
+      this.stream.once('wantTrailers', this.#sendTrailers);
+    } else {
+      this.stream.respond(headers as OutgoingHttpHeaders);
+    }
+  }
+
+  respondOnly(status: number, headers: ResponseHeaders): void {
+    if (this.stream.destroyed) return;
+    this.#prepare(status, headers);
+    this.#finished = true;
+    this.stream.respond(headers as OutgoingHttpHeaders, { endStream: true });
+  }
+
+  #prepare(status: number, headers: ResponseHeaders): void {
     this.responded = true;
-    this.#status = status;
     stripResponseHeaders(headers);
     delete headers['te'];
     headers[':status'] = String(status);
-    if (this.grpc) this.#status = grpcStatusFrom(headers, this.#status);
-    this.stream.respond(headers as OutgoingHttpHeaders, trailersFollow ? { waitForTrailers: true } : undefined);
+    this.#status = this.grpc ? grpcStatusFrom(headers, status) : status;
   }
 
   write(chunk: Buffer): boolean {
@@ -506,25 +551,25 @@ export class H2Exchange implements Exchange {
     if (trailers !== null) {
       this.#trailers = trailers;
       if (this.grpc) this.#status = grpcStatusFrom(trailers, this.#status);
-      this.stream.once('wantTrailers', this.#sendTrailers);
     }
     this.stream.end();
   }
 
   readonly #sendTrailers = (): void => {
-    this.stream.sendTrailers(this.#trailers as OutgoingHttpHeaders);
+    // Empty trailers make node end the stream with an empty DATA frame.
+    this.stream.sendTrailers((this.#trailers ?? {}) as OutgoingHttpHeaders);
   };
 
   fail(err: ProxyError): void {
     if (this.clientGone || this.stream.destroyed) return;
+    this.#finished = true;
     if (this.responded) {
-      // Mid-response there is no status left to send: reset the stream.
-      this.#finished = true;
-      this.stream.close(2 /* INTERNAL_ERROR */);
+      // Mid-response there is no status left to send: reset the stream,
+      // with the upstream's own reset code when there was one.
+      this.stream.close((err as { rstCode?: number }).rstCode ?? http2constants.NGHTTP2_INTERNAL_ERROR);
       return;
     }
     this.responded = true;
-    this.#finished = true;
     if (this.grpc) {
       // Trailers-Only: one HEADERS frame with END_STREAM carrying the status.
       this.#status = err.grpcStatus;

@@ -59,7 +59,11 @@ export class Metrics {
   readonly configInfo: Gauge<string>;
   readonly configLastReload: Gauge<string>;
   readonly openConnections: Gauge<string>;
+  readonly openStreams: Gauge<string>;
+  readonly upstreamSessions: Gauge<string>;
+  readonly upstreamStreams: Gauge<string>;
   readonly #bound = new Map<string, BackendMetrics>();
+  readonly #collectors: (() => void)[] = [];
   #weightSeries = new Set<string>();
   #configVersion: string | undefined;
 
@@ -105,9 +109,32 @@ export class Metrics {
       help: 'Open client connections by protocol (http = HTTP/1.1, h2c = HTTP/2).',
       labelNames: ['protocol'], registers,
     });
+    const collectors = this.#collectors;
+    this.openStreams = new Gauge({
+      name: 'switchyard_open_streams',
+      help: 'Open HTTP/2 streams from clients.',
+      labelNames: ['protocol'], registers,
+      // Counted by the entrypoint anyway; read at scrape time, not per stream.
+      collect() { for (const fn of collectors) fn(); },
+    });
+    this.upstreamSessions = new Gauge({
+      name: 'switchyard_upstream_h2_sessions',
+      help: 'Open HTTP/2 sessions to h2c backends.',
+      registers,
+    });
+    this.upstreamStreams = new Gauge({
+      name: 'switchyard_upstream_h2_streams',
+      help: 'Open HTTP/2 streams to h2c backends.',
+      registers,
+    });
     this.configReloads.labels('success').inc(0);
     this.configReloads.labels('failure').inc(0);
     collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** Runs `fn` before each scrape, to copy counts kept elsewhere into gauges. */
+  onCollect(fn: () => void): void {
+    this.#collectors.push(fn);
   }
 
   /** The bound metrics of a (route, backend, protocol), created once and reused across reloads. */

@@ -4,6 +4,7 @@ import { NoBackendError, NoRouteError, UnknownBackendError, type UpstreamError }
 import type { Exchange } from './exchange.ts';
 import type { BackendMetrics } from './metrics.ts';
 import type { Backend, Route, RouteTable } from './routing.ts';
+import { forwardH2 } from './upstream-h2.ts';
 import { forwardHttp } from './upstream-http.ts';
 
 // These carry nothing request-specific, so one instance each saves a stack
@@ -44,7 +45,8 @@ export function proxy(ex: Exchange, table: RouteTable, unmatched: BackendMetrics
 
 function attempt(ex: Exchange, route: Route, backend: Backend, n: number): void {
   ex.metrics = backend.metrics;
-  forwardHttp(ex, route, backend, n, attemptFailed);
+  if (backend.upstream.protocol === 'h2c') forwardH2(ex, route, backend, n, attemptFailed);
+  else forwardHttp(ex, route, backend, n, attemptFailed);
 }
 
 /**

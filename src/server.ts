@@ -20,7 +20,7 @@ export class Switchyard implements AdminState {
   readonly metrics = new Metrics();
   readonly #path: string;
   readonly #log: Logger;
-  readonly #upstreams = new Upstreams();
+  readonly #upstreams = new Upstreams({ sessions: this.metrics.upstreamSessions, streams: this.metrics.upstreamStreams });
   #loaded: LoadedConfig;
   #loadedAt = new Date();
   #lastError: ConfigStatus['lastError'] = null;

@@ -1,13 +1,19 @@
-// The upstream registry: one connection pool per backend origin, shared by
-// every route that names it and kept across reloads, so a weights-only change
-// opens no new connections and in-flight requests keep theirs.
+// The upstream registry: one connection pool per backend origin and protocol,
+// shared by every route that names it and kept across reloads, so a
+// weights-only change opens no new connections and in-flight requests keep theirs.
 import type { Protocol } from './config.ts';
 import { DEFAULT_HTTP_UPSTREAM, HttpUpstream } from './upstream-http.ts';
+import { DEFAULT_H2_UPSTREAM, H2Upstream, type H2Gauges } from './upstream-h2.ts';
 
-export type Upstream = HttpUpstream;
+export type Upstream = HttpUpstream | H2Upstream;
 
 export class Upstreams {
   readonly #byKey = new Map<string, Upstream>();
+  readonly #h2Gauges: H2Gauges;
+
+  constructor(h2Gauges: H2Gauges) {
+    this.#h2Gauges = h2Gauges;
+  }
 
   /** The upstream for a backend URL, created on first use. */
   get(protocol: Protocol, url: string, connectTimeoutMs: number): Upstream {
@@ -15,7 +21,9 @@ export class Upstreams {
     const key = `${protocol} ${origin} ${connectTimeoutMs}`;
     let up = this.#byKey.get(key);
     if (up === undefined) {
-      up = new HttpUpstream(origin, { ...DEFAULT_HTTP_UPSTREAM, connectTimeoutMs });
+      up = protocol === 'h2c'
+        ? new H2Upstream(origin, { ...DEFAULT_H2_UPSTREAM, connectTimeoutMs }, this.#h2Gauges)
+        : new HttpUpstream(origin, { ...DEFAULT_HTTP_UPSTREAM, connectTimeoutMs });
       this.#byKey.set(key, up);
     }
     return up;

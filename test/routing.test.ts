@@ -7,7 +7,7 @@ import { RouteTable, normalizeHost, type Binder } from '../src/routing.ts';
 import { Upstreams } from '../src/upstreams.ts';
 
 const metrics = new Metrics();
-const upstreams = new Upstreams();
+const upstreams = new Upstreams({ sessions: metrics.upstreamSessions, streams: metrics.upstreamStreams });
 const binder: Binder = {
   backend: (rc, bc) => ({ upstream: upstreams.get(rc.protocol, bc.url, 1000), metrics: metrics.backend(rc.name, bc.name, rc.protocol) }),
   none: (rc) => metrics.backend(rc.name, 'none', rc.protocol),
