@@ -4,14 +4,20 @@ import { parseArgs } from 'node:util';
 import { ConfigError, formatIssue, loadConfig } from './config.ts';
 import { createLogger } from './log.ts';
 import { Switchyard } from './server.ts';
+import { DEFAULT_WATCH } from './watch.ts';
 
 const USAGE = `usage:
   switchyard serve --config PATH     run the router (PATH: a YAML file or a directory; or SWITCHYARD_CONFIG)
+                   [--no-watch]      reload on SIGHUP only, not on file changes
   switchyard validate PATH           check a config; exit 0 if valid, else print every error and exit 1
 `;
 
 async function serve(args: string[]): Promise<void> {
-  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' } } });
+  const { values } = parseArgs({
+    args,
+    allowNegative: true,
+    options: { config: { type: 'string', short: 'c' }, watch: { type: 'boolean', default: true } },
+  });
   const path = values.config ?? process.env['SWITCHYARD_CONFIG'];
   if (path === undefined) {
     process.stderr.write(USAGE);
@@ -20,7 +26,7 @@ async function serve(args: string[]): Promise<void> {
   const log = createLogger();
   let sy: Switchyard;
   try {
-    sy = await Switchyard.start(path, log);
+    sy = await Switchyard.start(path, log, values.watch ? DEFAULT_WATCH : false);
   } catch (err) {
     if (err instanceof ConfigError) {
       log.fatal({ issues: err.issues }, 'invalid config');

@@ -125,7 +125,7 @@ type SectionName = (typeof SECTIONS)[number];
 
 /** Loads PATH: a YAML file, or a directory (a mounted ConfigMap) whose *.yaml/*.yml files are merged. Throws ConfigError. */
 export async function loadConfig(path: string): Promise<LoadedConfig> {
-  return loadConfigSources(await readSources(path));
+  return loadConfigSources(await readConfigSources(path));
 }
 
 /** loadConfig, with a validation failure as a value: what `switchyard validate` needs. */
@@ -136,6 +136,13 @@ export async function checkConfig(path: string): Promise<CheckResult> {
     if (err instanceof ConfigError) return { ok: false, issues: err.issues };
     throw err;
   }
+}
+
+/** A digest of the raw files: equal digests mean nothing to reload. */
+export function sourcesDigest(sources: readonly ConfigSource[]): string {
+  const h = createHash('sha256');
+  for (const s of sources) h.update(s.file).update('\0').update(s.text).update('\0');
+  return h.digest('hex');
 }
 
 /** Validates and merges already-read sources, in the given order. Throws ConfigError. */
@@ -174,7 +181,8 @@ export function parseDuration(s: string): number {
 // ---------------------------------------------------------------------------
 // Reading
 
-async function readSources(path: string): Promise<ConfigSource[]> {
+/** Reads PATH's config files (a file, or a directory's visible *.yaml/*.yml); an unreadable path is a ConfigError. */
+export async function readConfigSources(path: string): Promise<ConfigSource[]> {
   try {
     const files = (await stat(path)).isDirectory() ? await configFilesIn(path) : [path];
     return await Promise.all(files.map(async (file) => ({ file, text: await readFile(file, 'utf8') })));

@@ -5,11 +5,12 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { startAdmin, type AdminState, type ConfigStatus } from './admin.ts';
-import { ConfigError, loadConfig, type LoadedConfig } from './config.ts';
+import { ConfigError, loadConfigSources, readConfigSources, sourcesDigest, type LoadedConfig } from './config.ts';
 import { Entrypoint } from './entrypoint.ts';
 import { Metrics } from './metrics.ts';
 import { RouteTable } from './routing.ts';
 import { Upstreams, type Upstream } from './upstreams.ts';
+import { ConfigWatcher, DEFAULT_WATCH, type WatchOptions } from './watch.ts';
 
 export interface Addresses {
   readonly entrypoint: AddressInfo;
@@ -22,6 +23,9 @@ export class Switchyard implements AdminState {
   readonly #log: Logger;
   readonly #upstreams = new Upstreams({ sessions: this.metrics.upstreamSessions, streams: this.metrics.upstreamStreams });
   #loaded: LoadedConfig;
+  /** Digest of the raw config files last read, valid or not: unchanged files are not parsed again. */
+  #digest: string;
+  #watcher: ConfigWatcher | undefined;
   #loadedAt = new Date();
   #lastError: ConfigStatus['lastError'] = null;
   #entrypoint: Entrypoint | undefined;
@@ -29,17 +33,25 @@ export class Switchyard implements AdminState {
   #draining = false;
   #reloading: Promise<boolean> | undefined;
 
-  private constructor(path: string, loaded: LoadedConfig, log: Logger) {
+  private constructor(path: string, loaded: LoadedConfig, digest: string, log: Logger) {
     this.#path = path;
     this.#loaded = loaded;
+    this.#digest = digest;
     this.#log = log;
   }
 
-  /** Loads the config (throwing ConfigError if it is invalid) and starts serving. */
-  static async start(path: string, log: Logger): Promise<Switchyard> {
-    const loaded = await loadConfig(path);
-    const sy = new Switchyard(path, loaded, log);
+  /**
+   * Loads the config (throwing ConfigError if it is invalid), starts serving
+   * and watches the config for changes (`watch: false` for SIGHUP only).
+   */
+  static async start(path: string, log: Logger, watch: WatchOptions | false = DEFAULT_WATCH): Promise<Switchyard> {
+    const sources = await readConfigSources(path);
+    const sy = new Switchyard(path, loadConfigSources(sources), sourcesDigest(sources), log);
     await sy.#listen();
+    if (watch !== false) {
+      sy.#watcher = new ConfigWatcher(path, (reason) => { void sy.reload(reason); }, log.child({ component: 'watch' }), watch);
+      await sy.#watcher.start();
+    }
     return sy;
   }
 
@@ -101,9 +113,14 @@ export class Switchyard implements AdminState {
   }
 
   async #reload(reason: string): Promise<boolean> {
+    if (this.#draining) return false;
     let loaded: LoadedConfig;
     try {
-      loaded = await loadConfig(this.#path);
+      const sources = await readConfigSources(this.#path);
+      const digest = sourcesDigest(sources);
+      if (digest === this.#digest) return this.#lastError === null;
+      this.#digest = digest;
+      loaded = loadConfigSources(sources);
     } catch (err) {
       this.metrics.configReloads.labels('failure').inc();
       const issues = err instanceof ConfigError ? err.issues : [];
@@ -154,6 +171,7 @@ export class Switchyard implements AdminState {
   async shutdown(): Promise<number> {
     if (this.#draining) return 0;
     this.#draining = true;
+    this.#watcher?.close();
     const { drainDelayMs, timeoutMs } = this.#loaded.config.shutdown;
     const ep = this.#entrypoint!;
     this.#log.info({ drainDelayMs, timeoutMs, inflight: ep.inflight }, 'shutting down: readiness off, still serving');

@@ -133,8 +133,8 @@ export interface RouterProcess {
 }
 
 /** Starts `switchyard serve` as a child process (Node 24, as the tests run) and waits until it listens. */
-export async function spawnRouter(configPath: string): Promise<RouterProcess> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+export async function spawnRouter(configPath: string, extraArgs: string[] = []): Promise<RouterProcess> {
+  const child = spawn(process.execPath, [CLI, 'serve', '--config', configPath, ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: Record<string, unknown>[] = [];
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   let stderr = '';
