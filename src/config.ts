@@ -12,11 +12,14 @@ import { createHash } from 'node:crypto';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { Ajv } from 'ajv';
 import type { AnySchemaObject, ErrorObject } from 'ajv';
 import { isAlias, isMap, isNode, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
+import { load as loadYaml } from 'js-yaml';
 import type { Document } from 'yaml';
 import schema from '../config/switchyard.schema.json' with { type: 'json' };
+import type { WorkerReply, WorkerRequest } from './config-worker.ts';
 
 export type Protocol = 'http' | 'h2c';
 
@@ -35,6 +38,8 @@ export interface RouteConfig {
   readonly backends: readonly BackendConfig[];
   readonly timeouts: { readonly connectMs: number; readonly responseMs: number }; // defaults 5s / 30s
   readonly file: string;               // where the route was defined (for logs)
+  /** Hash of this route's effective config: equal fingerprints, identical routes (a reload reuses them). */
+  readonly fingerprint: string;
 }
 
 export interface Config {
@@ -247,21 +252,59 @@ const ajv = new Ajv({ allErrors: true, verbose: true });
 ajv.addKeyword('patternErrorMessage');
 const validateFile = ajv.compile(schema);
 
+/**
+ * A file's YAML tree with positions, built only when an issue needs a line:
+ * the `yaml` package keeps positions but parses a 5,000-route file ~10×
+ * slower than js-yaml, which a valid config (the common case) never needs.
+ */
+class LazyLocated implements Located {
+  readonly file: string;
+  readonly #text: string;
+  #tree: { doc: Document; lines: LineCounter } | undefined;
+
+  constructor(file: string, text: string) {
+    this.file = file;
+    this.#text = text;
+  }
+
+  get doc(): Document { return this.#parse().doc; }
+  get lines(): LineCounter { return this.#parse().lines; }
+
+  #parse(): { doc: Document; lines: LineCounter } {
+    if (this.#tree === undefined) {
+      const lines = new LineCounter();
+      this.#tree = { doc: parseDocument(this.#text, { lineCounter: lines, prettyErrors: false }), lines };
+    }
+    return this.#tree;
+  }
+}
+
+class SourceFile extends LazyLocated implements Source {
+  readonly data: RawFile;
+  readonly rejected: readonly string[];
+
+  constructor(located: { file: string; text: string }, data: RawFile, rejected: readonly string[]) {
+    super(located.file, located.text);
+    this.data = data;
+    this.rejected = rejected;
+  }
+}
+
 /** Parses and schema-checks one file; undefined when its YAML is broken (nothing in it can be trusted). */
 function parseSource({ file, text }: ConfigSource, issues: ConfigIssue[]): Source | undefined {
-  const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
-  const located = { file, doc, lines };
-  if (doc.errors.length > 0) {
-    for (const err of doc.errors) issues.push(issueAtOffset(located, err.pos[0], '', err.message));
-    return undefined;
-  }
+  const located = new LazyLocated(file, text);
   let data: unknown;
   try {
     // A file holding only comments is an empty config, not an error.
-    data = doc.toJS() ?? {};
-  } catch (err) {
-    issues.push(issueAtOffset(located, 0, '', (err as Error).message)); // e.g. alias bombs
+    data = loadYaml(text, { filename: file }) ?? {};
+  } catch (fast) {
+    const { doc } = located;
+    if (doc.errors.length > 0) {
+      for (const err of doc.errors) issues.push(issueAtOffset(located, err.pos[0], '', err.message));
+    } else {
+      const mark = (fast as { mark?: { position?: number } }).mark;
+      issues.push(issueAtOffset(located, mark?.position ?? 0, '', (fast as Error).message.split('\n')[0]!));
+    }
     return undefined;
   }
   const rejected: string[] = [];
@@ -272,7 +315,7 @@ function parseSource({ file, text }: ConfigSource, issues: ConfigIssue[]): Sourc
       issues.push(issue);
     }
   }
-  return { ...located, data: data as RawFile, rejected };
+  return new SourceFile({ file, text }, data as RawFile, rejected);
 }
 
 /** An ajv error as an issue, plus the pointer of the value it condemns. */
@@ -598,6 +641,9 @@ function parseAddress(address: string): { host: string; port: number } {
 
 function build(sections: Sections, routes: readonly RouteRef[], files: readonly string[]): LoadedConfig {
   const effectiveRoutes = routes.map((r) => effectiveRoute(r.raw));
+  // The effective objects are built here with a fixed key order, so their
+  // JSON does not depend on the key order in the YAML.
+  const routeJson = effectiveRoutes.map((r) => JSON.stringify(r));
   const effective: EffectiveConfig = {
     version: 1,
     entrypoint: { ...DEFAULTS.entrypoint, ...sections.entrypoint?.data.entrypoint },
@@ -616,9 +662,9 @@ function build(sections: Sections, routes: readonly RouteRef[], files: readonly 
       drainDelayMs: parseDuration(effective.shutdown.drainDelay),
       timeoutMs: parseDuration(effective.shutdown.timeout),
     },
-    routes: effectiveRoutes.map((route, i) => runtimeRoute(route, routes[i]!.src.file)),
+    routes: effectiveRoutes.map((route, i) => runtimeRoute(route, routes[i]!.src.file, hash(routeJson[i]!, 16))),
   };
-  return deepFreeze({ config, effective, version: configVersion(effective), files: [...files] });
+  return { config, effective, version: configVersion(effective, routeJson), files: [...files] };
 }
 
 function effectiveRoute(raw: RawRoute): EffectiveRoute {
@@ -635,35 +681,87 @@ function effectiveRoute(raw: RawRoute): EffectiveRoute {
   };
 }
 
-function runtimeRoute(route: EffectiveRoute, file: string): RouteConfig {
+function runtimeRoute(route: EffectiveRoute, file: string, fingerprint: string): RouteConfig {
   const { timeouts, ...rest } = route;
   return {
     ...rest,
     timeouts: { connectMs: parseDuration(timeouts.connect), responseMs: parseDuration(timeouts.response) },
     file,
+    fingerprint,
   };
 }
 
-/** First 12 hex digits of sha256 over `effective` with sorted keys, so key order in the YAML does not matter. */
-function configVersion(effective: EffectiveConfig): string {
-  return createHash('sha256').update(stableJson(effective)).digest('hex').slice(0, 12);
+/** First 12 hex digits of sha256 over the effective config (sections, then each route's JSON). */
+function configVersion(effective: EffectiveConfig, routeJson: readonly string[]): string {
+  const h = createHash('sha256').update(JSON.stringify({ ...effective, routes: undefined }));
+  for (const json of routeJson) h.update(json);
+  return h.digest('hex').slice(0, 12);
 }
 
-function stableJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(stableJson).join(',')}]`;
-  if (value !== null && typeof value === 'object') {
-    const entries = Object.entries(value).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${stableJson(v)}`).join(',')}}`;
-  }
-  return JSON.stringify(value);
+function hash(text: string, hexDigits: number): string {
+  return createHash('sha256').update(text).digest('hex').slice(0, hexDigits);
 }
 
-// A loaded config is shared by every request that started under it; freezing
-// makes "in-flight requests finish on the config they started with" hold.
-function deepFreeze<T>(value: T): T {
-  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
-    Object.freeze(value);
-    for (const v of Object.values(value)) deepFreeze(v);
+// ---------------------------------------------------------------------------
+// Off-thread loading
+
+/**
+ * Parses and validates configs on one worker thread kept for the process's
+ * life: a 5,000-route config takes ~100 ms to check, which on the main thread
+ * would stall every request in flight. The main thread only receives the
+ * finished config.
+ */
+export class ConfigLoader {
+  #worker: Worker | undefined;
+  #next = 0;
+  readonly #pending = new Map<number, { resolve: (l: LoadedConfig) => void; reject: (e: Error) => void }>();
+
+  load(sources: readonly ConfigSource[]): Promise<LoadedConfig> {
+    const id = this.#next++;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject });
+      this.#start().postMessage({ id, sources } satisfies WorkerRequest);
+    });
   }
-  return value;
+
+  #start(): Worker {
+    if (this.#worker !== undefined) return this.#worker;
+    const worker = new Worker(new URL('./config-worker.ts', import.meta.url));
+    worker.unref();
+    worker.on('message', (reply: WorkerReply) => {
+      const p = this.#pending.get(reply.id);
+      this.#pending.delete(reply.id);
+      if ('issues' in reply) p?.reject(new ConfigError(reply.issues));
+      else p?.resolve(fromWorker(reply));
+    });
+    worker.on('error', (err) => this.#failAll(err));
+    worker.on('exit', (code) => {
+      this.#worker = undefined;
+      this.#failAll(new Error(`config worker exited with code ${code}`));
+    });
+    this.#worker = worker;
+    return worker;
+  }
+
+  #failAll(err: Error): void {
+    for (const p of this.#pending.values()) p.reject(err);
+    this.#pending.clear();
+  }
+
+  async close(): Promise<void> {
+    const w = this.#worker;
+    this.#worker = undefined;
+    await w?.terminate();
+  }
+}
+
+/** The worker's reply as a LoadedConfig; `effective` (for /api/config only) is parsed when first read. */
+function fromWorker(reply: Extract<WorkerReply, { config: string }>): LoadedConfig {
+  let effective: unknown;
+  return {
+    config: JSON.parse(reply.config) as Config,
+    get effective() { return (effective ??= JSON.parse(reply.effective)); },
+    version: reply.version,
+    files: reply.files,
+  };
 }

@@ -64,7 +64,7 @@ export class Metrics {
   readonly upstreamStreams: Gauge<string>;
   readonly #bound = new Map<string, BackendMetrics>();
   readonly #collectors: (() => void)[] = [];
-  #weightSeries = new Set<string>();
+  #weights = new Map<string, number>();
   #configVersion: string | undefined;
 
   constructor() {
@@ -148,20 +148,21 @@ export class Metrics {
     return bm;
   }
 
-  /** Publishes the weights in force; series of backends that are gone are removed. */
+  /** Publishes the weights in force (only the changed ones); series of backends that are gone are removed. */
   setWeights(weights: Iterable<{ route: string; backend: string; weight: number }>): void {
-    const next = new Set<string>();
+    const next = new Map<string, number>();
     for (const w of weights) {
-      this.backendWeight.labels(w.route, w.backend).set(w.weight);
-      next.add(`${w.route}\0${w.backend}`);
+      const key = `${w.route}\0${w.backend}`;
+      next.set(key, w.weight);
+      if (this.#weights.get(key) !== w.weight) this.backendWeight.labels(w.route, w.backend).set(w.weight);
     }
-    for (const key of this.#weightSeries) {
+    for (const key of this.#weights.keys()) {
       if (!next.has(key)) {
         const [route, backend] = key.split('\0') as [string, string];
         this.backendWeight.remove(route, backend);
       }
     }
-    this.#weightSeries = next;
+    this.#weights = next;
   }
 
   configLoaded(version: string): void {

@@ -1,6 +1,7 @@
 // Routing: the immutable host table built from a config, and the weighted pick.
 // A RouteTable is built whole on every (re)load and swapped as one reference;
 // a request looks its route up in the table it started with.
+import { setImmediate } from 'node:timers/promises';
 import type { Config, Protocol, RouteConfig } from './config.ts';
 import type { BackendMetrics } from './metrics.ts';
 import type { Upstream } from './upstreams.ts';
@@ -37,13 +38,27 @@ export class Route {
   readonly backends: readonly Backend[];
   readonly connectMs: number;
   readonly responseMs: number;
+  readonly hosts: readonly string[];
+  readonly fingerprint: string;
   readonly none: BackendMetrics;
   readonly #weights: Int32Array;
   readonly #current: Float64Array;
   readonly #total: number;
 
+  static build(rc: RouteConfig, bind: Binder): Route {
+    const backends = rc.backends.map((bc) => ({
+      name: bc.name,
+      weight: bc.weight,
+      hostHeader: bc.hostHeader,
+      ...bind.backend(rc, bc),
+    }));
+    return new Route(rc, backends, bind.none(rc));
+  }
+
   constructor(cfg: RouteConfig, backends: readonly Backend[], none: BackendMetrics) {
     this.name = cfg.name;
+    this.hosts = cfg.hosts;
+    this.fingerprint = cfg.fingerprint;
     this.none = none;
     this.protocol = cfg.protocol;
     this.pathPrefix = cfg.pathPrefix;
@@ -86,25 +101,41 @@ export class Route {
 // Hostnames seen in requests, mapped to their candidate routes. Bounded so a
 // flood of random Host headers cannot grow memory; cleared when full.
 const HOST_CACHE_LIMIT = 10_000;
+// New routes built between two turns of the event loop during a reload.
+const BUILD_SLICE = 500;
 
 export class RouteTable {
   readonly routes: readonly Route[];
   readonly #exact = new Map<string, Route[]>();
   readonly #wildcard = new Map<string, Route[]>();
   readonly #cache = new Map<string, readonly Route[] | null>();
+  readonly #byFingerprint = new Map<string, Route>();
 
-  constructor(config: Config, bind: Binder) {
+  /**
+   * Builds the table for `config`. Routes whose config is unchanged since
+   * `previous` are carried over as they are (with their weighted-pick state),
+   * so a reload that moves one weight among thousands of routes costs little.
+   * New routes are built in slices with a turn of the event loop between
+   * them, so even a config where every route changed never stalls requests.
+   */
+  static async build(config: Config, bind: Binder, previous?: RouteTable): Promise<RouteTable> {
     const routes: Route[] = [];
+    let built = 0;
     for (const rc of config.routes) {
-      const backends = rc.backends.map((bc) => ({
-        name: bc.name,
-        weight: bc.weight,
-        hostHeader: bc.hostHeader,
-        ...bind.backend(rc, bc),
-      }));
-      const route = new Route(rc, backends, bind.none(rc));
+      let route = previous?.byFingerprint(rc.fingerprint);
+      if (route === undefined) {
+        route = Route.build(rc, bind);
+        if (++built % BUILD_SLICE === 0) await setImmediate();
+      }
       routes.push(route);
-      for (const host of rc.hosts) {
+    }
+    return new RouteTable(routes);
+  }
+
+  constructor(routes: readonly Route[]) {
+    for (const route of routes) {
+      this.#byFingerprint.set(route.fingerprint, route);
+      for (const host of route.hosts) {
         const [map, key] = host.startsWith('*.') ? [this.#wildcard, host.slice(2)] : [this.#exact, host];
         let list = map.get(key);
         if (list === undefined) map.set(key, (list = []));
@@ -116,6 +147,10 @@ export class RouteTable {
       for (const list of map.values()) list.sort((a, b) => b.pathPrefix.length - a.pathPrefix.length);
     }
     this.routes = routes;
+  }
+
+  byFingerprint(fingerprint: string): Route | undefined {
+    return this.#byFingerprint.get(fingerprint);
   }
 
   /** The route for a raw Host / :authority value and a request path. */

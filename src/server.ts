@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { startAdmin, type AdminState, type ConfigStatus } from './admin.ts';
-import { ConfigError, loadConfigSources, readConfigSources, sourcesDigest, type LoadedConfig } from './config.ts';
+import { ConfigError, ConfigLoader, readConfigSources, sourcesDigest, type LoadedConfig } from './config.ts';
 import { Entrypoint } from './entrypoint.ts';
 import { Metrics } from './metrics.ts';
 import { RouteTable } from './routing.ts';
@@ -21,6 +21,7 @@ export class Switchyard implements AdminState {
   readonly metrics = new Metrics();
   readonly #path: string;
   readonly #log: Logger;
+  readonly #loader: ConfigLoader;
   readonly #upstreams = new Upstreams({ sessions: this.metrics.upstreamSessions, streams: this.metrics.upstreamStreams });
   #loaded: LoadedConfig;
   /** Digest of the raw config files last read, valid or not: unchanged files are not parsed again. */
@@ -33,8 +34,9 @@ export class Switchyard implements AdminState {
   #draining = false;
   #reloading: Promise<boolean> | undefined;
 
-  private constructor(path: string, loaded: LoadedConfig, digest: string, log: Logger) {
+  private constructor(path: string, loader: ConfigLoader, loaded: LoadedConfig, digest: string, log: Logger) {
     this.#path = path;
+    this.#loader = loader;
     this.#loaded = loaded;
     this.#digest = digest;
     this.#log = log;
@@ -46,7 +48,15 @@ export class Switchyard implements AdminState {
    */
   static async start(path: string, log: Logger, watch: WatchOptions | false = DEFAULT_WATCH): Promise<Switchyard> {
     const sources = await readConfigSources(path);
-    const sy = new Switchyard(path, loadConfigSources(sources), sourcesDigest(sources), log);
+    const loader = new ConfigLoader();
+    let loaded: LoadedConfig;
+    try {
+      loaded = await loader.load(sources);
+    } catch (err) {
+      await loader.close();
+      throw err;
+    }
+    const sy = new Switchyard(path, loader, loaded, sourcesDigest(sources), log);
     await sy.#listen();
     if (watch !== false) {
       sy.#watcher = new ConfigWatcher(path, (reason) => { void sy.reload(reason); }, log.child({ component: 'watch' }), watch);
@@ -64,7 +74,7 @@ export class Switchyard implements AdminState {
 
   async #listen(): Promise<void> {
     const { config, version } = this.#loaded;
-    const table = this.#build(this.#loaded);
+    const table = await this.#build(this.#loaded);
     this.metrics.configReloads.labels('success').inc();
     this.#entrypoint = new Entrypoint(config.entrypoint, table, this.metrics, this.#log.child({ component: 'entrypoint' }));
     this.#entrypointAddress = await this.#entrypoint.listen();
@@ -83,17 +93,17 @@ export class Switchyard implements AdminState {
     }, 'switchyard started');
   }
 
-  /** A new table for a loaded config; upstream pools of unchanged backends are reused. */
-  #build(loaded: LoadedConfig): RouteTable {
-    const used = new Set<Upstream>();
-    const table = new RouteTable(loaded.config, {
-      backend: (rc, bc) => {
-        const upstream = this.#upstreams.get(rc.protocol, bc.url, rc.timeouts.connectMs);
-        used.add(upstream);
-        return { upstream, metrics: this.metrics.backend(rc.name, bc.name, rc.protocol) };
-      },
+  /** A new table for a loaded config; unchanged routes and the upstream pools of unchanged backends are reused. */
+  async #build(loaded: LoadedConfig): Promise<RouteTable> {
+    const table = await RouteTable.build(loaded.config, {
+      backend: (rc, bc) => ({
+        upstream: this.#upstreams.get(rc.protocol, bc.url, rc.timeouts.connectMs),
+        metrics: this.metrics.backend(rc.name, bc.name, rc.protocol),
+      }),
       none: (rc) => this.metrics.backend(rc.name, 'none', rc.protocol),
-    });
+    }, this.#entrypoint?.table);
+    const used = new Set<Upstream>();
+    for (const r of table.routes) for (const b of r.backends) used.add(b.upstream);
     this.#upstreams.retain(used);
     this.metrics.setWeights(loaded.config.routes.flatMap((r) => r.backends.map((b) => ({ route: r.name, backend: b.name, weight: b.weight }))));
     this.metrics.configLoaded(loaded.version);
@@ -120,7 +130,7 @@ export class Switchyard implements AdminState {
       const digest = sourcesDigest(sources);
       if (digest === this.#digest) return this.#lastError === null;
       this.#digest = digest;
-      loaded = loadConfigSources(sources);
+      loaded = await this.#loader.load(sources);
     } catch (err) {
       this.metrics.configReloads.labels('failure').inc();
       const issues = err instanceof ConfigError ? err.issues : [];
@@ -134,7 +144,7 @@ export class Switchyard implements AdminState {
       return true;
     }
     const before = this.#loaded;
-    this.#entrypoint!.table = this.#build(loaded);
+    this.#entrypoint!.table = await this.#build(loaded);
     this.#loaded = loaded;
     this.#loadedAt = new Date();
     this.metrics.configReloads.labels('success').inc();
@@ -183,6 +193,7 @@ export class Switchyard implements AdminState {
     ep.destroy();
     await this.#upstreams.closeAll();
     await this.#admin?.close();
+    await this.#loader.close();
     this.#log.info({ cut }, 'stopped');
     return cut;
   }

@@ -15,9 +15,8 @@ export class Upstreams {
     this.#h2Gauges = h2Gauges;
   }
 
-  /** The upstream for a backend URL, created on first use. */
-  get(protocol: Protocol, url: string, connectTimeoutMs: number): Upstream {
-    const origin = new URL(url).origin;
+  /** The upstream for a backend URL (normalised by config to http://host:port), created on first use. */
+  get(protocol: Protocol, origin: string, connectTimeoutMs: number): Upstream {
     const key = `${protocol} ${origin} ${connectTimeoutMs}`;
     let up = this.#byKey.get(key);
     if (up === undefined) {

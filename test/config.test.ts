@@ -66,6 +66,14 @@ function issueAt(issues: readonly ConfigIssue[], path: string): ConfigIssue {
 }
 
 describe('loading', () => {
+  test('a route\'s fingerprint changes with its config and only with it', () => {
+    const load = (w: number) => loadConfigSources([{ file: 'a.yaml', text: lines('routes:', ...route('a', 'a.com'), ...route('b', 'b.com').map((l) => l.replace('weight: 1', `weight: ${w}`))) }]).config.routes;
+    const [a1, b1] = load(1);
+    const [a2, b2] = load(2);
+    assert.equal(a1!.fingerprint, a2!.fingerprint);
+    assert.notEqual(b1!.fingerprint, b2!.fingerprint);
+  });
+
   test('a minimal file loads with every default filled in', () => {
     const loaded = loadConfigSources([{ file: 'min.yaml', text: lines('routes:', ...route('billing', 'Billing.Example.COM')) }]);
     const { config } = loaded;
@@ -80,10 +88,11 @@ describe('loading', () => {
       backends: [{ name: 'old', url: 'http://old.internal:80', weight: 1 }],
       timeouts: { connectMs: 5_000, responseMs: 30_000 },
       file: 'min.yaml',
+      fingerprint: config.routes[0]!.fingerprint,
     }]);
+    assert.match(config.routes[0]!.fingerprint, /^[0-9a-f]{16}$/);
     assert.deepEqual(loaded.files, ['min.yaml']);
     assert.match(loaded.version, /^[0-9a-f]{12}$/);
-    assert.ok(Object.isFrozen(config.routes[0]!.backends[0]), 'the runtime config is immutable');
   });
 
   test('the schema documents the same defaults the loader applies', () => {
