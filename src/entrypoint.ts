@@ -66,6 +66,11 @@ export class Entrypoint implements ExchangeOwner {
 
     this.#h1 = http.createServer({ keepAliveTimeout: H1_KEEPALIVE_MS }, this.#onRequest);
     this.#h1.on('upgrade', this.#onUpgrade);
+    // node:http starts its connection list, and the periodic check that
+    // enforces headersTimeout/requestTimeout (slowloris), on 'listening'. This
+    // server never listens (the net.Server in front does), so say it did:
+    // without it closeIdleConnections() is a no-op and slow clients linger.
+    this.#h1.emit('listening');
     this.#h2 = http2.createServer({
       settings: { initialWindowSize: H2_STREAM_WINDOW, maxConcurrentStreams: 1000 },
       maxSessionMemory: H2_MAX_SESSION_MEMORY_MB,
@@ -228,6 +233,7 @@ export class Entrypoint implements ExchangeOwner {
     this.#server.close();
     for (const s of this.#sessions) s.destroy();
     this.#h1.closeAllConnections();
+    this.#h1.close(); // stops node:http's connection-checking interval
     this.#log.debug('entrypoint destroyed');
   }
 }

@@ -187,3 +187,22 @@ export function run(cmd: string, args: string[], input?: string): Promise<{ code
     child.stdin.end(input);
   });
 }
+
+/**
+ * Resolves with the first log line of a spawned router whose `msg` is `msg`
+ * (one already logged included); rejects after `timeoutMs`.
+ */
+export async function waitForLog(proc: RouterProcess, msg: string, timeoutMs = 10_000): Promise<Record<string, unknown>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const entry = proc.logs.find((e) => e['msg'] === msg);
+    if (entry !== undefined) return entry;
+    if (Date.now() > deadline) throw new Error(`no log line "${msg}" within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** Runs `src/cli.ts` with `args` under this Node (24) and collects its exit code and output. */
+export function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return run(process.execPath, [CLI, ...args]);
+}
