@@ -2,7 +2,12 @@
 // Label children are bound once per route/backend/protocol and cached, so the
 // request path never builds a label string or hashes a label set.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { UpstreamErrorKind } from './errors.ts';
+import type { Logger } from 'pino';
+import type { UpstreamError, UpstreamErrorKind } from './errors.ts';
+
+// Upstream failures are logged at most once per backend per interval, with a
+// count of the ones folded in: an outage must not turn into a log flood.
+const ERROR_LOG_INTERVAL_MS = 5_000;
 
 // A proxy's own overhead is sub-millisecond: start well below prom-client's 5 ms.
 const DURATION_BUCKETS = [
@@ -19,8 +24,12 @@ export class BackendMetrics {
   readonly #byCode: (CounterChild | undefined)[] = [];
   readonly #duration: HistogramChild;
   readonly #errors: Record<UpstreamErrorKind, CounterChild>;
+  readonly #log: Logger | undefined;
+  #lastLogged = 0;
+  #folded = 0;
 
   constructor(m: Metrics, route: string, backend: string, protocol: string) {
+    this.#log = m.log?.child({ route, backend });
     this.#requests = m.requests;
     this.#labels = [route, backend, protocol];
     this.#duration = m.duration.labels(route, backend, protocol);
@@ -44,13 +53,25 @@ export class BackendMetrics {
     this.#duration.observe(seconds);
   }
 
-  upstreamError(kind: UpstreamErrorKind): void {
-    this.#errors[kind].inc();
+  /** Counts an upstream failure, and logs it unless one was logged in the last few seconds. */
+  upstreamError(err: UpstreamError): void {
+    this.#errors[err.kind].inc();
+    if (this.#log === undefined) return;
+    const now = Date.now();
+    if (now - this.#lastLogged < ERROR_LOG_INTERVAL_MS) {
+      this.#folded++;
+      return;
+    }
+    this.#log.warn({ kind: err.kind, code: err.code, cause: (err.cause as Error | undefined)?.message, foldedSinceLast: this.#folded }, 'upstream error');
+    this.#lastLogged = now;
+    this.#folded = 0;
   }
 }
 
 export class Metrics {
   readonly registry = new Registry();
+  /** Where backends log their upstream errors (rate-limited); none in unit tests. */
+  readonly log: Logger | undefined;
   readonly requests: Counter<string>;
   readonly duration: Histogram<string>;
   readonly upstreamErrors: Counter<string>;
@@ -67,7 +88,8 @@ export class Metrics {
   #weights = new Map<string, number>();
   #configVersion: string | undefined;
 
-  constructor() {
+  constructor(log?: Logger) {
+    this.log = log;
     const registers = [this.registry];
     this.requests = new Counter({
       name: 'switchyard_requests_total',

@@ -56,7 +56,7 @@ function attempt(ex: Exchange, route: Route, backend: Backend, n: number): void 
  * nginx's proxy_next_upstream default. A body already streamed cannot be replayed.
  */
 export function attemptFailed(ex: Exchange, route: Route, backend: Backend, n: number, err: UpstreamError, responseStarted: boolean): void {
-  backend.metrics.upstreamError(err.kind);
+  backend.metrics.upstreamError(err);
   const retryable = n === 0 && !responseStarted && !ex.bodyStarted && !ex.clientGone &&
     (err.nothingSent || (err.kind === 'reset' && IDEMPOTENT.has(ex.method)));
   if (retryable) {

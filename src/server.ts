@@ -18,11 +18,11 @@ export interface Addresses {
 }
 
 export class Switchyard implements AdminState {
-  readonly metrics = new Metrics();
+  readonly metrics: Metrics;
   readonly #path: string;
   readonly #log: Logger;
   readonly #loader: ConfigLoader;
-  readonly #upstreams = new Upstreams({ sessions: this.metrics.upstreamSessions, streams: this.metrics.upstreamStreams });
+  readonly #upstreams: Upstreams;
   #loaded: LoadedConfig;
   /** Digest of the raw config files last read, valid or not: unchanged files are not parsed again. */
   #digest: string;
@@ -40,6 +40,8 @@ export class Switchyard implements AdminState {
     this.#loaded = loaded;
     this.#digest = digest;
     this.#log = log;
+    this.metrics = new Metrics(log.child({ component: 'upstream' }));
+    this.#upstreams = new Upstreams({ sessions: this.metrics.upstreamSessions, streams: this.metrics.upstreamStreams });
   }
 
   /**
