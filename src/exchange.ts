@@ -29,8 +29,8 @@ export interface Exchange {
   readonly hasBody: boolean;
   /** The protocol of an HTTP/1.1 Upgrade request (e.g. "websocket"). */
   readonly upgrade: string | undefined;
-  /** True once any byte of the request body was handed upstream: no retry after that. */
-  readonly bodyStarted: boolean;
+  /** False once request bytes were read that could not be kept for a retry. */
+  readonly bodyReplayable: boolean;
   /** True once the response status was sent to the client. */
   readonly responded: boolean;
   readonly clientGone: boolean;
@@ -86,40 +86,103 @@ export function stripResponseHeaders(h: ResponseHeaders): ResponseHeaders {
   return h;
 }
 
-/**
- * A request body handed upstream one attempt at a time. It starts reading the
- * client only when the upstream first reads, so a request whose connection was
- * refused can be retried with its body untouched; and when the upstream client
- * destroys it (undici does, when done) the client's own stream survives.
- * Node has no stream that defers its source like this, hence these few lines.
- */
-class LazyBody extends Readable {
-  readonly #src: Readable;
-  readonly #ex: { bodyStarted: boolean };
-  #started = false;
-  readonly #onData = (chunk: Buffer): void => {
-    if (!this.push(chunk)) this.#src.pause();
-  };
-  readonly #onEnd = (): void => { this.push(null); };
-  readonly #onError = (err: Error): void => { this.destroy(err); };
+// Request bytes kept so that a retry can send them again. gRPC requests are
+// mostly small; a larger body that was already read is not retried.
+const RETRY_BUFFER_BYTES = 64 * 1024;
 
-  constructor(src: Readable, ex: { bodyStarted: boolean }) {
-    super({ highWaterMark: 64 * 1024 });
+/**
+ * A request body handed upstream one attempt at a time. The client is read
+ * only when an upstream reads, so a request whose connection was refused is
+ * retried with its body untouched; what was read is kept (up to
+ * RETRY_BUFFER_BYTES) so a stream the upstream refused can be sent again. An
+ * attempt's stream may be destroyed by its consumer (undici does, when done)
+ * without touching the client's stream. Node has no stream that defers and
+ * replays its source like this, hence this class.
+ */
+class RequestBody {
+  readonly #src: Readable;
+  #retained: Buffer[] | null = [];
+  #retainedBytes = 0;
+  #listening = false;
+  #ended = false;
+  #current: AttemptBody | undefined;
+
+  constructor(src: Readable) {
     this.#src = src;
-    this.#ex = ex;
   }
 
-  override _read(): void {
-    if (!this.#started) {
-      this.#started = true;
-      this.#ex.bodyStarted = true;
+  /** True while every byte read so far is kept, so another attempt can send the same body. */
+  get replayable(): boolean {
+    return this.#retained !== null;
+  }
+
+  /** The body for a new attempt; the previous attempt's stream stops receiving. */
+  attempt(): Readable {
+    this.#current?.destroy();
+    this.#current = new AttemptBody(this);
+    return this.#current;
+  }
+
+  /** An attempt's stream wants data. */
+  pull(body: AttemptBody, first: boolean): void {
+    if (body !== this.#current) return;
+    if (first) {
+      for (const chunk of this.#retained ?? []) body.push(chunk);
+      if (this.#ended) {
+        body.push(null);
+        return;
+      }
+    }
+    if (!this.#listening) {
+      this.#listening = true;
       this.#src.on('data', this.#onData).on('end', this.#onEnd).on('error', this.#onError);
     }
     this.#src.resume();
   }
 
+  /** An attempt's stream was destroyed. */
+  detach(body: AttemptBody): void {
+    if (body !== this.#current) return;
+    this.#current = undefined;
+    this.#src.pause();
+  }
+
+  readonly #onData = (chunk: Buffer): void => {
+    if (this.#retained !== null) {
+      this.#retainedBytes += chunk.length;
+      if (this.#retainedBytes <= RETRY_BUFFER_BYTES) this.#retained.push(chunk);
+      else this.#retained = null;
+    }
+    if (this.#current !== undefined && !this.#current.push(chunk)) this.#src.pause();
+  };
+
+  readonly #onEnd = (): void => {
+    this.#ended = true;
+    this.#current?.push(null);
+  };
+
+  readonly #onError = (err: Error): void => {
+    this.#current?.destroy(err);
+  };
+}
+
+class AttemptBody extends Readable {
+  readonly #body: RequestBody;
+  #started = false;
+
+  constructor(body: RequestBody) {
+    super({ highWaterMark: 64 * 1024 });
+    this.#body = body;
+  }
+
+  override _read(): void {
+    const first = !this.#started;
+    this.#started = true;
+    this.#body.pull(this, first);
+  }
+
   override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
-    this.#src.off('data', this.#onData).off('end', this.#onEnd).off('error', this.#onError);
+    this.#body.detach(this);
     cb(err);
   }
 }
@@ -146,7 +209,6 @@ abstract class H1Request {
   readonly override: string | undefined;
   readonly hasBody: boolean;
   upgrade: string | undefined = undefined;
-  bodyStarted = false;
   responded = false;
   clientGone = false;
   metrics!: BackendMetrics;
@@ -208,8 +270,15 @@ abstract class H1Request {
     this.#xfHost = xfHost;
   }
 
+  #body: RequestBody | undefined;
+
   body(): Readable | null {
-    return this.hasBody ? new LazyBody(this.req, this) : null;
+    if (!this.hasBody) return null;
+    return (this.#body ??= new RequestBody(this.req)).attempt();
+  }
+
+  get bodyReplayable(): boolean {
+    return this.#body?.replayable ?? true;
   }
 
   requestTrailers(): ResponseHeaders | null {
@@ -412,7 +481,6 @@ export class H2Exchange implements Exchange {
   readonly override: string | undefined;
   readonly hasBody: boolean;
   readonly upgrade = undefined;
-  bodyStarted = false;
   responded = false;
   clientGone = false;
   metrics!: BackendMetrics;
@@ -461,8 +529,15 @@ export class H2Exchange implements Exchange {
     this.#owner.exchangeDone(true);
   };
 
+  #body: RequestBody | undefined;
+
   body(): Readable | null {
-    return this.hasBody ? new LazyBody(this.stream, this) : null;
+    if (!this.hasBody) return null;
+    return (this.#body ??= new RequestBody(this.stream)).attempt();
+  }
+
+  get bodyReplayable(): boolean {
+    return this.#body?.replayable ?? true;
   }
 
   #forwarded(): [xff: string, proto: string, host: string | undefined] {

@@ -53,11 +53,12 @@ function attempt(ex: Exchange, route: Route, backend: Backend, n: number): void 
  * An attempt failed before or during the response. A connection that was
  * refused (nothing sent), or an idempotent request reset before any response
  * byte, is retried once on another backend (an override pins the backend) —
- * nginx's proxy_next_upstream default. A body already streamed cannot be replayed.
+ * nginx's proxy_next_upstream default. A body is sent again only if all of it
+ * that was read could be kept (see RequestBody in exchange.ts).
  */
 export function attemptFailed(ex: Exchange, route: Route, backend: Backend, n: number, err: UpstreamError, responseStarted: boolean): void {
   backend.metrics.upstreamError(err);
-  const retryable = n === 0 && !responseStarted && !ex.bodyStarted && !ex.clientGone &&
+  const retryable = n === 0 && !responseStarted && ex.bodyReplayable && !ex.clientGone &&
     (err.nothingSent || (err.kind === 'reset' && IDEMPOTENT.has(ex.method)));
   if (retryable) {
     attempt(ex, route, ex.override === undefined ? route.retryTarget(backend) : backend, n + 1);

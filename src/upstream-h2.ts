@@ -84,7 +84,11 @@ export class H2Upstream {
     const timer = setTimeout(() => {
       session.destroy(Object.assign(new Error(`connect timeout after ${this.#opts.connectTimeoutMs} ms`), { code: 'UND_ERR_CONNECT_TIMEOUT' }));
     }, this.#opts.connectTimeoutMs);
-    session.once('connect', () => {
+    // Ready once the peer's SETTINGS are in: before that its stream limit is
+    // unknown, and streams over it would be refused.
+    session.on('remoteSettings', (settings) => {
+      slot.max = settings.maxConcurrentStreams ?? slot.max;
+      if (slot.ready) return;
       clearTimeout(timer);
       slot.ready = true;
       session.setLocalWindowSize(H2_SESSION_WINDOW);
@@ -92,9 +96,6 @@ export class H2Upstream {
       const age = setTimeout(() => this.#retire(slot), this.#opts.maxSessionAgeMs);
       age.unref();
       session.once('close', () => clearTimeout(age));
-    });
-    session.on('remoteSettings', (settings) => {
-      slot.max = settings.maxConcurrentStreams ?? slot.max;
     });
     // The peer is going away: no new streams here; ones it refused are retried.
     session.once('goaway', () => this.#retire(slot));
@@ -119,9 +120,14 @@ export class H2Upstream {
       for (const cb of waiting) cb(err, null);
       return;
     }
-    // Everyone who waited goes on this session; if that overfills it, the
-    // next acquire opens another.
-    for (const cb of waiting) cb(null, slot);
+    // Those who waited fill this session up to the peer's limit; the rest wait
+    // for another session, or (at maxSessions) queue in this one.
+    const room = this.#slots.length >= this.#opts.maxSessions ? waiting.length : Math.max(slot.max - slot.active, 1);
+    for (const cb of waiting.slice(0, room)) cb(null, slot);
+    if (waiting.length > room) {
+      this.#waiting = waiting.slice(room);
+      this.#connect();
+    }
   }
 
   #retire(slot: Slot): void {
@@ -269,7 +275,8 @@ class H2Call {
     // The stream closed before it ended: reset by the peer or the session died.
     const code = this.#stream!.rstCode ?? NGHTTP2_INTERNAL_ERROR;
     const refused = code === NGHTTP2_REFUSED_STREAM;
-    const err = new UpstreamError('reset', refused && !this.#ex.bodyStarted, new Error(`upstream stream closed with code ${code}`));
+    // REFUSED_STREAM: the peer did no work on it (RFC 9113 §8.7), so it is as if nothing was sent.
+    const err = new UpstreamError('reset', refused, new Error(`upstream stream closed with code ${code}`));
     err.rstCode = code === NGHTTP2_NO_ERROR ? NGHTTP2_INTERNAL_ERROR : code;
     this.#fail(err);
   };

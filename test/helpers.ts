@@ -206,3 +206,42 @@ export async function waitForLog(proc: RouterProcess, msg: string, timeoutMs = 1
 export function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return run(process.execPath, [CLI, ...args]);
 }
+
+export interface Balancer {
+  readonly port: number;
+  /** Where new connections go, in turn; change it to add or remove replicas. */
+  targets: number[];
+  /** Connections handed to each target port so far. */
+  readonly handed: Map<number, number>;
+  close(): Promise<void>;
+}
+
+/**
+ * A round-robin TCP balancer on loopback, as kube-proxy is to a Service: each
+ * new connection goes to the next target, and stays there.
+ */
+export async function startBalancer(targets: number[]): Promise<Balancer> {
+  const sockets = new Set<import('node:net').Socket>();
+  const { createServer, connect } = await import('node:net');
+  let next = 0;
+  const b = { port: 0, targets, handed: new Map<number, number>() } as Balancer & { port: number };
+  const server = createServer((client) => {
+    const port = b.targets[next++ % b.targets.length]!;
+    b.handed.set(port, (b.handed.get(port) ?? 0) + 1);
+    const upstream = connect(port, '127.0.0.1');
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.once('close', () => sockets.delete(s));
+    }
+    client.on('error', () => upstream.destroy()).once('close', () => upstream.destroy());
+    upstream.on('error', () => client.destroy()).once('close', () => client.destroy());
+    client.pipe(upstream).pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  b.port = (server.address() as AddressInfo).port;
+  b.close = () => new Promise<void>((resolve) => {
+    for (const s of sockets) s.destroy();
+    server.close(() => resolve());
+  });
+  return b;
+}
