@@ -10,7 +10,7 @@
 
 import { createHash } from 'node:crypto';
 import { readdir, readFile, stat } from 'node:fs/promises';
-import { isIP } from 'node:net';
+import { BlockList, isIP } from 'node:net';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { Ajv } from 'ajv';
@@ -30,20 +30,78 @@ export interface BackendConfig {
   readonly hostHeader?: string;
 }
 
+/** Active health checking of a route's backends (YAML `healthCheck`). */
+export interface HealthCheckConfig {
+  readonly kind: 'http' | 'grpc';
+  /** HTTP GET path (starts with "/"); '' for grpc. */
+  readonly path: string;
+  /** Inclusive status range that counts as healthy; [200, 299] (unused) for grpc. */
+  readonly expectStatus: readonly [number, number];
+  /** grpc.health.v1 service name ('' = the server as a whole); '' for http. */
+  readonly grpcService: string;
+  readonly intervalMs: number;          // > 0, default 5s
+  readonly timeoutMs: number;           // > 0 and < intervalMs, default 1s
+  readonly healthyThreshold: number;    // consecutive successes to turn healthy, 1..100, default 2
+  readonly unhealthyThreshold: number;  // consecutive failures to turn unhealthy, 1..100, default 3
+}
+
+/** Passive outlier detection (YAML `outlierDetection`); always present, defaults filled in. */
+export interface OutlierConfig {
+  readonly consecutiveFailures: number; // >= 0, default 5; 0 disables ejection
+  readonly ejectionMs: number;          // > 0, default 30s
+  readonly maxEjectionMs: number;       // >= ejectionMs, default 5m
+}
+
+/** Retries (YAML `retries`); always present, defaults filled in. */
+export interface RetryConfig {
+  readonly attempts: number;      // total tries including the first, 1..5, default 2
+  readonly budgetPercent: number; // 0..100: share of requests over a 10 s window that may be retries, default 20
+  readonly minPerSecond: number;  // retries always allowed per second regardless of the budget, default 10
+}
+
+/** Session affinity key (YAML `sticky`): exactly one of a request header (lowercased) or a cookie. */
+export type StickyConfig =
+  | { readonly header: string; readonly cookie: null }
+  | { readonly header: null; readonly cookie: string };
+
 export interface RouteConfig {
   readonly name: string;
   readonly hosts: readonly string[];   // lowercased; "*.x.com" wildcards kept as written (lowercased)
   readonly pathPrefix: string;         // default "/"
   readonly protocol: Protocol;         // default "http"
   readonly backends: readonly BackendConfig[];
-  readonly timeouts: { readonly connectMs: number; readonly responseMs: number }; // defaults 5s / 30s
+  readonly timeouts: {
+    readonly connectMs: number;        // default 5s
+    readonly responseMs: number;       // time to first response byte, default 30s
+    readonly idleMs: number;           // no byte either way once the response started; default 60s, 0 = none
+    readonly overallMs: number;        // whole exchange; default 0 = none
+    readonly overallIncludesStreams: boolean; // default false: streaming gRPC, SSE and WebSocket are not cut by overallMs
+  };
+  readonly healthCheck: HealthCheckConfig | null; // null: no active checks
+  readonly outlier: OutlierConfig;
+  readonly allUnhealthy: 'serve' | 'fail';        // default 'serve': still send to the least-bad backend rather than 503
+  readonly retry: RetryConfig;
+  readonly sticky: StickyConfig | null;           // null: no affinity
+  readonly maxBodyBytes: number;                  // request body limit (413), default 0 = unlimited
   readonly file: string;               // where the route was defined (for logs)
   /** Hash of this route's effective config: equal fingerprints, identical routes (a reload reuses them). */
   readonly fingerprint: string;
 }
 
 export interface Config {
-  readonly entrypoint: { readonly host: string; readonly port: number; readonly maxConnectionAgeMs: number; readonly maxConnectionAgeGraceMs: number };
+  readonly entrypoint: {
+    readonly host: string;
+    readonly port: number;
+    readonly maxConnectionAgeMs: number;
+    readonly maxConnectionAgeGraceMs: number;
+    readonly maxConnections: number;     // default 10000, 0 = unlimited
+    readonly maxHeaderBytes: number;     // default 16384; over → 431
+    readonly maxUrlLength: number;       // default 8192; over → 414
+    readonly headersTimeoutMs: number;   // > 0, default 10s: time a client has to send the request headers
+    /** CIDRs ("10.0.0.0/8", "fd00::/8"; plain addresses as /32 or /128) whose X-Forwarded-For is trusted; default []. See parseCidr. */
+    readonly trustedProxies: readonly string[];
+    readonly requestIdHeader: string;    // lowercased, default "x-request-id"
+  };
   readonly admin: { readonly host: string; readonly port: number };
   readonly shutdown: { readonly drainDelayMs: number; readonly timeoutMs: number };
   readonly routes: readonly RouteConfig[];
@@ -83,7 +141,17 @@ export function formatIssue(i: ConfigIssue): string {
 /** The concrete shape of `LoadedConfig.effective`: a valid config file itself, with every default written out. */
 export interface EffectiveConfig {
   readonly version: 1;
-  readonly entrypoint: { readonly address: string; readonly maxConnectionAge: string; readonly maxConnectionAgeGrace: string };
+  readonly entrypoint: {
+    readonly address: string;
+    readonly maxConnectionAge: string;
+    readonly maxConnectionAgeGrace: string;
+    readonly maxConnections: number;
+    readonly maxHeaderBytes: number;
+    readonly maxUrlLength: number;
+    readonly headersTimeout: string;
+    readonly trustedProxies: readonly string[];
+    readonly requestIdHeader: string;
+  };
   readonly admin: { readonly address: string };
   readonly shutdown: { readonly drainDelay: string; readonly timeout: string };
   readonly routes: readonly EffectiveRoute[];
@@ -94,9 +162,33 @@ export interface EffectiveRoute {
   readonly hosts: readonly string[];
   readonly pathPrefix: string;
   readonly protocol: Protocol;
-  readonly timeouts: { readonly connect: string; readonly response: string };
+  readonly timeouts: {
+    readonly connect: string;
+    readonly response: string;
+    readonly idle: string;
+    readonly overall: string;
+    readonly overallIncludesStreams: boolean;
+  };
+  readonly retries: { readonly attempts: number; readonly budget: number; readonly minRetriesPerSecond: number };
+  /** Absent when the route has no active health check. */
+  readonly healthCheck?: EffectiveHealthCheck;
+  readonly outlierDetection: { readonly consecutiveFailures: number; readonly ejectionTime: string; readonly maxEjectionTime: string };
+  readonly allUnhealthy: 'serve' | 'fail';
+  /** Absent when the route has no session affinity. */
+  readonly sticky?: { readonly header: string } | { readonly cookie: string };
+  readonly maxBodyBytes: number;
   readonly backends: readonly BackendConfig[];
 }
+
+export type EffectiveHealthCheck = (
+  | { readonly http: { readonly path: string; readonly expectStatus: readonly [number, number] } }
+  | { readonly grpc: { readonly service: string } }
+) & {
+  readonly interval: string;
+  readonly timeout: string;
+  readonly healthyThreshold: number;
+  readonly unhealthyThreshold: number;
+};
 
 /** One config file's name and contents. */
 export interface ConfigSource {
@@ -110,12 +202,29 @@ export type CheckResult =
 
 // The schema's "default" annotations say the same, for editors.
 const DEFAULTS = {
-  entrypoint: { address: '0.0.0.0:8080', maxConnectionAge: '5m', maxConnectionAgeGrace: '30s' },
+  entrypoint: {
+    address: '0.0.0.0:8080',
+    maxConnectionAge: '5m',
+    maxConnectionAgeGrace: '30s',
+    maxConnections: 10_000,
+    maxHeaderBytes: 16_384,
+    maxUrlLength: 8_192,
+    headersTimeout: '10s',
+    trustedProxies: [] as readonly string[],
+    requestIdHeader: 'x-request-id',
+  },
   admin: { address: '0.0.0.0:9901' },
   shutdown: { drainDelay: '5s', timeout: '30s' },
   pathPrefix: '/',
   protocol: 'http',
-  timeouts: { connect: '5s', response: '30s' },
+  timeouts: { connect: '5s', response: '30s', idle: '60s', overall: '0s', overallIncludesStreams: false },
+  retries: { attempts: 2, budget: 20, minRetriesPerSecond: 10 },
+  healthCheck: { interval: '5s', timeout: '1s', healthyThreshold: 2, unhealthyThreshold: 3 },
+  httpCheck: { path: '/healthz', expectStatus: [200, 399] as readonly [number, number] },
+  grpcCheck: { service: '' },
+  outlierDetection: { consecutiveFailures: 5, ejectionTime: '30s', maxEjectionTime: '5m' },
+  allUnhealthy: 'serve',
+  maxBodyBytes: 0,
 } as const;
 
 // Metric label values that switchyard itself uses; a config may not claim them.
@@ -157,6 +266,7 @@ export function loadConfigSources(sources: readonly ConfigSource[]): LoadedConfi
   const sections = pickSections(parsed, issues);
   const routes = parsed.flatMap(routesOf);
   checkAddresses(sections, issues);
+  checkEntrypoint(sections, issues);
   checkRoutes(routes, issues);
   if (issues.length > 0) throw new ConfigError(sortIssues(issues));
   return build(sections, routes, sources.map((s) => s.file));
@@ -216,12 +326,27 @@ async function configFilesIn(dir: string): Promise<string[]> {
 
 // Shapes of a file's data as far as the schema accepted it.
 interface RawBackend { name: string; url: string; weight: number; hostHeader?: string }
+interface RawHealthCheck {
+  // null: written as a bare `http:` / `grpc:`, all defaults
+  http?: { path?: string; expectStatus?: [number, number] } | null;
+  grpc?: { service?: string } | null;
+  interval?: string;
+  timeout?: string;
+  healthyThreshold?: number;
+  unhealthyThreshold?: number;
+}
 interface RawRoute {
   name: string;
   hosts: string[];
   pathPrefix?: string;
   protocol?: Protocol;
-  timeouts?: { connect?: string; response?: string };
+  timeouts?: { connect?: string; response?: string; idle?: string; overall?: string; overallIncludesStreams?: boolean };
+  retries?: { attempts?: number; budget?: number; minRetriesPerSecond?: number };
+  healthCheck?: RawHealthCheck;
+  outlierDetection?: { consecutiveFailures?: number; ejectionTime?: string; maxEjectionTime?: string };
+  allUnhealthy?: 'serve' | 'fail';
+  sticky?: { header?: string; cookie?: string };
+  maxBodyBytes?: number;
   backends: RawBackend[];
 }
 interface RawFile {
@@ -484,6 +609,28 @@ function checkAddresses(sections: Sections, issues: ConfigIssue[]): void {
   }
 }
 
+function checkEntrypoint(sections: Sections, issues: ConfigIssue[]): void {
+  const src = sections.entrypoint;
+  const entrypoint = src?.data.entrypoint;
+  if (!src || !entrypoint || !usable(src, '/entrypoint')) return;
+  checkAtLeastOneMs(src, '/entrypoint/headersTimeout', entrypoint.headersTimeout, issues);
+  if (entrypoint.trustedProxies !== undefined && usable(src, '/entrypoint/trustedProxies')) {
+    entrypoint.trustedProxies.forEach((cidr, i) => {
+      const pointer = `/entrypoint/trustedProxies/${i}`;
+      if (usable(src, pointer)) tryParse(src, pointer, issues, () => parseCidr(cidr));
+    });
+  }
+}
+
+/** A duration that must not be 0 (nor round to 0 ms); absent values take a default that is not. False after an issue. */
+function checkAtLeastOneMs(src: Source, pointer: string, value: string | undefined, issues: ConfigIssue[]): boolean {
+  if (value !== undefined && usable(src, pointer) && parseDuration(value) < 1) {
+    issues.push(issueAt(src, pointer, 'must be at least 1ms'));
+    return false;
+  }
+  return true;
+}
+
 /** Runs a parser the builder will use; its error becomes an issue at `pointer`. */
 function tryParse(src: Source, pointer: string, issues: ConfigIssue[], parse: () => unknown): void {
   try {
@@ -524,6 +671,78 @@ function checkRoutes(routes: readonly RouteRef[], issues: ConfigIssue[]): void {
     if (usableIn(route, '/name')) checkRouteName(route, byName, issues);
     if (usableIn(route, '/hosts')) checkHosts(route, byHostPrefix, issues);
     if (usableIn(route, '/backends')) checkBackends(route, issues);
+    checkResilience(route, issues);
+  }
+}
+
+/** Health check, outlier detection and sticky: the rules between fields. */
+function checkResilience(route: RouteRef, issues: ConfigIssue[]): void {
+  const { raw } = route;
+  if (raw.healthCheck !== undefined && usableIn(route, '/healthCheck')) {
+    checkHealthCheck(route, raw.healthCheck, issues);
+  }
+  if (raw.outlierDetection !== undefined && usableIn(route, '/outlierDetection')) {
+    const { ejectionTime, maxEjectionTime } = raw.outlierDetection;
+    if (checkAtLeastOneMs(route.src, `${route.pointer}/outlierDetection/ejectionTime`, ejectionTime, issues)) {
+      checkOrder(route, '/outlierDetection', { name: 'maxEjectionTime', value: maxEjectionTime, fallback: DEFAULTS.outlierDetection.maxEjectionTime },
+        { name: 'ejectionTime', value: ejectionTime, fallback: DEFAULTS.outlierDetection.ejectionTime },
+        (max, ejection) => max >= ejection, 'must be at least', issues);
+    }
+  }
+  if (raw.sticky !== undefined && usableIn(route, '/sticky')) {
+    checkExactlyOne(route, '/sticky', raw.sticky, ['header', 'cookie'], issues);
+  }
+}
+
+function checkHealthCheck(route: RouteRef, hc: RawHealthCheck, issues: ConfigIssue[]): void {
+  const at = `${route.pointer}/healthCheck`;
+  checkExactlyOne(route, '/healthCheck', hc, ['http', 'grpc'], issues);
+  const intervalOk = checkAtLeastOneMs(route.src, `${at}/interval`, hc.interval, issues);
+  const timeoutOk = checkAtLeastOneMs(route.src, `${at}/timeout`, hc.timeout, issues);
+  if (intervalOk && timeoutOk) {
+    checkOrder(route, '/healthCheck', { name: 'timeout', value: hc.timeout, fallback: DEFAULTS.healthCheck.timeout },
+      { name: 'interval', value: hc.interval, fallback: DEFAULTS.healthCheck.interval },
+      (timeout, interval) => timeout < interval, 'must be shorter than', issues);
+  }
+  const range = hc.http?.expectStatus;
+  if (range !== undefined && usable(route.src, `${at}/http/expectStatus`) && range[0] > range[1]) {
+    issues.push(issueAt(route.src, `${at}/http/expectStatus`, `[${range[0]}, ${range[1]}] is not a range: the first status must not exceed the second`));
+  }
+}
+
+interface DurationField {
+  readonly name: string;
+  readonly value: string | undefined;
+  readonly fallback: string;
+}
+
+/**
+ * Two durations of one block, where `subject` must stand in `relation` to
+ * `other` (`ok(subject, other)`). The issue goes on `subject` when it is
+ * written, else on `other` (then `subject` is its default).
+ */
+function checkOrder(route: RouteRef, block: string, subject: DurationField, other: DurationField, ok: (subject: number, other: number) => boolean, relation: string, issues: ConfigIssue[]): void {
+  const subjectPointer = `${route.pointer}${block}/${subject.name}`;
+  const otherPointer = `${route.pointer}${block}/${other.name}`;
+  if (!usable(route.src, subjectPointer) || !usable(route.src, otherPointer)) return;
+  const subjectText = subject.value ?? subject.fallback;
+  const otherText = other.value ?? other.fallback;
+  if (ok(parseDuration(subjectText), parseDuration(otherText))) return;
+  const describe = (f: DurationField, text: string) => `${f.name} (${text}${f.value === undefined ? ', the default' : ''})`;
+  const message = `${describe(subject, subjectText)} ${relation} ${describe(other, otherText)}`;
+  issues.push(issueAt(route.src, subject.value !== undefined ? subjectPointer : otherPointer, message));
+}
+
+/** A block that takes exactly one of two keys: neither is blamed on the block, both on the later key. */
+function checkExactlyOne(route: RouteRef, block: string, value: object, keys: readonly [string, string], issues: ConfigIssue[]): void {
+  const present = Object.keys(value).filter((k) => keys.includes(k));
+  const choice = `exactly one of "${keys[0]}" or "${keys[1]}"`;
+  if (present.length === 0) {
+    issues.push(issueAt(route.src, `${route.pointer}${block}`, `needs ${choice}`));
+  } else if (present.length > 1) {
+    const [first, second] = present as [string, string];
+    const pointer = `${route.pointer}${block}/${escapePointer(second)}`;
+    issues.push(issueAt(route.src, pointer, `"${second}" cannot be combined with "${first}" (at ${where(route.src, `${route.pointer}${block}/${first}`, 'key')}); set ${choice}`, 'key'));
   }
 }
 
@@ -617,6 +836,43 @@ function normalizeBackendUrl(url: string): string {
   return `http://${parsed.hostname}:${parsed.port || '80'}`;
 }
 
+export interface Cidr {
+  readonly address: string;          // lowercased, as isIP() accepts it
+  readonly prefix: number;           // 0-32 (IPv4) or 0-128 (IPv6)
+  readonly family: 'ipv4' | 'ipv6';
+}
+
+/**
+ * "10.0.0.0/8", "fd00::/8" or a plain address ("::1" means "::1/128") → the
+ * arguments of node:net `BlockList.addSubnet(address, prefix, family)`.
+ * Throws on anything else (host names, zone indexes, bad prefix lengths).
+ */
+export function parseCidr(text: string): Cidr {
+  const slash = text.indexOf('/');
+  const address = (slash < 0 ? text : text.slice(0, slash)).toLowerCase();
+  const version = isIP(address);
+  // BlockList silently drops a zone index (fe80::1%eth0), so it would not mean what it says.
+  if (version === 0 || address.includes('%')) {
+    throw new Error(`"${text}" is not an IPv4/IPv6 address or CIDR such as 10.0.0.0/8 or fd00::/8`);
+  }
+  const bits = version === 4 ? 32 : 128;
+  const digits = slash < 0 ? String(bits) : text.slice(slash + 1);
+  if (!/^\d{1,3}$/.test(digits) || Number(digits) > bits) throw new Error(`"${text}": the prefix length must be 0-${bits}`);
+  const cidr: Cidr = { address, prefix: Number(digits), family: version === 4 ? 'ipv4' : 'ipv6' };
+  try {
+    new BlockList().addSubnet(cidr.address, cidr.prefix, cidr.family);
+  } catch (err) {
+    throw new Error(`"${text}": ${(err as Error).message}`);
+  }
+  return cidr;
+}
+
+/** "10.1.2.3" → "10.1.2.3/32", "FD00::/8" → "fd00::/8". */
+function normalizeCidr(text: string): string {
+  const { address, prefix } = parseCidr(text);
+  return `${address}/${prefix}`;
+}
+
 const ADDRESS = /^(?:\[([^\]]*)\]|([^:[\]]*)):(\d{1,5})$/;
 
 /** "host:port", "[::1]:port" or ":port" (all IPv4 interfaces) → where to listen. */
@@ -644,9 +900,14 @@ function build(sections: Sections, routes: readonly RouteRef[], files: readonly 
   // The effective objects are built here with a fixed key order, so their
   // JSON does not depend on the key order in the YAML.
   const routeJson = effectiveRoutes.map((r) => JSON.stringify(r));
+  const entrypoint = { ...DEFAULTS.entrypoint, ...sections.entrypoint?.data.entrypoint };
   const effective: EffectiveConfig = {
     version: 1,
-    entrypoint: { ...DEFAULTS.entrypoint, ...sections.entrypoint?.data.entrypoint },
+    entrypoint: {
+      ...entrypoint,
+      trustedProxies: entrypoint.trustedProxies.map(normalizeCidr),
+      requestIdHeader: entrypoint.requestIdHeader.toLowerCase(),
+    },
     admin: { ...DEFAULTS.admin, ...sections.admin?.data.admin },
     shutdown: { ...DEFAULTS.shutdown, ...sections.shutdown?.data.shutdown },
     routes: effectiveRoutes,
@@ -656,6 +917,12 @@ function build(sections: Sections, routes: readonly RouteRef[], files: readonly 
       ...parseAddress(effective.entrypoint.address),
       maxConnectionAgeMs: parseDuration(effective.entrypoint.maxConnectionAge),
       maxConnectionAgeGraceMs: parseDuration(effective.entrypoint.maxConnectionAgeGrace),
+      maxConnections: effective.entrypoint.maxConnections,
+      maxHeaderBytes: effective.entrypoint.maxHeaderBytes,
+      maxUrlLength: effective.entrypoint.maxUrlLength,
+      headersTimeoutMs: parseDuration(effective.entrypoint.headersTimeout),
+      trustedProxies: effective.entrypoint.trustedProxies,
+      requestIdHeader: effective.entrypoint.requestIdHeader,
     },
     admin: parseAddress(effective.admin.address),
     shutdown: {
@@ -667,6 +934,8 @@ function build(sections: Sections, routes: readonly RouteRef[], files: readonly 
   return { config, effective, version: configVersion(effective, routeJson), files: [...files] };
 }
 
+// Every per-route field is written out here, so that a change to any of them
+// changes the route's JSON and with it its fingerprint.
 function effectiveRoute(raw: RawRoute): EffectiveRoute {
   return {
     name: raw.name,
@@ -674,6 +943,12 @@ function effectiveRoute(raw: RawRoute): EffectiveRoute {
     pathPrefix: raw.pathPrefix ?? DEFAULTS.pathPrefix,
     protocol: raw.protocol ?? DEFAULTS.protocol,
     timeouts: { ...DEFAULTS.timeouts, ...raw.timeouts },
+    retries: { ...DEFAULTS.retries, ...raw.retries },
+    ...(raw.healthCheck === undefined ? {} : { healthCheck: effectiveHealthCheck(raw.healthCheck) }),
+    outlierDetection: { ...DEFAULTS.outlierDetection, ...raw.outlierDetection },
+    allUnhealthy: raw.allUnhealthy ?? DEFAULTS.allUnhealthy,
+    ...(raw.sticky === undefined ? {} : { sticky: effectiveSticky(raw.sticky) }),
+    maxBodyBytes: raw.maxBodyBytes ?? DEFAULTS.maxBodyBytes,
     backends: raw.backends.map(({ name, url, weight, hostHeader }) => {
       const backend = { name, url: normalizeBackendUrl(url), weight };
       return hostHeader === undefined ? backend : { ...backend, hostHeader };
@@ -681,14 +956,58 @@ function effectiveRoute(raw: RawRoute): EffectiveRoute {
   };
 }
 
+function effectiveHealthCheck(raw: RawHealthCheck): EffectiveHealthCheck {
+  const { interval, timeout, healthyThreshold, unhealthyThreshold } = { ...DEFAULTS.healthCheck, ...raw };
+  const probe = raw.http !== undefined
+    ? { http: { ...DEFAULTS.httpCheck, ...raw.http } }
+    : { grpc: { ...DEFAULTS.grpcCheck, ...raw.grpc } };
+  return { ...probe, interval, timeout, healthyThreshold, unhealthyThreshold };
+}
+
+function effectiveSticky(raw: { header?: string; cookie?: string }): NonNullable<EffectiveRoute['sticky']> {
+  return raw.header !== undefined ? { header: raw.header.toLowerCase() } : { cookie: raw.cookie! };
+}
+
 function runtimeRoute(route: EffectiveRoute, file: string, fingerprint: string): RouteConfig {
-  const { timeouts, ...rest } = route;
+  const { timeouts, retries, healthCheck, outlierDetection: outlier, sticky } = route;
   return {
-    ...rest,
-    timeouts: { connectMs: parseDuration(timeouts.connect), responseMs: parseDuration(timeouts.response) },
+    name: route.name,
+    hosts: route.hosts,
+    pathPrefix: route.pathPrefix,
+    protocol: route.protocol,
+    backends: route.backends,
+    timeouts: {
+      connectMs: parseDuration(timeouts.connect),
+      responseMs: parseDuration(timeouts.response),
+      idleMs: parseDuration(timeouts.idle),
+      overallMs: parseDuration(timeouts.overall),
+      overallIncludesStreams: timeouts.overallIncludesStreams,
+    },
+    healthCheck: healthCheck === undefined ? null : runtimeHealthCheck(healthCheck),
+    outlier: {
+      consecutiveFailures: outlier.consecutiveFailures,
+      ejectionMs: parseDuration(outlier.ejectionTime),
+      maxEjectionMs: parseDuration(outlier.maxEjectionTime),
+    },
+    allUnhealthy: route.allUnhealthy,
+    retry: { attempts: retries.attempts, budgetPercent: retries.budget, minPerSecond: retries.minRetriesPerSecond },
+    sticky: sticky === undefined ? null : 'header' in sticky ? { header: sticky.header, cookie: null } : { header: null, cookie: sticky.cookie },
+    maxBodyBytes: route.maxBodyBytes,
     file,
     fingerprint,
   };
+}
+
+function runtimeHealthCheck(hc: EffectiveHealthCheck): HealthCheckConfig {
+  const timing = {
+    intervalMs: parseDuration(hc.interval),
+    timeoutMs: parseDuration(hc.timeout),
+    healthyThreshold: hc.healthyThreshold,
+    unhealthyThreshold: hc.unhealthyThreshold,
+  };
+  return 'http' in hc
+    ? { kind: 'http', path: hc.http.path, expectStatus: [hc.http.expectStatus[0], hc.http.expectStatus[1]], grpcService: '', ...timing }
+    : { kind: 'grpc', path: '', expectStatus: [200, 299], grpcService: hc.grpc.service, ...timing };
 }
 
 /** First 12 hex digits of sha256 over the effective config (sections, then each route's JSON). */

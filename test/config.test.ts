@@ -2,6 +2,7 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { BlockList } from 'node:net';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import {
@@ -10,6 +11,7 @@ import {
   formatIssue,
   loadConfig,
   loadConfigSources,
+  parseCidr,
   parseDuration,
   validateConfigText,
 } from '../src/config.ts';
@@ -66,6 +68,27 @@ function issueAt(issues: readonly ConfigIssue[], path: string): ConfigIssue {
 }
 
 describe('loading', () => {
+  test('a route\'s fingerprint changes with its resilience settings too', () => {
+    const fingerprint = (...extra: string[]) => loadConfigSources([{ file: 'f.yaml', text: lines('routes:', ...route('a', 'a.com'), ...extra) }]).config.routes[0]!.fingerprint;
+    const base = fingerprint();
+    assert.equal(fingerprint('    retries: { attempts: 2 }'), base, 'writing out a default changes nothing');
+    const variants = [
+      ['    retries: { attempts: 3 }'],
+      ['    retries: { budget: 50 }'],
+      ['    timeouts: { idle: 5s }'],
+      ['    timeouts: { overallIncludesStreams: true }'],
+      ['    healthCheck: { http: {} }'],
+      ['    healthCheck: { grpc: {} }'],
+      ['    healthCheck: { http: { path: /ready } }'],
+      ['    outlierDetection: { consecutiveFailures: 0 }'],
+      ['    allUnhealthy: fail'],
+      ['    sticky: { header: x-user }'],
+      ['    sticky: { cookie: x-user }'],
+      ['    maxBodyBytes: 1024'],
+    ].map((extra) => fingerprint(...extra));
+    assert.equal(new Set([base, ...variants]).size, variants.length + 1);
+  });
+
   test('a route\'s fingerprint changes with its config and only with it', () => {
     const load = (w: number) => loadConfigSources([{ file: 'a.yaml', text: lines('routes:', ...route('a', 'a.com'), ...route('b', 'b.com').map((l) => l.replace('weight: 1', `weight: ${w}`))) }]).config.routes;
     const [a1, b1] = load(1);
@@ -77,7 +100,18 @@ describe('loading', () => {
   test('a minimal file loads with every default filled in', () => {
     const loaded = loadConfigSources([{ file: 'min.yaml', text: lines('routes:', ...route('billing', 'Billing.Example.COM')) }]);
     const { config } = loaded;
-    assert.deepEqual(config.entrypoint, { host: '0.0.0.0', port: 8080, maxConnectionAgeMs: 300_000, maxConnectionAgeGraceMs: 30_000 });
+    assert.deepEqual(config.entrypoint, {
+      host: '0.0.0.0',
+      port: 8080,
+      maxConnectionAgeMs: 300_000,
+      maxConnectionAgeGraceMs: 30_000,
+      maxConnections: 10_000,
+      maxHeaderBytes: 16_384,
+      maxUrlLength: 8_192,
+      headersTimeoutMs: 10_000,
+      trustedProxies: [],
+      requestIdHeader: 'x-request-id',
+    });
     assert.deepEqual(config.admin, { host: '0.0.0.0', port: 9901 });
     assert.deepEqual(config.shutdown, { drainDelayMs: 5_000, timeoutMs: 30_000 });
     assert.deepEqual(config.routes, [{
@@ -86,7 +120,13 @@ describe('loading', () => {
       pathPrefix: '/',
       protocol: 'http',
       backends: [{ name: 'old', url: 'http://old.internal:80', weight: 1 }],
-      timeouts: { connectMs: 5_000, responseMs: 30_000 },
+      timeouts: { connectMs: 5_000, responseMs: 30_000, idleMs: 60_000, overallMs: 0, overallIncludesStreams: false },
+      healthCheck: null,
+      outlier: { consecutiveFailures: 5, ejectionMs: 30_000, maxEjectionMs: 300_000 },
+      allUnhealthy: 'serve',
+      retry: { attempts: 2, budgetPercent: 20, minPerSecond: 10 },
+      sticky: null,
+      maxBodyBytes: 0,
       file: 'min.yaml',
       fingerprint: config.routes[0]!.fingerprint,
     }]);
@@ -99,11 +139,10 @@ describe('loading', () => {
     const { effective } = loadConfigSources([{ file: 'empty.yaml', text: '' }]);
     const e = effective as EffectiveConfig;
     const p = schema.properties;
-    assert.deepEqual(e.entrypoint, {
-      address: p.entrypoint.properties.address.default,
-      maxConnectionAge: p.entrypoint.properties.maxConnectionAge.default,
-      maxConnectionAgeGrace: p.entrypoint.properties.maxConnectionAgeGrace.default,
-    });
+    // Each field's schema "default", keyed like the YAML.
+    const defaultsOf = (properties: Record<string, object>) =>
+      Object.fromEntries(Object.entries(properties).map(([k, v]) => [k, (v as { default?: unknown }).default]));
+    assert.deepEqual(e.entrypoint, defaultsOf(p.entrypoint.properties));
     assert.deepEqual(e.admin, { address: p.admin.properties.address.default });
     assert.deepEqual(e.shutdown, {
       drainDelay: p.shutdown.properties.drainDelay.default,
@@ -114,7 +153,19 @@ describe('loading', () => {
     const effRoute = (withRoute as EffectiveConfig).routes[0]!;
     assert.equal(effRoute.pathPrefix, r.pathPrefix.default);
     assert.equal(effRoute.protocol, r.protocol.default);
-    assert.deepEqual(effRoute.timeouts, { connect: r.timeouts.properties.connect.default, response: r.timeouts.properties.response.default });
+    assert.deepEqual(effRoute.timeouts, defaultsOf(r.timeouts.properties));
+    assert.deepEqual(effRoute.retries, defaultsOf(r.retries.properties));
+    assert.deepEqual(effRoute.outlierDetection, defaultsOf(r.outlierDetection.properties));
+    assert.equal(effRoute.allUnhealthy, r.allUnhealthy.default);
+    assert.equal(effRoute.maxBodyBytes, r.maxBodyBytes.default);
+    assert.equal(effRoute.healthCheck, undefined);
+    assert.equal(effRoute.sticky, undefined);
+
+    const hc = r.healthCheck.properties;
+    const withChecks = (probe: string) => (loadConfigSources([{ file: 'h.yaml', text: lines('routes:', ...route('a', 'a.com'), '    healthCheck:', `      ${probe}:`) }]).effective as EffectiveConfig).routes[0]!.healthCheck;
+    const { http: _http, grpc: _grpc, ...timing } = defaultsOf(hc);
+    assert.deepEqual(withChecks('http'), { http: defaultsOf(hc.http.properties), ...timing });
+    assert.deepEqual(withChecks('grpc'), { grpc: defaultsOf(hc.grpc.properties), ...timing });
   });
 
   test('the version hash ignores key order but not values, and effective reloads as itself', () => {
@@ -318,7 +369,7 @@ describe('semantic checks', () => {
   test('per-route timeouts override the defaults', () => {
     const text = lines('routes:', ...route('a', 'a.com'), '    timeouts:', '      connect: 250ms');
     const { config } = loadConfigSources([{ file: 't.yaml', text }]);
-    assert.deepEqual(config.routes[0]!.timeouts, { connectMs: 250, responseMs: 30_000 });
+    assert.deepEqual(config.routes[0]!.timeouts, { connectMs: 250, responseMs: 30_000, idleMs: 60_000, overallMs: 0, overallIncludesStreams: false });
   });
 
   test('backend URLs must be http://host[:port] and are normalised', () => {
@@ -404,6 +455,275 @@ describe('semantic checks', () => {
     assert.deepEqual(issues.map((i) => [i.path, i.message]), [
       ['routes[0].hosts[2]', 'is listed twice (same as routes[0].hosts[0])'],
       ['routes[0].hosts[3]', 'host "B.COM" is listed twice in this route'],
+    ]);
+  });
+});
+
+describe('resilience settings', () => {
+  const load = (text: string) => loadConfigSources([{ file: 'r.yaml', text }]).config;
+  const routeWith = (...extra: string[]) => load(lines('routes:', ...route('a', 'a.com'), ...extra)).routes[0]!;
+  /** The issues of a one-route file whose route has `extra` lines appended after its backends. */
+  const routeIssues = (...extra: string[]) => validateConfigText(lines('routes:', ...route('a', 'a.com'), ...extra), 'r.yaml');
+  // route() takes lines 2-8 of such a file, so `extra` starts at line 9.
+
+  test('entrypoint limits are read, addresses normalised to CIDRs, the header name lowercased', () => {
+    const { entrypoint } = load(lines(
+      'entrypoint:',
+      '  maxConnections: 0',
+      '  maxHeaderBytes: 32768',
+      '  maxUrlLength: 4096',
+      '  headersTimeout: 2.5s',
+      '  trustedProxies: [10.0.0.0/8, 192.168.1.7, "::1", FD00::/8, "::ffff:10.0.0.1/128", 0.0.0.0/0]',
+      '  requestIdHeader: X-Trace-ID',
+    ));
+    assert.deepEqual(entrypoint, {
+      host: '0.0.0.0',
+      port: 8080,
+      maxConnectionAgeMs: 300_000,
+      maxConnectionAgeGraceMs: 30_000,
+      maxConnections: 0,
+      maxHeaderBytes: 32_768,
+      maxUrlLength: 4_096,
+      headersTimeoutMs: 2_500,
+      trustedProxies: ['10.0.0.0/8', '192.168.1.7/32', '::1/128', 'fd00::/8', '::ffff:10.0.0.1/128', '0.0.0.0/0'],
+      requestIdHeader: 'x-trace-id',
+    });
+    // What the runtime does with them: node:net's BlockList takes every entry.
+    const list = new BlockList();
+    for (const cidr of entrypoint.trustedProxies) {
+      const { address, prefix, family } = parseCidr(cidr);
+      list.addSubnet(address, prefix, family);
+    }
+    assert.ok(list.check('10.200.0.1', 'ipv4'));
+    assert.ok(list.check('fd12::1', 'ipv6'));
+  });
+
+  test('parseCidr accepts what BlockList accepts and names the problem otherwise', () => {
+    assert.deepEqual(parseCidr('10.0.0.0/8'), { address: '10.0.0.0', prefix: 8, family: 'ipv4' });
+    assert.deepEqual(parseCidr('::1'), { address: '::1', prefix: 128, family: 'ipv6' });
+    assert.deepEqual(parseCidr('FD00::/8'), { address: 'fd00::', prefix: 8, family: 'ipv6' });
+    for (const bad of ['10.0.0.0/33', 'fd00::/129', '10.0.0.0/', '10.0.0.0/a', '10.0.0/8', '010.0.0.1', 'localhost', 'fe80::1%eth0', '10.0.0.0/8/8', '']) {
+      assert.throws(() => parseCidr(bad), Error, bad);
+    }
+  });
+
+  test('entrypoint issues: bad CIDRs, limits out of range, a zero headersTimeout, a bad header name', () => {
+    const issues = validateConfigText(lines(
+      'entrypoint:',                                              // 1
+      '  trustedProxies:',                                        // 2
+      '    - 10.0.0.0/8',                                         // 3
+      '    - 10.0.0.0/33',                                        // 4
+      '    - proxy.internal',                                     // 5
+      '  maxHeaderBytes: 512',                                    // 6
+      '  maxUrlLength: 2000000',                                  // 7
+      '  maxConnections: -1',                                     // 8
+      '  headersTimeout: 0s',                                     // 9
+      '  requestIdHeader: "x request id"',                        // 10
+    ), 'e.yaml');
+    assert.deepEqual(issues.map((i) => [i.line, i.path]), [
+      [4, 'entrypoint.trustedProxies[1]'],
+      [5, 'entrypoint.trustedProxies[2]'],
+      [6, 'entrypoint.maxHeaderBytes'],
+      [7, 'entrypoint.maxUrlLength'],
+      [8, 'entrypoint.maxConnections'],
+      [9, 'entrypoint.headersTimeout'],
+      [10, 'entrypoint.requestIdHeader'],
+    ]);
+    assert.match(issueAt(issues, 'entrypoint.trustedProxies[1]').message, /"10\.0\.0\.0\/33": the prefix length must be 0-32/);
+    assert.match(issueAt(issues, 'entrypoint.trustedProxies[2]').message, /is not an IPv4\/IPv6 address or CIDR/);
+    assert.equal(issueAt(issues, 'entrypoint.maxHeaderBytes').message, 'must be >= 1024');
+    assert.equal(issueAt(issues, 'entrypoint.headersTimeout').message, 'must be at least 1ms');
+    assert.match(issueAt(issues, 'entrypoint.requestIdHeader').message, /must be an HTTP header name/);
+  });
+
+  test('an http health check: defaults, and every field read', () => {
+    assert.deepEqual(routeWith('    healthCheck:', '      http: {}').healthCheck, {
+      kind: 'http', path: '/healthz', expectStatus: [200, 399], grpcService: '',
+      intervalMs: 5_000, timeoutMs: 1_000, healthyThreshold: 2, unhealthyThreshold: 3,
+    });
+    assert.deepEqual(routeWith(
+      '    healthCheck:',
+      '      interval: 10s',
+      '      timeout: 500ms',
+      '      healthyThreshold: 1',
+      '      unhealthyThreshold: 100',
+      '      http:',
+      '        path: /ready?full=1',
+      '        expectStatus: [200, 204]',
+    ).healthCheck, {
+      kind: 'http', path: '/ready?full=1', expectStatus: [200, 204], grpcService: '',
+      intervalMs: 10_000, timeoutMs: 500, healthyThreshold: 1, unhealthyThreshold: 100,
+    });
+  });
+
+  test('a grpc health check, written as a bare key or with a service', () => {
+    const placeholder = { kind: 'grpc', path: '', expectStatus: [200, 299], intervalMs: 5_000, timeoutMs: 1_000, healthyThreshold: 2, unhealthyThreshold: 3 };
+    assert.deepEqual(routeWith('    healthCheck:', '      grpc:').healthCheck, { ...placeholder, grpcService: '' });
+    assert.deepEqual(routeWith('    healthCheck: { grpc: { service: ledger.v1.Ledger } }').healthCheck, { ...placeholder, grpcService: 'ledger.v1.Ledger' });
+  });
+
+  test('outlier detection, allUnhealthy, retries, timeouts, sticky and maxBodyBytes are read', () => {
+    const r = routeWith(
+      '    outlierDetection: { consecutiveFailures: 0, ejectionTime: 10s, maxEjectionTime: 10s }',
+      '    allUnhealthy: fail',
+      '    retries: { attempts: 1, budget: 12.5, minRetriesPerSecond: 0 }',
+      '    timeouts: { idle: 0s, overall: 2m, overallIncludesStreams: true }',
+      '    sticky: { header: X-User-ID }',
+      '    maxBodyBytes: 1048576',
+    );
+    assert.deepEqual(r.outlier, { consecutiveFailures: 0, ejectionMs: 10_000, maxEjectionMs: 10_000 });
+    assert.equal(r.allUnhealthy, 'fail');
+    assert.deepEqual(r.retry, { attempts: 1, budgetPercent: 12.5, minPerSecond: 0 });
+    assert.deepEqual(r.timeouts, { connectMs: 5_000, responseMs: 30_000, idleMs: 0, overallMs: 120_000, overallIncludesStreams: true });
+    assert.deepEqual(r.sticky, { header: 'x-user-id', cookie: null });
+    assert.equal(r.maxBodyBytes, 1_048_576);
+    // Cookie names are case-sensitive, so they are kept as written.
+    assert.deepEqual(routeWith('    sticky: { cookie: SessionID }').sticky, { header: null, cookie: 'SessionID' });
+  });
+
+  test('the effective config shows the blocks in YAML form and reloads as itself', () => {
+    const text = lines(
+      'entrypoint: { trustedProxies: [10.1.2.3], requestIdHeader: X-Req }',
+      'routes:', ...route('a', 'a.com'),
+      '    healthCheck: { grpc: {}, interval: 2s }',
+      '    sticky: { header: X-User }',
+    );
+    const loaded = loadConfigSources([{ file: 'e.yaml', text }]);
+    const e = loaded.effective as EffectiveConfig;
+    assert.deepEqual(e.entrypoint.trustedProxies, ['10.1.2.3/32']);
+    assert.equal(e.entrypoint.requestIdHeader, 'x-req');
+    const r = e.routes[0]!;
+    assert.deepEqual(r.healthCheck, { grpc: { service: '' }, interval: '2s', timeout: '1s', healthyThreshold: 2, unhealthyThreshold: 3 });
+    assert.deepEqual(r.sticky, { header: 'x-user' });
+    const again = loadConfigSources([{ file: 'e2.yaml', text: stringify(loaded.effective) }]);
+    assert.equal(again.version, loaded.version);
+    assert.deepEqual(again.config.routes[0]!.fingerprint, loaded.config.routes[0]!.fingerprint);
+    // The runtime config crosses the worker boundary as JSON.
+    assert.deepEqual(JSON.parse(JSON.stringify(loaded.config)), loaded.config);
+  });
+
+  test('healthCheck with both http and grpc is blamed on the second', () => {
+    const issues = routeIssues(
+      '    healthCheck:',           // 9
+      '      http: { path: /hz }',  // 10
+      '      grpc: {}',             // 11
+    );
+    assert.equal(issues.length, 1, issues.map(formatIssue).join('\n'));
+    assert.deepEqual(issueAt(issues, 'routes[0].healthCheck.grpc'), {
+      file: 'r.yaml',
+      line: 11,
+      column: 7,
+      path: 'routes[0].healthCheck.grpc',
+      message: '"grpc" cannot be combined with "http" (at r.yaml:10:7); set exactly one of "http" or "grpc"',
+    });
+  });
+
+  test('healthCheck with neither http nor grpc is blamed on the block', () => {
+    const issue = issueAt(routeIssues('    healthCheck:', '      interval: 10s'), 'routes[0].healthCheck');
+    assert.equal(issue.line, 10);
+    assert.equal(issue.message, 'needs exactly one of "http" or "grpc"');
+  });
+
+  test('a health check timeout must be shorter than its interval', () => {
+    const issues = routeIssues(
+      '    healthCheck:',      // 9
+      '      grpc: {}',        // 10
+      '      interval: 2s',    // 11
+      '      timeout: 2s',     // 12
+    );
+    assert.equal(issues.length, 1, issues.map(formatIssue).join('\n'));
+    const issue = issueAt(issues, 'routes[0].healthCheck.timeout');
+    assert.equal(issue.line, 12);
+    assert.equal(issue.message, 'timeout (2s) must be shorter than interval (2s)');
+
+    // With the default timeout (1s), a shorter interval is what is wrong.
+    const byDefault = issueAt(routeIssues('    healthCheck:', '      http: {}', '      interval: 500ms'), 'routes[0].healthCheck.interval');
+    assert.equal(byDefault.line, 11);
+    assert.equal(byDefault.message, 'timeout (1s, the default) must be shorter than interval (500ms)');
+  });
+
+  test('health check values out of range', () => {
+    const issues = routeIssues(
+      '    healthCheck:',                      // 9
+      '      http:',                           // 10
+      '        path: healthz',                 // 11
+      '        expectStatus: [399, 200]',      // 12
+      '      interval: 0s',                    // 13
+      '      healthyThreshold: 0',             // 14
+      '      unhealthyThreshold: 101',         // 15
+    );
+    assert.deepEqual(issues.map((i) => [i.line, i.path, i.message]), [
+      [11, 'routes[0].healthCheck.http.path', 'must start with "/" and contain no spaces'],
+      [12, 'routes[0].healthCheck.http.expectStatus', '[399, 200] is not a range: the first status must not exceed the second'],
+      [13, 'routes[0].healthCheck.interval', 'must be at least 1ms'],
+      [14, 'routes[0].healthCheck.healthyThreshold', 'must be >= 1'],
+      [15, 'routes[0].healthCheck.unhealthyThreshold', 'must be <= 100'],
+    ]);
+    const statuses = routeIssues('    healthCheck:', '      http:', '        expectStatus: [200, 600, 700]');
+    assert.equal(issueAt(statuses, 'routes[0].healthCheck.http.expectStatus[1]').line, 11);
+    assert.equal(issueAt(statuses, 'routes[0].healthCheck.http.expectStatus').message, 'must NOT have more than 2 items');
+  });
+
+  test('sticky with both header and cookie is blamed on the second', () => {
+    const issues = routeIssues(
+      '    sticky:',                // 9
+      '      cookie: session',      // 10
+      '      header: x-user',       // 11
+    );
+    assert.equal(issues.length, 1, issues.map(formatIssue).join('\n'));
+    const issue = issueAt(issues, 'routes[0].sticky.header');
+    assert.deepEqual([issue.line, issue.column], [11, 7]);
+    assert.match(issue.message, /"header" cannot be combined with "cookie" \(at r\.yaml:10:7\)/);
+    assert.equal(issueAt(routeIssues('    sticky: {}'), 'routes[0].sticky').message, 'needs exactly one of "header" or "cookie"');
+    assert.match(issueAt(routeIssues('    sticky: { header: "x user" }'), 'routes[0].sticky.header').message, /must be an HTTP header name/);
+  });
+
+  test('retries.attempts 0 and other retry values out of range', () => {
+    const issues = routeIssues(
+      '    retries:',                       // 9
+      '      attempts: 0',                  // 10
+      '      budget: 101',                  // 11
+      '      minRetriesPerSecond: 1.5',     // 12
+    );
+    assert.deepEqual(issues.map((i) => [i.line, i.path, i.message]), [
+      [10, 'routes[0].retries.attempts', 'must be >= 1'],
+      [11, 'routes[0].retries.budget', 'must be <= 100'],
+      [12, 'routes[0].retries.minRetriesPerSecond', 'must be integer'],
+    ]);
+    assert.equal(issueAt(routeIssues('    retries: { attempts: 6 }'), 'routes[0].retries.attempts').message, 'must be <= 5');
+  });
+
+  test('maxEjectionTime shorter than ejectionTime', () => {
+    const issues = routeIssues(
+      '    outlierDetection:',              // 9
+      '      ejectionTime: 1m',             // 10
+      '      maxEjectionTime: 30s',         // 11
+    );
+    assert.equal(issues.length, 1, issues.map(formatIssue).join('\n'));
+    const issue = issueAt(issues, 'routes[0].outlierDetection.maxEjectionTime');
+    assert.equal(issue.line, 11);
+    assert.equal(issue.message, 'maxEjectionTime (30s) must be at least ejectionTime (1m)');
+
+    // Against the default maxEjectionTime (5m), the long ejectionTime is blamed.
+    const byDefault = issueAt(routeIssues('    outlierDetection: { ejectionTime: 10m }'), 'routes[0].outlierDetection.ejectionTime');
+    assert.equal(byDefault.line, 9);
+    assert.equal(byDefault.message, 'maxEjectionTime (5m, the default) must be at least ejectionTime (10m)');
+    assert.equal(issueAt(routeIssues('    outlierDetection: { ejectionTime: 0s, consecutiveFailures: -1 }'), 'routes[0].outlierDetection.ejectionTime').message, 'must be at least 1ms');
+  });
+
+  test('other route values: allUnhealthy, maxBodyBytes, timeouts, unknown keys', () => {
+    const issues = routeIssues(
+      '    allUnhealthy: drop',                          // 9
+      '    maxBodyBytes: -1',                            // 10
+      '    timeouts: { idle: forever, overallIncludesStreams: yes }',  // 11
+      '    outlierDetection: { consecutiveFailure: 3 }', // 12
+    );
+    assert.deepEqual(issues.map((i) => [i.line, i.path, i.message]), [
+      [9, 'routes[0].allUnhealthy', 'must be one of "serve", "fail"'],
+      [10, 'routes[0].maxBodyBytes', 'must be >= 0'],
+      [11, 'routes[0].timeouts.idle', 'must be a duration such as 250ms, 5s, 1.5s, 2m or 1h'],
+      [11, 'routes[0].timeouts.overallIncludesStreams', 'must be boolean'],
+      [12, 'routes[0].outlierDetection.consecutiveFailure', 'unknown field "consecutiveFailure" (did you mean "consecutiveFailures"?)'],
     ]);
   });
 });

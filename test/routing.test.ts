@@ -16,14 +16,23 @@ const binder: Binder = {
 function route(name: string, hosts: string[], weights: number[], pathPrefix = '/'): RouteConfig {
   return {
     name, hosts, pathPrefix, protocol: 'http', file: 'test.yaml', fingerprint: `${name} ${weights.join('/')} ${hosts.join(',')} ${pathPrefix}`,
-    timeouts: { connectMs: 1000, responseMs: 1000 },
+    timeouts: { connectMs: 1000, responseMs: 1000, idleMs: 60_000, overallMs: 0, overallIncludesStreams: false },
+    healthCheck: null,
+    outlier: { consecutiveFailures: 5, ejectionMs: 30_000, maxEjectionMs: 300_000 },
+    allUnhealthy: 'serve',
+    retry: { attempts: 2, budgetPercent: 20, minPerSecond: 10 },
+    sticky: null,
+    maxBodyBytes: 0,
     backends: weights.map((weight, i) => ({ name: `b${i}`, url: `http://127.0.0.1:${10000 + i}`, weight })),
   };
 }
 
 function table(...routes: RouteConfig[]): Promise<RouteTable> {
   const config: Config = {
-    entrypoint: { host: '127.0.0.1', port: 0, maxConnectionAgeMs: 0, maxConnectionAgeGraceMs: 0 },
+    entrypoint: {
+      host: '127.0.0.1', port: 0, maxConnectionAgeMs: 0, maxConnectionAgeGraceMs: 0,
+      maxConnections: 10_000, maxHeaderBytes: 16_384, maxUrlLength: 8_192, headersTimeoutMs: 10_000, trustedProxies: [], requestIdHeader: 'x-request-id',
+    },
     admin: { host: '127.0.0.1', port: 0 },
     shutdown: { drainDelayMs: 0, timeoutMs: 0 },
     routes,
