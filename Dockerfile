@@ -1,0 +1,31 @@
+# syntax=docker/dockerfile:1
+# switchyard: Node 24 runs src/*.ts directly (type stripping), so there is no
+# build step; the deps stage installs the production dependencies only.
+#
+#   docker build -t REGISTRY/switchyard:0.1.0 .
+#   docker run --read-only -v "$PWD/myconfig:/etc/switchyard:ro" -p 8080:8080 -p 9901:9901 REGISTRY/switchyard:0.1.0
+#
+# The config directory (a mounted ConfigMap in Kubernetes) must listen on
+# 0.0.0.0 (or ::) to be reachable from outside the container.
+# test/dockerfile.test.ts runs this file's stages without a Docker engine.
+
+FROM node:24-slim AS deps
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
+
+FROM node:24-slim
+ENV NODE_ENV=production
+WORKDIR /app
+COPY --from=deps /app/node_modules ./node_modules
+COPY package.json ./
+COPY src ./src
+# src/config.ts imports the config's JSON Schema.
+COPY config/switchyard.schema.json ./config/
+# The image's `node` user, numeric so that runAsNonRoot can be verified.
+USER 1000:1000
+EXPOSE 8080 9901
+# Exec form: node is PID 1 and gets SIGTERM itself (npm or a shell would not
+# pass it on), drains and exits 0. Nothing is written to the filesystem, so
+# the root filesystem may be read-only.
+CMD ["node", "src/cli.ts", "serve", "--config", "/etc/switchyard"]
