@@ -3,13 +3,16 @@
 // HTTP/1.1 request line, puts the bytes back and hands the socket to node:http
 // or node:http2 (whose cleartext servers cannot share a port by themselves:
 // nodejs/node#26795). It also owns connection lifecycles: max age, drain.
-import net, { type Socket, type AddressInfo } from 'node:net';
+import net, { BlockList, type Socket, type AddressInfo } from 'node:net';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import http2, { type Http2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { H2_MAX_SESSION_MEMORY_MB, H2_SESSION_WINDOW, H2_STREAM_WINDOW } from './h2.ts';
-import { H1Exchange, H2Exchange, UpgradeExchange, type ExchangeOwner } from './exchange.ts';
+import type { Config } from './config.ts';
+import { parseCidr } from './config.ts';
+import { UriTooLongError } from './errors.ts';
+import { H1Exchange, H2Exchange, UpgradeExchange, type Exchange, type ExchangeOwner, type Peer } from './exchange.ts';
 import type { BackendMetrics, Metrics } from './metrics.ts';
 import { proxy } from './proxy.ts';
 import type { RouteTable } from './routing.ts';
@@ -21,15 +24,12 @@ const SNIFF_TIMEOUT_MS = 10_000;
 // so the balancer, not the proxy, closes idle connections and never races us.
 const H1_KEEPALIVE_MS = 65_000;
 
-export interface EntrypointOptions {
-  readonly host: string;
-  readonly port: number;
-  /** 0 disables max connection age. */
-  readonly maxConnectionAgeMs: number;
-  readonly maxConnectionAgeGraceMs: number;
-}
+/** Config['entrypoint']: address, max connection age (0: off), limits, trusted proxies, request id header. */
+export type EntrypointOptions = Config['entrypoint'];
 
 function noop(): void {}
+
+const URI_TOO_LONG = new UriTooLongError();
 
 /** ±10% so connections opened together do not all reconnect together. */
 function jitter(ms: number): number {
@@ -50,6 +50,10 @@ export class Entrypoint implements ExchangeOwner {
   readonly #sessions = new Set<Http2Session>();
   /** HTTP/1.1 sockets past their max age: their next response closes them. */
   readonly #expired = new WeakSet<Duplex>();
+  /** Per client connection (socket or HTTP/2 session), computed once. */
+  readonly #peers = new WeakMap<object, Peer>();
+  readonly #trusted = new BlockList();
+  readonly requestIdHeader: string;
   #inflight = 0;
   #inflightH2 = 0;
   #draining = false;
@@ -57,14 +61,26 @@ export class Entrypoint implements ExchangeOwner {
 
   constructor(opts: EntrypointOptions, table: RouteTable, metrics: Metrics, log: Logger) {
     this.#opts = opts;
+    this.requestIdHeader = opts.requestIdHeader;
+    for (const cidr of opts.trustedProxies) {
+      const { address, prefix, family } = parseCidr(cidr);
+      this.#trusted.addSubnet(address, prefix, family);
+    }
     this.table = table;
     this.#metrics = metrics;
     this.#log = log;
     this.#unmatchedH1 = metrics.backend('unmatched', 'none', 'http');
     this.#unmatchedH2 = metrics.backend('unmatched', 'none', 'h2c');
-    metrics.onCollect(() => metrics.openStreams.labels('h2c').set(this.#inflightH2));
+    metrics.openStreamsSource = () => this.#inflightH2;
 
-    this.#h1 = http.createServer({ keepAliveTimeout: H1_KEEPALIVE_MS }, this.#onRequest);
+    this.#h1 = http.createServer({
+      keepAliveTimeout: H1_KEEPALIVE_MS,
+      maxHeaderSize: opts.maxHeaderBytes, // over it: 431
+      headersTimeout: opts.headersTimeoutMs, // slow clients
+      // Whole-request time is bounded per route (timeouts.overall), not here:
+      // a large upload may rightly take long.
+      requestTimeout: 0,
+    }, this.#onRequest);
     this.#h1.on('upgrade', this.#onUpgrade);
     // node:http starts its connection list, and the periodic check that
     // enforces headersTimeout/requestTimeout (slowloris), on 'listening'. This
@@ -72,12 +88,14 @@ export class Entrypoint implements ExchangeOwner {
     // without it closeIdleConnections() is a no-op and slow clients linger.
     this.#h1.emit('listening');
     this.#h2 = http2.createServer({
-      settings: { initialWindowSize: H2_STREAM_WINDOW, maxConcurrentStreams: 1000 },
+      settings: { initialWindowSize: H2_STREAM_WINDOW, maxConcurrentStreams: 1000, maxHeaderListSize: opts.maxHeaderBytes },
       maxSessionMemory: H2_MAX_SESSION_MEMORY_MB,
     });
     this.#h2.on('session', this.#onSession);
     this.#h2.on('stream', this.#onStream);
     this.#server = net.createServer({ noDelay: true }, this.#onConnection);
+    // Over it, node closes new connections at once.
+    if (opts.maxConnections > 0) this.#server.maxConnections = opts.maxConnections;
   }
 
   listen(): Promise<AddressInfo> {
@@ -168,23 +186,42 @@ export class Entrypoint implements ExchangeOwner {
 
   readonly #onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     this.#inflight++;
-    const ex = new H1Exchange(req, res, this, req.socket.remoteAddress ?? '');
-    proxy(ex, this.table, this.#unmatchedH1);
+    this.#dispatch(new H1Exchange(req, res, this, this.#peer(req.socket, req.socket)), this.#unmatchedH1);
   };
 
   readonly #onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     this.#inflight++;
-    const ex = new UpgradeExchange(req, socket, head, this, (socket as Socket).remoteAddress ?? '');
-    proxy(ex, this.table, this.#unmatchedH1);
+    this.#dispatch(new UpgradeExchange(req, socket, head, this, this.#peer(socket, socket as Socket)), this.#unmatchedH1);
   };
 
   readonly #onStream = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void => {
     this.#inflight++;
     this.#inflightH2++;
     stream.on('error', noop);
-    const ex = new H2Exchange(stream, headers, this, stream.session?.socket?.remoteAddress ?? '');
-    proxy(ex, this.table, this.#unmatchedH2);
+    const session = stream.session!;
+    this.#dispatch(new H2Exchange(stream, headers, this, this.#peer(session, session.socket as Socket)), this.#unmatchedH2);
   };
+
+  #dispatch(ex: Exchange, unmatched: BackendMetrics): void {
+    if (ex.path.length > this.#opts.maxUrlLength) {
+      ex.metrics = unmatched;
+      ex.fail(URI_TOO_LONG);
+      return;
+    }
+    proxy(ex, this.table, unmatched);
+  }
+
+  /** The client's address and whether it is a trusted proxy, once per connection. */
+  #peer(key: object, socket: Socket): Peer {
+    let peer = this.#peers.get(key);
+    if (peer === undefined) {
+      const ip = socket.remoteAddress ?? '';
+      const family = socket.remoteFamily === 'IPv6' ? 'ipv6' : 'ipv4';
+      peer = { ip, trusted: ip !== '' && this.#trusted.check(ip, family) };
+      this.#peers.set(key, peer);
+    }
+    return peer;
+  }
 
   /** ExchangeOwner: whether an HTTP/1.1 response should close its connection. */
   shouldClose(socket: Duplex): boolean {

@@ -33,12 +33,28 @@ export class BadRequestError extends ProxyError {
   override readonly grpcStatus = 3;
 }
 
-/** Every weight is 0 and no override: 503, gRPC 14 UNAVAILABLE. */
+/** The request body is over the route's maxBodyBytes: 413, gRPC 8 RESOURCE_EXHAUSTED. */
+export class PayloadTooLargeError extends ProxyError {
+  override readonly code = 'SY_PAYLOAD_TOO_LARGE';
+  override readonly httpStatus = 413;
+  override readonly grpcStatus = 8;
+  constructor() { super('request body over the route\'s maxBodyBytes'); }
+}
+
+/** The request target is over entrypoint.maxUrlLength: 414, gRPC 3. */
+export class UriTooLongError extends ProxyError {
+  override readonly code = 'SY_URI_TOO_LONG';
+  override readonly httpStatus = 414;
+  override readonly grpcStatus = 3;
+  constructor() { super('request target over entrypoint.maxUrlLength'); }
+}
+
+/** Every weight is 0 (or every backend is down, with allUnhealthy: fail) and no override: 503, gRPC 14 UNAVAILABLE. */
 export class NoBackendError extends ProxyError {
   override readonly code = 'SY_NO_BACKEND';
   override readonly httpStatus = 503;
   override readonly grpcStatus = 14;
-  constructor() { super('no backend has a weight above 0'); }
+  constructor() { super('no healthy backend with a weight above 0'); }
 }
 
 /** The upstream failed; `kind` is the metrics label and decides the status. */

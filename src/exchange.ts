@@ -1,21 +1,30 @@
 // An Exchange is one client request and its response, whatever the client
 // spoke (HTTP/1.1 or HTTP/2). Upstream forwarders see only this interface, so
 // each upstream protocol is written once for both kinds of client.
+import { randomUUID } from 'node:crypto';
 import { STATUS_CODES, type IncomingMessage, type ServerResponse, type OutgoingHttpHeaders } from 'node:http';
 import { constants as http2constants, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import { Readable, type Duplex } from 'node:stream';
 import { performance } from 'node:perf_hooks';
-import type { ProxyError } from './errors.ts';
+import { UpstreamError, type ProxyError } from './errors.ts';
 import type { BackendMetrics } from './metrics.ts';
 
 export type ResponseHeaders = Record<string, string | string[] | undefined>;
 
-/** What the entrypoint learns when an exchange is over. */
+/** What the entrypoint provides to, and learns from, its exchanges. */
 export interface ExchangeOwner {
+  /** Header carrying the request id (propagated, or generated when absent). */
+  readonly requestIdHeader: string;
   /** One exchange is over; `h2` when it was an HTTP/2 stream. */
   exchangeDone(h2: boolean): void;
   /** Whether a response on this HTTP/1.1 connection should close it (draining, or past max age). */
   shouldClose(socket: Duplex): boolean;
+}
+
+/** The client connection's address, and whether it is a trusted proxy whose X-Forwarded-* may be kept. */
+export interface Peer {
+  readonly ip: string;
+  readonly trusted: boolean;
 }
 
 export interface Exchange {
@@ -27,20 +36,32 @@ export interface Exchange {
   /** Value of x-switchyard-backend, if any. */
   readonly override: string | undefined;
   readonly hasBody: boolean;
+  /** The declared Content-Length, -1 when none. */
+  readonly contentLength: number;
   /** The protocol of an HTTP/1.1 Upgrade request (e.g. "websocket"). */
   readonly upgrade: string | undefined;
   /** False once request bytes were read that could not be kept for a retry. */
   readonly bodyReplayable: boolean;
   /** True once the response status was sent to the client. */
   readonly responded: boolean;
+  /** True once the proxy gave its own answer (an error): later upstream outcomes are moot. */
+  readonly settled: boolean;
   readonly clientGone: boolean;
   /** Metrics the outcome is counted under; set once the route/backend is known. */
   metrics: BackendMetrics;
-  /** Called when the client goes away before the response is complete. */
+  /** Cancels the upstream call in progress; called when the client goes away or the proxy gives up. */
   onClientGone: (() => void) | undefined;
 
+  /** A request header's value by lowercase name (the first, if repeated). */
+  header(name: string): string | undefined;
+  /** A cookie's value by name. */
+  cookie(name: string): string | undefined;
   /** A fresh body stream for one upstream attempt; it may be destroyed by its consumer. */
   body(): Readable | null;
+  /** Cuts the body past `max` bytes and answers `err` (413). */
+  limitBody(max: number, err: ProxyError): void;
+  /** Answers 504 (or cuts the response) if the exchange is not over in `ms`. */
+  deadline(ms: number): void;
   headersForH1(hostHeader: string | undefined): string[];
   headersForH2(hostHeader: string | undefined): OutgoingHttpHeaders;
   /** Starts the response; `trailersFollow` when the upstream may send trailers (HTTP/2). */
@@ -52,7 +73,7 @@ export interface Exchange {
   write(chunk: Buffer): boolean;
   onceDrain(fn: () => void): void;
   end(trailers: ResponseHeaders | null): void;
-  /** Answers with the error's status (gRPC: Trailers-Only) or, if the response began, cuts it. */
+  /** Answers with the error's status (gRPC: Trailers-Only) or, if the response began, cuts it. Once. */
   fail(err: ProxyError): void;
 }
 
@@ -103,6 +124,10 @@ class RequestBody {
   readonly #src: Readable;
   #retained: Buffer[] | null = [];
   #retainedBytes = 0;
+  #bytes = 0;
+  /** Over this many bytes the body is cut and `onLimit` called (0: no limit). */
+  limit = 0;
+  onLimit: (() => void) | undefined;
   #listening = false;
   #ended = false;
   #current: AttemptBody | undefined;
@@ -148,6 +173,13 @@ class RequestBody {
   }
 
   readonly #onData = (chunk: Buffer): void => {
+    this.#bytes += chunk.length;
+    if (this.limit > 0 && this.#bytes > this.limit) {
+      this.#src.pause();
+      this.#src.off('data', this.#onData);
+      this.onLimit?.();
+      return;
+    }
     if (this.#retained !== null) {
       this.#retainedBytes += chunk.length;
       if (this.#retainedBytes <= RETRY_BUFFER_BYTES) this.#retained.push(chunk);
@@ -195,52 +227,150 @@ function textBody(err: ProxyError): string {
   return `${err.httpStatus} ${err.code}: ${err.message}\n`;
 }
 
-/**
- * The request side of an HTTP/1.1 client's exchange: the head, parsed once
- * into what goes upstream. Subclasses answer on a ServerResponse or, for an
- * Upgrade, on the raw socket.
- */
-abstract class H1Request {
-  readonly req: IncomingMessage;
+function cookieValue(header: string | undefined, name: string): string | undefined {
+  if (header === undefined) return undefined;
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return undefined;
+}
+
+const DEADLINE = new UpstreamError('timeout', false, new Error('the route\'s overall timeout passed'));
+
+/** What every exchange shares: request facts, body, lifecycle, forwarding headers. */
+abstract class BaseExchange {
   readonly method: string;
   readonly path: string;
   readonly authority: string | undefined;
   readonly grpc: boolean;
   readonly override: string | undefined;
   readonly hasBody: boolean;
+  readonly contentLength: number;
   upgrade: string | undefined = undefined;
   responded = false;
+  settled = false;
   clientGone = false;
   metrics!: BackendMetrics;
   onClientGone: (() => void) | undefined = undefined;
   protected readonly start = performance.now();
   protected readonly owner: ExchangeOwner;
-  readonly #clientIp: string;
-  /** The client's headers minus hop-by-hop and proxy-set ones, flat [name, value, ...]. */
-  readonly #headers: string[] = [];
-  readonly #xff: string | undefined;
-  readonly #xfProto: string | undefined;
-  readonly #xfHost: string | undefined;
+  readonly #peer: Peer;
+  readonly #requestId: string;
+  #body: RequestBody | undefined;
+  #timer: NodeJS.Timeout | undefined;
 
-  constructor(req: IncomingMessage, owner: ExchangeOwner, clientIp: string) {
-    this.req = req;
+  constructor(owner: ExchangeOwner, peer: Peer, f: {
+    method: string; path: string; authority: string | undefined; contentType: string | undefined;
+    override: string | undefined; hasBody: boolean; contentLength: number; requestId: string | undefined;
+  }) {
     this.owner = owner;
-    this.#clientIp = clientIp;
-    this.method = req.method ?? 'GET';
-    this.path = req.url ?? '/';
+    this.#peer = peer;
+    this.method = f.method;
+    this.path = f.path;
+    this.authority = f.authority;
+    this.grpc = f.contentType !== undefined && f.contentType.startsWith('application/grpc');
+    this.override = f.override;
+    this.hasBody = f.hasBody;
+    this.contentLength = f.contentLength;
+    this.#requestId = f.requestId ?? randomUUID();
+  }
+
+  protected abstract bodySource(): Readable;
+  abstract fail(err: ProxyError): void;
+
+  body(): Readable | null {
+    if (!this.hasBody) return null;
+    return (this.#body ??= new RequestBody(this.bodySource())).attempt();
+  }
+
+  get bodyReplayable(): boolean {
+    return this.#body?.replayable ?? true;
+  }
+
+  limitBody(max: number, err: ProxyError): void {
+    if (!this.hasBody) return;
+    const body = (this.#body ??= new RequestBody(this.bodySource()));
+    body.limit = max;
+    body.onLimit = () => this.#abandon(err);
+  }
+
+  deadline(ms: number): void {
+    this.#timer = setTimeout(() => this.#abandon(DEADLINE), ms);
+  }
+
+  /** The proxy gives up on the exchange: answers `err` and cancels the upstream call. */
+  #abandon(err: ProxyError): void {
+    if (this.settled || this.clientGone) return;
+    this.fail(err);
+    const cancel = this.onClientGone;
+    this.onClientGone = undefined;
+    cancel?.();
+  }
+
+  cookie(name: string): string | undefined {
+    return cookieValue(this.header('cookie'), name);
+  }
+
+  abstract header(name: string): string | undefined;
+
+  /** Common end of every exchange: cancel upstream if the client left early, count, tell the owner. */
+  protected closed(finished: boolean, code: number, h2: boolean): void {
+    clearTimeout(this.#timer);
+    if (!finished) {
+      this.clientGone = true;
+      this.onClientGone?.();
+    }
+    this.metrics.done(this.clientGone ? 499 : code, (performance.now() - this.start) / 1000);
+    this.owner.exchangeDone(h2);
+  }
+
+  /**
+   * X-Forwarded-For/-Proto/-Host as sent upstream. From a trusted proxy the
+   * client's values are kept (XFF appended to); from anyone else they are
+   * replaced, so a client cannot forge its address.
+   */
+  protected forwarded(xff: string | undefined, proto: string | undefined, host: string | undefined): [xff: string, proto: string, host: string | undefined] {
+    const peer = this.#peer;
+    if (!peer.trusted) return [peer.ip, 'http', this.authority];
+    return [appendForwardedFor(xff, peer.ip), proto ?? 'http', host ?? this.authority];
+  }
+
+  protected get requestId(): string {
+    return this.#requestId;
+  }
+}
+
+/**
+ * The request side of an HTTP/1.1 client's exchange: the head, parsed once
+ * into what goes upstream. Subclasses answer on a ServerResponse or, for an
+ * Upgrade, on the raw socket.
+ */
+abstract class H1Request extends BaseExchange {
+  readonly req: IncomingMessage;
+  /** The client's headers minus hop-by-hop and proxy-set ones, flat [name, value, ...]. */
+  readonly #headers: string[];
+  readonly #forwarded: [xff: string, proto: string, host: string | undefined];
+
+  constructor(req: IncomingMessage, owner: ExchangeOwner, peer: Peer) {
     // One pass over the raw headers: node builds req.headers lazily, and
     // not touching it saves an object per request.
     const raw = req.rawHeaders;
-    let host: string | undefined, ctype: string | undefined, override: string | undefined;
+    const idHeader = owner.requestIdHeader;
+    let headers: string[] = [];
+    let host: string | undefined, ctype: string | undefined, override: string | undefined, requestId: string | undefined;
     let xff: string | undefined, xfProto: string | undefined, xfHost: string | undefined;
-    let connection: string | undefined, hasBody = false;
+    let connection: string | undefined, hasBody = false, contentLength = -1;
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i]!.toLowerCase();
       const value = raw[i + 1]!;
       if (!DROP_REQUEST.has(name)) {
         if (name === 'content-type') ctype = value;
-        else if (name === 'content-length') hasBody ||= value !== '0';
-        this.#headers.push(name, value);
+        else if (name === 'content-length') {
+          contentLength = Number(value);
+          hasBody ||= contentLength !== 0;
+        } else if (name === idHeader) requestId ??= value;
+        headers.push(name, value);
         continue;
       }
       switch (name) {
@@ -256,29 +386,29 @@ abstract class H1Request {
     const named = connectionNamed(connection);
     if (named !== undefined) {
       const kept: string[] = [];
-      for (let i = 0; i < this.#headers.length; i += 2) {
-        if (!named.has(this.#headers[i]!)) kept.push(this.#headers[i]!, this.#headers[i + 1]!);
+      for (let i = 0; i < headers.length; i += 2) {
+        if (!named.has(headers[i]!)) kept.push(headers[i]!, headers[i + 1]!);
       }
-      this.#headers = kept;
+      headers = kept;
     }
-    this.authority = host;
-    this.override = override;
-    this.grpc = ctype !== undefined && ctype.startsWith('application/grpc');
-    this.hasBody = hasBody;
-    this.#xff = xff;
-    this.#xfProto = xfProto;
-    this.#xfHost = xfHost;
+    super(owner, peer, {
+      method: req.method ?? 'GET', path: req.url ?? '/', authority: host, contentType: ctype,
+      override, hasBody, contentLength, requestId,
+    });
+    if (requestId === undefined) headers.push(idHeader, this.requestId);
+    this.req = req;
+    this.#headers = headers;
+    this.#forwarded = this.forwarded(xff, xfProto, xfHost);
   }
 
-  #body: RequestBody | undefined;
-
-  body(): Readable | null {
-    if (!this.hasBody) return null;
-    return (this.#body ??= new RequestBody(this.req)).attempt();
+  protected bodySource(): Readable {
+    return this.req;
   }
 
-  get bodyReplayable(): boolean {
-    return this.#body?.replayable ?? true;
+  header(name: string): string | undefined {
+    const h = this.#headers;
+    for (let i = 0; i < h.length; i += 2) if (h[i] === name) return h[i + 1];
+    return undefined;
   }
 
   requestTrailers(): ResponseHeaders | null {
@@ -287,12 +417,9 @@ abstract class H1Request {
 
   headersForH1(hostHeader: string | undefined): string[] {
     const h = this.#headers.slice();
-    h.push(
-      'host', hostHeader ?? this.authority ?? '',
-      'x-forwarded-for', appendForwardedFor(this.#xff, this.#clientIp),
-      'x-forwarded-proto', this.#xfProto ?? 'http',
-    );
-    if (this.authority !== undefined) h.push('x-forwarded-host', this.#xfHost ?? this.authority);
+    const [xff, proto, xfHost] = this.#forwarded;
+    h.push('host', hostHeader ?? this.authority ?? '', 'x-forwarded-for', xff, 'x-forwarded-proto', proto);
+    if (xfHost !== undefined) h.push('x-forwarded-host', xfHost);
     return h;
   }
 
@@ -310,9 +437,10 @@ abstract class H1Request {
       // HTTP/2 wants one field per name; cookies join with "; " (RFC 9113 §8.2.3).
       out[name] = prev === undefined ? h[i + 1] : `${String(prev)}${name === 'cookie' ? '; ' : ', '}${h[i + 1]}`;
     }
-    out['x-forwarded-for'] = appendForwardedFor(this.#xff, this.#clientIp);
-    out['x-forwarded-proto'] = this.#xfProto ?? 'http';
-    if (this.authority !== undefined) out['x-forwarded-host'] = this.#xfHost ?? this.authority;
+    const [xff, proto, xfHost] = this.#forwarded;
+    out['x-forwarded-for'] = xff;
+    out['x-forwarded-proto'] = proto;
+    if (xfHost !== undefined) out['x-forwarded-host'] = xfHost;
     return out;
   }
 }
@@ -323,23 +451,19 @@ export class H1Exchange extends H1Request implements Exchange {
   // req.socket is already null when the response emits 'close'.
   readonly #socket: Duplex;
 
-  constructor(req: IncomingMessage, res: ServerResponse, owner: ExchangeOwner, clientIp: string) {
-    super(req, owner, clientIp);
+  constructor(req: IncomingMessage, res: ServerResponse, owner: ExchangeOwner, peer: Peer) {
+    super(req, owner, peer);
     this.res = res;
     this.#socket = req.socket;
     res.once('close', this.#onClose);
   }
 
   readonly #onClose = (): void => {
-    if (!this.res.writableFinished) {
-      this.clientGone = true;
-      this.onClientGone?.();
-    }
-    this.metrics.done(this.clientGone ? 499 : this.res.statusCode, (performance.now() - this.start) / 1000);
-    this.owner.exchangeDone(false);
+    this.closed(this.res.writableFinished, this.res.statusCode, false);
   };
 
   respond(status: number, headers: ResponseHeaders): void {
+    if (this.settled) return;
     this.responded = true;
     stripResponseHeaders(headers);
     if (this.owner.shouldClose(this.#socket)) headers['connection'] = 'close';
@@ -347,12 +471,13 @@ export class H1Exchange extends H1Request implements Exchange {
   }
 
   respondOnly(status: number, headers: ResponseHeaders): void {
+    if (this.settled) return;
     this.respond(status, headers);
     this.res.end();
   }
 
   write(chunk: Buffer): boolean {
-    return this.res.write(chunk);
+    return this.settled || this.res.write(chunk);
   }
 
   onceDrain(fn: () => void): void {
@@ -360,11 +485,12 @@ export class H1Exchange extends H1Request implements Exchange {
   }
 
   end(): void {
-    this.res.end();
+    if (!this.settled) this.res.end();
   }
 
   fail(err: ProxyError): void {
-    if (this.clientGone) return;
+    if (this.settled || this.clientGone) return;
+    this.settled = true;
     if (this.responded) {
       // The status line is out: the only honest signal left is a cut connection.
       this.res.destroy();
@@ -394,8 +520,8 @@ export class UpgradeExchange extends H1Request implements Exchange {
   #status = 0;
   #finished = false;
 
-  constructor(req: IncomingMessage, socket: Duplex, head: Buffer, owner: ExchangeOwner, clientIp: string) {
-    super(req, owner, clientIp);
+  constructor(req: IncomingMessage, socket: Duplex, head: Buffer, owner: ExchangeOwner, peer: Peer) {
+    super(req, owner, peer);
     this.socket = socket;
     this.#head = head;
     const upgrade = req.headers['upgrade'];
@@ -405,15 +531,15 @@ export class UpgradeExchange extends H1Request implements Exchange {
   }
 
   readonly #onClose = (): void => {
-    if (!this.#finished && this.#status !== 101) {
-      this.clientGone = true;
-      this.onClientGone?.();
-    }
-    this.metrics.done(this.clientGone ? 499 : this.#status, (performance.now() - this.start) / 1000);
-    this.owner.exchangeDone(false);
+    this.closed(this.#finished || this.#status === 101, this.#status, false);
   };
 
   respond(status: number, headers: ResponseHeaders): void {
+    if (this.settled) return;
+    this.#head_(status, headers);
+  }
+
+  #head_(status: number, headers: ResponseHeaders): void {
     this.responded = true;
     this.#status = status;
     if (status !== 101) {
@@ -446,7 +572,7 @@ export class UpgradeExchange extends H1Request implements Exchange {
   }
 
   write(chunk: Buffer): boolean {
-    return this.socket.write(chunk);
+    return this.settled || this.socket.write(chunk);
   }
 
   onceDrain(fn: () => void): void {
@@ -454,64 +580,59 @@ export class UpgradeExchange extends H1Request implements Exchange {
   }
 
   end(): void {
+    if (this.settled) return;
     this.#finished = true;
     this.socket.end();
   }
 
   fail(err: ProxyError): void {
-    if (this.clientGone) return;
+    if (this.settled || this.clientGone) return;
+    this.settled = true;
     if (this.responded) {
       this.socket.destroy();
       return;
     }
     const body = textBody(err);
-    this.respond(err.httpStatus, { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(Buffer.byteLength(body)) });
+    this.#head_(err.httpStatus, { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(Buffer.byteLength(body)) });
     this.#finished = true;
     this.socket.end(body);
   }
 }
 
 /** A request on an HTTP/2 stream (node:http2 core API). */
-export class H2Exchange implements Exchange {
+export class H2Exchange extends BaseExchange implements Exchange {
   readonly stream: ServerHttp2Stream;
-  readonly method: string;
-  readonly path: string;
-  readonly authority: string | undefined;
-  readonly grpc: boolean;
-  readonly override: string | undefined;
-  readonly hasBody: boolean;
-  readonly upgrade = undefined;
-  responded = false;
-  clientGone = false;
-  metrics!: BackendMetrics;
-  onClientGone: (() => void) | undefined = undefined;
   readonly #headers: IncomingHttpHeaders;
-  readonly #start = performance.now();
-  readonly #owner: ExchangeOwner;
-  readonly #clientIp: string;
+  readonly #forwarded: [xff: string, proto: string, host: string | undefined];
   #finished = false;
   #status = 0;
   #trailers: ResponseHeaders | null = null;
+  #requestTrailers: ResponseHeaders | null = null;
 
-  constructor(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, owner: ExchangeOwner, clientIp: string) {
+  constructor(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, owner: ExchangeOwner, peer: Peer) {
+    const override = headers['x-switchyard-backend'];
+    const cl = headers['content-length'];
+    const id = headers[owner.requestIdHeader];
+    super(owner, peer, {
+      method: headers[':method'] ?? 'GET',
+      path: headers[':path'] ?? '/',
+      authority: headers[':authority'] ?? headers['host'],
+      contentType: headers['content-type'],
+      override: Array.isArray(override) ? override[0] : override,
+      // END_STREAM on the HEADERS frame means no body.
+      hasBody: !stream.readableEnded && !(stream as { endAfterHeaders?: boolean }).endAfterHeaders,
+      contentLength: cl === undefined ? -1 : Number(cl),
+      requestId: Array.isArray(id) ? id[0] : id,
+    });
     this.stream = stream;
     this.#headers = headers;
-    this.#owner = owner;
-    this.#clientIp = clientIp;
-    this.method = headers[':method'] ?? 'GET';
-    this.path = headers[':path'] ?? '/';
-    this.authority = headers[':authority'] ?? headers['host'];
-    const ctype = headers['content-type'];
-    this.grpc = ctype !== undefined && ctype.startsWith('application/grpc');
-    const override = headers['x-switchyard-backend'];
-    this.override = Array.isArray(override) ? override[0] : override;
-    // END_STREAM on the HEADERS frame means no body.
-    this.hasBody = !stream.readableEnded && !(stream as { endAfterHeaders?: boolean }).endAfterHeaders;
+    const first = (v: string | string[] | undefined): string | undefined => (Array.isArray(v) ? v[0] : v);
+    const xff = headers['x-forwarded-for'];
+    this.#forwarded = this.forwarded(Array.isArray(xff) ? xff.join(', ') : xff, first(headers['x-forwarded-proto']), first(headers['x-forwarded-host']));
     if (this.hasBody) stream.once('trailers', this.#onRequestTrailers);
     stream.once('close', this.#onClose);
   }
 
-  #requestTrailers: ResponseHeaders | null = null;
   readonly #onRequestTrailers = (trailers: IncomingHttpHeaders): void => {
     this.#requestTrailers = trailers;
   };
@@ -521,35 +642,16 @@ export class H2Exchange implements Exchange {
   }
 
   readonly #onClose = (): void => {
-    if (!this.#finished) {
-      this.clientGone = true;
-      this.onClientGone?.();
-    }
-    this.metrics.done(this.clientGone ? 499 : this.#status, (performance.now() - this.#start) / 1000);
-    this.#owner.exchangeDone(true);
+    this.closed(this.#finished, this.#status, true);
   };
 
-  #body: RequestBody | undefined;
-
-  body(): Readable | null {
-    if (!this.hasBody) return null;
-    return (this.#body ??= new RequestBody(this.stream)).attempt();
+  protected bodySource(): Readable {
+    return this.stream;
   }
 
-  get bodyReplayable(): boolean {
-    return this.#body?.replayable ?? true;
-  }
-
-  #forwarded(): [xff: string, proto: string, host: string | undefined] {
-    const h = this.#headers;
-    const xff = h['x-forwarded-for'];
-    const proto = h['x-forwarded-proto'];
-    const host = h['x-forwarded-host'];
-    return [
-      appendForwardedFor(Array.isArray(xff) ? xff.join(', ') : xff, this.#clientIp),
-      (Array.isArray(proto) ? proto[0] : proto) ?? 'http',
-      (Array.isArray(host) ? host[0] : host) ?? this.authority,
-    ];
+  header(name: string): string | undefined {
+    const v = this.#headers[name];
+    return Array.isArray(v) ? v[0] : v;
   }
 
   headersForH1(hostHeader: string | undefined): string[] {
@@ -562,9 +664,10 @@ export class H2Exchange implements Exchange {
       if (Array.isArray(v)) for (const x of v) out.push(name, x);
       else if (v !== undefined) out.push(name, v);
     }
-    const [xff, proto, xfHost] = this.#forwarded();
+    const [xff, proto, xfHost] = this.#forwarded;
     out.push('host', hostHeader ?? this.authority ?? '', 'x-forwarded-for', xff, 'x-forwarded-proto', proto);
     if (xfHost !== undefined) out.push('x-forwarded-host', xfHost);
+    if (h[this.owner.requestIdHeader] === undefined) out.push(this.owner.requestIdHeader, this.requestId);
     return out;
   }
 
@@ -579,15 +682,16 @@ export class H2Exchange implements Exchange {
     out[':authority'] = hostHeader ?? this.authority ?? '';
     // "te: trailers" is the one TE value HTTP/2 allows, and gRPC servers require it.
     if (h['te'] === 'trailers') out['te'] = 'trailers';
-    const [xff, proto, xfHost] = this.#forwarded();
+    const [xff, proto, xfHost] = this.#forwarded;
     out['x-forwarded-for'] = xff;
     out['x-forwarded-proto'] = proto;
     if (xfHost !== undefined) out['x-forwarded-host'] = xfHost;
+    out[this.owner.requestIdHeader] ??= this.requestId;
     return out;
   }
 
   respond(status: number, headers: ResponseHeaders, trailersFollow: boolean): void {
-    if (this.stream.destroyed) return;
+    if (this.settled || this.stream.destroyed) return;
     this.#prepare(status, headers);
     if (trailersFollow) {
       this.stream.respond(headers as OutgoingHttpHeaders, { waitForTrailers: true });
@@ -598,7 +702,7 @@ export class H2Exchange implements Exchange {
   }
 
   respondOnly(status: number, headers: ResponseHeaders): void {
-    if (this.stream.destroyed) return;
+    if (this.settled || this.stream.destroyed) return;
     this.#prepare(status, headers);
     this.#finished = true;
     this.stream.respond(headers as OutgoingHttpHeaders, { endStream: true });
@@ -613,7 +717,7 @@ export class H2Exchange implements Exchange {
   }
 
   write(chunk: Buffer): boolean {
-    return this.stream.write(chunk);
+    return this.settled || this.stream.write(chunk);
   }
 
   onceDrain(fn: () => void): void {
@@ -621,7 +725,7 @@ export class H2Exchange implements Exchange {
   }
 
   end(trailers: ResponseHeaders | null): void {
-    if (this.stream.destroyed) return;
+    if (this.settled || this.stream.destroyed) return;
     this.#finished = true;
     if (trailers !== null) {
       this.#trailers = trailers;
@@ -636,7 +740,8 @@ export class H2Exchange implements Exchange {
   };
 
   fail(err: ProxyError): void {
-    if (this.clientGone || this.stream.destroyed) return;
+    if (this.settled || this.clientGone || this.stream.destroyed) return;
+    this.settled = true;
     this.#finished = true;
     if (this.responded) {
       // Mid-response there is no status left to send: reset the stream,

@@ -76,6 +76,7 @@ export class Metrics {
   readonly duration: Histogram<string>;
   readonly upstreamErrors: Counter<string>;
   readonly backendWeight: Gauge<string>;
+  readonly backendUp: Gauge<string>;
   readonly configReloads: Counter<string>;
   readonly configInfo: Gauge<string>;
   readonly configLastReload: Gauge<string>;
@@ -84,13 +85,17 @@ export class Metrics {
   readonly upstreamSessions: Gauge<string>;
   readonly upstreamStreams: Gauge<string>;
   readonly #bound = new Map<string, BackendMetrics>();
-  readonly #collectors: (() => void)[] = [];
+  /** Read at scrape time: counts and states kept elsewhere (not updated per request). */
+  openStreamsSource: (() => number) | undefined;
+  backendUpSource: (() => Iterable<{ route: string; backend: string; up: boolean }>) | undefined;
   #weights = new Map<string, number>();
   #configVersion: string | undefined;
 
   constructor(log?: Logger) {
     this.log = log;
     const registers = [this.registry];
+    // prom-client calls collect() with the metric as `this`.
+    const self = this;
     this.requests = new Counter({
       name: 'switchyard_requests_total',
       help: 'Requests answered, by route, backend, upstream protocol and status (gRPC: grpc-status).',
@@ -110,6 +115,16 @@ export class Metrics {
       name: 'switchyard_backend_weight',
       help: 'The weight in force for each backend of each route.',
       labelNames: ['route', 'backend'], registers,
+    });
+    this.backendUp = new Gauge({
+      name: 'switchyard_backend_up',
+      help: '1 while a backend takes traffic: not ejected and passing its active health checks.',
+      labelNames: ['route', 'backend'], registers,
+      collect() {
+        if (self.backendUpSource === undefined) return;
+        this.reset();
+        for (const { route, backend, up } of self.backendUpSource()) this.labels(route, backend).set(up ? 1 : 0);
+      },
     });
     this.configReloads = new Counter({
       name: 'switchyard_config_reloads_total',
@@ -131,13 +146,13 @@ export class Metrics {
       help: 'Open client connections by protocol (http = HTTP/1.1, h2c = HTTP/2).',
       labelNames: ['protocol'], registers,
     });
-    const collectors = this.#collectors;
     this.openStreams = new Gauge({
       name: 'switchyard_open_streams',
       help: 'Open HTTP/2 streams from clients.',
       labelNames: ['protocol'], registers,
-      // Counted by the entrypoint anyway; read at scrape time, not per stream.
-      collect() { for (const fn of collectors) fn(); },
+      collect() {
+        if (self.openStreamsSource !== undefined) this.labels('h2c').set(self.openStreamsSource());
+      },
     });
     this.upstreamSessions = new Gauge({
       name: 'switchyard_upstream_h2_sessions',
@@ -152,11 +167,6 @@ export class Metrics {
     this.configReloads.labels('success').inc(0);
     this.configReloads.labels('failure').inc(0);
     collectDefaultMetrics({ register: this.registry });
-  }
-
-  /** Runs `fn` before each scrape, to copy counts kept elsewhere into gauges. */
-  onCollect(fn: () => void): void {
-    this.#collectors.push(fn);
   }
 
   /** The bound metrics of a (route, backend, protocol), created once and reused across reloads. */

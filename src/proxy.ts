@@ -1,8 +1,12 @@
-// The request path after the entrypoint: route lookup, backend choice,
-// forwarding, and the one retry DESIGN.md allows.
-import { NoBackendError, NoRouteError, UnknownBackendError, type UpstreamError } from './errors.ts';
+// The request path after the entrypoint: route lookup, backend choice
+// (override, sticky key, weighted pick over healthy backends), limits,
+// forwarding, retries and the overall timeout.
+import {
+  NoBackendError, NoRouteError, PayloadTooLargeError, UnknownBackendError, type UpstreamError,
+} from './errors.ts';
 import type { Exchange } from './exchange.ts';
 import type { BackendMetrics } from './metrics.ts';
+import { mayRetry } from './retry.ts';
 import type { Backend, Route, RouteTable } from './routing.ts';
 import { forwardH2 } from './upstream-h2.ts';
 import { forwardHttp } from './upstream-http.ts';
@@ -12,9 +16,7 @@ import { forwardHttp } from './upstream-http.ts';
 const NO_ROUTE = new NoRouteError();
 const NO_BACKEND = new NoBackendError();
 const UNKNOWN_BACKEND = new UnknownBackendError();
-
-// Methods that RFC 9110 §9.2.2 calls idempotent: safe to resend after a reset.
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+const TOO_LARGE = new PayloadTooLargeError();
 
 /** Routes and forwards one exchange using the table it started with. */
 export function proxy(ex: Exchange, table: RouteTable, unmatched: BackendMetrics): void {
@@ -24,23 +26,36 @@ export function proxy(ex: Exchange, table: RouteTable, unmatched: BackendMetrics
     ex.fail(NO_ROUTE);
     return;
   }
-  let backend: Backend | undefined;
-  if (ex.override !== undefined) {
-    backend = route.byName(ex.override);
-    if (backend === undefined) {
-      ex.metrics = route.none;
-      ex.fail(UNKNOWN_BACKEND);
-      return;
-    }
-  } else {
-    backend = route.pick();
-    if (backend === undefined) {
-      ex.metrics = route.none;
-      ex.fail(NO_BACKEND);
-      return;
-    }
+  const backend = choose(ex, route);
+  if (backend === undefined || typeof backend === 'string') {
+    ex.metrics = route.none;
+    ex.fail(backend === undefined ? NO_BACKEND : UNKNOWN_BACKEND);
+    return;
   }
+  if (route.maxBodyBytes > 0) {
+    if (ex.contentLength > route.maxBodyBytes) {
+      ex.metrics = route.none;
+      ex.fail(TOO_LARGE);
+      return;
+    }
+    ex.limitBody(route.maxBodyBytes, TOO_LARGE);
+  }
+  route.retryBudget.request();
+  const { overallMs, overallIncludesStreams } = route.timeouts;
+  // gRPC calls and WebSockets may be long streams: cut only if asked to.
+  if (overallMs > 0 && (overallIncludesStreams || (!ex.grpc && ex.upgrade === undefined))) ex.deadline(overallMs);
   attempt(ex, route, backend, 0);
+}
+
+/** The backend for this request, undefined when none can take it, 'unknown' for a bad override. */
+function choose(ex: Exchange, route: Route): Backend | undefined | 'unknown' {
+  if (ex.override !== undefined) return route.byName(ex.override) ?? 'unknown';
+  const sticky = route.sticky;
+  if (sticky !== null) {
+    const key = sticky.header !== null ? ex.header(sticky.header) : ex.cookie(sticky.cookie);
+    if (key !== undefined) return route.stickyPick(key);
+  }
+  return route.pick();
 }
 
 function attempt(ex: Exchange, route: Route, backend: Backend, n: number): void {
@@ -50,17 +65,15 @@ function attempt(ex: Exchange, route: Route, backend: Backend, n: number): void 
 }
 
 /**
- * An attempt failed before or during the response. A connection that was
- * refused (nothing sent), or an idempotent request reset before any response
- * byte, is retried once on another backend (an override pins the backend) —
- * nginx's proxy_next_upstream default. A body is sent again only if all of it
- * that was read could be kept (see RequestBody in exchange.ts).
+ * An attempt failed before or during the response. It counts against the
+ * backend's health; it is retried (preferring another backend; an override
+ * pins the backend) when retry.ts says that is safe and the budget allows.
  */
 export function attemptFailed(ex: Exchange, route: Route, backend: Backend, n: number, err: UpstreamError, responseStarted: boolean): void {
+  if (ex.settled) return; // the proxy already answered (limit, deadline) and cancelled this call
   backend.metrics.upstreamError(err);
-  const retryable = n === 0 && !responseStarted && ex.bodyReplayable && !ex.clientGone &&
-    (err.nothingSent || (err.kind === 'reset' && IDEMPOTENT.has(ex.method)));
-  if (retryable) {
+  backend.health.failure(route.outlier);
+  if (mayRetry(route.retry, route.retryBudget, n, ex.method, err, responseStarted, ex.bodyReplayable, ex.clientGone)) {
     attempt(ex, route, ex.override === undefined ? route.retryTarget(backend) : backend, n + 1);
     return;
   }

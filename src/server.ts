@@ -5,7 +5,8 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { startAdmin, type AdminState, type ConfigStatus } from './admin.ts';
-import { ConfigError, ConfigLoader, readConfigSources, sourcesDigest, type LoadedConfig } from './config.ts';
+import { ConfigError, ConfigLoader, readConfigSources, sourcesDigest, type HealthCheckConfig, type LoadedConfig } from './config.ts';
+import { HealthRegistry } from './health.ts';
 import { Entrypoint } from './entrypoint.ts';
 import { Metrics } from './metrics.ts';
 import { RouteTable } from './routing.ts';
@@ -23,6 +24,7 @@ export class Switchyard implements AdminState {
   readonly #log: Logger;
   readonly #loader: ConfigLoader;
   readonly #upstreams: Upstreams;
+  readonly #health: HealthRegistry;
   #loaded: LoadedConfig;
   /** Digest of the raw config files last read, valid or not: unchanged files are not parsed again. */
   #digest: string;
@@ -42,6 +44,10 @@ export class Switchyard implements AdminState {
     this.#log = log;
     this.metrics = new Metrics(log.child({ component: 'upstream' }));
     this.#upstreams = new Upstreams({ sessions: this.metrics.upstreamSessions, streams: this.metrics.upstreamStreams });
+    this.#health = new HealthRegistry(log.child({ component: 'health' }));
+    // Health is per URL and changes on its own; read it into the gauge at scrape time.
+    this.metrics.backendUpSource = () => (this.#entrypoint?.table.routes ?? []).flatMap(
+      (r) => r.backends.map((b) => ({ route: r.name, backend: b.name, up: b.health.up })));
   }
 
   /**
@@ -101,12 +107,22 @@ export class Switchyard implements AdminState {
       backend: (rc, bc) => ({
         upstream: this.#upstreams.get(rc.protocol, bc.url, rc.timeouts.connectMs),
         metrics: this.metrics.backend(rc.name, bc.name, rc.protocol),
+        health: this.#health.backend(bc.url),
       }),
       none: (rc) => this.metrics.backend(rc.name, 'none', rc.protocol),
     }, this.#entrypoint?.table);
     const used = new Set<Upstream>();
     for (const r of table.routes) for (const b of r.backends) used.add(b.upstream);
     this.#upstreams.retain(used);
+    const urls = new Set<string>();
+    const checks = new Map<string, HealthCheckConfig>();
+    for (const r of loaded.config.routes) {
+      for (const b of r.backends) {
+        urls.add(b.url);
+        if (r.healthCheck !== null) checks.set(b.url, r.healthCheck);
+      }
+    }
+    this.#health.retain(urls, checks);
     this.metrics.setWeights(loaded.config.routes.flatMap((r) => r.backends.map((b) => ({ route: r.name, backend: b.name, weight: b.weight }))));
     this.metrics.configLoaded(loaded.version);
     return table;
@@ -194,6 +210,7 @@ export class Switchyard implements AdminState {
     if (cut > 0) this.#log.warn({ cut }, 'shutdown timeout: cutting requests still in flight');
     ep.destroy();
     await this.#upstreams.closeAll();
+    await this.#health.close();
     await this.#admin?.close();
     await this.#loader.close();
     this.#log.info({ cut }, 'stopped');

@@ -18,11 +18,17 @@ export interface H2UpstreamOptions {
   readonly maxSessions: number;
   /** A session is retired (no new streams, closed when idle) after this long. */
   readonly maxSessionAgeMs: number;
+  /** Streams per session at most, below the peer's own limit if that is higher. */
+  readonly maxStreamsPerSession: number;
 }
 
 export const DEFAULT_H2_UPSTREAM: Omit<H2UpstreamOptions, 'connectTimeoutMs'> = {
   maxSessions: 16,
   maxSessionAgeMs: 5 * 60_000,
+  // Many clients' streams on one session would pin them all to one pod behind
+  // a Service, and a burst of their cancels trips the backend's rapid-reset
+  // limit (nghttp2: 1,000 RST_STREAM, then 33/s, per connection).
+  maxStreamsPerSession: 100,
 };
 
 /** Live counts of upstream HTTP/2 sessions and streams (for metrics and leak tests). */
@@ -87,7 +93,7 @@ export class H2Upstream {
     // Ready once the peer's SETTINGS are in: before that its stream limit is
     // unknown, and streams over it would be refused.
     session.on('remoteSettings', (settings) => {
-      slot.max = settings.maxConcurrentStreams ?? slot.max;
+      slot.max = Math.min(settings.maxConcurrentStreams ?? slot.max, this.#opts.maxStreamsPerSession);
       if (slot.ready) return;
       clearTimeout(timer);
       slot.ready = true;
@@ -184,6 +190,7 @@ class H2Call {
   #stream: ClientHttp2Stream | undefined;
   #timer: NodeJS.Timeout | undefined;
   #responded = false;
+  #status = 0;
   #trailers: ResponseHeaders | null = null;
   #done = false;
 
@@ -226,7 +233,7 @@ class H2Call {
       stream.once('wantTrailers', this.#sendRequestTrailers);
       ex.body()!.pipe(stream);
     }
-    this.#timer = setTimeout(this.#timeout, this.#route.responseMs);
+    this.#timer = setTimeout(this.#timeout, this.#route.timeouts.responseMs);
   };
 
   readonly #sendRequestTrailers = (): void => {
@@ -240,13 +247,28 @@ class H2Call {
     if (status < 200) return;
     delete headers[':status'];
     this.#responded = true;
+    this.#status = status;
     if (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) {
       // Trailers-Only (how gRPC servers send errors): one HEADERS frame, no body.
       this.#done = true;
+      this.#observe(headers);
       this.#ex.respondOnly(status, headers);
       return;
     }
+    const idleMs = this.#route.timeouts.idleMs;
+    if (idleMs > 0) this.#stream!.setTimeout(idleMs, this.#idle);
     this.#ex.respond(status, headers, true);
+  };
+
+  /** Passive health: a 5xx or gRPC UNAVAILABLE counts against the backend. */
+  #observe(h: ResponseHeaders): void {
+    this.#backend.health.observe(this.#route.outlier, this.#status >= 500 || h['grpc-status'] === '14');
+  }
+
+  readonly #idle = (): void => {
+    this.#done = true;
+    this.#stream?.close(NGHTTP2_CANCEL);
+    this.#fail(new UpstreamError('timeout', false, new Error(`no data for ${this.#route.timeouts.idleMs} ms`)));
   };
 
   readonly #onTrailers = (trailers: IncomingHttpHeaders): void => {
@@ -264,6 +286,7 @@ class H2Call {
   readonly #onEnd = (): void => {
     if (this.#done) return;
     this.#done = true;
+    this.#observe(this.#trailers ?? {});
     this.#ex.end(this.#trailers);
   };
 
@@ -285,7 +308,7 @@ class H2Call {
     if (this.#responded) return;
     this.#done = true;
     this.#stream?.close(NGHTTP2_CANCEL);
-    this.#fail(new UpstreamError('timeout', false, new Error(`no response within ${this.#route.responseMs} ms`)));
+    this.#fail(new UpstreamError('timeout', false, new Error(`no response within ${this.#route.timeouts.responseMs} ms`)));
   };
 
   readonly #cancel = (): void => {

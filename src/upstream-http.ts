@@ -84,11 +84,11 @@ class HttpCall implements Dispatcher.DispatchHandler {
     this.#controller?.abort(new Error('client went away'));
   };
 
-  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[]>): void {
+  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[]>): void {
     if (statusCode < 200) return; // 1xx interim responses are the proxy's business only
     this.#started = true;
+    this.#backend.health.observe(this.#route.outlier, statusCode >= 500);
     this.#ex.respond(statusCode, headers as ResponseHeaders, false);
-    void controller;
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
@@ -105,7 +105,7 @@ class HttpCall implements Dispatcher.DispatchHandler {
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
     this.#ex.onClientGone = undefined;
-    if (this.#ex.clientGone) return;
+    if (this.#ex.clientGone || this.#ex.settled) return;
     this.#failed(this.#ex, this.#route, this.#backend, this.#attempt, upstreamError(err), this.#started);
   }
 
@@ -127,6 +127,8 @@ export function forwardHttp(ex: Exchange, route: Route, backend: Backend, attemp
     body: ex.body(),
     // An Upgrade (WebSocket) request: on 101 the two sockets are spliced.
     upgrade: ex.upgrade ?? null,
-    headersTimeout: route.responseMs,
+    headersTimeout: route.timeouts.responseMs,
+    // Between body chunks once the response started (0: none).
+    bodyTimeout: route.timeouts.idleMs,
   }, new HttpCall(ex, route, backend, attempt, failed));
 }

@@ -82,7 +82,7 @@ export interface RouteSpec {
 export interface ConfigSpec {
   routes: RouteSpec[];
   shutdown?: { drainDelay?: string; timeout?: string };
-  entrypoint?: { maxConnectionAge?: string; maxConnectionAgeGrace?: string };
+  entrypoint?: { maxConnectionAge?: string; maxConnectionAgeGrace?: string; trustedProxies?: string[]; maxUrlLength?: number; maxHeaderBytes?: number; headersTimeout?: string; maxConnections?: number };
 }
 
 /** Writes a config file (ports 0: the OS picks) and returns its path. */

@@ -17,13 +17,15 @@ async function get(url: string, headers: Record<string, string> = {}, method = '
 }
 
 describe('HTTP/1.1 proxying', () => {
-  let old: Backend, neu: Backend, slow: Backend, router: Router, refused: number;
+  let old: Backend, neu: Backend, slow: Backend, router: Router, refused: number, refused2: number;
 
   before(async () => {
     old = await startBackend('old');
     neu = await startBackend('new');
     slow = await startBackend('slow', () => { /* never answers */ });
     refused = await closedPort();
+    // Health is kept per backend URL: the failover route gets a dead port of its own.
+    refused2 = await closedPort();
     router = await startRouter({
       routes: [
         { name: 'billing', hosts: ['billing.example.com', '*.billing.example.com'], backends: [
@@ -45,7 +47,7 @@ describe('HTTP/1.1 proxying', () => {
           { name: 'old', url: `http://127.0.0.1:${refused}`, weight: 1 },
         ] },
         { name: 'failover', hosts: ['failover.example.com'], backends: [
-          { name: 'old', url: `http://127.0.0.1:${refused}`, weight: 1 },
+          { name: 'old', url: `http://127.0.0.1:${refused2}`, weight: 1 },
           { name: 'new', url: neu.url, weight: 1 },
         ] },
         { name: 'slow', hosts: ['slow.example.com'], timeouts: { response: '300ms' }, backends: [
@@ -129,30 +131,53 @@ describe('HTTP/1.1 proxying', () => {
     assert.ok(Date.now() - t0 < 3000);
   });
 
-  test('hop-by-hop headers are stripped; Host kept or set; X-Forwarded-* added', async () => {
+  /** Sends a raw request with a hand-written head and returns the headers the backend saw. */
+  async function rawSeen(port: number, head: string): Promise<Record<string, string>> {
     const raw = await new Promise<string>((resolve, reject) => {
-      const sock = net.connect(router.port, '127.0.0.1', () => {
-        sock.write('GET /hdr HTTP/1.1\r\nHost: canary.example.com\r\nConnection: close, X-Secret\r\n' +
-          'X-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\n' +
-          'X-Forwarded-For: 10.1.2.3\r\nX-Custom: yes\r\n\r\n');
-      });
+      const sock = net.connect(port, '127.0.0.1', () => sock.write(head));
       let data = '';
       sock.on('data', (c) => { data += c.toString(); });
       sock.on('end', () => resolve(data));
       sock.on('error', reject);
     });
-    const seen = JSON.parse(raw.slice(raw.indexOf('{'), raw.lastIndexOf('}') + 1)).headers as Record<string, string>;
+    return JSON.parse(raw.slice(raw.indexOf('{'), raw.lastIndexOf('}') + 1)).headers as Record<string, string>;
+  }
+
+  test('hop-by-hop headers are stripped; Host kept or set; X-Forwarded-* replaced from untrusted clients; a request id added', async () => {
+    const seen = await rawSeen(router.port, 'GET /hdr HTTP/1.1\r\nHost: canary.example.com\r\nConnection: close, X-Secret\r\n' +
+      'X-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\n' +
+      'X-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: https\r\nX-Custom: yes\r\n\r\n');
     assert.equal(seen['x-secret'], undefined);
     assert.equal(seen['keep-alive'], undefined);
     assert.equal(seen['te'], undefined);
     assert.equal(seen['proxy-connection'], undefined);
     assert.equal(seen['x-custom'], 'yes');
     assert.equal(seen['host'], 'canary.example.com');
-    assert.equal(seen['x-forwarded-for'], '10.1.2.3, 127.0.0.1');
+    // 127.0.0.1 is not a trusted proxy here: what it claims is replaced, not appended to.
+    assert.equal(seen['x-forwarded-for'], '127.0.0.1');
     assert.equal(seen['x-forwarded-proto'], 'http');
     assert.equal(seen['x-forwarded-host'], 'canary.example.com');
+    assert.match(seen['x-request-id']!, /^[0-9a-f-]{36}$/);
+    const propagated = await rawSeen(router.port, 'GET / HTTP/1.1\r\nHost: canary.example.com\r\nX-Request-Id: abc-123\r\nConnection: close\r\n\r\n');
+    assert.equal(propagated['x-request-id'], 'abc-123');
     const viaHostHeader = await get(`${router.url}/`, { host: 'billing.example.com', 'x-switchyard-backend': 'new' });
     assert.equal(JSON.parse(viaHostHeader.body).headers.host, 'billing.new.internal');
+  });
+
+  test('X-Forwarded-* from a trusted proxy are kept, with the client address appended', async () => {
+    const trusting = await startRouter({
+      entrypoint: { trustedProxies: ['127.0.0.0/8'] },
+      routes: [{ name: 'c', hosts: ['canary.example.com'], backends: [{ name: 'old', url: old.url, weight: 1 }] }],
+    });
+    try {
+      const seen = await rawSeen(trusting.port, 'GET / HTTP/1.1\r\nHost: canary.example.com\r\nConnection: close\r\n' +
+        'X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: shop.example.com\r\n\r\n');
+      assert.equal(seen['x-forwarded-for'], '203.0.113.9, 127.0.0.1');
+      assert.equal(seen['x-forwarded-proto'], 'https');
+      assert.equal(seen['x-forwarded-host'], 'shop.example.com');
+    } finally {
+      await trusting.close();
+    }
   });
 
   test('conflicting Content-Length and Transfer-Encoding is 400', async () => {

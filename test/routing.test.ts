@@ -5,11 +5,14 @@ import type { Config, RouteConfig } from '../src/config.ts';
 import { Metrics } from '../src/metrics.ts';
 import { RouteTable, normalizeHost, type Binder } from '../src/routing.ts';
 import { Upstreams } from '../src/upstreams.ts';
+import { HealthRegistry } from '../src/health.ts';
+import { createLogger } from '../src/log.ts';
 
 const metrics = new Metrics();
+const health = new HealthRegistry(createLogger('silent'));
 const upstreams = new Upstreams({ sessions: metrics.upstreamSessions, streams: metrics.upstreamStreams });
 const binder: Binder = {
-  backend: (rc, bc) => ({ upstream: upstreams.get(rc.protocol, bc.url, 1000), metrics: metrics.backend(rc.name, bc.name, rc.protocol) }),
+  backend: (rc, bc) => ({ upstream: upstreams.get(rc.protocol, bc.url, 1000), metrics: metrics.backend(rc.name, bc.name, rc.protocol), health: health.backend(bc.url) }),
   none: (rc) => metrics.backend(rc.name, 'none', rc.protocol),
 };
 
