@@ -128,7 +128,7 @@ export class Route {
    */
   stickyPick(key: string): Backend | undefined {
     if (this.#total === 0) return undefined;
-    let point = (fnv1a(key) / 0x1_0000_0000) * this.#total;
+    let point = (hashKey(key) / 0x1_0000_0000) * this.#total;
     for (const b of this.backends) {
       if (b.weight === 0) continue;
       point -= b.weight;
@@ -150,13 +150,22 @@ export class Route {
   }
 }
 
-/** FNV-1a, 32 bits: a tiny, well-spread string hash (no crypto needed to place users). */
-function fnv1a(s: string): number {
+/**
+ * FNV-1a over the key, then murmur3's finaliser: FNV alone leaves the high
+ * bits of similar keys ("user-1", "user-2") correlated, and the high bits are
+ * what place a key in the weight space. No crypto is needed to place users.
+ */
+function hashKey(s: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < s.length; i++) {
     h ^= s.charCodeAt(i);
     h = Math.imul(h, 0x01000193);
   }
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
   return h >>> 0;
 }
 

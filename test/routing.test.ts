@@ -7,6 +7,8 @@ import { RouteTable, normalizeHost, type Binder } from '../src/routing.ts';
 import { Upstreams } from '../src/upstreams.ts';
 import { HealthRegistry } from '../src/health.ts';
 import { createLogger } from '../src/log.ts';
+import { UpstreamError } from '../src/errors.ts';
+import { RetryBudget, mayRetry } from '../src/retry.ts';
 
 const metrics = new Metrics();
 const health = new HealthRegistry(createLogger('silent'));
@@ -16,7 +18,8 @@ const binder: Binder = {
   none: (rc) => metrics.backend(rc.name, 'none', rc.protocol),
 };
 
-function route(name: string, hosts: string[], weights: number[], pathPrefix = '/'): RouteConfig {
+function route(name: string, hosts: string[], weights: number[], pathPrefix = '/', extra: Partial<RouteConfig> & { basePort?: number } = {}): RouteConfig {
+  const { basePort = 10000, ...overrides } = extra;
   return {
     name, hosts, pathPrefix, protocol: 'http', file: 'test.yaml', fingerprint: `${name} ${weights.join('/')} ${hosts.join(',')} ${pathPrefix}`,
     timeouts: { connectMs: 1000, responseMs: 1000, idleMs: 60_000, overallMs: 0, overallIncludesStreams: false },
@@ -26,7 +29,8 @@ function route(name: string, hosts: string[], weights: number[], pathPrefix = '/
     retry: { attempts: 2, budgetPercent: 20, minPerSecond: 10 },
     sticky: null,
     maxBodyBytes: 0,
-    backends: weights.map((weight, i) => ({ name: `b${i}`, url: `http://127.0.0.1:${10000 + i}`, weight })),
+    backends: weights.map((weight, i) => ({ name: `b${i}`, url: `http://127.0.0.1:${basePort + i}`, weight })),
+    ...overrides,
   };
 }
 
@@ -121,4 +125,78 @@ test('a new table reuses the upstream pool of an unchanged backend URL', async (
   const a = (await table(route('r', ['r.example.com'], [1]))).match('r.example.com', '/')!;
   const b = (await table(route('r', ['r.example.com'], [5]))).match('r.example.com', '/')!;
   assert.equal(a.backends[0]!.upstream, b.backends[0]!.upstream);
+});
+
+const OUTLIER = { consecutiveFailures: 2, ejectionMs: 60_000, maxEjectionMs: 60_000 };
+
+test('an ejected backend sits out and its share goes to the others', async () => {
+  const r = (await table(route('h', ['h.example.com'], [1, 1, 1], '/', { basePort: 20000 }))).match('h.example.com', '/')!;
+  r.backends[1]!.health.failure(OUTLIER);
+  assert.equal(r.backends[1]!.health.up, true, 'one failure is not enough');
+  r.backends[1]!.health.failure(OUTLIER);
+  assert.equal(r.backends[1]!.health.up, false);
+  const counts = [0, 0, 0];
+  for (let i = 0; i < 200; i++) counts[Number(r.pick()!.name.slice(1))]!++;
+  assert.deepEqual(counts, [100, 0, 100]);
+  assert.equal(r.retryTarget(r.backends[0]!).name, 'b2', 'a retry avoids the down backend');
+});
+
+test('all backends down: the least bad one (serve), or none (fail)', async () => {
+  const serve = (await table(route('s', ['s.example.com'], [1, 1], '/', { basePort: 20100 }))).match('s.example.com', '/')!;
+  serve.backends[1]!.health.failure(OUTLIER);
+  serve.backends[1]!.health.failure(OUTLIER);
+  await new Promise((r) => setTimeout(r, 5));
+  serve.backends[0]!.health.failure(OUTLIER);
+  serve.backends[0]!.health.failure(OUTLIER);
+  assert.equal(serve.backends[0]!.health.up || serve.backends[1]!.health.up, false);
+  assert.equal(serve.pick()!.name, 'b1', 'the backend whose ejection ends first');
+  const fail = (await table(route('f', ['f.example.com'], [1, 1], '/', { basePort: 20100, allUnhealthy: 'fail' }))).match('f.example.com', '/')!;
+  assert.equal(fail.pick(), undefined);
+});
+
+test('sticky keys stay put, split by weight, and only move old -> new as the new weight rises', async () => {
+  const at = async (weights: number[]) => (await table(route('k', ['k.example.com'], weights, '/', { basePort: 20200, sticky: { header: 'x-user', cookie: null } }))).match('k.example.com', '/')!;
+  const users = Array.from({ length: 2000 }, (_, i) => `user-${i}`);
+  const assign = (r: Awaited<ReturnType<typeof at>>) => users.map((u) => r.stickyPick(u)!.name);
+  const r10 = await at([90, 10]);
+  const a10 = assign(r10);
+  assert.deepEqual(assign(r10), a10, 'the same key always gets the same backend');
+  assert.deepEqual(assign(await at([90, 10])), a10, 'another replica (a new table) agrees');
+  const share = (a: string[]) => a.filter((n) => n === 'b1').length / a.length;
+  assert.ok(Math.abs(share(a10) - 0.1) < 0.03, `share on new at 10%: ${share(a10)}`);
+  const a30 = assign(await at([70, 30]));
+  const a60 = assign(await at([40, 60]));
+  assert.ok(Math.abs(share(a60) - 0.6) < 0.04, `share on new at 60%: ${share(a60)}`);
+  for (let i = 0; i < users.length; i++) {
+    if (a10[i] === 'b1') assert.equal(a30[i], 'b1', `${users[i]} went back from new to old at 30%`);
+    if (a30[i] === 'b1') assert.equal(a60[i], 'b1', `${users[i]} went back from new to old at 60%`);
+  }
+});
+
+test('the retry budget: a percentage of requests over 10 s, with a floor per second', () => {
+  const floor = new RetryBudget({ attempts: 2, budgetPercent: 0, minPerSecond: 1 });
+  let granted = 0;
+  for (let i = 0; i < 50; i++) if (floor.take()) granted++;
+  assert.equal(granted, 10, '1 per second over a 10 s window');
+  const pct = new RetryBudget({ attempts: 2, budgetPercent: 20, minPerSecond: 0 });
+  for (let i = 0; i < 100; i++) pct.request();
+  granted = 0;
+  for (let i = 0; i < 50; i++) if (pct.take()) granted++;
+  assert.equal(granted, 20);
+});
+
+test('only safe failures are retried', () => {
+  const cfg = { attempts: 2, budgetPercent: 100, minPerSecond: 100 };
+  const budget = new RetryBudget(cfg);
+  const refused = new UpstreamError('connect', true, new Error('refused'));
+  const reset = new UpstreamError('reset', false, new Error('reset'));
+  const timeout = new UpstreamError('timeout', false, new Error('slow'));
+  assert.equal(mayRetry(cfg, budget, 0, 'POST', refused, false, true, false), true, 'nothing sent: any method');
+  assert.equal(mayRetry(cfg, budget, 0, 'GET', reset, false, true, false), true, 'idempotent reset');
+  assert.equal(mayRetry(cfg, budget, 0, 'POST', reset, false, true, false), false, 'POST reset: maybe processed');
+  assert.equal(mayRetry(cfg, budget, 0, 'GET', timeout, false, true, false), false, 'a timeout is not retried');
+  assert.equal(mayRetry(cfg, budget, 0, 'GET', reset, true, true, false), false, 'response started');
+  assert.equal(mayRetry(cfg, budget, 0, 'POST', refused, false, false, false), false, 'body not replayable');
+  assert.equal(mayRetry(cfg, budget, 0, 'GET', reset, false, true, true), false, 'client gone');
+  assert.equal(mayRetry(cfg, budget, 1, 'GET', refused, false, true, false), false, 'attempts used up');
 });
