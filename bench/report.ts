@@ -1,0 +1,362 @@
+// The report of a run: Markdown (machine, versions, targets, every figure and
+// its ratio to every other peer) and an SVG chart drawn here — a few rects and
+// texts need no chart library. Absolute numbers belong to the machine that
+// made them; the ratios between peers measured side by side are the headline.
+import type { PeerName } from './peers.ts';
+import { FIXED_RATE, SCENARIOS, type Measurement, type ScenarioId } from './scenarios.ts';
+import type { Machine } from './tools.ts';
+
+export interface Run {
+  readonly startedAt: Date;
+  readonly elapsedS: number;
+  readonly smoke: boolean;
+  readonly peers: readonly PeerName[];
+  readonly settings: { readonly warmupS: number; readonly measureS: number; readonly idleConns: number; readonly idleConnsNote?: string };
+  readonly machine: Machine;
+  readonly versions: Record<string, string>;
+  readonly results: readonly Measurement[];
+}
+
+const LABEL: Record<PeerName, string> = { direct: 'direct', haproxy: 'HAProxy', nginx: 'nginx', caddy: 'Caddy', switchyard: 'switchyard' };
+const COLOR: Record<PeerName, string> = { direct: '#9e9e9e', haproxy: '#1f77b4', nginx: '#2ca02c', caddy: '#17becf', switchyard: '#ff7f0e' };
+const THROUGHPUT: ScenarioId[] = ['h1-small', 'h1-1k', 'h1-64k', 'h2c', 'grpc', 'grpc-ghz'];
+/** Short names for the chart's group labels. */
+const CHART_LABEL: Partial<Record<ScenarioId, string>> = {
+  'h1-small': 'HTTP/1.1, 13 B', 'h1-1k': 'HTTP/1.1, 1 KB', 'h1-64k': 'HTTP/1.1, 64 KB',
+  h2c: 'h2c, 13 B', grpc: 'gRPC (h2load)', 'grpc-ghz': 'gRPC (ghz client)',
+};
+/** Below this share of its core a proxy was not what limited the run. */
+const SATURATED = 0.85;
+
+function find(run: Run, scenario: ScenarioId, peer: string, variant?: string): Measurement | undefined {
+  return run.results.find((m) => m.scenario === scenario && m.peer === peer && m.variant === variant);
+}
+
+/** The measurement, if it succeeded. */
+function good(run: Run, scenario: ScenarioId, peer: string, variant?: string): Measurement | undefined {
+  const m = find(run, scenario, peer, variant);
+  return m?.ok === true ? m : undefined;
+}
+
+const int = (n: number): string => Math.round(n).toLocaleString('en-US');
+const pct = (n: number | undefined): string => (n === undefined ? '—' : `${Math.round(n * 100)}%`);
+const ms = (us: number): string => (us / 1000).toFixed(us < 10_000 ? 3 : 1);
+const ratio = (a: number | undefined, b: number | undefined): string =>
+  a === undefined || b === undefined || b === 0 ? '—' : `${(a / b).toFixed(2)}×`;
+const mib = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+
+function peerLabel(p: string): string {
+  return LABEL[p as PeerName] ?? p;
+}
+
+// --- targets ---------------------------------------------------------------
+
+export interface Verdict {
+  readonly target: string;
+  readonly figure: string;
+  readonly result: 'met' | 'not met' | 'not measured';
+  readonly caveat?: string;
+}
+
+/** switchyard / peer on a throughput scenario, against a minimum ratio. */
+function ratioTarget(run: Run, scenario: ScenarioId, peer: PeerName, min: number): Verdict {
+  const target = `${SCENARIOS[scenario].title}: switchyard ≥ ${min.toFixed(1)}× ${LABEL[peer]}`;
+  const sy = good(run, scenario, 'switchyard');
+  const other = good(run, scenario, peer);
+  if (sy?.rps === undefined || other?.rps === undefined) {
+    return { target, figure: '—', result: 'not measured' };
+  }
+  const r = sy.rps / other.rps;
+  const held = other.proxyCpu !== undefined && other.proxyCpu < SATURATED;
+  return {
+    target, figure: `${r.toFixed(2)}×`, result: r >= min ? 'met' : 'not met',
+    ...(held ? { caveat: `${LABEL[peer]} used only ${pct(other.proxyCpu)} of its core: something else (the load core, or other work on the machine) held it back, so this ratio flatters switchyard` } : {}),
+  };
+}
+
+export function verdicts(run: Run): Verdict[] {
+  const out: Verdict[] = [];
+  for (const s of ['h1-small', 'h1-1k', 'h1-64k'] as const) out.push(ratioTarget(run, s, 'haproxy', 0.5));
+  for (const s of ['h2c', 'grpc'] as const) out.push(ratioTarget(run, s, 'nginx', 1.0));
+  for (const s of ['h2c', 'grpc'] as const) out.push(ratioTarget(run, s, 'caddy', 1.5));
+  const sy = good(run, 'latency', 'switchyard')?.latency;
+  const direct = good(run, 'latency', 'direct')?.latency;
+  const added = `Mean added latency at ${int(FIXED_RATE)} req/s over direct ≤ 0.5 ms`;
+  out.push(sy === undefined || direct === undefined
+    ? { target: added, figure: '—', result: 'not measured' }
+    : { target: added, figure: `${ms(sy.meanUs - direct.meanUs)} ms`, result: sy.meanUs - direct.meanUs <= 500 ? 'met' : 'not met' });
+  const tail = `p99.9 latency at ${int(FIXED_RATE)} req/s ≤ 10 ms`;
+  out.push(sy === undefined
+    ? { target: tail, figure: '—', result: 'not measured' }
+    : { target: tail, figure: `${ms(sy.p999Us)} ms`, result: sy.p999Us <= 10_000 ? 'met' : 'not met' });
+  return out;
+}
+
+// --- Markdown --------------------------------------------------------------
+
+/** A Markdown table; figures (every column but the first) right-aligned unless `text`. */
+function table(head: string[], rows: string[][], text = false): string {
+  const align = head.map((_, i) => (i === 0 || text ? '---' : '---:')).join('|');
+  return [`| ${head.join(' | ')} |`, `|${align}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+}
+
+/** Whether any peer ran `scenario`. */
+function ran(run: Run, scenario: ScenarioId): boolean {
+  return run.results.some((m) => m.scenario === scenario);
+}
+
+/** "vs X" columns: this row's figure divided by each peer's. */
+function ratioCols(run: Run, value: (p: string) => number | undefined, row: string): string[] {
+  return run.peers.map((p) => (p === row ? '—' : ratio(value(row), value(p))));
+}
+
+function failure(m: Measurement | undefined): string {
+  return m === undefined ? 'not run' : `**failed**: ${m.error ?? 'unknown error'}`;
+}
+
+function throughputSection(run: Run, scenario: ScenarioId): string {
+  if (!ran(run, scenario)) return '';
+  const info = SCENARIOS[scenario];
+  const rps = (p: string): number | undefined => good(run, scenario, p)?.rps;
+  const rows = run.peers.map((p) => {
+    const m = find(run, scenario, p);
+    if (m?.ok !== true) return [peerLabel(p), failure(m), '', '', '', ...run.peers.map(() => '')];
+    // Neither the proxy nor the load core busy at saturation: something waited (a stall), not a CPU limit.
+    const stalled = m.proxyCpu !== undefined && m.proxyCpu < 0.5 && (m.loadCore ?? 1) < 0.5 ? ' ⚠ stalled: neither core was busy' : '';
+    return [
+      peerLabel(p), `${int(m.rps ?? 0)}${stalled}`, (m.mbPerS ?? 0).toFixed(1), pct(m.proxyCpu), pct(m.loadCore),
+      ...ratioCols(run, rps, p),
+    ];
+  });
+  return `### ${info.title}\n\n${info.how}.\n\n${table(
+    ['peer', 'req/s', 'MB/s', 'proxy CPU', 'load core', ...run.peers.map((p) => `vs ${peerLabel(p)}`)], rows)}\n`;
+}
+
+function latencySection(run: Run): string {
+  if (!ran(run, 'latency')) return '';
+  const info = SCENARIOS.latency;
+  const lat = (p: string) => good(run, 'latency', p)?.latency;
+  const direct = lat('direct');
+  const rows = run.peers.map((p) => {
+    const m = find(run, 'latency', p);
+    const l = m?.ok === true ? m.latency : undefined;
+    if (m === undefined || l === undefined) return [peerLabel(p), failure(m), '', '', '', '', '', '', '', '', ...run.peers.map(() => '')];
+    return [
+      peerLabel(p), int(m.rps ?? 0), ms(l.meanUs), ms(l.p50Us), ms(l.p99Us), ms(l.p999Us), ms(l.maxUs),
+      direct === undefined || p === 'direct' ? '—' : ms(l.meanUs - direct.meanUs), pct(m.proxyCpu), pct(m.loadCore),
+      ...run.peers.map((q) => (q === p ? '—' : `${ratio(l.meanUs, lat(q)?.meanUs)} / ${ratio(l.p999Us, lat(q)?.p999Us)}`)),
+    ];
+  });
+  return `### ${info.title} (${int(FIXED_RATE)} req/s)\n\n${info.how}. Latencies in ms; ratio columns: mean / p99.9 (lower is better).\n\n${table(
+    ['peer', 'achieved req/s', 'mean', 'p50', 'p99', 'p99.9', 'max', 'added mean vs direct', 'proxy CPU', 'load core', ...run.peers.map((p) => `vs ${peerLabel(p)}`)], rows)}\n`;
+}
+
+function splitSection(run: Run): string {
+  if (!ran(run, 'split')) return '';
+  const info = SCENARIOS.split;
+  const peers = run.peers.filter((p) => p !== 'direct');
+  const rps = (p: string): number | undefined => good(run, 'split', p)?.rps;
+  const rows = peers.map((p) => {
+    const m = find(run, 'split', p);
+    if (m?.ok !== true || m.split === undefined) return [peerLabel(p), failure(m).replace('not supported', 'no weighted balancing in this version'), '', '', '', ...peers.map(() => '')];
+    const total = m.split.a + m.split.b;
+    return [peerLabel(p), int(m.rps ?? 0), int(m.split.a), int(m.split.b), total === 0 ? '—' : `${(m.split.b / total * 100).toFixed(2)}%`,
+      ...peers.map((q) => (q === p ? '—' : ratio(rps(p), rps(q))))];
+  });
+  return `### ${info.title}\n\n${info.how}. Weights 90 (a) / 10 (b): b should get 10%.\n\n${table(
+    ['peer', 'req/s', 'to a', 'to b', 'b share', ...peers.map((p) => `vs ${peerLabel(p)}`)], rows)}\n`;
+}
+
+function routesSection(run: Run): string {
+  const info = SCENARIOS.routes;
+  const variants = run.results.filter((m) => m.scenario === 'routes');
+  if (variants.length === 0) return '';
+  const base = variants.find((m) => m.variant === '1 host' && m.ok)?.rps;
+  const rows = variants.map((m) => m.ok
+    ? [`switchyard, ${m.variant ?? ''}`, int(m.rps ?? 0), pct(m.proxyCpu), ratio(m.rps, base)]
+    : [`switchyard, ${m.variant ?? ''}`, failure(m), '', '']);
+  return `### ${info.title}\n\n${info.how}. Each config runs on a freshly started router; the 10,000 routes are added to the usual ones, and every request names a different host in turn.\n\n${table(
+    ['config', 'req/s', 'proxy CPU', 'vs 1 host'], rows)}\n`;
+}
+
+function memorySection(run: Run): string {
+  if (!ran(run, 'memory')) return '';
+  const info = SCENARIOS.memory;
+  const peers = run.peers.filter((p) => p !== 'direct');
+  const loaded = (p: string): number | undefined => good(run, 'memory', p)?.memory?.loadedBytes;
+  const rows = peers.map((p) => {
+    const m = find(run, 'memory', p);
+    if (m?.ok !== true || m.memory === undefined) return [peerLabel(p), failure(m), '', '', '', '', ...peers.map(() => '')];
+    const { conns, startBytes, idleBytes, loadedBytes } = m.memory;
+    return [peerLabel(p), int(conns), mib(startBytes), mib(idleBytes), mib(loadedBytes), `${((loadedBytes - idleBytes) / conns / 1024).toFixed(1)} KiB`,
+      ...peers.map((q) => (q === p ? '—' : ratio(loaded(p), loaded(q))))];
+  });
+  const note = run.settings.idleConnsNote === undefined ? '' : ` ${run.settings.idleConnsNote}`;
+  return `### ${info.title}\n\n${info.how} (N = ${int(run.settings.idleConns)}).${note} "Per connection" is the growth from the RSS after the load scenarios; ratio columns compare RSS with the connections open (lower is better).\n\n${table(
+    ['peer', 'connections', 'RSS at start', 'RSS after the load scenarios', 'RSS with the connections', 'per connection', ...peers.map((p) => `vs ${peerLabel(p)}`)], rows)}\n`;
+}
+
+const CAVEATS = [
+  'Two cores: the load generator and the backend share one, so a fast proxy can be held back by them (see "proxy CPU" and "load core"); direct shows what that core can do alone.',
+  'gRPC at saturation is driven by h2load with gRPC framing because a gRPC client library costs several times more per call than the proxies do (direct ghz tops out far below direct h2load); h2load checks the HTTP status and that each response carries the echoed message, not grpc-status — the ghz scenario checks that end to end.',
+  'Fixed-rate latency is open loop: a request delayed because its connection was still busy is timed from when it was due, so stalls are not hidden (no coordinated omission).',
+  'Caddy 2.6 (Debian) has no weighted load balancing, so it has no split figure.',
+  'Each figure is one run; on a shared or noisy machine repeat the run before trusting a small difference.',
+];
+
+export function markdown(run: Run, svgFile: string): string {
+  const when = run.startedAt.toISOString().replace('T', ' ').slice(0, 16);
+  const v = verdicts(run);
+  const parts = [
+    `# switchyard benchmark${run.smoke ? ' (smoke run)' : ''}, ${when} UTC`,
+    '',
+    `**The absolute numbers are specific to this machine and moment; the headline is the ratio between peers measured side by side in the same run.**${run.smoke ? ' A smoke run is a few seconds per scenario: it shows the harness works, not how fast anything is.' : ''}`,
+    '',
+    `![chart](${svgFile})`,
+    '',
+    '## Targets',
+    '',
+    'Recorded, not asserted.',
+    '',
+    table(['target', 'figure', 'result'], v.map((t) => [
+      t.target, t.figure, `${t.result === 'not met' ? '**not met**' : t.result}${t.caveat === undefined ? '' : ` (⚠ ${t.caveat})`}`,
+    ]), true),
+    '',
+    '## Machine and method',
+    '',
+    `- CPU: ${run.machine.cpu}; nproc ${run.machine.nproc}; ${run.machine.memory}; ${run.machine.kernel}`,
+    '- The proxy under test runs alone on core 1 (`taskset -c 1`, one worker/thread, Caddy with GOMAXPROCS=1); load generators and backends share core 0. Loopback only.',
+    `- Each figure: ${run.settings.warmupS} s warm-up (not counted), then ${run.settings.measureS} s measured; each run is killed if it overruns.`,
+    '- "proxy CPU" is the share of one core the proxy used during the measured run; "load core" how busy core 0 was. A proxy well under 100% while core 0 is full was not the bottleneck: its figure is a floor, and ratios against it flatter the others.',
+    '- "direct" is the load generator talking to the backend with no proxy: the ceiling of this machine (a proxy can land slightly above it, since on loopback the kernel does part of the receiving side\'s TCP work on the sender\'s core, which moves some of it to core 1).',
+    `- Run took ${Math.round(run.elapsedS)} s.`,
+    '',
+    '## Versions',
+    '',
+    table(['tool', 'version'], Object.entries(run.versions).map(([k, val]) => [k, val]), true),
+    '',
+    '## Results',
+    '',
+    ...[...THROUGHPUT.map((s) => throughputSection(run, s)), latencySection(run), splitSection(run), routesSection(run), memorySection(run)]
+      .filter((section) => section !== ''),
+    '## Caveats',
+    '',
+    ...CAVEATS.map((c) => `- ${c}`),
+  ];
+  return `${parts.join('\n')}\n`;
+}
+
+// --- SVG -------------------------------------------------------------------
+
+function esc(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+const WIDTH = 960;
+const LEFT = 190; // group labels
+const BAR_W = 520; // longest bar
+const ROW = 16;
+
+class Svg {
+  parts: string[] = [];
+  y = 0;
+  text(x: number, y: number, s: string, attrs = ''): void {
+    this.parts.push(`<text x="${x}" y="${y}" ${attrs}>${esc(s)}</text>`);
+  }
+  rect(x: number, y: number, w: number, h: number, fill: string, attrs = ''): void {
+    this.parts.push(`<rect x="${x.toFixed(1)}" y="${y.toFixed(1)}" width="${Math.max(0, w).toFixed(1)}" height="${h}" fill="${fill}" ${attrs}/>`);
+  }
+  line(x1: number, y1: number, x2: number, y2: number, stroke: string, attrs = ''): void {
+    this.parts.push(`<line x1="${x1.toFixed(1)}" y1="${y1.toFixed(1)}" x2="${x2.toFixed(1)}" y2="${y2.toFixed(1)}" stroke="${stroke}" ${attrs}/>`);
+  }
+  heading(s: string, sub: string): void {
+    this.y += 30;
+    this.text(12, this.y, s, 'font-size="15" font-weight="bold"');
+    this.y += 16;
+    this.text(12, this.y, sub, 'fill="#555"');
+    this.y += 10;
+  }
+}
+
+/** Throughput bars, as a multiple of direct (the ceiling). */
+function throughputPanel(svg: Svg, run: Run): void {
+  svg.heading('Throughput relative to direct (no proxy) — higher is better', 'bar: req/s ÷ direct\'s req/s in the same run; label: ratio and req/s');
+  for (const s of THROUGHPUT.filter((id) => ran(run, id))) {
+    const direct = good(run, s, 'direct')?.rps;
+    svg.y += 8;
+    const top = svg.y;
+    for (const p of run.peers) {
+      const m = good(run, s, p);
+      svg.y += ROW;
+      if (m?.rps === undefined) {
+        svg.text(LEFT + 4, svg.y - 4, `${LABEL[p]}: ${find(run, s, p) === undefined ? 'not run' : 'failed'}`, 'fill="#b00"');
+        continue;
+      }
+      const r = direct === undefined ? undefined : m.rps / direct;
+      const w = r === undefined ? 0 : Math.min(r, 1.2) / 1.2 * BAR_W;
+      svg.rect(LEFT, svg.y - ROW + 2, w, ROW - 4, COLOR[p]);
+      svg.text(LEFT + w + 6, svg.y - 4, `${LABEL[p]}  ${r === undefined ? '' : `${r.toFixed(2)}×  `}${int(m.rps)} req/s`);
+    }
+    svg.text(12, (top + svg.y) / 2 + 4, CHART_LABEL[s] ?? s, 'font-weight="bold"');
+    svg.line(LEFT + BAR_W / 1.2, top + 2, LEFT + BAR_W / 1.2, svg.y, '#999', 'stroke-dasharray="3,3"');
+  }
+}
+
+/** Latency percentiles on a log axis: a line from p50 to p99.9, ticks at each. */
+function latencyPanel(svg: Svg, run: Run): void {
+  const peers = run.peers.filter((p) => good(run, 'latency', p)?.latency !== undefined);
+  if (peers.length === 0) return;
+  svg.heading(`HTTP/1.1 latency at ${int(FIXED_RATE)} req/s, open loop — lower is better`, 'log scale, ms: ● mean, | p50, p99, p99.9');
+  const lo = 0.01;
+  const hi = 100;
+  const axis = 400;
+  const x = (msv: number): number => LEFT + (Math.log10(Math.min(Math.max(msv, lo), hi)) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo)) * axis;
+  svg.y += 14;
+  for (const t of [0.01, 0.1, 1, 10, 100]) {
+    svg.line(x(t), svg.y, x(t), svg.y + peers.length * 20 + 4, '#ddd');
+    svg.text(x(t) - 8, svg.y - 2, String(t), 'fill="#555" font-size="10"');
+  }
+  for (const p of peers) {
+    const l = good(run, 'latency', p)!.latency!;
+    svg.y += 20;
+    const cy = svg.y - 6;
+    svg.text(12, svg.y - 2, LABEL[p], 'font-weight="bold"');
+    svg.line(x(l.p50Us / 1000), cy, x(l.p999Us / 1000), cy, COLOR[p], 'stroke-width="4"');
+    for (const v of [l.p50Us, l.p99Us, l.p999Us]) svg.line(x(v / 1000), cy - 7, x(v / 1000), cy + 7, COLOR[p], 'stroke-width="2"');
+    svg.parts.push(`<circle cx="${x(l.meanUs / 1000).toFixed(1)}" cy="${cy}" r="4" fill="#000"/>`);
+    svg.text(LEFT + axis + 24, svg.y - 2, `mean ${ms(l.meanUs)} · p50 ${ms(l.p50Us)} · p99 ${ms(l.p99Us)} · p99.9 ${ms(l.p999Us)} ms`, 'font-size="11"');
+  }
+}
+
+function memoryPanel(svg: Svg, run: Run): void {
+  const peers = run.peers.filter((p) => good(run, 'memory', p)?.memory !== undefined);
+  if (peers.length === 0) return;
+  const rss = (p: PeerName): number => good(run, 'memory', p)!.memory!.loadedBytes;
+  const max = Math.max(...peers.map(rss));
+  svg.heading(`RSS with ${int(run.settings.idleConns)} idle keep-alive connections — lower is better`, 'resident memory of the proxy process tree');
+  svg.y += 6;
+  for (const p of peers) {
+    svg.y += ROW + 2;
+    const m = good(run, 'memory', p)!.memory!;
+    const w = rss(p) / max * BAR_W;
+    svg.text(12, svg.y - 4, LABEL[p], 'font-weight="bold"');
+    svg.rect(LEFT, svg.y - ROW + 2, w, ROW - 4, COLOR[p]);
+    svg.text(LEFT + w + 6, svg.y - 4, `${mib(m.loadedBytes)} (${((m.loadedBytes - m.idleBytes) / m.conns / 1024).toFixed(1)} KiB per connection)`);
+  }
+}
+
+export function svg(run: Run): string {
+  const s = new Svg();
+  s.y = 8;
+  s.text(12, (s.y += 18), `switchyard benchmark${run.smoke ? ' (smoke)' : ''} — ${run.startedAt.toISOString().slice(0, 10)} — ${run.machine.cpu}, proxy on 1 core`, 'font-size="16" font-weight="bold"');
+  s.text(12, (s.y += 16), 'Absolute numbers are specific to this machine; compare the ratios.', 'fill="#555"');
+  throughputPanel(s, run);
+  latencyPanel(s, run);
+  memoryPanel(s, run);
+  const height = s.y + 20;
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${height}" viewBox="0 0 ${WIDTH} ${height}" font-family="Helvetica, Arial, sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="#fff"/>
+${s.parts.join('\n')}
+</svg>
+`;
+}
