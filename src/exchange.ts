@@ -101,9 +101,14 @@ function connectionNamed(value: string | undefined): Set<string> | undefined {
 
 /** Removes hop-by-hop headers from an upstream response, in place. */
 export function stripResponseHeaders(h: ResponseHeaders): ResponseHeaders {
-  const named = connectionNamed(h['connection'] as string | undefined);
-  if (named !== undefined) for (const n of named) delete h[n];
-  for (const n of DROP_RESPONSE) delete h[n];
+  const connection = h['connection'];
+  // The common values name no other header: skip the split.
+  if (connection !== undefined && connection !== 'keep-alive' && connection !== 'close') {
+    const named = connectionNamed(connection as string);
+    if (named !== undefined) for (const n of named) delete h[n];
+  }
+  // `delete` turns an object into a slow dictionary: only when the header is there.
+  for (const n of DROP_RESPONSE) if (h[n] !== undefined) delete h[n];
   return h;
 }
 
