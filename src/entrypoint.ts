@@ -160,6 +160,10 @@ export class Entrypoint implements ExchangeOwner {
     session.on('error', noop);
     session.once('close', () => this.#sessions.delete(session));
     session.setLocalWindowSize(H2_SESSION_WINDOW);
+    if (this.#draining) {
+      session.close();
+      return;
+    }
     if (this.#opts.maxConnectionAgeMs > 0) {
       // Long-lived gRPC clients reach replicas an HPA added only if we ask them
       // to reconnect: GOAWAY at max age, then cut what is left after the grace.
@@ -232,20 +236,6 @@ export class Entrypoint implements ExchangeOwner {
   }
 
   // --- shutdown ------------------------------------------------------------
-
-  /**
-   * Readiness just failed (SIGTERM): the listener stays open for the drain
-   * delay, but connections are moved off this replica gently from now on —
-   * every HTTP/1.1 response carries `Connection: close`, and the HTTP/2
-   * sessions open now get GOAWAY — so that by the time the listener closes,
-   * hardly any kept-alive connection is left whose next request could race
-   * the close. Clients reconnect through the Service to the other replicas
-   * (or, until endpoints have caught up, to this one, which still serves).
-   */
-  beginDrain(): void {
-    this.#draining = true;
-    for (const s of this.#sessions) s.close();
-  }
 
   /**
    * Stops taking new work: closes the listener, asks HTTP/2 clients to go

@@ -203,7 +203,6 @@ export class Switchyard implements AdminState {
     const { drainDelayMs, timeoutMs } = this.#loaded.config.shutdown;
     const ep = this.#entrypoint!;
     this.#log.info({ drainDelayMs, timeoutMs, inflight: ep.inflight }, 'shutting down: readiness off, still serving');
-    ep.beginDrain();
     await sleep(drainDelayMs);
     this.#log.info({ inflight: ep.inflight }, 'draining: listener closed, waiting for in-flight requests');
     ep.drain();
