@@ -77,6 +77,7 @@ export class Entrypoint implements ExchangeOwner {
       keepAliveTimeout: H1_KEEPALIVE_MS,
       maxHeaderSize: opts.maxHeaderBytes, // over it: 431
       headersTimeout: opts.headersTimeoutMs, // slow clients
+      connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(opts.headersTimeoutMs / 2))),
       // Whole-request time is bounded per route (timeouts.overall), not here:
       // a large upload may rightly take long.
       requestTimeout: 0,

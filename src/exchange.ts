@@ -3,7 +3,7 @@
 // each upstream protocol is written once for both kinds of client.
 import { randomUUID } from 'node:crypto';
 import { STATUS_CODES, type IncomingMessage, type ServerResponse, type OutgoingHttpHeaders } from 'node:http';
-import { constants as http2constants, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import { Readable, type Duplex } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import { UpstreamError, type ProxyError } from './errors.ts';
@@ -61,7 +61,7 @@ export interface Exchange {
   /** Cuts the body past `max` bytes and answers `err` (413). */
   limitBody(max: number, err: ProxyError): void;
   /** Answers 504 (or cuts the response) if the exchange is not over in `ms`. */
-  deadline(ms: number): void;
+  deadline(ms: number, exemptEventStreams?: boolean): void;
   headersForH1(hostHeader: string | undefined): string[];
   headersForH2(hostHeader: string | undefined): OutgoingHttpHeaders;
   /** Starts the response; `trailersFollow` when the upstream may send trailers (HTTP/2). */
@@ -300,8 +300,16 @@ abstract class BaseExchange {
     body.onLimit = () => this.#abandon(err);
   }
 
-  deadline(ms: number): void {
+  deadline(ms: number, exemptEventStreams = false): void {
+    this.#sseExempt = exemptEventStreams;
     this.#timer = setTimeout(() => this.#abandon(DEADLINE), ms);
+  }
+
+  #sseExempt = false;
+  /** A response head is going out: an event stream is a stream, exempt from the overall deadline unless asked. */
+  protected responseHead(headers: ResponseHeaders): void {
+    const ct = headers['content-type'];
+    if (this.#sseExempt && typeof ct === 'string' && ct.startsWith('text/event-stream')) clearTimeout(this.#timer);
   }
 
   /** The proxy gives up on the exchange: answers `err` and cancels the upstream call. */
@@ -470,6 +478,7 @@ export class H1Exchange extends H1Request implements Exchange {
   respond(status: number, headers: ResponseHeaders): void {
     if (this.settled) return;
     this.responded = true;
+    this.responseHead(headers);
     stripResponseHeaders(headers);
     if (this.owner.shouldClose(this.#socket)) headers['connection'] = 'close';
     this.res.writeHead(status, headers as OutgoingHttpHeaders);
@@ -715,6 +724,7 @@ export class H2Exchange extends BaseExchange implements Exchange {
 
   #prepare(status: number, headers: ResponseHeaders): void {
     this.responded = true;
+    this.responseHead(headers);
     stripResponseHeaders(headers);
     delete headers['te'];
     headers[':status'] = String(status);
@@ -749,9 +759,10 @@ export class H2Exchange extends BaseExchange implements Exchange {
     this.settled = true;
     this.#finished = true;
     if (this.responded) {
-      // Mid-response there is no status left to send: reset the stream,
-      // with the upstream's own reset code when there was one.
-      this.stream.close((err as { rstCode?: number }).rstCode ?? http2constants.NGHTTP2_INTERNAL_ERROR);
+      // Mid-response there is no status left to send: reset the stream.
+      // close(code) would end it first (END_STREAM), which a client reads as
+      // a complete response; destroy sends only RST_STREAM (INTERNAL_ERROR).
+      this.stream.destroy(err);
       return;
     }
     this.responded = true;

@@ -43,7 +43,7 @@ export function proxy(ex: Exchange, table: RouteTable, unmatched: BackendMetrics
   route.retryBudget.request();
   const { overallMs, overallIncludesStreams } = route.timeouts;
   // gRPC calls and WebSockets may be long streams: cut only if asked to.
-  if (overallMs > 0 && (overallIncludesStreams || (!ex.grpc && ex.upgrade === undefined))) ex.deadline(overallMs);
+  if (overallMs > 0 && (overallIncludesStreams || (!ex.grpc && ex.upgrade === undefined))) ex.deadline(overallMs, !overallIncludesStreams);
   attempt(ex, route, backend, 0);
 }
 

@@ -44,6 +44,7 @@ interface Slot {
   max: number;
   ready: boolean;
   retired: boolean;
+  dropped: boolean;
 }
 
 type SessionCallback = (err: Error | null, slot: Slot | null) => void;
@@ -83,12 +84,16 @@ export class H2Upstream {
       settings: { initialWindowSize: H2_STREAM_WINDOW, enablePush: false },
       maxSessionMemory: H2_MAX_SESSION_MEMORY_MB,
     });
-    const slot: Slot = { session, active: 0, max: 100, ready: false, retired: false };
+    const slot: Slot = { session, active: 0, max: 100, ready: false, retired: false, dropped: false };
     this.#connecting = slot;
     this.#slots.push(slot);
     this.#gauges.sessions.inc();
     const timer = setTimeout(() => {
-      session.destroy(Object.assign(new Error(`connect timeout after ${this.#opts.connectTimeoutMs} ms`), { code: 'UND_ERR_CONNECT_TIMEOUT' }));
+      const err = Object.assign(new Error(`connect timeout after ${this.#opts.connectTimeoutMs} ms`), { code: 'UND_ERR_CONNECT_TIMEOUT' });
+      // A session destroyed before its socket connected emits neither 'error' nor 'close'.
+      this.#drop(slot);
+      this.#connected(slot, err);
+      session.destroy(err);
     }, this.#opts.connectTimeoutMs);
     // Ready once the peer's SETTINGS are in: before that its stream limit is
     // unknown, and streams over it would be refused.
@@ -111,10 +116,17 @@ export class H2Upstream {
     });
     session.once('close', () => {
       clearTimeout(timer);
-      this.#gauges.sessions.dec();
-      this.#slots = this.#slots.filter((s) => s !== slot);
+      this.#drop(slot);
       if (!slot.ready) this.#connected(slot, new UpstreamError('connect', true, new Error('session closed before connecting')));
     });
+  }
+
+  /** Forgets a session that closed or never connected (once). */
+  #drop(slot: Slot): void {
+    if (slot.dropped) return;
+    slot.dropped = true;
+    this.#gauges.sessions.dec();
+    this.#slots = this.#slots.filter((s) => s !== slot);
   }
 
   #connected(slot: Slot, err: Error | null): void {
@@ -231,7 +243,9 @@ class H2Call {
     ex.onClientGone = this.#cancel;
     if (hasBody) {
       stream.once('wantTrailers', this.#sendRequestTrailers);
-      ex.body()!.pipe(stream);
+      const body = ex.body()!;
+      body.on('error', () => { if (!stream.closed) stream.close(NGHTTP2_CANCEL); });
+      body.pipe(stream);
     }
     this.#timer = setTimeout(this.#timeout, this.#route.timeouts.responseMs);
   };
@@ -285,6 +299,9 @@ class H2Call {
 
   readonly #onEnd = (): void => {
     if (this.#done) return;
+    // Node pushes EOF on every stream close: a reset or a dead session is not a clean end.
+    const rst = this.#stream!.rstCode;
+    if (rst !== undefined && rst !== NGHTTP2_NO_ERROR) return;
     this.#done = true;
     this.#observe(this.#trailers ?? {});
     this.#ex.end(this.#trailers);

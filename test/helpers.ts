@@ -4,7 +4,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { createInterface } from 'node:readline';
 import { stringify } from 'yaml';
@@ -76,13 +76,26 @@ export interface RouteSpec {
   pathPrefix?: string;
   protocol?: 'http' | 'h2c';
   backends: { name: string; url: string; weight: number; hostHeader?: string }[];
-  timeouts?: { connect?: string; response?: string };
+  timeouts?: { connect?: string; response?: string; idle?: string; overall?: string; overallIncludesStreams?: boolean };
+  healthCheck?: {
+    http?: { path?: string; expectStatus?: [number, number] } | null;
+    grpc?: { service?: string } | null;
+    interval?: string;
+    timeout?: string;
+    healthyThreshold?: number;
+    unhealthyThreshold?: number;
+  };
+  outlierDetection?: { consecutiveFailures?: number; ejectionTime?: string; maxEjectionTime?: string };
+  allUnhealthy?: 'serve' | 'fail';
+  retries?: { attempts?: number; budget?: number; minRetriesPerSecond?: number };
+  sticky?: { header: string } | { cookie: string };
+  maxBodyBytes?: number;
 }
 
 export interface ConfigSpec {
   routes: RouteSpec[];
   shutdown?: { drainDelay?: string; timeout?: string };
-  entrypoint?: { maxConnectionAge?: string; maxConnectionAgeGrace?: string; trustedProxies?: string[]; maxUrlLength?: number; maxHeaderBytes?: number; headersTimeout?: string; maxConnections?: number };
+  entrypoint?: { maxConnectionAge?: string; maxConnectionAgeGrace?: string; trustedProxies?: string[]; maxUrlLength?: number; maxHeaderBytes?: number; headersTimeout?: string; maxConnections?: number; requestIdHeader?: string };
 }
 
 /** Writes a config file (ports 0: the OS picks) and returns its path. */
@@ -244,4 +257,82 @@ export async function startBalancer(targets: number[]): Promise<Balancer> {
     server.close(() => resolve());
   });
   return b;
+}
+
+// --- resilience suite helpers ----------------------------------------------
+
+/** Rewrites a running router's config file in place (same directory, same file name). */
+export function rewriteConfig(router: Router, spec: ConfigSpec): void {
+  writeConfig(spec, dirname(router.path));
+}
+
+/** Starts an HTTP backend on a given port (e.g. to bring a killed backend back on its old address). */
+export async function startBackendOn(name: string, port: number, handler: Handler = echo(name)): Promise<Backend> {
+  const server = http.createServer();
+  const backend: Backend = {
+    name, port, url: `http://127.0.0.1:${port}`, server, hits: 0,
+    close: () => new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    }),
+  };
+  server.on('request', (req, res) => {
+    backend.hits++;
+    handler(req, res);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => { server.off('error', reject); resolve(); });
+  });
+  return backend;
+}
+
+export interface Blackhole {
+  readonly port: number;
+  readonly url: string;
+  close(): void;
+}
+
+/**
+ * A loopback address whose TCP connects hang (SYNs are dropped), for connect
+ * timeouts without leaving 127.0.0.1: a child process listens with a backlog
+ * of 1 and then blocks its event loop (Atomics.wait, no CPU), so it never
+ * accepts; a few filler connections fill the accept queue, after which Linux
+ * drops every new SYN (tcp_conn_request: accept queue full).
+ */
+export async function startBlackhole(): Promise<Blackhole> {
+  const child = spawn(process.execPath, ['-e', `
+    const net = require('node:net');
+    const s = net.createServer();
+    s.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => {
+      // Blocked (no CPU) for at most a minute, then gone even if nobody kills it.
+      process.stdout.write(s.address().port + '\\n', () => { Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 60000); process.exit(0); });
+    });
+  `], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`blackhole child exited with ${code}`)));
+    child.stdout!.once('data', (d: Buffer) => resolve(Number(String(d).trim())));
+  });
+  await new Promise((r) => setTimeout(r, 100));
+  const fillers: import('node:net').Socket[] = [];
+  const { connect } = await import('node:net');
+  for (let i = 0; i < 4; i++) {
+    const s = connect(port, '127.0.0.1');
+    s.on('error', () => {});
+    fillers.push(s);
+  }
+  await new Promise((r) => setTimeout(r, 200));
+  return {
+    port, url: `http://127.0.0.1:${port}`,
+    close: () => {
+      for (const s of fillers) s.destroy();
+      child.kill('SIGKILL');
+    },
+  };
+}
+
+/** A metric's value from a scrape, 0 when the series does not exist. */
+export function metric(m: Map<string, number>, name: string, labels: Record<string, string>): number {
+  const key = `${name}{${Object.entries(labels).map(([k, v]) => `${k}="${v}"`).join(',')}}`;
+  return m.get(key) ?? 0;
 }
