@@ -1033,13 +1033,16 @@ function hash(text: string, hexDigits: number): string {
 export class ConfigLoader {
   #worker: Worker | undefined;
   #next = 0;
-  readonly #pending = new Map<number, { resolve: (l: LoadedConfig) => void; reject: (e: Error) => void }>();
+  readonly #pending = new Map<number, { resolve: (l: LoadedConfig) => void; reject: (e: Error) => void; known: ReadonlyMap<string, RouteConfig> }>();
 
-  load(sources: readonly ConfigSource[]): Promise<LoadedConfig> {
+  /** Validates `sources`; routes identical to one in `current` (same fingerprint) come back as that object. */
+  load(sources: readonly ConfigSource[], current?: Config): Promise<LoadedConfig> {
     const id = this.#next++;
+    const known = new Map<string, RouteConfig>();
+    for (const r of current?.routes ?? []) known.set(r.fingerprint, r);
     return new Promise((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject });
-      this.#start().postMessage({ id, sources } satisfies WorkerRequest);
+      this.#pending.set(id, { resolve, reject, known });
+      this.#start().postMessage({ id, sources, known: [...known.keys()] } satisfies WorkerRequest);
     });
   }
 
@@ -1051,7 +1054,7 @@ export class ConfigLoader {
       const p = this.#pending.get(reply.id);
       this.#pending.delete(reply.id);
       if ('issues' in reply) p?.reject(new ConfigError(reply.issues));
-      else p?.resolve(fromWorker(reply));
+      else p?.resolve(fromWorker(reply, p.known));
     });
     worker.on('error', (err) => this.#failAll(err));
     worker.on('exit', (code) => {
@@ -1075,10 +1078,13 @@ export class ConfigLoader {
 }
 
 /** The worker's reply as a LoadedConfig; `effective` (for /api/config only) is parsed when first read. */
-function fromWorker(reply: Extract<WorkerReply, { config: string }>): LoadedConfig {
+function fromWorker(reply: Extract<WorkerReply, { config: string }>, known: ReadonlyMap<string, RouteConfig>): LoadedConfig {
   let effective: unknown;
+  const config = JSON.parse(reply.config) as Config;
+  const fresh = new Map<string, RouteConfig>();
+  for (const r of config.routes) fresh.set(r.fingerprint, r);
   return {
-    config: JSON.parse(reply.config) as Config,
+    config: { ...config, routes: reply.fingerprints.map((fp) => fresh.get(fp) ?? known.get(fp)!) },
     get effective() { return (effective ??= JSON.parse(reply.effective)); },
     version: reply.version,
     files: reply.files,

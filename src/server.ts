@@ -148,7 +148,7 @@ export class Switchyard implements AdminState {
       const digest = sourcesDigest(sources);
       if (digest === this.#digest) return this.#lastError === null;
       this.#digest = digest;
-      loaded = await this.#loader.load(sources);
+      loaded = await this.#loader.load(sources, this.#loaded.config);
     } catch (err) {
       this.metrics.configReloads.labels('failure').inc();
       const issues = err instanceof ConfigError ? err.issues : [];

@@ -600,6 +600,7 @@ describe('gRPC through the router (protocol: h2c)', () => {
         }
       }
       assert.equal((counts['old'] ?? 0) + (counts['new'] ?? 0), 5_000, JSON.stringify(counts));
+      console.log(`FIGURE: 5,000 unary RPCs on one connection at 90/10: old ${counts['old']}, new ${counts['new']}`);
       const share = (counts['new'] ?? 0) / 5_000;
       assert.ok(Math.abs(share - 0.10) <= 0.02, `new got ${counts['new']} of 5,000 (${(share * 100).toFixed(1)}%)`);
       // Smooth weighted round-robin is exact over every window of sum(weights).

@@ -11,6 +11,7 @@ import { Agent, request } from 'undici';
 import { createLogger } from '../src/log.ts';
 import { Switchyard } from '../src/server.ts';
 import { scrape, spawnRouter, startBackend, type Backend } from './helpers.ts';
+import { collect, grpcClient, metadata, startGrpcBackend, unary } from './grpc-helpers.ts';
 
 const log = createLogger(process.env['TEST_LOG_LEVEL'] ?? 'silent');
 
@@ -290,6 +291,83 @@ describe('reload', () => {
       assert.ok(Math.abs(b - (total * n) / (o + n)) <= 2, `generation ${i} (${o}/${n}): old ${a}, new ${b}`);
     }
     assert.ok(ok > 500, `only ${ok} requests under load`);
+  });
+
+  test('50 reloads under gRPC load: long-lived streams and per-RPC calls never fail, and the RPC split follows each new weight', async () => {
+    const gOld = await startGrpcBackend('old');
+    const gNew = await startGrpcBackend('new');
+    const ledger = (o: number, n: number) => routeDoc('ledger', 'ledger.example.com', [
+      { name: 'old', url: gOld.url, weight: o }, { name: 'new', url: gNew.url, weight: n },
+    ]).replace('  - name: ledger\n', '  - name: ledger\n    protocol: h2c\n');
+    const dir = mkdtempSync(join(tmpdir(), 'switchyard-grpc-load-'));
+    const file = join(dir, 'switchyard.yaml');
+    writeFileSync(file, SERVER_DOC + ledger(1, 1));
+    const sy = await Switchyard.start(file, log, false);
+    const client = grpcClient(`127.0.0.1:${sy.addresses.entrypoint.port}`, 'ledger.example.com', { localPool: true });
+    const weights = (i: number): [number, number] => (i % 2 === 0 ? [9, 1] : [1, 3]);
+    let generation = -1;
+    const seen: { old: number; new: number }[] = Array.from({ length: 50 }, () => ({ old: 0, new: 0 }));
+    const failures: string[] = [];
+    let stop = false;
+    let ok = 0;
+    // Streams opened before the first reload and held across all 50: each is
+    // one RPC, so it stays on the backend it started on whatever the weights.
+    const streams = [0, 1, 2].map(() => {
+      const call = client.BidiStream(metadata(), { deadline: Date.now() + 60_000 });
+      const done = collect(call, [], true);
+      let sent = 0;
+      const timer = setInterval(() => { call.write({ tag: String(sent++) }); }, 10);
+      return { call, done, timer, sent: () => sent };
+    });
+    const worker = async (): Promise<void> => {
+      while (!stop) {
+        const g = generation;
+        const r = await unary(client, {});
+        if (r.code !== 0) failures.push(`unary ${r.code} ${r.details}`);
+        else {
+          ok++;
+          if (g >= 0 && g === generation) seen[g]![r.replies[0]!.backend as 'old' | 'new']++;
+        }
+      }
+    };
+    const load = Array.from({ length: 6 }, worker);
+    try {
+      for (let i = 0; i < 50; i++) {
+        generation = -1;
+        const [o, n] = weights(i);
+        writeFileSync(file, SERVER_DOC + ledger(o, n));
+        assert.equal(await sy.reload('test'), true);
+        generation = i;
+        await sleep(60);
+      }
+    } finally {
+      stop = true;
+      await Promise.all(load);
+      for (const s of streams) {
+        clearInterval(s.timer);
+        s.call.end();
+      }
+    }
+    const results = await Promise.all(streams.map((s) => s.done));
+    client.close();
+    await sy.shutdown();
+    gOld.close();
+    gNew.close();
+    assert.deepEqual(failures, []);
+    results.forEach((r, i) => {
+      assert.equal(r.code, 0, `stream ${i}: ${r.details}`);
+      assert.equal(r.replies.length, streams[i]!.sent(), `stream ${i}: every message echoed`);
+      assert.ok(r.replies.length > 100, `stream ${i} carried only ${r.replies.length} messages`);
+      assert.equal(new Set(r.replies.map((x) => x.backend)).size, 1, `stream ${i} stayed on one backend`);
+    });
+    for (let i = 0; i < 50; i++) {
+      const [o, n] = weights(i);
+      const { old: a, new: b } = seen[i]!;
+      const total = a + b;
+      assert.ok(total >= 10, `generation ${i}: only ${total} RPCs`);
+      assert.ok(Math.abs(b - (total * n) / (o + n)) <= 2, `generation ${i} (${o}/${n}): old ${a}, new ${b}`);
+    }
+    assert.ok(ok > 500, `only ${ok} RPCs under load`);
   });
 
   test('SIGHUP reloads a router started without the watch', async () => {
