@@ -2,6 +2,7 @@
 // event loop stalls meanwhile (perf_hooks.monitorEventLoopDelay).
 // Two reload cases: one route's weights change (a canary step), and every
 // route's weights change (the worst case).
+// Also: how long a change on disk takes to be in effect through the watch.
 // Usage: node bench/reload-scale.ts [routes=5000]   → one JSON line
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -63,4 +64,24 @@ async function measure(docs: string[]): Promise<{ medianMs: number; maxMs: numbe
 const one = await measure(oneRoute);
 const all = await measure(allRoutes);
 await sy.shutdown();
-console.log(JSON.stringify({ routes: n, startMs: Math.round(startMs), reloadOneRoute: one, reloadAllRoutes: all }));
+
+// Change on disk -> in effect, through the directory watch (default debounce),
+// on a small config: what an operator waits for after editing a file.
+const small = join(mkdtempSync(join(tmpdir(), 'switchyard-latency-')), 'switchyard.yaml');
+const smallDoc = (w: number): string => stringify({
+  entrypoint: { address: '127.0.0.1:0' }, admin: { address: '127.0.0.1:0' },
+  routes: [{ name: 'svc', hosts: ['svc.example.com'], backends: [{ name: 'old', url: 'http://10.0.0.1:80', weight: 100 - w }, { name: 'new', url: 'http://10.0.0.2:80', weight: w }] }],
+});
+writeFileSync(small, smallDoc(0));
+const watched = await Switchyard.start(small, createLogger('warn'));
+const latencies: number[] = [];
+for (const w of [10, 20, 30, 40, 50]) {
+  const before = watched.configStatus().version;
+  await sleep(200);
+  t0 = performance.now();
+  writeFileSync(small, smallDoc(w));
+  while (watched.configStatus().version === before) await sleep(1);
+  latencies.push(Math.round(performance.now() - t0));
+}
+await watched.shutdown();
+console.log(JSON.stringify({ routes: n, startMs: Math.round(startMs), reloadOneRoute: one, reloadAllRoutes: all, watchLatencyMs: latencies }));
