@@ -550,10 +550,10 @@ export class UpgradeExchange extends H1Request implements Exchange {
 
   respond(status: number, headers: ResponseHeaders): void {
     if (this.settled) return;
-    this.#head_(status, headers);
+    this.#writeHead(status, headers);
   }
 
-  #head_(status: number, headers: ResponseHeaders): void {
+  #writeHead(status: number, headers: ResponseHeaders): void {
     this.responded = true;
     this.#status = status;
     if (status !== 101) {
@@ -607,7 +607,7 @@ export class UpgradeExchange extends H1Request implements Exchange {
       return;
     }
     const body = textBody(err);
-    this.#head_(err.httpStatus, { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(Buffer.byteLength(body)) });
+    this.#writeHead(err.httpStatus, { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(Buffer.byteLength(body)) });
     this.#finished = true;
     this.socket.end(body);
   }
