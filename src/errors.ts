@@ -26,13 +26,6 @@ export class UnknownBackendError extends ProxyError {
   constructor() { super('x-switchyard-backend names no backend of this route'); }
 }
 
-/** Malformed request the proxy will not forward: 400, gRPC 3. */
-export class BadRequestError extends ProxyError {
-  override readonly code = 'SY_BAD_REQUEST';
-  override readonly httpStatus = 400;
-  override readonly grpcStatus = 3;
-}
-
 /** The request body is over the route's maxBodyBytes: 413, gRPC 8 RESOURCE_EXHAUSTED. */
 export class PayloadTooLargeError extends ProxyError {
   override readonly code = 'SY_PAYLOAD_TOO_LARGE';
@@ -99,14 +92,4 @@ export function upstreamError(err: unknown): UpstreamError {
   if (TIMEOUT_CODES.has(code)) return new UpstreamError('timeout', false, err);
   if (RESET_CODES.has(code)) return new UpstreamError('reset', false, err);
   return new UpstreamError('protocol', false, err);
-}
-
-/** HTTP status for any error the proxy answers itself. Never 500. */
-export function httpStatusOf(err: unknown): number {
-  return err instanceof ProxyError ? err.httpStatus : 502;
-}
-
-/** gRPC status for any error the proxy answers itself. */
-export function grpcStatusOf(err: unknown): number {
-  return err instanceof ProxyError ? err.grpcStatus : 14;
 }

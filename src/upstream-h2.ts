@@ -155,13 +155,6 @@ export class H2Upstream {
     if (!slot.session.closed) slot.session.close();
   }
 
-  /** Started streams on this upstream's sessions. */
-  get activeStreams(): number {
-    let n = 0;
-    for (const s of this.#slots) n += s.active;
-    return n;
-  }
-
   async close(): Promise<void> {
     await Promise.all(this.#slots.map((s) => new Promise<void>((resolve) => {
       if (s.session.closed) resolve();

@@ -37,10 +37,6 @@ export class Upstreams {
     }
   }
 
-  get size(): number {
-    return this.#byKey.size;
-  }
-
   async closeAll(): Promise<void> {
     const all = [...this.#byKey.values()];
     this.#byKey.clear();
