@@ -1,0 +1,131 @@
+import { strict as assert } from 'node:assert';
+import { describe, it } from 'node:test';
+import { rampPosition, type RampConfig } from '../src/ramp/schedule.ts';
+
+const T0 = Date.parse('2026-12-01T10:00:00Z');
+const MIN = 60_000;
+const backends = [
+  { name: 'old', weight: 100 },
+  { name: 'new', weight: 0 },
+];
+
+function ramp(over: Partial<RampConfig> = {}): RampConfig {
+  return {
+    from: 'old',
+    to: 'new',
+    steps: [1, 5, 25, 50, 100],
+    intervalMs: 5 * MIN,
+    startedAt: T0,
+    pausedAt: null,
+    pauseReason: null,
+    halted: null,
+    guard: { minRequests: 200, maxErrorRateIncrease: 0.005, maxLatencyIncrease: 0.2 },
+    onBreach: 'rollback',
+    ...over,
+  };
+}
+
+describe('ramp schedule', () => {
+  it('is pending without startedAt or before it, with the configured weights', () => {
+    const a = rampPosition(ramp({ startedAt: null }), backends, T0);
+    assert.equal(a.state, 'pending');
+    assert.equal(a.step, -1);
+    assert.deepEqual(a.weights, [100, 0]);
+    assert.equal(a.nextChangeAt, null);
+    const b = rampPosition(ramp(), backends, T0 - 1);
+    assert.equal(b.state, 'pending');
+    assert.equal(b.nextChangeAt, T0);
+  });
+
+  it('walks the steps on the clock, with step boundaries exact to the millisecond', () => {
+    const cases: [number, number, number, number[]][] = [
+      [0, 0, 1, [99, 1]],
+      [5 * MIN - 1, 0, 1, [99, 1]],
+      [5 * MIN, 1, 5, [95, 5]],
+      [12 * MIN, 2, 25, [75, 25]],
+      [15 * MIN, 3, 50, [50, 50]],
+      [20 * MIN, 4, 100, [0, 100]],
+    ];
+    for (const [dt, step, percent, weights] of cases) {
+      const p = rampPosition(ramp(), backends, T0 + dt);
+      assert.equal(p.state, 'ramping', `at +${dt}`);
+      assert.equal(p.step, step, `at +${dt}`);
+      assert.equal(p.percent, percent);
+      assert.deepEqual(p.weights, weights);
+      assert.equal(p.stepStartedAt, T0 + step * 5 * MIN);
+      assert.equal(p.nextChangeAt, T0 + (step + 1) * 5 * MIN);
+    }
+  });
+
+  it('is done once the last step has run its interval, holding the last step', () => {
+    const p = rampPosition(ramp(), backends, T0 + 25 * MIN);
+    assert.equal(p.state, 'done');
+    assert.equal(p.step, 4);
+    assert.deepEqual(p.weights, [0, 100]);
+    assert.equal(p.nextChangeAt, null);
+  });
+
+  it('splits the from+to share and leaves other backends their weights', () => {
+    const three = [
+      { name: 'old', weight: 6 },
+      { name: 'new', weight: 0 },
+      { name: 'edge', weight: 4 },
+    ];
+    const p = rampPosition(ramp(), three, T0 + 10 * MIN); // 25 %
+    // old+new = 6 → 4.5 : 1.5, edge 4: divided by gcd(6, 4) = 2 after × 100
+    assert.deepEqual(p.weights, [225, 75, 200]);
+    // Both at 0: the ramp uses 100 as their share.
+    const zero = rampPosition(ramp(), [{ name: 'old', weight: 0 }, { name: 'new', weight: 0 }], T0 + 5 * MIN);
+    assert.deepEqual(zero.weights, [95, 5]);
+  });
+
+  it('holds the step in force at pausedAt, whatever the clock says', () => {
+    const r = ramp({ pausedAt: T0 + 7 * MIN });
+    for (const now of [T0 + 7 * MIN, T0 + 60 * MIN]) {
+      const p = rampPosition(r, backends, now);
+      assert.equal(p.state, 'paused');
+      assert.equal(p.step, 1);
+      assert.deepEqual(p.weights, [95, 5]);
+      assert.equal(p.nextChangeAt, null);
+    }
+    // Resume = startedAt shifted by the pause: the paused step continues with the 3 minutes it had left.
+    const resumedAt = T0 + 60 * MIN;
+    const resumed = ramp({ startedAt: T0 + (resumedAt - (T0 + 7 * MIN)) });
+    const p = rampPosition(resumed, backends, resumedAt);
+    assert.equal(p.state, 'ramping');
+    assert.equal(p.step, 1);
+    assert.equal(p.nextChangeAt, resumedAt + 3 * MIN);
+    // Paused before it began: the configured weights.
+    const early = rampPosition(ramp({ pausedAt: T0 - 1 }), backends, T0 + MIN);
+    assert.equal(early.state, 'paused');
+    assert.deepEqual(early.weights, [100, 0]);
+  });
+
+  it('halted wins over everything and puts `to` at 0', () => {
+    const r = ramp({ pausedAt: T0 + MIN, halted: { at: T0 + 11 * MIN, reason: 'guard' } });
+    const p = rampPosition(r, backends, T0 + 11 * MIN);
+    assert.equal(p.state, 'halted');
+    assert.equal(p.step, 2);
+    assert.equal(p.percent, 0);
+    assert.deepEqual(p.weights, [100, 0]);
+    assert.equal(p.nextChangeAt, null);
+  });
+
+  it('a mirror step puts nothing on `to` and turns mirroring on', () => {
+    const r = ramp({ steps: ['mirror', 10, 100] });
+    const m = rampPosition(r, backends, T0 + MIN);
+    assert.equal(m.state, 'ramping');
+    assert.equal(m.mirror, true);
+    assert.deepEqual(m.weights, [100, 0]);
+    const s = rampPosition(r, backends, T0 + 5 * MIN);
+    assert.equal(s.mirror, false);
+    assert.deepEqual(s.weights, [90, 10]);
+  });
+
+  it('is the same on every replica: a pure function of config and clock', () => {
+    const r = ramp({ intervalMs: 1500, steps: [1, 25, 100] });
+    for (let t = -2000; t < 6000; t += 97) {
+      assert.deepEqual(rampPosition(r, backends, T0 + t), rampPosition(structuredClone(r), structuredClone(backends), T0 + t));
+    }
+  });
+});
