@@ -1,5 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
+import { Guard, isGuardError } from '../src/ramp/guard.ts';
 import { rampPosition, type RampConfig } from '../src/ramp/schedule.ts';
 
 const T0 = Date.parse('2026-12-01T10:00:00Z');
@@ -127,5 +128,98 @@ describe('ramp schedule', () => {
     for (let t = -2000; t < 6000; t += 97) {
       assert.deepEqual(rampPosition(r, backends, T0 + t), rampPosition(structuredClone(r), structuredClone(backends), T0 + t));
     }
+  });
+});
+
+describe('ramp guard', () => {
+  const cfg = { minRequests: 200, maxErrorRateIncrease: 0.005, maxLatencyIncrease: 0.2 };
+
+  /** mulberry32, so every run judges the same samples. */
+  function rng(seed: number): () => number {
+    let a = seed >>> 0;
+    return () => {
+      a = (a + 0x6d2b79f5) >>> 0;
+      let t = a;
+      t = Math.imul(t ^ (t >>> 15), t | 1);
+      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+  }
+  function lognormal(r: () => number, median: number): number {
+    return median * Math.exp(0.4 * Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r()));
+  }
+  /** `n` requests on each side of the guard. */
+  function feed(g: Guard, n: number, side: 'from' | 'to', errorRate: number, median: number, seed: number): void {
+    const r = rng(seed);
+    for (let i = 0; i < n; i++) g[side].record(lognormal(r, median), r() < errorRate);
+  }
+
+  it('waits until both sides have minRequests', () => {
+    const g = new Guard(cfg);
+    feed(g, 5000, 'from', 0.5, 20, 1);
+    feed(g, 199, 'to', 0.5, 20, 2);
+    const v = g.judge();
+    assert.equal(v.status, 'waiting');
+    assert.equal(v.errorZ, null);
+    assert.match(v.reason, /old 5000, new 199/);
+  });
+
+  it('passes identical sides, even with errors on both', () => {
+    const g = new Guard(cfg);
+    feed(g, 20_000, 'from', 0.01, 20, 3);
+    feed(g, 2000, 'to', 0.01, 20, 4);
+    const v = g.judge();
+    assert.equal(v.status, 'pass');
+    assert.ok(v.errorZ! < 0 && v.latencyZ! < 0 && v.p99Ratio! < 1, JSON.stringify(v));
+  });
+
+  it('passes an increase inside the limits (+0.3 points, +10 % latency)', () => {
+    const g = new Guard(cfg);
+    feed(g, 50_000, 'from', 0.005, 20, 5);
+    feed(g, 50_000, 'to', 0.008, 22, 6);
+    assert.equal(g.judge().status, 'pass');
+  });
+
+  it('breaches on +2 points of errors, with both sides in the reason', () => {
+    const g = new Guard(cfg);
+    feed(g, 20_000, 'from', 0.005, 20, 7);
+    feed(g, 2000, 'to', 0.025, 20, 8);
+    const v = g.judge();
+    assert.equal(v.status, 'breach');
+    assert.equal(v.kind, 'errors');
+    assert.ok(v.to.errorRate > 0.02 && v.from.errorRate < 0.01);
+    assert.match(v.reason, /^error rate new 2\.\d\d% vs old 0\.\d\d%.*over 2000 requests; old .* over 20000 requests$/);
+  });
+
+  it('breaches when new is 30 % slower, not when it is 10 % slower', () => {
+    const slow = new Guard(cfg);
+    feed(slow, 20_000, 'from', 0, 20, 9);
+    feed(slow, 2000, 'to', 0, 26, 10);
+    const v = slow.judge();
+    assert.equal(v.status, 'breach');
+    assert.equal(v.kind, 'latency');
+    assert.ok(v.to.p50Ms > v.from.p50Ms * 1.2, JSON.stringify(v));
+    const ok = new Guard(cfg);
+    feed(ok, 20_000, 'from', 0, 20, 9);
+    feed(ok, 2000, 'to', 0, 22, 10);
+    assert.equal(ok.judge().status, 'pass');
+  });
+
+  it('starts over at a step boundary', () => {
+    const g = new Guard(cfg);
+    feed(g, 20_000, 'from', 0.005, 20, 11);
+    feed(g, 2000, 'to', 0.05, 20, 12);
+    assert.equal(g.judge().status, 'breach');
+    g.reset();
+    assert.equal(g.judge().status, 'waiting');
+    feed(g, 20_000, 'from', 0.005, 20, 13);
+    feed(g, 2000, 'to', 0.005, 20, 14);
+    assert.equal(g.judge().status, 'pass');
+  });
+
+  it('counts 5xx, the failing gRPC statuses, resets and timeouts as errors', () => {
+    assert.deepEqual([200, 404, 499, 500, 502, 503, 504].map((c) => isGuardError(c, false)), [false, false, false, true, true, true, true]);
+    const failing = [2, 4, 13, 14, 15];
+    for (let c = 0; c <= 16; c++) assert.equal(isGuardError(c, true), failing.includes(c), `grpc ${c}`);
   });
 });

@@ -1,0 +1,255 @@
+// The ramp guard: judges the ramped backend (`to`) against the baseline
+// (`from`) on the traffic of the current step. Recording is on the hot path and
+// writes into preallocated typed arrays only; judging runs about once a second.
+//
+// Errors: one-sided two-proportion z-test of rate(to) − rate(from) against the
+// allowed increase (Agresti–Caffo adjusted, so zero counts behave), plus a
+// minimum number of errors on `to`. Latency: a one-sided Mann–Whitney U test
+// (Kayenta's judge) on reservoir samples of log latency with `to` shifted down
+// by the allowed increase, and a p99 comparison of confidence bounds from
+// log-bucketed histograms of every request. Either test breaches.
+import type { RampGuardConfig } from './schedule.ts';
+
+/** One-sided z for 99.9 %: a look trips by chance about once in a thousand when the true change is exactly at the limit. */
+const Z = 3.09;
+/** `to` needs at least this many errors before an error breach: a handful of errors is never proof. */
+const MIN_ERRORS = 5;
+/** Latency samples kept per side and step (uniform over the step's requests). */
+export const RESERVOIR = 2048;
+// Histogram: bucket i holds [BASE·R^i, BASE·R^(i+1)) ms; 400 buckets of 4 % reach from 50 µs to ~330 s.
+const BASE_MS = 0.05;
+const R = 1.04;
+const LOG_R = Math.log(R);
+const BUCKETS = 400;
+
+/** Error outcomes for the guard: HTTP 5xx, gRPC UNKNOWN, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE, DATA_LOSS. Resets and timeouts arrive as 502/504 or gRPC 14/4. */
+export function isGuardError(code: number, grpc: boolean): boolean {
+  if (!grpc) return code >= 500;
+  return code === 2 || code === 4 || code === 13 || code === 14 || code === 15;
+}
+
+/** One side's outcomes in the current step. */
+export class GuardSide {
+  requests = 0;
+  errors = 0;
+  /** Latencies of successful requests seen (the reservoir's population). */
+  seen = 0;
+  readonly sample = new Float64Array(RESERVOIR);
+  readonly hist = new Uint32Array(BUCKETS);
+  #rng: number;
+
+  constructor(seed: number) {
+    this.#rng = seed >>> 0 || 1;
+  }
+
+  /** A finished request: latency in ms (to the end of the response) and whether it failed. */
+  record(latencyMs: number, error: boolean): void {
+    this.requests++;
+    if (error) {
+      this.errors++;
+      return;
+    }
+    // Algorithm R: every request of the step has the same chance to be in the sample.
+    const seen = this.seen++;
+    if (seen < RESERVOIR) this.sample[seen] = latencyMs;
+    else {
+      const j = this.#next() % (seen + 1);
+      if (j < RESERVOIR) this.sample[j] = latencyMs;
+    }
+    let b = latencyMs <= BASE_MS ? 0 : Math.floor(Math.log(latencyMs / BASE_MS) / LOG_R);
+    if (b >= BUCKETS) b = BUCKETS - 1;
+    this.hist[b]!++;
+  }
+
+  reset(): void {
+    this.requests = 0;
+    this.errors = 0;
+    this.seen = 0;
+    this.hist.fill(0);
+  }
+
+  /** xorshift32: deterministic for a seed, no allocation. */
+  #next(): number {
+    let x = this.#rng;
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    this.#rng = x >>> 0;
+    return this.#rng;
+  }
+
+  /** Latency at quantile q of the histogram (bucket's geometric middle); NaN without data. */
+  quantile(q: number): number {
+    return this.seen === 0 ? NaN : bucketMid(rankBucket(this.hist, Math.min(this.seen - 1, Math.floor(q * this.seen))));
+  }
+
+  figures(): SideFigures {
+    return {
+      requests: this.requests,
+      errors: this.errors,
+      errorRate: this.requests === 0 ? 0 : this.errors / this.requests,
+      p50Ms: round(this.quantile(0.5)),
+      p99Ms: round(this.quantile(0.99)),
+    };
+  }
+}
+
+export interface SideFigures {
+  readonly requests: number;
+  readonly errors: number;
+  readonly errorRate: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+}
+
+export interface Verdict {
+  /** waiting: not enough requests on a side yet; pass: no evidence of a breach; breach: `to` is worse beyond the limits. */
+  readonly status: 'waiting' | 'pass' | 'breach';
+  /** What breached (null unless breach). */
+  readonly kind: 'errors' | 'latency' | null;
+  /** One line with both sides' figures (for breaches, the log and the halt's reason). */
+  readonly reason: string;
+  readonly from: SideFigures;
+  readonly to: SideFigures;
+  /** z of the error test (> 3.09 breaches); null while waiting. */
+  readonly errorZ: number | null;
+  /** z of the Mann–Whitney test on shifted log latency; null while waiting. */
+  readonly latencyZ: number | null;
+  /** Lower bound of to's p99 over (1 + max) × upper bound of from's p99 (> 1 breaches); null when not bounded. */
+  readonly p99Ratio: number | null;
+}
+
+export class Guard {
+  readonly from: GuardSide;
+  readonly to: GuardSide;
+  readonly config: RampGuardConfig;
+  // Scratch for the rank test, allocated once.
+  readonly #x = new Float64Array(RESERVOIR);
+  readonly #y = new Float64Array(RESERVOIR);
+
+  constructor(config: RampGuardConfig, seed = 0x9e3779b9) {
+    this.config = config;
+    this.from = new GuardSide(seed);
+    this.to = new GuardSide(seed ^ 0x5bd1e995);
+  }
+
+  /** A new step: judge only its traffic. */
+  reset(): void {
+    this.from.reset();
+    this.to.reset();
+  }
+
+  judge(): Verdict {
+    const { from, to, config } = this;
+    const f = from.figures();
+    const t = to.figures();
+    const min = config.minRequests;
+    if (from.requests < min || to.requests < min) {
+      return { status: 'waiting', kind: null, reason: `waiting for ${min} requests per side (old ${from.requests}, new ${to.requests})`, from: f, to: t, errorZ: null, latencyZ: null, p99Ratio: null };
+    }
+    const errorZ = errorTest(from, to, config.maxErrorRateIncrease);
+    const enoughLatency = from.seen >= min && to.seen >= min;
+    const latencyZ = enoughLatency ? this.#rankTest(config.maxLatencyIncrease) : null;
+    const p99Ratio = enoughLatency ? p99Test(from, to, config.maxLatencyIncrease) : null;
+    const figures = `new ${pct(t.errorRate)} errors, p50 ${t.p50Ms} ms, p99 ${t.p99Ms} ms over ${t.requests} requests; old ${pct(f.errorRate)} errors, p50 ${f.p50Ms} ms, p99 ${f.p99Ms} ms over ${f.requests} requests`;
+    if (errorZ > Z && to.errors >= MIN_ERRORS) {
+      const why = `error rate new ${pct(t.errorRate)} vs old ${pct(f.errorRate)}: +${pp(t.errorRate - f.errorRate)} points > allowed ${pct(config.maxErrorRateIncrease)} (z ${errorZ.toFixed(2)})`;
+      return { status: 'breach', kind: 'errors', reason: `${why}; ${figures}`, from: f, to: t, errorZ, latencyZ, p99Ratio };
+    }
+    if ((latencyZ !== null && latencyZ > Z) || (p99Ratio !== null && p99Ratio > 1)) {
+      const allowed = `+${Math.round(config.maxLatencyIncrease * 100)}%`;
+      const why = latencyZ !== null && latencyZ > Z
+        ? `latency new slower than old by more than ${allowed} (Mann-Whitney z ${latencyZ.toFixed(2)})`
+        : `latency new p99 above old p99 ${allowed} at 99.9% confidence (bound ratio ${p99Ratio!.toFixed(2)})`;
+      return { status: 'breach', kind: 'latency', reason: `${why}; ${figures}`, from: f, to: t, errorZ, latencyZ, p99Ratio };
+    }
+    return { status: 'pass', kind: null, reason: figures, from: f, to: t, errorZ, latencyZ, p99Ratio };
+  }
+
+  /**
+   * Mann–Whitney U of log(to) − log(1 + max) against log(from): z > Z means
+   * `to` is slower than `from` by more than the allowed factor with 99.9 %
+   * confidence. Sorted copies and one merge walk: O(n log n), no allocation.
+   */
+  #rankTest(max: number): number {
+    const n = Math.min(this.from.seen, RESERVOIR);
+    const m = Math.min(this.to.seen, RESERVOIR);
+    const x = this.#x.subarray(0, n);
+    const y = this.#y.subarray(0, m);
+    const shift = 1 + max;
+    for (let i = 0; i < n; i++) x[i] = this.from.sample[i]!;
+    for (let j = 0; j < m; j++) y[j] = this.to.sample[j]! / shift;
+    x.sort();
+    y.sort();
+    // U = pairs with y > x, ties count half.
+    let u = 0;
+    let below = 0; // x[i] < y[j]
+    let upTo = 0; // x[i] <= y[j]
+    for (let j = 0; j < m; j++) {
+      const v = y[j]!;
+      while (below < n && x[below]! < v) below++;
+      if (upTo < below) upTo = below;
+      while (upTo < n && x[upTo]! <= v) upTo++;
+      u += below + (upTo - below) / 2;
+    }
+    const mean = (n * m) / 2;
+    const sd = Math.sqrt((n * m * (n + m + 1)) / 12);
+    return (u - mean) / sd;
+  }
+}
+
+/** z of H0: rate(to) − rate(from) ≤ allowed, Agresti–Caffo adjusted (one success and one failure added per side). */
+function errorTest(from: GuardSide, to: GuardSide, allowed: number): number {
+  const p1 = (from.errors + 1) / (from.requests + 2);
+  const p2 = (to.errors + 1) / (to.requests + 2);
+  const se = Math.sqrt((p1 * (1 - p1)) / (from.requests + 2) + (p2 * (1 - p2)) / (to.requests + 2));
+  return (p2 - p1 - allowed) / se;
+}
+
+/**
+ * Order-statistic bounds on p99 (binomial, normal approximation): the lower
+ * bound of to's p99 over (1 + max) times the upper bound of from's. Bucket
+ * edges are taken on the cautious side. Null when a side has too few
+ * requests to bound its p99.
+ */
+function p99Test(from: GuardSide, to: GuardSide, max: number): number | null {
+  const q = 0.99;
+  const sdTo = Math.sqrt(to.seen * q * (1 - q));
+  const loRank = Math.floor(to.seen * q - Z * sdTo);
+  const sdFrom = Math.sqrt(from.seen * q * (1 - q));
+  const hiRank = Math.ceil(from.seen * q + Z * sdFrom);
+  if (loRank < 0 || hiRank >= from.seen) return null;
+  const toLow = bucketLow(rankBucket(to.hist, loRank));
+  const fromHigh = bucketLow(rankBucket(from.hist, hiRank) + 1);
+  return toLow / ((1 + max) * fromHigh);
+}
+
+/** The bucket holding the value of the given 0-based rank. */
+function rankBucket(hist: Uint32Array, rank: number): number {
+  let acc = 0;
+  for (let i = 0; i < hist.length; i++) {
+    acc += hist[i]!;
+    if (acc > rank) return i;
+  }
+  return hist.length - 1;
+}
+
+function bucketLow(i: number): number {
+  return i === 0 ? 0 : BASE_MS * R ** i;
+}
+
+function bucketMid(i: number): number {
+  return BASE_MS * R ** (i + 0.5);
+}
+
+function round(ms: number): number {
+  return Number.isNaN(ms) ? 0 : Math.round(ms * 100) / 100;
+}
+
+function pct(f: number): string {
+  return `${(f * 100).toFixed(2)}%`;
+}
+
+function pp(f: number): string {
+  return (f * 100).toFixed(2);
+}
