@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# switchyard: Node 24 runs src/*.ts directly (type stripping), so there is no
+# switchyard: Node 24 runs the .ts files of src/ directly (type stripping), so there is no
 # build step; the deps stage installs the production dependencies only.
 #
 #   docker build -t REGISTRY/switchyard:0.1.0 .
@@ -20,7 +20,7 @@ WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY package.json ./
 COPY src ./src
-# src/config.ts imports the config's JSON Schema.
+# src/config/schema.ts imports the config's JSON Schema.
 COPY config/switchyard.schema.json ./config/
 # The image's `node` user, numeric so that runAsNonRoot can be verified.
 USER 1000:1000
@@ -28,4 +28,4 @@ EXPOSE 8080 9901
 # Exec form: node is PID 1 and gets SIGTERM itself (npm or a shell would not
 # pass it on), drains and exits 0. Nothing is written to the filesystem, so
 # the root filesystem may be read-only.
-CMD ["node", "src/cli.ts", "serve", "--config", "/etc/switchyard"]
+CMD ["node", "src/cli/main.ts", "serve", "--config", "/etc/switchyard"]

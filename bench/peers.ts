@@ -292,7 +292,7 @@ async function switchyard({ dir, backends: b, root, extraRoutes = 0 }: PeerConte
   }, null, 1));
   // process.execPath: the Node 24 that runs this harness (the npm script puts
   // the pinned `node` devDependency first on the PATH).
-  const proc = startProcess('switchyard', process.execPath, [join(root, 'src/cli.ts'), 'serve', '--config', file],
+  const proc = startProcess('switchyard', process.execPath, [join(root, 'src/cli/main.ts'), 'serve', '--config', file],
     join(dir, extraRoutes > 0 ? 'switchyard-many.log' : 'switchyard.log'), {
       core: PROXY_CORE,
       cwd: root,

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
-import { createLogger } from '../src/log.ts';
+import { createLogger } from '../src/observe/log.ts';
 import { Switchyard } from '../src/server.ts';
 
 const n = Number(process.argv[2] ?? 5000);

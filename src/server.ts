@@ -4,14 +4,14 @@
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import { startAdmin, type AdminState, type ConfigStatus } from './admin.ts';
-import { ConfigError, ConfigLoader, readConfigSources, sourcesDigest, type HealthCheckConfig, type LoadedConfig } from './config.ts';
-import { HealthRegistry } from './health.ts';
-import { Entrypoint } from './entrypoint.ts';
-import { Metrics } from './metrics.ts';
-import { RouteTable } from './routing.ts';
-import { Upstreams, type Upstream } from './upstreams.ts';
-import { ConfigWatcher, DEFAULT_WATCH, type WatchOptions } from './watch.ts';
+import { startAdmin, type AdminState, type ConfigStatus } from './observe/admin.ts';
+import { ConfigError, ConfigLoader, readConfigSources, sourcesDigest, type HealthCheckConfig, type LoadedConfig } from './config/load.ts';
+import { HealthRegistry } from './health/health.ts';
+import { Entrypoint } from './ingress/entrypoint.ts';
+import { Metrics } from './observe/metrics.ts';
+import { RouteTable } from './routing/table.ts';
+import { Upstreams, type Upstream } from './upstream/registry.ts';
+import { ConfigWatcher, DEFAULT_WATCH, type WatchOptions } from './config/watch.ts';
 
 export interface Addresses {
   readonly entrypoint: AddressInfo;

@@ -16,7 +16,7 @@ import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { parse, parseAllDocuments, stringify } from 'yaml';
-import { loadConfig } from '../src/config.ts';
+import { loadConfig } from '../src/config/load.ts';
 import { ROOT, closedPort, run, runCli, startBackend, startRouter, type Backend, type Router } from './helpers.ts';
 
 const CHART = join(ROOT, 'charts/switchyard');

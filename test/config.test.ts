@@ -14,8 +14,8 @@ import {
   parseCidr,
   parseDuration,
   validateConfigText,
-} from '../src/config.ts';
-import type { ConfigIssue, EffectiveConfig } from '../src/config.ts';
+} from '../src/config/load.ts';
+import type { ConfigIssue, EffectiveConfig } from '../src/config/load.ts';
 import schema from '../config/switchyard.schema.json' with { type: 'json' };
 
 const EXAMPLE = new URL('../config/example.yaml', import.meta.url).pathname;

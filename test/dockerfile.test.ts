@@ -238,13 +238,13 @@ describe('Dockerfile', { timeout: 240_000 }, () => {
     assert.match(user ?? '', /^[1-9]\d*(:\d+)?$/, 'a numeric non-root USER (runAsNonRoot can verify it)');
     assert.ok(!instructions.some((i) => i.op === 'ENTRYPOINT'), 'no ENTRYPOINT (no shell or npm before node)');
     const cmd = final.instructions.filter((i) => i.op === 'CMD').at(-1)?.args;
-    assert.deepEqual(JSON.parse(cmd ?? 'null'), ['node', 'src/cli.ts', 'serve', '--config', '/etc/switchyard']);
+    assert.deepEqual(JSON.parse(cmd ?? 'null'), ['node', 'src/cli/main.ts', 'serve', '--config', '/etc/switchyard']);
   });
 
   test('.dockerignore keeps node_modules, .git and the tests out of the build context', () => {
     const ignored = dockerignore(readFileSync(join(ROOT, '.dockerignore'), 'utf8'));
     for (const p of ['node_modules', 'node_modules/undici/package.json', '.git', 'test/helpers.ts']) assert.ok(ignored(p), p);
-    for (const p of ['package.json', 'package-lock.json', 'src/cli.ts']) assert.ok(!ignored(p), p);
+    for (const p of ['package.json', 'package-lock.json', 'src/cli/main.ts']) assert.ok(!ignored(p), p);
   });
 
   describe('built in temporary directories, the image command run as a process', () => {
@@ -265,7 +265,7 @@ describe('Dockerfile', { timeout: 240_000 }, () => {
 
     test('the final stage holds package.json, src/, the config schema and the production dependencies only', () => {
       assert.deepEqual(readdirSync(app).sort(), ['config', 'node_modules', 'package.json', 'src']);
-      assert.deepEqual(readdirSync(join(app, 'config')), ['switchyard.schema.json'], 'the schema src/config.ts imports, not the examples');
+      assert.deepEqual(readdirSync(join(app, 'config')), ['switchyard.schema.json'], 'the schema src/config/ imports, not the examples');
       assert.deepEqual(readdirSync(join(app, 'src')).sort(), readdirSync(join(ROOT, 'src')).sort());
       for (const dep of Object.keys(pkg.dependencies)) assert.ok(existsSync(join(app, 'node_modules', dep, 'package.json')), `dependency ${dep}`);
       // Packages only devDependencies need (the lockfile marks them "dev") stay out.

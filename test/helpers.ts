@@ -8,11 +8,11 @@ import { dirname, join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { createInterface } from 'node:readline';
 import { stringify } from 'yaml';
-import { createLogger } from '../src/log.ts';
+import { createLogger } from '../src/observe/log.ts';
 import { Switchyard } from '../src/server.ts';
 
 export const ROOT = new URL('..', import.meta.url).pathname;
-export const CLI = join(ROOT, 'src/cli.ts');
+export const CLI = join(ROOT, 'src/cli/main.ts');
 
 export interface Backend {
   readonly name: string;
@@ -215,7 +215,7 @@ export async function waitForLog(proc: RouterProcess, msg: string, timeoutMs = 1
   }
 }
 
-/** Runs `src/cli.ts` with `args` under this Node (24) and collects its exit code and output. */
+/** Runs `src/cli/main.ts` with `args` under this Node (24) and collects its exit code and output. */
 export function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return run(process.execPath, [CLI, ...args]);
 }

@@ -1,6 +1,6 @@
 // The router as a process: SIGTERM drain under load, the shutdown timeout,
 // streaming 100 MB each way with flat memory, the validate command, the admin
-// port. Every test spawns `src/cli.ts serve` as a child (as a container runs
+// port. Every test spawns `src/cli/main.ts serve` as a child (as a container runs
 // it: node directly) and talks to it over real loopback sockets.
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';

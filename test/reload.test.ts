@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import { Agent, request } from 'undici';
-import { createLogger } from '../src/log.ts';
+import { createLogger } from '../src/observe/log.ts';
 import { Switchyard } from '../src/server.ts';
 import { scrape, spawnRouter, startBackend, type Backend } from './helpers.ts';
 import { collect, grpcClient, metadata, startGrpcBackend, unary } from './grpc-helpers.ts';

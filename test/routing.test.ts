@@ -1,14 +1,14 @@
 // The route table and the weighted pick, without sockets: pure functions of a config.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Config, RouteConfig } from '../src/config.ts';
-import { Metrics } from '../src/metrics.ts';
-import { RouteTable, normalizeHost, type Binder } from '../src/routing.ts';
-import { Upstreams } from '../src/upstreams.ts';
-import { HealthRegistry } from '../src/health.ts';
-import { createLogger } from '../src/log.ts';
+import type { Config, RouteConfig } from '../src/config/load.ts';
+import { Metrics } from '../src/observe/metrics.ts';
+import { RouteTable, normalizeHost, type Binder } from '../src/routing/table.ts';
+import { Upstreams } from '../src/upstream/registry.ts';
+import { HealthRegistry } from '../src/health/health.ts';
+import { createLogger } from '../src/observe/log.ts';
 import { UpstreamError } from '../src/errors.ts';
-import { RetryBudget, mayRetry } from '../src/retry.ts';
+import { RetryBudget, mayRetry } from '../src/proxy/retry.ts';
 
 const metrics = new Metrics();
 const health = new HealthRegistry(createLogger('silent'));

@@ -3,7 +3,7 @@
 // request path never builds a label string or hashes a label set.
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from 'pino';
-import type { UpstreamError, UpstreamErrorKind } from './errors.ts';
+import type { UpstreamError, UpstreamErrorKind } from '../errors.ts';
 
 // Upstream failures are logged at most once per backend per interval, with a
 // count of the ones folded in: an outage must not turn into a log flood.

@@ -1,9 +1,9 @@
 // The upstream registry: one connection pool per backend origin and protocol,
 // shared by every route that names it and kept across reloads, so a
 // weights-only change opens no new connections and in-flight requests keep theirs.
-import type { Protocol } from './config.ts';
-import { DEFAULT_HTTP_UPSTREAM, HttpUpstream } from './upstream-http.ts';
-import { DEFAULT_H2_UPSTREAM, H2Upstream, type H2Gauges } from './upstream-h2.ts';
+import type { Protocol } from '../config/load.ts';
+import { DEFAULT_HTTP_UPSTREAM, HttpUpstream } from './http1.ts';
+import { DEFAULT_H2_UPSTREAM, H2Upstream, type H2Gauges } from './h2.ts';
 
 export type Upstream = HttpUpstream | H2Upstream;
 

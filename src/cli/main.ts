@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 // switchyard serve --config PATH | switchyard validate PATH
 import { parseArgs } from 'node:util';
-import { ConfigError, formatIssue, loadConfig } from './config.ts';
-import { createLogger } from './log.ts';
-import { Switchyard } from './server.ts';
-import { DEFAULT_WATCH } from './watch.ts';
+import { ConfigError, formatIssue, loadConfig } from '../config/load.ts';
+import { createLogger } from '../observe/log.ts';
+import { Switchyard } from '../server.ts';
+import { DEFAULT_WATCH } from '../config/watch.ts';
 
 const USAGE = `usage:
   switchyard serve --config PATH     run the router (PATH: a YAML file or a directory; or SWITCHYARD_CONFIG)

@@ -6,8 +6,8 @@ import { STATUS_CODES, type IncomingMessage, type ServerResponse, type OutgoingH
 import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import { Readable, type Duplex } from 'node:stream';
 import { performance } from 'node:perf_hooks';
-import { UpstreamError, type ProxyError } from './errors.ts';
-import type { BackendMetrics } from './metrics.ts';
+import { UpstreamError, type ProxyError } from '../errors.ts';
+import type { BackendMetrics } from '../observe/metrics.ts';
 
 export type ResponseHeaders = Record<string, string | string[] | undefined>;
 

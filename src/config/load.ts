@@ -18,8 +18,8 @@ import type { AnySchemaObject, ErrorObject } from 'ajv';
 import { isAlias, isMap, isNode, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
 import { load as loadYaml } from 'js-yaml';
 import type { Document } from 'yaml';
-import schema from '../config/switchyard.schema.json' with { type: 'json' };
-import type { WorkerReply, WorkerRequest } from './config-worker.ts';
+import schema from '../../config/switchyard.schema.json' with { type: 'json' };
+import type { WorkerReply, WorkerRequest } from './worker.ts';
 
 export type Protocol = 'http' | 'h2c';
 
@@ -1048,7 +1048,7 @@ export class ConfigLoader {
 
   #start(): Worker {
     if (this.#worker !== undefined) return this.#worker;
-    const worker = new Worker(new URL('./config-worker.ts', import.meta.url));
+    const worker = new Worker(new URL('./worker.ts', import.meta.url));
     worker.unref();
     worker.on('message', (reply: WorkerReply) => {
       const p = this.#pending.get(reply.id);

@@ -1,7 +1,7 @@
 // Runs config parsing and validation off the main thread, so a reload of a
 // large config (thousands of routes) never stalls requests in flight.
 import { parentPort } from 'node:worker_threads';
-import { ConfigError, loadConfigSources, type ConfigIssue, type ConfigSource } from './config.ts';
+import { ConfigError, loadConfigSources, type ConfigIssue, type ConfigSource } from './load.ts';
 
 /** `known`: fingerprints of the routes the main thread already has; those are not sent back. */
 export type WorkerRequest = { readonly id: number; readonly sources: readonly ConfigSource[]; readonly known: readonly string[] };

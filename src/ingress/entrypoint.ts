@@ -8,14 +8,14 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import http2, { type Http2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import { H2_MAX_SESSION_MEMORY_MB, H2_SESSION_WINDOW, H2_STREAM_WINDOW } from './h2.ts';
-import type { Config } from './config.ts';
-import { parseCidr } from './config.ts';
-import { UriTooLongError } from './errors.ts';
+import { H2_MAX_SESSION_MEMORY_MB, H2_SESSION_WINDOW, H2_STREAM_WINDOW } from '../h2-settings.ts';
+import type { Config } from '../config/load.ts';
+import { parseCidr } from '../config/load.ts';
+import { UriTooLongError } from '../errors.ts';
 import { H1Exchange, H2Exchange, UpgradeExchange, type Exchange, type ExchangeOwner, type Peer } from './exchange.ts';
-import type { BackendMetrics, Metrics } from './metrics.ts';
-import { proxy } from './proxy.ts';
-import type { RouteTable } from './routing.ts';
+import type { BackendMetrics, Metrics } from '../observe/metrics.ts';
+import { proxy } from '../proxy/proxy.ts';
+import type { RouteTable } from '../routing/table.ts';
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 // A connection that has not sent enough to be classified by then is dropped.

@@ -4,11 +4,11 @@
 // fresh connect re-resolves DNS, so RPCs to a Kubernetes Service spread over
 // its pods instead of pinning to the one pod a single connection reached.
 import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2';
-import { UpstreamError, upstreamError } from './errors.ts';
-import type { Exchange, ResponseHeaders } from './exchange.ts';
-import type { Backend, Route } from './routing.ts';
-import type { AttemptFailed } from './upstream-http.ts';
-import { H2_MAX_SESSION_MEMORY_MB, H2_SESSION_WINDOW, H2_STREAM_WINDOW } from './h2.ts';
+import { UpstreamError, upstreamError } from '../errors.ts';
+import type { Exchange, ResponseHeaders } from '../ingress/exchange.ts';
+import type { Backend, Route } from '../routing/table.ts';
+import type { AttemptFailed } from './http1.ts';
+import { H2_MAX_SESSION_MEMORY_MB, H2_SESSION_WINDOW, H2_STREAM_WINDOW } from '../h2-settings.ts';
 
 const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
 

@@ -2,11 +2,11 @@
 // A RouteTable is built whole on every (re)load and swapped as one reference;
 // a request looks its route up in the table it started with.
 import { setImmediate } from 'node:timers/promises';
-import type { Config, OutlierConfig, Protocol, RetryConfig, RouteConfig, StickyConfig } from './config.ts';
-import type { BackendHealth } from './health.ts';
-import type { BackendMetrics } from './metrics.ts';
-import { RetryBudget } from './retry.ts';
-import type { Upstream } from './upstreams.ts';
+import type { Config, OutlierConfig, Protocol, RetryConfig, RouteConfig, StickyConfig } from '../config/load.ts';
+import type { BackendHealth } from '../health/health.ts';
+import type { BackendMetrics } from '../observe/metrics.ts';
+import { RetryBudget } from '../proxy/retry.ts';
+import type { Upstream } from '../upstream/registry.ts';
 
 export interface Backend {
   readonly name: string;

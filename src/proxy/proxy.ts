@@ -3,13 +3,13 @@
 // forwarding, retries and the overall timeout.
 import {
   NoBackendError, NoRouteError, PayloadTooLargeError, UnknownBackendError, type UpstreamError,
-} from './errors.ts';
-import type { Exchange } from './exchange.ts';
-import type { BackendMetrics } from './metrics.ts';
+} from '../errors.ts';
+import type { Exchange } from '../ingress/exchange.ts';
+import type { BackendMetrics } from '../observe/metrics.ts';
 import { mayRetry } from './retry.ts';
-import type { Backend, Route, RouteTable } from './routing.ts';
-import { forwardH2 } from './upstream-h2.ts';
-import { forwardHttp } from './upstream-http.ts';
+import type { Backend, Route, RouteTable } from '../routing/table.ts';
+import { forwardH2 } from '../upstream/h2.ts';
+import { forwardHttp } from '../upstream/http1.ts';
 
 // These carry nothing request-specific, so one instance each saves a stack
 // capture per rejected request.

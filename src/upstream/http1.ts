@@ -2,9 +2,9 @@
 // dispatch handler that streams an upstream response into an Exchange.
 import { Pool, buildConnector, type Dispatcher } from 'undici';
 import type { Duplex } from 'node:stream';
-import { upstreamError, type UpstreamError } from './errors.ts';
-import type { Exchange, ResponseHeaders, UpgradeExchange } from './exchange.ts';
-import type { Backend, Route } from './routing.ts';
+import { upstreamError, type UpstreamError } from '../errors.ts';
+import type { Exchange, ResponseHeaders, UpgradeExchange } from '../ingress/exchange.ts';
+import type { Backend, Route } from '../routing/table.ts';
 
 export interface HttpUpstreamOptions {
   /** Upper bound of connections to this backend. */
