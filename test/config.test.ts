@@ -5,17 +5,10 @@ import { tmpdir } from 'node:os';
 import { BlockList } from 'node:net';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import {
-  checkConfig,
-  ConfigError,
-  formatIssue,
-  loadConfig,
-  loadConfigSources,
-  parseCidr,
-  parseDuration,
-  validateConfigText,
-} from '../src/config/load.ts';
-import type { ConfigIssue, EffectiveConfig } from '../src/config/load.ts';
+import { checkConfig, loadConfig, loadConfigSources, validateConfigText } from '../src/config/load.ts';
+import { ConfigError, formatIssue } from '../src/config/model.ts';
+import { parseCidr, parseDuration } from '../src/config/parse.ts';
+import type { ConfigIssue, EffectiveConfig } from '../src/config/model.ts';
 import schema from '../config/switchyard.schema.json' with { type: 'json' };
 
 const EXAMPLE = new URL('../config/example.yaml', import.meta.url).pathname;

@@ -1,7 +1,7 @@
 // The route table and the weighted pick, without sockets: pure functions of a config.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Config, RouteConfig } from '../src/config/load.ts';
+import type { Config, RouteConfig } from '../src/config/model.ts';
 import { Metrics } from '../src/observe/metrics.ts';
 import { RouteTable, normalizeHost, type Binder } from '../src/routing/table.ts';
 import { Upstreams } from '../src/upstream/registry.ts';

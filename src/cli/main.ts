@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // switchyard serve --config PATH | switchyard validate PATH
 import { parseArgs } from 'node:util';
-import { ConfigError, formatIssue, loadConfig } from '../config/load.ts';
+import { ConfigError, formatIssue } from '../config/model.ts';
 import { createLogger } from '../observe/log.ts';
 import { Switchyard } from '../server.ts';
 import { DEFAULT_WATCH } from '../config/watch.ts';
@@ -55,6 +55,8 @@ async function validate(args: string[]): Promise<void> {
     process.exit(2);
   }
   try {
+    // Imported here: `serve` validates on a worker thread and never loads the YAML parsers or the schema.
+    const { loadConfig } = await import('../config/load.ts');
     const loaded = await loadConfig(path);
     process.stdout.write(`${path}: valid (version ${loaded.version}, ${loaded.config.routes.length} routes, files: ${loaded.files.join(', ')})\n`);
   } catch (err) {

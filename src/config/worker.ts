@@ -1,20 +1,9 @@
 // Runs config parsing and validation off the main thread, so a reload of a
 // large config (thousands of routes) never stalls requests in flight.
 import { parentPort } from 'node:worker_threads';
-import { ConfigError, loadConfigSources, type ConfigIssue, type ConfigSource } from './load.ts';
-
-/** `known`: fingerprints of the routes the main thread already has; those are not sent back. */
-export type WorkerRequest = { readonly id: number; readonly sources: readonly ConfigSource[]; readonly known: readonly string[] };
-// The config travels as JSON text: a string crosses threads as one copy,
-// where a structured clone of ~20,000 objects would be rebuilt object by
-// object on the main thread, stalling it. Of the routes, only those the main
-// thread does not have yet are sent, plus every route's fingerprint in order.
-export type WorkerReply =
-  | {
-    readonly id: number; readonly config: string; readonly fingerprints: readonly string[];
-    readonly effective: string; readonly version: string; readonly files: readonly string[];
-  }
-  | { readonly id: number; readonly issues: readonly ConfigIssue[] };
+import { loadConfigSources } from './load.ts';
+import { ConfigError, type ConfigIssue } from './model.ts';
+import type { WorkerReply, WorkerRequest } from './protocol.ts';
 
 parentPort!.on('message', ({ id, sources, known }: WorkerRequest) => {
   let reply: WorkerReply;

@@ -5,7 +5,7 @@
 import { Agent, request } from 'undici';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import type { HealthCheckConfig, OutlierConfig } from '../config/load.ts';
+import type { HealthCheckConfig, OutlierConfig } from '../config/model.ts';
 
 /** The health of one backend URL, as the request path reads it. */
 export class BackendHealth {

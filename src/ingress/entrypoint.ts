@@ -9,8 +9,8 @@ import http2, { type Http2Session, type IncomingHttpHeaders, type ServerHttp2Str
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { H2_MAX_SESSION_MEMORY_MB, H2_SESSION_WINDOW, H2_STREAM_WINDOW } from '../h2-settings.ts';
-import type { Config } from '../config/load.ts';
-import { parseCidr } from '../config/load.ts';
+import type { Config } from '../config/model.ts';
+import { parseCidr } from '../config/parse.ts';
 import { UriTooLongError } from '../errors.ts';
 import { H1Exchange, H2Exchange, UpgradeExchange, type Exchange, type ExchangeOwner, type Peer } from './exchange.ts';
 import type { BackendMetrics, Metrics } from '../observe/metrics.ts';

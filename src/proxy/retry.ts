@@ -2,7 +2,7 @@
 // the backend cannot have acted on the request, and they are capped per route
 // by a budget, so that during an outage they cannot multiply the load on the
 // backends that are left (the Envoy/Finagle "retry budget").
-import type { RetryConfig } from '../config/load.ts';
+import type { RetryConfig } from '../config/model.ts';
 import type { UpstreamError } from '../errors.ts';
 
 // Methods that RFC 9110 §9.2.2 calls idempotent: safe to resend after a reset.

@@ -2,7 +2,7 @@
 // A RouteTable is built whole on every (re)load and swapped as one reference;
 // a request looks its route up in the table it started with.
 import { setImmediate } from 'node:timers/promises';
-import type { Config, OutlierConfig, Protocol, RetryConfig, RouteConfig, StickyConfig } from '../config/load.ts';
+import type { Config, OutlierConfig, Protocol, RetryConfig, RouteConfig, StickyConfig } from '../config/model.ts';
 import type { BackendHealth } from '../health/health.ts';
 import type { BackendMetrics } from '../observe/metrics.ts';
 import { RetryBudget } from '../proxy/retry.ts';

@@ -1,7 +1,7 @@
 // The upstream registry: one connection pool per backend origin and protocol,
 // shared by every route that names it and kept across reloads, so a
 // weights-only change opens no new connections and in-flight requests keep theirs.
-import type { Protocol } from '../config/load.ts';
+import type { Protocol } from '../config/model.ts';
 import { DEFAULT_HTTP_UPSTREAM, HttpUpstream } from './http1.ts';
 import { DEFAULT_H2_UPSTREAM, H2Upstream, type H2Gauges } from './h2.ts';
 

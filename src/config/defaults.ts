@@ -1,0 +1,28 @@
+// Every default a config may leave out, in the YAML's own shape.
+
+// The schema's "default" annotations say the same, for editors.
+export const DEFAULTS = {
+  entrypoint: {
+    address: '0.0.0.0:8080',
+    maxConnectionAge: '5m',
+    maxConnectionAgeGrace: '30s',
+    maxConnections: 10_000,
+    maxHeaderBytes: 16_384,
+    maxUrlLength: 8_192,
+    headersTimeout: '10s',
+    trustedProxies: [] as readonly string[],
+    requestIdHeader: 'x-request-id',
+  },
+  admin: { address: '0.0.0.0:9901' },
+  shutdown: { drainDelay: '5s', timeout: '30s' },
+  pathPrefix: '/',
+  protocol: 'http',
+  timeouts: { connect: '5s', response: '30s', idle: '60s', overall: '0s', overallIncludesStreams: false },
+  retries: { attempts: 2, budget: 20, minRetriesPerSecond: 10 },
+  healthCheck: { interval: '5s', timeout: '1s', healthyThreshold: 2, unhealthyThreshold: 3 },
+  httpCheck: { path: '/healthz', expectStatus: [200, 399] as readonly [number, number] },
+  grpcCheck: { service: '' },
+  outlierDetection: { consecutiveFailures: 5, ejectionTime: '30s', maxEjectionTime: '5m' },
+  allUnhealthy: 'serve',
+  maxBodyBytes: 0,
+} as const;

@@ -1,0 +1,73 @@
+// The main thread's side of config loading: a worker thread does the parsing
+// and validation (see worker.ts), so the main thread never loads the YAML
+// parsers, ajv or the schema.
+import { Worker } from 'node:worker_threads';
+import { ConfigError, type Config, type ConfigSource, type LoadedConfig, type RouteConfig } from './model.ts';
+import type { WorkerReply, WorkerRequest } from './protocol.ts';
+
+/**
+ * Parses and validates configs on one worker thread kept for the process's
+ * life: a 5,000-route config takes ~100 ms to check, which on the main thread
+ * would stall every request in flight. The main thread only receives the
+ * finished config.
+ */
+export class ConfigLoader {
+  #worker: Worker | undefined;
+  #next = 0;
+  readonly #pending = new Map<number, { resolve: (l: LoadedConfig) => void; reject: (e: Error) => void; known: ReadonlyMap<string, RouteConfig> }>();
+
+  /** Validates `sources`; routes identical to one in `current` (same fingerprint) come back as that object. */
+  load(sources: readonly ConfigSource[], current?: Config): Promise<LoadedConfig> {
+    const id = this.#next++;
+    const known = new Map<string, RouteConfig>();
+    for (const r of current?.routes ?? []) known.set(r.fingerprint, r);
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject, known });
+      this.#start().postMessage({ id, sources, known: [...known.keys()] } satisfies WorkerRequest);
+    });
+  }
+
+  #start(): Worker {
+    if (this.#worker !== undefined) return this.#worker;
+    const worker = new Worker(new URL('./worker.ts', import.meta.url));
+    worker.unref();
+    worker.on('message', (reply: WorkerReply) => {
+      const p = this.#pending.get(reply.id);
+      this.#pending.delete(reply.id);
+      if ('issues' in reply) p?.reject(new ConfigError(reply.issues));
+      else p?.resolve(fromWorker(reply, p.known));
+    });
+    worker.on('error', (err) => this.#failAll(err));
+    worker.on('exit', (code) => {
+      this.#worker = undefined;
+      this.#failAll(new Error(`config worker exited with code ${code}`));
+    });
+    this.#worker = worker;
+    return worker;
+  }
+
+  #failAll(err: Error): void {
+    for (const p of this.#pending.values()) p.reject(err);
+    this.#pending.clear();
+  }
+
+  async close(): Promise<void> {
+    const w = this.#worker;
+    this.#worker = undefined;
+    await w?.terminate();
+  }
+}
+
+/** The worker's reply as a LoadedConfig; `effective` (for /api/config only) is parsed when first read. */
+function fromWorker(reply: Extract<WorkerReply, { config: string }>, known: ReadonlyMap<string, RouteConfig>): LoadedConfig {
+  let effective: unknown;
+  const config = JSON.parse(reply.config) as Config;
+  const fresh = new Map<string, RouteConfig>();
+  for (const r of config.routes) fresh.set(r.fingerprint, r);
+  return {
+    config: { ...config, routes: reply.fingerprints.map((fp) => fresh.get(fp) ?? known.get(fp)!) },
+    get effective() { return (effective ??= JSON.parse(reply.effective)); },
+    version: reply.version,
+    files: reply.files,
+  };
+}
