@@ -8,7 +8,7 @@ import { startAdmin, type AdminState, type ConfigStatus } from './observe/admin.
 import { ConfigLoader } from './config/loader.ts';
 import { ConfigError, type HealthCheckConfig, type LoadedConfig } from './config/model.ts';
 import { readConfigSources, sourcesDigest } from './config/read.ts';
-import { HealthRegistry } from './health/health.ts';
+import { HealthRegistry } from './health/registry.ts';
 import { Entrypoint } from './ingress/entrypoint.ts';
 import { Metrics } from './observe/metrics.ts';
 import { RouteTable } from './routing/table.ts';

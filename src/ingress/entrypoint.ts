@@ -12,7 +12,10 @@ import { H2_MAX_SESSION_MEMORY_MB, H2_SESSION_WINDOW, H2_STREAM_WINDOW } from '.
 import type { Config } from '../config/model.ts';
 import { parseCidr } from '../config/parse.ts';
 import { UriTooLongError } from '../errors.ts';
-import { H1Exchange, H2Exchange, UpgradeExchange, type Exchange, type ExchangeOwner, type Peer } from './exchange.ts';
+import type { Exchange, ExchangeOwner, Peer } from './exchange.ts';
+import { H1Exchange } from './h1.ts';
+import { H2Exchange } from './h2.ts';
+import { UpgradeExchange } from './upgrade.ts';
 import type { BackendMetrics, Metrics } from '../observe/metrics.ts';
 import { proxy } from '../proxy/proxy.ts';
 import type { RouteTable } from '../routing/table.ts';

@@ -6,9 +6,11 @@ import {
 } from '../errors.ts';
 import type { Exchange } from '../ingress/exchange.ts';
 import type { BackendMetrics } from '../observe/metrics.ts';
+import { choose } from './choose.ts';
 import { mayRetry } from './retry.ts';
-import type { Backend, Route, RouteTable } from '../routing/table.ts';
-import { forwardH2 } from '../upstream/h2.ts';
+import type { Backend, Route } from '../routing/route.ts';
+import type { RouteTable } from '../routing/table.ts';
+import { forwardH2 } from '../upstream/h2-call.ts';
 import { forwardHttp } from '../upstream/http1.ts';
 
 // These carry nothing request-specific, so one instance each saves a stack
@@ -45,17 +47,6 @@ export function proxy(ex: Exchange, table: RouteTable, unmatched: BackendMetrics
   // gRPC calls and WebSockets may be long streams: cut only if asked to.
   if (overallMs > 0 && (overallIncludesStreams || (!ex.grpc && ex.upgrade === undefined))) ex.deadline(overallMs, !overallIncludesStreams);
   attempt(ex, route, backend, 0);
-}
-
-/** The backend for this request, undefined when none can take it, 'unknown' for a bad override. */
-function choose(ex: Exchange, route: Route): Backend | undefined | 'unknown' {
-  if (ex.override !== undefined) return route.byName(ex.override) ?? 'unknown';
-  const sticky = route.sticky;
-  if (sticky !== null) {
-    const key = sticky.header !== null ? ex.header(sticky.header) : ex.cookie(sticky.cookie);
-    if (key !== undefined) return route.stickyPick(key);
-  }
-  return route.pick();
 }
 
 function attempt(ex: Exchange, route: Route, backend: Backend, n: number): void {

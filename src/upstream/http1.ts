@@ -3,8 +3,9 @@
 import { Pool, buildConnector, type Dispatcher } from 'undici';
 import type { Duplex } from 'node:stream';
 import { upstreamError, type UpstreamError } from '../errors.ts';
-import type { Exchange, ResponseHeaders, UpgradeExchange } from '../ingress/exchange.ts';
-import type { Backend, Route } from '../routing/table.ts';
+import type { Exchange, ResponseHeaders } from '../ingress/exchange.ts';
+import type { UpgradeExchange } from '../ingress/upgrade.ts';
+import type { Backend, Route } from '../routing/route.ts';
 
 export interface HttpUpstreamOptions {
   /** Upper bound of connections to this backend. */

@@ -3,7 +3,7 @@
 // weights-only change opens no new connections and in-flight requests keep theirs.
 import type { Protocol } from '../config/model.ts';
 import { DEFAULT_HTTP_UPSTREAM, HttpUpstream } from './http1.ts';
-import { DEFAULT_H2_UPSTREAM, H2Upstream, type H2Gauges } from './h2.ts';
+import { DEFAULT_H2_UPSTREAM, H2Upstream, type H2Gauges } from './h2-pool.ts';
 
 export type Upstream = HttpUpstream | H2Upstream;
 

@@ -1,0 +1,97 @@
+// Active health checks: an HTTP GET, or the gRPC health protocol, every
+// interval, with healthy/unhealthy thresholds.
+import { type Agent, request } from 'undici';
+import * as grpc from '@grpc/grpc-js';
+import type { HealthCheckConfig } from '../config/model.ts';
+import type { BackendHealth } from './backend.ts';
+
+// grpc.health.v1.HealthCheckRequest { string service = 1; } and
+// HealthCheckResponse { ServingStatus status = 1; } — one field each, so they
+// are encoded here instead of loading a .proto at run time.
+function encodeHealthRequest(service: string): Buffer {
+  const s = Buffer.from(service);
+  return s.length === 0 ? Buffer.alloc(0) : Buffer.concat([Buffer.from([0x0a, s.length]), s]);
+}
+
+const SERVING = 1;
+function decodeHealthStatus(b: Buffer): number {
+  // Field 1, varint: tag 0x08 then the value (ServingStatus fits one byte).
+  return b.length >= 2 && b[0] === 0x08 ? b[1]! : 0;
+}
+
+type Probe = () => Promise<boolean>;
+
+function httpProbe(url: string, cfg: HealthCheckConfig, agent: Agent): Probe {
+  const target = new URL(cfg.path, url).toString();
+  return async () => {
+    const res = await request(target, {
+      dispatcher: agent, headersTimeout: cfg.timeoutMs, bodyTimeout: cfg.timeoutMs,
+      signal: AbortSignal.timeout(cfg.timeoutMs),
+    });
+    await res.body.dump();
+    return res.statusCode >= cfg.expectStatus[0] && res.statusCode <= cfg.expectStatus[1];
+  };
+}
+
+function grpcProbe(url: string, cfg: HealthCheckConfig): { probe: Probe; close(): void } {
+  const client = new grpc.Client(new URL(url).host, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 });
+  const probe: Probe = () => new Promise((resolve) => {
+    client.makeUnaryRequest('/grpc.health.v1.Health/Check', encodeHealthRequest, decodeHealthStatus, cfg.grpcService,
+      { deadline: Date.now() + cfg.timeoutMs }, (err: grpc.ServiceError | null, status?: number) => resolve(err === null && status === SERVING));
+  });
+  return { probe, close: () => client.close() };
+}
+
+/** Probes one backend every interval and applies the thresholds. */
+export class ActiveCheck {
+  readonly #health: BackendHealth;
+  readonly #cfg: HealthCheckConfig;
+  readonly #probe: Probe;
+  readonly #closeProbe: () => void;
+  #timer: NodeJS.Timeout | undefined;
+  #successes = 0;
+  #failures = 0;
+  #stopped = false;
+
+  constructor(health: BackendHealth, cfg: HealthCheckConfig, agent: Agent) {
+    this.#health = health;
+    this.#cfg = cfg;
+    if (cfg.kind === 'grpc') {
+      const g = grpcProbe(health.url, cfg);
+      this.#probe = g.probe;
+      this.#closeProbe = g.close;
+    } else {
+      this.#probe = httpProbe(health.url, cfg, agent);
+      this.#closeProbe = () => {};
+    }
+  }
+
+  start(): void {
+    void this.#run();
+  }
+
+  async #run(): Promise<void> {
+    let ok = false;
+    try {
+      ok = await this.#probe();
+    } catch {
+      ok = false;
+    }
+    if (this.#stopped) return;
+    if (ok) {
+      this.#failures = 0;
+      if (++this.#successes >= this.#cfg.healthyThreshold) this.#health.setActive(true);
+    } else {
+      this.#successes = 0;
+      if (++this.#failures >= this.#cfg.unhealthyThreshold) this.#health.setActive(false);
+    }
+    this.#timer = setTimeout(() => void this.#run(), this.#cfg.intervalMs);
+    this.#timer.unref();
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    this.#closeProbe();
+  }
+}

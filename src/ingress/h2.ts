@@ -1,0 +1,183 @@
+// Exchanges of HTTP/2 clients: one per stream (node:http2 core API).
+import type { OutgoingHttpHeaders } from 'node:http';
+import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
+import type { Readable } from 'node:stream';
+import type { ProxyError } from '../errors.ts';
+import { BaseExchange, textBody, type Exchange, type ExchangeOwner, type Peer, type ResponseHeaders } from './exchange.ts';
+import { connectionNamed, DROP_REQUEST, stripResponseHeaders } from './hygiene.ts';
+
+/** A request on an HTTP/2 stream (node:http2 core API). */
+export class H2Exchange extends BaseExchange implements Exchange {
+  readonly stream: ServerHttp2Stream;
+  readonly #headers: IncomingHttpHeaders;
+  readonly #forwarded: [xff: string, proto: string, host: string | undefined];
+  #finished = false;
+  #status = 0;
+  #trailers: ResponseHeaders | null = null;
+  #requestTrailers: ResponseHeaders | null = null;
+
+  constructor(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, owner: ExchangeOwner, peer: Peer) {
+    const override = headers['x-switchyard-backend'];
+    const cl = headers['content-length'];
+    const id = headers[owner.requestIdHeader];
+    super(owner, peer, {
+      method: headers[':method'] ?? 'GET',
+      path: headers[':path'] ?? '/',
+      authority: headers[':authority'] ?? headers['host'],
+      contentType: headers['content-type'],
+      override: Array.isArray(override) ? override[0] : override,
+      // END_STREAM on the HEADERS frame means no body.
+      hasBody: !stream.readableEnded && !(stream as { endAfterHeaders?: boolean }).endAfterHeaders,
+      contentLength: cl === undefined ? -1 : Number(cl),
+      requestId: Array.isArray(id) ? id[0] : id,
+    });
+    this.stream = stream;
+    this.#headers = headers;
+    const first = (v: string | string[] | undefined): string | undefined => (Array.isArray(v) ? v[0] : v);
+    const xff = headers['x-forwarded-for'];
+    this.#forwarded = this.forwarded(Array.isArray(xff) ? xff.join(', ') : xff, first(headers['x-forwarded-proto']), first(headers['x-forwarded-host']));
+    if (this.hasBody) stream.once('trailers', this.#onRequestTrailers);
+    stream.once('close', this.#onClose);
+  }
+
+  readonly #onRequestTrailers = (trailers: IncomingHttpHeaders): void => {
+    this.#requestTrailers = trailers;
+  };
+
+  requestTrailers(): ResponseHeaders | null {
+    return this.#requestTrailers;
+  }
+
+  readonly #onClose = (): void => {
+    this.closed(this.#finished, this.#status, true);
+  };
+
+  protected bodySource(): Readable {
+    return this.stream;
+  }
+
+  header(name: string): string | undefined {
+    const v = this.#headers[name];
+    return Array.isArray(v) ? v[0] : v;
+  }
+
+  headersForH1(hostHeader: string | undefined): string[] {
+    const out: string[] = [];
+    const h = this.#headers;
+    const named = connectionNamed(h['connection']);
+    for (const name in h) {
+      if (name.charCodeAt(0) === 58 /* ':' */ || DROP_REQUEST.has(name) || named?.has(name)) continue;
+      const v = h[name];
+      if (Array.isArray(v)) for (const x of v) out.push(name, x);
+      else if (v !== undefined) out.push(name, v);
+    }
+    const [xff, proto, xfHost] = this.#forwarded;
+    out.push('host', hostHeader ?? this.authority ?? '', 'x-forwarded-for', xff, 'x-forwarded-proto', proto);
+    if (xfHost !== undefined) out.push('x-forwarded-host', xfHost);
+    if (h[this.owner.requestIdHeader] === undefined) out.push(this.owner.requestIdHeader, this.requestId);
+    return out;
+  }
+
+  headersForH2(hostHeader: string | undefined): OutgoingHttpHeaders {
+    const out: OutgoingHttpHeaders = {};
+    const h = this.#headers;
+    const named = connectionNamed(h['connection']);
+    for (const name in h) {
+      if (DROP_REQUEST.has(name) || named?.has(name)) continue;
+      out[name] = h[name];
+    }
+    out[':authority'] = hostHeader ?? this.authority ?? '';
+    // "te: trailers" is the one TE value HTTP/2 allows, and gRPC servers require it.
+    if (h['te'] === 'trailers') out['te'] = 'trailers';
+    const [xff, proto, xfHost] = this.#forwarded;
+    out['x-forwarded-for'] = xff;
+    out['x-forwarded-proto'] = proto;
+    if (xfHost !== undefined) out['x-forwarded-host'] = xfHost;
+    out[this.owner.requestIdHeader] ??= this.requestId;
+    return out;
+  }
+
+  respond(status: number, headers: ResponseHeaders, trailersFollow: boolean): void {
+    if (this.settled || this.stream.destroyed) return;
+    this.#prepare(status, headers);
+    if (trailersFollow) {
+      this.stream.respond(headers as OutgoingHttpHeaders, { waitForTrailers: true });
+      this.stream.once('wantTrailers', this.#sendTrailers);
+    } else {
+      this.stream.respond(headers as OutgoingHttpHeaders);
+    }
+  }
+
+  respondOnly(status: number, headers: ResponseHeaders): void {
+    if (this.settled || this.stream.destroyed) return;
+    this.#prepare(status, headers);
+    this.#finished = true;
+    this.stream.respond(headers as OutgoingHttpHeaders, { endStream: true });
+  }
+
+  #prepare(status: number, headers: ResponseHeaders): void {
+    this.responded = true;
+    this.responseHead(headers);
+    stripResponseHeaders(headers);
+    delete headers['te'];
+    headers[':status'] = String(status);
+    this.#status = this.grpc ? grpcStatusFrom(headers, status) : status;
+  }
+
+  write(chunk: Buffer): boolean {
+    return this.settled || this.stream.write(chunk);
+  }
+
+  onceDrain(fn: () => void): void {
+    this.stream.once('drain', fn);
+  }
+
+  end(trailers: ResponseHeaders | null): void {
+    if (this.settled || this.stream.destroyed) return;
+    this.#finished = true;
+    if (trailers !== null) {
+      this.#trailers = trailers;
+      if (this.grpc) this.#status = grpcStatusFrom(trailers, this.#status);
+    }
+    this.stream.end();
+  }
+
+  readonly #sendTrailers = (): void => {
+    // Empty trailers make node end the stream with an empty DATA frame.
+    this.stream.sendTrailers((this.#trailers ?? {}) as OutgoingHttpHeaders);
+  };
+
+  fail(err: ProxyError): void {
+    if (this.settled || this.clientGone || this.stream.destroyed) return;
+    this.settled = true;
+    this.#finished = true;
+    if (this.responded) {
+      // Mid-response there is no status left to send: reset the stream.
+      // close(code) would end it first (END_STREAM), which a client reads as
+      // a complete response; destroy sends only RST_STREAM (INTERNAL_ERROR).
+      this.stream.destroy(err);
+      return;
+    }
+    this.responded = true;
+    if (this.grpc) {
+      // Trailers-Only: one HEADERS frame with END_STREAM carrying the status.
+      this.#status = err.grpcStatus;
+      this.stream.respond({
+        ':status': 200,
+        'content-type': 'application/grpc',
+        'grpc-status': String(err.grpcStatus),
+        'grpc-message': encodeURIComponent(err.message),
+      }, { endStream: true });
+      return;
+    }
+    this.#status = err.httpStatus;
+    this.stream.respond({ ':status': err.httpStatus, 'content-type': 'text/plain; charset=utf-8' });
+    this.stream.end(textBody(err));
+  }
+}
+
+/** The grpc-status a response carries, else the fallback. */
+function grpcStatusFrom(h: ResponseHeaders, fallback: number): number {
+  const s = h['grpc-status'];
+  return typeof s === 'string' ? Number(s) : fallback;
+}

@@ -1,0 +1,97 @@
+// HTTP/1.1 Upgrade requests (WebSocket), answered on the raw client socket.
+import { STATUS_CODES, type IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { ProxyError } from '../errors.ts';
+import { textBody, type Exchange, type ExchangeOwner, type Peer, type ResponseHeaders } from './exchange.ts';
+import { H1Request } from './h1.ts';
+import { stripResponseHeaders } from './hygiene.ts';
+
+/**
+ * An HTTP/1.1 Upgrade request (WebSocket): answered on the raw client socket.
+ * On 101 the proxy writes the upstream's head and splices the two sockets;
+ * any other answer is passed on and the connection closed after it.
+ */
+export class UpgradeExchange extends H1Request implements Exchange {
+  readonly socket: Duplex;
+  readonly #head: Buffer;
+  #status = 0;
+  #finished = false;
+
+  constructor(req: IncomingMessage, socket: Duplex, head: Buffer, owner: ExchangeOwner, peer: Peer) {
+    super(req, owner, peer);
+    this.socket = socket;
+    this.#head = head;
+    const upgrade = req.headers['upgrade'];
+    this.upgrade = typeof upgrade === 'string' ? upgrade : 'websocket';
+    socket.on('error', () => socket.destroy());
+    socket.once('close', this.#onClose);
+  }
+
+  readonly #onClose = (): void => {
+    this.closed(this.#finished || this.#status === 101, this.#status, false);
+  };
+
+  respond(status: number, headers: ResponseHeaders): void {
+    if (this.settled) return;
+    this.#writeHead(status, headers);
+  }
+
+  #writeHead(status: number, headers: ResponseHeaders): void {
+    this.responded = true;
+    this.#status = status;
+    if (status !== 101) {
+      stripResponseHeaders(headers);
+      headers['connection'] = 'close';
+    }
+    let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n`;
+    for (const name in headers) {
+      const value = headers[name];
+      if (value === undefined) continue;
+      for (const v of Array.isArray(value) ? value : [value]) head += `${name}: ${v}\r\n`;
+    }
+    this.socket.write(`${head}\r\n`);
+  }
+
+  respondOnly(status: number, headers: ResponseHeaders): void {
+    this.respond(status, headers);
+    this.end();
+  }
+
+  /** Joins the client socket to the upgraded upstream socket, both ways. */
+  splice(upstream: Duplex): void {
+    this.#finished = true;
+    if (this.#head.length > 0) upstream.write(this.#head);
+    const client = this.socket;
+    upstream.on('error', () => client.destroy()).once('close', () => client.destroy());
+    client.on('error', () => upstream.destroy()).once('close', () => upstream.destroy());
+    upstream.pipe(client);
+    client.pipe(upstream);
+  }
+
+  write(chunk: Buffer): boolean {
+    return this.settled || this.socket.write(chunk);
+  }
+
+  onceDrain(fn: () => void): void {
+    this.socket.once('drain', fn);
+  }
+
+  end(): void {
+    if (this.settled) return;
+    this.#finished = true;
+    this.socket.end();
+  }
+
+  fail(err: ProxyError): void {
+    if (this.settled || this.clientGone) return;
+    this.settled = true;
+    if (this.responded) {
+      this.socket.destroy();
+      return;
+    }
+    const body = textBody(err);
+    this.#writeHead(err.httpStatus, { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(Buffer.byteLength(body)) });
+    this.#finished = true;
+    this.socket.end(body);
+  }
+}

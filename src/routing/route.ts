@@ -1,0 +1,168 @@
+// One route at run time: its backends with their upstreams, health and
+// metrics, and the weighted and sticky picks.
+import type { OutlierConfig, Protocol, RetryConfig, RouteConfig, StickyConfig } from '../config/model.ts';
+import type { BackendHealth } from '../health/backend.ts';
+import type { BackendMetrics } from '../observe/metrics.ts';
+import { RetryBudget } from '../proxy/retry.ts';
+import type { Upstream } from '../upstream/registry.ts';
+
+export interface Backend {
+  readonly name: string;
+  readonly weight: number;
+  /** Host / :authority sent upstream; undefined keeps the client's. */
+  readonly hostHeader: string | undefined;
+  readonly upstream: Upstream;
+  readonly metrics: BackendMetrics;
+  /** Shared by every route naming the same URL, and kept across reloads. */
+  readonly health: BackendHealth;
+}
+
+/** What the table builder needs from the rest of the router: upstreams, health and bound metrics. */
+export interface Binder {
+  backend(route: RouteConfig, backend: RouteConfig['backends'][number]): { upstream: Upstream; metrics: BackendMetrics; health: BackendHealth };
+  /** Metrics for requests of this route that reached no backend (label backend="none"). */
+  none(route: RouteConfig): BackendMetrics;
+}
+
+/**
+ * One route. The split is smooth weighted round-robin (nginx's algorithm):
+ * over every window of sum(weights) picks each backend gets exactly its weight,
+ * interleaved evenly (90/10 sends 1 in 10, not 10 in a row). Exact per replica
+ * means exact in aggregate however many replicas serve a host, and tests are
+ * deterministic; a random pick only converges, and at 99/1 a replica can go
+ * hundreds of requests without touching the canary. Unhealthy backends sit
+ * out, and their share goes to the others. The state is a few numbers per
+ * route, kept while the route's config is unchanged.
+ */
+export class Route {
+  readonly name: string;
+  readonly protocol: Protocol;
+  readonly pathPrefix: string;
+  readonly backends: readonly Backend[];
+  readonly hosts: readonly string[];
+  readonly fingerprint: string;
+  readonly timeouts: RouteConfig['timeouts'];
+  readonly outlier: OutlierConfig;
+  readonly allUnhealthy: RouteConfig['allUnhealthy'];
+  readonly retry: RetryConfig;
+  readonly retryBudget: RetryBudget;
+  readonly sticky: StickyConfig | null;
+  readonly maxBodyBytes: number;
+  readonly none: BackendMetrics;
+  readonly #weights: Int32Array;
+  readonly #current: Float64Array;
+  readonly #total: number;
+
+  static build(rc: RouteConfig, bind: Binder): Route {
+    const backends = rc.backends.map((bc) => ({
+      name: bc.name,
+      weight: bc.weight,
+      hostHeader: bc.hostHeader,
+      ...bind.backend(rc, bc),
+    }));
+    return new Route(rc, backends, bind.none(rc));
+  }
+
+  constructor(cfg: RouteConfig, backends: readonly Backend[], none: BackendMetrics) {
+    this.name = cfg.name;
+    this.hosts = cfg.hosts;
+    this.fingerprint = cfg.fingerprint;
+    this.none = none;
+    this.protocol = cfg.protocol;
+    this.pathPrefix = cfg.pathPrefix;
+    this.timeouts = cfg.timeouts;
+    this.outlier = cfg.outlier;
+    this.allUnhealthy = cfg.allUnhealthy;
+    this.retry = cfg.retry;
+    this.retryBudget = new RetryBudget(cfg.retry);
+    this.sticky = cfg.sticky;
+    this.maxBodyBytes = cfg.maxBodyBytes;
+    this.backends = backends;
+    this.#weights = Int32Array.from(backends, (b) => b.weight);
+    this.#current = new Float64Array(backends.length);
+    this.#total = backends.reduce((s, b) => s + b.weight, 0);
+  }
+
+  /**
+   * The next healthy backend by weight. When every weighted backend is down:
+   * the least bad of them (allUnhealthy: serve — a 503 for everyone helps no
+   * one when the health signal itself may be wrong), or undefined (fail).
+   * Undefined too when every weight is 0.
+   */
+  pick(): Backend | undefined {
+    if (this.#total === 0) return undefined;
+    const w = this.#weights;
+    const cur = this.#current;
+    const b = this.backends;
+    let best = -1;
+    let total = 0;
+    for (let i = 0; i < w.length; i++) {
+      if (w[i] === 0 || !b[i]!.health.up) continue;
+      cur[i] += w[i]!;
+      total += w[i]!;
+      if (best < 0 || cur[i]! > cur[best]!) best = i;
+    }
+    if (best < 0) return this.allUnhealthy === 'serve' ? this.#leastBad() : undefined;
+    cur[best] -= total;
+    return b[best];
+  }
+
+  /** Of the weighted backends, the one whose ejection ends first. */
+  #leastBad(): Backend | undefined {
+    let best: Backend | undefined;
+    for (const b of this.backends) {
+      if (b.weight > 0 && (best === undefined || b.health.ejectedUntil < best.health.ejectedUntil)) best = b;
+    }
+    return best;
+  }
+
+  /**
+   * Sticky canaries: the key's hash is a point in [0, sum of weights), and
+   * backends own consecutive ranges in config order. Raising a later
+   * backend's weight widens its range downwards into the earlier ones', so
+   * users only ever move from old to new, never back; every replica agrees,
+   * since the hash depends on nothing but the key. A backend that is down
+   * falls back to the weighted pick.
+   */
+  stickyPick(key: string): Backend | undefined {
+    if (this.#total === 0) return undefined;
+    let point = (hashKey(key) / 0x1_0000_0000) * this.#total;
+    for (const b of this.backends) {
+      if (b.weight === 0) continue;
+      point -= b.weight;
+      if (point < 0) return b.health.up ? b : this.pick();
+    }
+    return this.pick();
+  }
+
+  /** The backend named by an override header (weight 0 included). */
+  byName(name: string): Backend | undefined {
+    for (const b of this.backends) if (b.name === name) return b;
+    return undefined;
+  }
+
+  /** Where a retry goes: another healthy backend with weight if there is one, else the same. */
+  retryTarget(failed: Backend): Backend {
+    for (const b of this.backends) if (b !== failed && b.weight > 0 && b.health.up) return b;
+    return failed;
+  }
+}
+
+/**
+ * FNV-1a over the key, then murmur3's finaliser: FNV alone leaves the high
+ * bits of similar keys ("user-1", "user-2") correlated, and the high bits are
+ * what place a key in the weight space. No crypto is needed to place users.
+ */
+function hashKey(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
