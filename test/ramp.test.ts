@@ -1,6 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
 import { Guard, isGuardError } from '../src/ramp/guard.ts';
+import { RampRun, type RampChange, type RampHooks } from '../src/ramp/runner.ts';
 import { rampPosition, type RampConfig } from '../src/ramp/schedule.ts';
 
 const T0 = Date.parse('2026-12-01T10:00:00Z');
@@ -221,5 +222,84 @@ describe('ramp guard', () => {
     assert.deepEqual([200, 404, 499, 500, 502, 503, 504].map((c) => isGuardError(c, false)), [false, false, false, true, true, true, true]);
     const failing = [2, 4, 13, 14, 15];
     for (let c = 0; c <= 16; c++) assert.equal(isGuardError(c, true), failing.includes(c), `grpc ${c}`);
+  });
+});
+
+describe('ramp runner', () => {
+  function hooks() {
+    const log = {
+      weights: [] as number[][],
+      attached: [] as boolean[],
+      mirror: [] as boolean[],
+      breaches: [] as RampChange[],
+    };
+    const h: RampHooks = {
+      setWeights: (w) => log.weights.push([...w]),
+      attach: (f, t) => log.attached.push(f !== null && t !== null),
+      mirror: (on) => log.mirror.push(on),
+      breached: (_v, change) => log.breaches.push(change),
+    };
+    return { h, log };
+  }
+
+  it('puts each step in force at its boundary on the timer', async () => {
+    const { h, log } = hooks();
+    const start = Date.now();
+    const run = new RampRun('billing', ramp({ startedAt: start, intervalMs: 150, steps: ['mirror', 10, 100] }), backends, h);
+    run.start();
+    try {
+      assert.deepEqual(log.weights, [[100, 0]]);
+      assert.equal(log.mirror.at(-1), true);
+      // Wait for the end, not a fixed time: timers may run late on a loaded machine.
+      for (let i = 0; i < 200 && run.status().state !== 'done'; i++) await new Promise((r) => setTimeout(r, 25));
+      assert.deepEqual(log.weights, [[100, 0], [90, 10], [0, 100]]);
+      assert.equal(run.status().state, 'done');
+      assert.equal(log.mirror.at(-1), false);
+      assert.equal(log.attached.at(-1), false, 'no judging once done');
+    } finally {
+      run.stop();
+    }
+  });
+
+  it('on a breach rolls back at once, halts and hands the change to the config source', () => {
+    const { h, log } = hooks();
+    const now = T0 + 11 * MIN; // step 25 %
+    const run = new RampRun('billing', ramp(), backends, h, () => now);
+    run.start();
+    try {
+      assert.deepEqual(log.weights, [[75, 25]]);
+      for (let i = 0; i < 3000; i++) run.guard.from.record(20, i % 200 === 0);
+      for (let i = 0; i < 1000; i++) run.guard.to.record(20, i % 20 === 0);
+      const v = run.judge();
+      assert.equal(v?.status, 'breach');
+      assert.deepEqual(log.weights.at(-1), [100, 0]);
+      assert.equal(log.breaches.length, 1);
+      const change = log.breaches[0]!;
+      assert.ok('halted' in change && change.halted.at === now && /^guard: error rate new 5\.00% vs old 0\.50%/.test(change.halted.reason));
+      const s = run.status();
+      assert.equal(s.state, 'halted');
+      assert.equal(s.breaches, 1);
+      assert.equal(s.verdict?.kind, 'errors');
+      assert.equal(log.attached.at(-1), false);
+    } finally {
+      run.stop();
+    }
+  });
+
+  it('with onBreach: pause holds the step instead', () => {
+    const { h, log } = hooks();
+    const now = T0 + 6 * MIN; // step 5 %
+    const run = new RampRun('billing', ramp({ onBreach: 'pause' }), backends, h, () => now);
+    run.start();
+    try {
+      for (let i = 0; i < 3000; i++) run.guard.from.record(20, false);
+      for (let i = 0; i < 1000; i++) run.guard.to.record(40, false);
+      assert.equal(run.judge()?.kind, 'latency');
+      assert.equal(run.status().state, 'paused');
+      assert.deepEqual(log.weights, [[95, 5]]);
+      assert.ok('pausedAt' in log.breaches[0]!);
+    } finally {
+      run.stop();
+    }
   });
 });
