@@ -120,6 +120,8 @@ describe('loading', () => {
       retry: { attempts: 2, budgetPercent: 20, minPerSecond: 10 },
       sticky: null,
       maxBodyBytes: 0,
+      ramp: null,
+      mirror: null,
       file: 'min.yaml',
       fingerprint: config.routes[0]!.fingerprint,
     }]);

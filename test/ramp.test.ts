@@ -2,7 +2,9 @@ import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
 import { Guard, isGuardError } from '../src/ramp/guard.ts';
 import { RampRun, type RampChange, type RampHooks } from '../src/ramp/runner.ts';
-import { rampPosition, type RampConfig } from '../src/ramp/schedule.ts';
+import { loadConfigSources, validateConfigText } from '../src/config/load.ts';
+import { formatIssue, type EffectiveConfig, type RampConfig } from '../src/config/model.ts';
+import { rampPosition } from '../src/ramp/schedule.ts';
 
 const T0 = Date.parse('2026-12-01T10:00:00Z');
 const MIN = 60_000;
@@ -301,5 +303,72 @@ describe('ramp runner', () => {
     } finally {
       run.stop();
     }
+  });
+});
+
+describe('ramp and mirror config', () => {
+  const head = [
+    'routes:',
+    '  - name: billing',
+    '    hosts: [billing.example.com]',
+    '    backends:',
+    '      - { name: old, url: "http://127.0.0.1:1", weight: 100 }',
+    '      - { name: new, url: "http://127.0.0.1:2", weight: 0 }',
+  ];
+  const text = (...more: string[]) => [...head, ...more].join('\n') + '\n';
+
+  it('loads the issue\'s form, unquoted timestamp included, with defaults written out', () => {
+    const loaded = loadConfigSources([{ file: 'c.yaml', text: text(
+      '    mirror: { to: new }',
+      '    ramp:',
+      '      from: old',
+      '      to: new',
+      '      steps: [mirror, 1, 5, 25, 50, 100]',
+      '      interval: 5m',
+      '      startedAt: 2026-12-01T10:00:00Z',
+      '      guard: { minRequests: 200, maxErrorRateIncrease: 0.5%, maxLatencyIncrease: 20% }',
+      '      onBreach: rollback',
+    ) }]);
+    const r = loaded.config.routes[0]!;
+    assert.deepEqual(r.ramp, {
+      from: 'old', to: 'new', steps: ['mirror', 1, 5, 25, 50, 100], intervalMs: 300_000,
+      startedAt: T0, pausedAt: null, pauseReason: null, halted: null,
+      guard: { minRequests: 200, maxErrorRateIncrease: 0.005, maxLatencyIncrease: 0.2 }, onBreach: 'rollback',
+    });
+    assert.deepEqual(r.mirror, { to: 'new', percent: 100, maxBodyBytes: 65_536, maxInFlight: 64 });
+    const eff = (loaded.effective as EffectiveConfig).routes[0]!;
+    assert.equal(eff.ramp?.startedAt, '2026-12-01T10:00:00Z');
+    const minimal = loadConfigSources([{ file: 'c.yaml', text: text('    ramp: { from: old, to: new, steps: [100], interval: 1s, halted: { at: "2026-12-01T10:00:00+01:00", reason: aborted } }') }]);
+    assert.deepEqual(minimal.config.routes[0]!.ramp!.guard, { minRequests: 200, maxErrorRateIncrease: 0.005, maxLatencyIncrease: 0.2 });
+    assert.equal(minimal.config.routes[0]!.ramp!.halted!.at, T0 - 3_600_000);
+  });
+
+  it('names file, line and field of every mistake', () => {
+    const issues = validateConfigText(text(
+      '    mirror: { to: newer }',
+      '    ramp:',
+      '      from: old',
+      '      to: old',
+      '      steps: [5, mirror, 1, 101, half]',
+      '      interval: 500ms',
+      '      startedAt: yesterday',
+      '      guard: { maxErrorRateIncrease: 0.5, maxLatencyIncrease: 20%, minRequest: 5 }',
+      '      onBreach: panic',
+    ), 'c.yaml').map(formatIssue);
+    const expected = [
+      /^c\.yaml:7:19: routes\[0\]\.mirror\.to: "newer" is not a backend of route "billing" \(it has "old", "new"\)$/,
+      /^c\.yaml:10:11: routes\[0\]\.ramp\.to: must differ from "from"/,
+      /^c\.yaml:11:18: routes\[0\]\.ramp\.steps\[1\]: "mirror" steps must come before/,
+      /^c\.yaml:11:26: routes\[0\]\.ramp\.steps\[2\]: 1% comes after 5%/,
+      /^c\.yaml:11:29: routes\[0\]\.ramp\.steps\[3\]: 101 is not a step/,
+      /^c\.yaml:11:34: routes\[0\]\.ramp\.steps\[4\]: "half" is not a step/,
+      /^c\.yaml:12:17: routes\[0\]\.ramp\.interval: must be at least 1s/,
+      /^c\.yaml:13:18: routes\[0\]\.ramp\.startedAt: "yesterday" is not an RFC 3339 time/,
+      /^c\.yaml:14:38: routes\[0\]\.ramp\.guard\.maxErrorRateIncrease: must be a percentage such as 0\.5% or 20% \(with the % sign\)/,
+      /^c\.yaml:14:68: routes\[0\]\.ramp\.guard\.minRequest: unknown field "minRequest" \(did you mean "minRequests"\?\)/,
+      /^c\.yaml:15:17: routes\[0\]\.ramp\.onBreach: must be one of "rollback", "pause"/,
+    ];
+    assert.equal(issues.length, expected.length, issues.join('\n'));
+    expected.forEach((re, i) => assert.match(issues[i]!, re));
   });
 });

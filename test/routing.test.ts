@@ -30,6 +30,8 @@ function route(name: string, hosts: string[], weights: number[], pathPrefix = '/
     retry: { attempts: 2, budgetPercent: 20, minPerSecond: 10 },
     sticky: null,
     maxBodyBytes: 0,
+    ramp: null,
+    mirror: null,
     backends: weights.map((weight, i) => ({ name: `b${i}`, url: `http://127.0.0.1:${basePort + i}`, weight })),
     ...overrides,
   };

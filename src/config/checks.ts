@@ -2,9 +2,9 @@
 // host + prefix routed once, durations in order, values the parsers reject).
 import { DEFAULTS } from './defaults.ts';
 import type { ConfigIssue } from './model.ts';
-import { HOST_LABEL, normalizeBackendUrl, parseAddress, parseCidr, parseDuration } from './parse.ts';
+import { HOST_LABEL, normalizeBackendUrl, parseAddress, parseCidr, parseDuration, parsePercent, parseTimestamp } from './parse.ts';
 import { escapePointer, issueAt, where } from './positions.ts';
-import { usable, type RawHealthCheck, type RawRoute, type Source } from './schema.ts';
+import { usable, type RawHealthCheck, type RawRamp, type RawRoute, type Source } from './schema.ts';
 
 // Metric label values that switchyard itself uses; a config may not claim them.
 const RESERVED_ROUTE = 'unmatched';
@@ -106,7 +106,56 @@ export function checkRoutes(routes: readonly RouteRef[], issues: ConfigIssue[]):
     if (usableIn(route, '/hosts')) checkHosts(route, byHostPrefix, issues);
     if (usableIn(route, '/backends')) checkBackends(route, issues);
     checkResilience(route, issues);
+    checkMigration(route, issues);
   }
+}
+
+/** Ramp and mirror: backends that exist, steps in order, times and percentages that parse. */
+function checkMigration(route: RouteRef, issues: ConfigIssue[]): void {
+  const { raw, src, pointer } = route;
+  const names = usableIn(route, '/backends') ? new Set(raw.backends.map((b) => b.name)) : undefined;
+  const checkBackend = (at: string, name: string) => {
+    if (names !== undefined && usable(src, `${pointer}${at}`) && !names.has(name)) {
+      issues.push(issueAt(src, `${pointer}${at}`, `"${name}" is not a backend of ${routeLabel(route)} (it has ${[...names].map((n) => `"${n}"`).join(', ')})`));
+    }
+  };
+  if (raw.mirror !== undefined && usableIn(route, '/mirror')) checkBackend('/mirror/to', raw.mirror.to);
+  if (raw.ramp === undefined || !usableIn(route, '/ramp')) return;
+  const ramp: RawRamp = raw.ramp;
+  checkBackend('/ramp/from', ramp.from);
+  checkBackend('/ramp/to', ramp.to);
+  if (ramp.from === ramp.to && usableIn(route, '/ramp/to')) {
+    issues.push(issueAt(src, `${pointer}/ramp/to`, `must differ from "from" (both are "${ramp.to}")`));
+  }
+  if (usableIn(route, '/ramp/steps')) checkSteps(route, ramp.steps, issues);
+  if (usableIn(route, '/ramp/interval') && parseDuration(ramp.interval) < 1000) {
+    issues.push(issueAt(src, `${pointer}/ramp/interval`, 'must be at least 1s (the guard judges once a second)'));
+  }
+  for (const [at, value] of [['/ramp/startedAt', ramp.startedAt], ['/ramp/pausedAt', ramp.pausedAt], ['/ramp/halted/at', ramp.halted?.at]] as const) {
+    if (value !== undefined && usableIn(route, at)) tryParse(src, `${pointer}${at}`, issues, () => parseTimestamp(value));
+  }
+  const rate = ramp.guard?.maxErrorRateIncrease;
+  const at = `${pointer}/ramp/guard/maxErrorRateIncrease`;
+  if (rate !== undefined && usable(src, at) && parsePercent(rate) > 1) issues.push(issueAt(src, at, 'must be at most 100%'));
+}
+
+function checkSteps(route: RouteRef, steps: readonly (number | string)[], issues: ConfigIssue[]): void {
+  let last = -1;
+  let numbers = false;
+  steps.forEach((step, i) => {
+    const at = `${route.pointer}/ramp/steps/${i}`;
+    if (step === 'mirror') {
+      if (numbers) issues.push(issueAt(route.src, at, '"mirror" steps must come before the percentages'));
+      return;
+    }
+    if (typeof step !== 'number' || !Number.isInteger(step) || step < 0 || step > 100) {
+      issues.push(issueAt(route.src, at, `${JSON.stringify(step)} is not a step: use a whole percent 0-100 or "mirror"`));
+      return;
+    }
+    numbers = true;
+    if (step < last) issues.push(issueAt(route.src, at, `${step}% comes after ${last}%: steps must not go down (a ramp moves one way; abort it to go back)`));
+    last = Math.max(last, step);
+  });
 }
 
 /** Health check, outlier detection and sticky: the rules between fields. */

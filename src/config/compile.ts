@@ -4,9 +4,9 @@
 import { createHash } from 'node:crypto';
 import type { Sections, RouteRef } from './checks.ts';
 import { DEFAULTS } from './defaults.ts';
-import type { Config, EffectiveConfig, EffectiveHealthCheck, EffectiveRoute, HealthCheckConfig, LoadedConfig, RouteConfig } from './model.ts';
-import { normalizeBackendUrl, normalizeCidr, parseAddress, parseDuration } from './parse.ts';
-import type { RawHealthCheck, RawRoute } from './schema.ts';
+import type { Config, EffectiveConfig, EffectiveHealthCheck, EffectiveRamp, EffectiveRoute, HealthCheckConfig, LoadedConfig, RampConfig, RouteConfig } from './model.ts';
+import { normalizeBackendUrl, normalizeCidr, parseAddress, parseDuration, parsePercent, parseTimestamp } from './parse.ts';
+import type { RawHealthCheck, RawRamp, RawRoute } from './schema.ts';
 
 export function build(sections: Sections, routes: readonly RouteRef[], files: readonly string[]): LoadedConfig {
   const effectiveRoutes = routes.map((r) => effectiveRoute(r.raw));
@@ -62,10 +62,51 @@ function effectiveRoute(raw: RawRoute): EffectiveRoute {
     allUnhealthy: raw.allUnhealthy ?? DEFAULTS.allUnhealthy,
     ...(raw.sticky === undefined ? {} : { sticky: effectiveSticky(raw.sticky) }),
     maxBodyBytes: raw.maxBodyBytes ?? DEFAULTS.maxBodyBytes,
+    ...(raw.mirror === undefined ? {} : { mirror: { to: raw.mirror.to, ...DEFAULTS.mirror, ...withoutTo(raw.mirror) } }),
+    ...(raw.ramp === undefined ? {} : { ramp: effectiveRamp(raw.ramp) }),
     backends: raw.backends.map(({ name, url, weight, hostHeader }) => {
       const backend = { name, url: normalizeBackendUrl(url), weight };
       return hostHeader === undefined ? backend : { ...backend, hostHeader };
     }),
+  };
+}
+
+function withoutTo<T extends { to: string }>(m: T): Omit<T, 'to'> {
+  const { to: _, ...rest } = m;
+  return rest;
+}
+
+function effectiveRamp(raw: RawRamp): EffectiveRamp {
+  return {
+    from: raw.from,
+    to: raw.to,
+    steps: raw.steps as EffectiveRamp['steps'],
+    interval: raw.interval,
+    ...(raw.startedAt === undefined ? {} : { startedAt: raw.startedAt }),
+    ...(raw.pausedAt === undefined ? {} : { pausedAt: raw.pausedAt }),
+    ...(raw.pauseReason === undefined ? {} : { pauseReason: raw.pauseReason }),
+    ...(raw.halted === undefined ? {} : { halted: { at: raw.halted.at, reason: raw.halted.reason } }),
+    guard: { ...DEFAULTS.rampGuard, ...raw.guard },
+    onBreach: raw.onBreach ?? DEFAULTS.onBreach,
+  };
+}
+
+function runtimeRamp(r: EffectiveRamp): RampConfig {
+  return {
+    from: r.from,
+    to: r.to,
+    steps: r.steps,
+    intervalMs: parseDuration(r.interval),
+    startedAt: r.startedAt === undefined ? null : parseTimestamp(r.startedAt),
+    pausedAt: r.pausedAt === undefined ? null : parseTimestamp(r.pausedAt),
+    pauseReason: r.pauseReason ?? null,
+    halted: r.halted === undefined ? null : { at: parseTimestamp(r.halted.at), reason: r.halted.reason },
+    guard: {
+      minRequests: r.guard.minRequests,
+      maxErrorRateIncrease: parsePercent(r.guard.maxErrorRateIncrease),
+      maxLatencyIncrease: parsePercent(r.guard.maxLatencyIncrease),
+    },
+    onBreach: r.onBreach,
   };
 }
 
@@ -106,6 +147,8 @@ function runtimeRoute(route: EffectiveRoute, file: string, fingerprint: string):
     retry: { attempts: retries.attempts, budgetPercent: retries.budget, minPerSecond: retries.minRetriesPerSecond },
     sticky: sticky === undefined ? null : 'header' in sticky ? { header: sticky.header, cookie: null } : { header: null, cookie: sticky.cookie },
     maxBodyBytes: route.maxBodyBytes,
+    ramp: route.ramp === undefined ? null : runtimeRamp(route.ramp),
+    mirror: route.mirror ?? null,
     file,
     fingerprint,
   };

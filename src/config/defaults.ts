@@ -25,4 +25,7 @@ export const DEFAULTS = {
   outlierDetection: { consecutiveFailures: 5, ejectionTime: '30s', maxEjectionTime: '5m' },
   allUnhealthy: 'serve',
   maxBodyBytes: 0,
+  rampGuard: { minRequests: 200, maxErrorRateIncrease: '0.5%', maxLatencyIncrease: '20%' },
+  onBreach: 'rollback',
+  mirror: { percent: 100, maxBodyBytes: 65_536, maxInFlight: 64 },
 } as const;

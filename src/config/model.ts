@@ -45,6 +45,37 @@ export type StickyConfig =
   | { readonly header: string; readonly cookie: null }
   | { readonly header: null; readonly cookie: string };
 
+/** A ramp step: percent (integer 0..100) of the from+to traffic on `to`, or a mirror step (0 % on `to`, requests copied to it). */
+export type RampStep = number | 'mirror';
+
+export interface RampGuardConfig {
+  readonly minRequests: number;          // per side, in the current step
+  readonly maxErrorRateIncrease: number; // fraction: 0.005 is 0.5 percentage points
+  readonly maxLatencyIncrease: number;   // fraction: 0.2 is +20 %
+}
+
+/** A route's `ramp` block (docs/ramps.md), timestamps as epoch milliseconds. */
+export interface RampConfig {
+  readonly from: string;
+  readonly to: string;
+  readonly steps: readonly RampStep[];
+  readonly intervalMs: number;
+  readonly startedAt: number | null;
+  readonly pausedAt: number | null;
+  readonly pauseReason: string | null;
+  readonly halted: { readonly at: number; readonly reason: string } | null;
+  readonly guard: RampGuardConfig;
+  readonly onBreach: 'rollback' | 'pause';
+}
+
+/** A route's `mirror` block: copies of requests to a backend, answers discarded. */
+export interface MirrorConfig {
+  readonly to: string;
+  readonly percent: number;       // 0..100, default 100
+  readonly maxBodyBytes: number;  // default 65536
+  readonly maxInFlight: number;   // default 64
+}
+
 export interface RouteConfig {
   readonly name: string;
   readonly hosts: readonly string[];   // lowercased; "*.x.com" wildcards kept as written (lowercased)
@@ -64,6 +95,8 @@ export interface RouteConfig {
   readonly retry: RetryConfig;
   readonly sticky: StickyConfig | null;           // null: no affinity
   readonly maxBodyBytes: number;                  // request body limit (413), default 0 = unlimited
+  readonly ramp: RampConfig | null;               // null: no ramp
+  readonly mirror: MirrorConfig | null;           // null: no mirroring (a ramp's mirror step mirrors anyway)
   readonly file: string;               // where the route was defined (for logs)
   /** Hash of this route's effective config: equal fingerprints, identical routes (a reload reuses them). */
   readonly fingerprint: string;
@@ -158,7 +191,23 @@ export interface EffectiveRoute {
   /** Absent when the route has no session affinity. */
   readonly sticky?: { readonly header: string } | { readonly cookie: string };
   readonly maxBodyBytes: number;
+  /** Absent when the route has no mirror / no ramp. */
+  readonly mirror?: { readonly to: string; readonly percent: number; readonly maxBodyBytes: number; readonly maxInFlight: number };
+  readonly ramp?: EffectiveRamp;
   readonly backends: readonly BackendConfig[];
+}
+
+export interface EffectiveRamp {
+  readonly from: string;
+  readonly to: string;
+  readonly steps: readonly RampStep[];
+  readonly interval: string;
+  readonly startedAt?: string;
+  readonly pausedAt?: string;
+  readonly pauseReason?: string;
+  readonly halted?: { readonly at: string; readonly reason: string };
+  readonly guard: { readonly minRequests: number; readonly maxErrorRateIncrease: string; readonly maxLatencyIncrease: string };
+  readonly onBreach: 'rollback' | 'pause';
 }
 
 export type EffectiveHealthCheck = (

@@ -13,6 +13,24 @@ export function parseDuration(s: string): number {
   return Math.round(Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS]);
 }
 
+const PERCENT = /^(\d+(?:\.\d+)?)%$/;
+
+/** "0.5%" → 0.005. Throws on anything else. */
+export function parsePercent(s: string): number {
+  const m = PERCENT.exec(s);
+  if (!m) throw new Error(`"${s}" is not a percentage such as 0.5% or 20%`);
+  return Number(m[1]) / 100;
+}
+
+const TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})$/i;
+
+/** An RFC 3339 date-time ("2026-12-01T10:00:00Z", "...+01:00") → epoch milliseconds. Throws on anything else. */
+export function parseTimestamp(s: string): number {
+  const ms = TIMESTAMP.test(s) ? Date.parse(s) : NaN;
+  if (!Number.isFinite(ms)) throw new Error(`"${s}" is not an RFC 3339 time such as 2026-12-01T10:00:00Z`);
+  return ms;
+}
+
 // Labels of a DNS name (IPv4 literals pass too). Underscores occur in real host names.
 export const HOST_LABEL = /^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?$/i;
 

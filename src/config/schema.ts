@@ -3,7 +3,7 @@
 // by JSON pointer, so the semantic checks can still run on the good parts.
 import { Ajv } from 'ajv';
 import type { AnySchemaObject, ErrorObject } from 'ajv';
-import { load as loadYaml } from 'js-yaml';
+import { CORE_SCHEMA, load as loadYaml } from 'js-yaml';
 import schema from '../../config/switchyard.schema.json' with { type: 'json' };
 import type { ConfigIssue, ConfigSource, EffectiveConfig, Protocol } from './model.ts';
 import { escapePointer, fieldPath, issueAt, issueAtOffset, LazyLocated, splitPointer, type Located } from './positions.ts';
@@ -31,7 +31,21 @@ export interface RawRoute {
   allUnhealthy?: 'serve' | 'fail';
   sticky?: { header?: string; cookie?: string };
   maxBodyBytes?: number;
+  mirror?: { to: string; percent?: number; maxBodyBytes?: number; maxInFlight?: number };
+  ramp?: RawRamp;
   backends: RawBackend[];
+}
+export interface RawRamp {
+  from: string;
+  to: string;
+  steps: (number | string)[];
+  interval: string;
+  startedAt?: string;
+  pausedAt?: string;
+  pauseReason?: string;
+  halted?: { at: string; reason: string };
+  guard?: { minRequests?: number; maxErrorRateIncrease?: string; maxLatencyIncrease?: string };
+  onBreach?: 'rollback' | 'pause';
 }
 export interface RawFile {
   version?: 1;
@@ -47,6 +61,11 @@ export interface Source extends Located {
   /** JSON pointers of the values the schema rejected. */
   readonly rejected: readonly string[];
 }
+
+// js-yaml's default schema turns unquoted timestamps (a ramp's `startedAt:
+// 2026-12-01T10:00:00Z`) into Date objects; the core schema keeps them
+// strings, as YAML 1.2 and the `yaml` package the CLI edits with do.
+const YAML_SCHEMA = CORE_SCHEMA;
 
 const ajv = new Ajv({ allErrors: true, verbose: true });
 // Non-standard, but VS Code and yaml-language-server show it instead of the
@@ -71,7 +90,7 @@ export function parseSource({ file, text }: ConfigSource, issues: ConfigIssue[])
   let data: unknown;
   try {
     // A file holding only comments is an empty config, not an error.
-    data = loadYaml(text, { filename: file }) ?? {};
+    data = loadYaml(text, { filename: file, schema: YAML_SCHEMA }) ?? {};
   } catch (fast) {
     const { doc } = located;
     if (doc.errors.length > 0) {
@@ -120,6 +139,8 @@ function schemaIssue(src: Located, err: ErrorObject): { pointer: string; issue: 
 function schemaMessage(err: ErrorObject): string {
   switch (err.keyword) {
     case 'pattern':
+    // `interval: 5` or `maxLatencyIncrease: 20`: say what form is wanted, not just "must be string".
+    case 'type':
       return (err.parentSchema?.['patternErrorMessage'] as string | undefined) ?? String(err.message);
     case 'const':
       return `must be ${JSON.stringify(err.params.allowedValue)}`;

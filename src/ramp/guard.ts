@@ -8,7 +8,7 @@
 // (Kayenta's judge) on reservoir samples of log latency with `to` shifted down
 // by the allowed increase, and a p99 comparison of confidence bounds from
 // log-bucketed histograms of every request. Either test breaches.
-import type { RampGuardConfig } from './schedule.ts';
+import type { RampGuardConfig } from '../config/model.ts';
 
 /** One-sided z for 99.9 %: a look trips by chance about once in a thousand when the true change is exactly at the limit. */
 const Z = 3.09;

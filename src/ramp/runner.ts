@@ -3,7 +3,8 @@
 // a second, and on a breach rolls this replica back at once — before any
 // config source has carried the halt to the others.
 import { Guard, type GuardSide, type Verdict } from './guard.ts';
-import { rampPosition, type RampConfig, type RampPosition } from './schedule.ts';
+import type { RampConfig } from '../config/model.ts';
+import { rampPosition, type RampPosition } from './schedule.ts';
 
 const JUDGE_EVERY_MS = 1000;
 

@@ -1,29 +1,7 @@
 // The ramp schedule: where a declared ramp stands, as a pure function of its
 // config, the route's configured weights and the wall clock. Every replica
 // computes the same answer for the same moment without talking to the others.
-
-/** A step: percent (integer 0..100) of the from+to traffic on `to`, or a mirror step (0 % on `to`, requests copied to it). */
-export type RampStep = number | 'mirror';
-
-export interface RampGuardConfig {
-  readonly minRequests: number;          // per side, in the current step
-  readonly maxErrorRateIncrease: number; // fraction: 0.005 is 0.5 percentage points
-  readonly maxLatencyIncrease: number;   // fraction: 0.2 is +20 %
-}
-
-/** A route's `ramp` block, timestamps as epoch milliseconds. */
-export interface RampConfig {
-  readonly from: string;
-  readonly to: string;
-  readonly steps: readonly RampStep[];
-  readonly intervalMs: number;
-  readonly startedAt: number | null;
-  readonly pausedAt: number | null;
-  readonly pauseReason: string | null;
-  readonly halted: { readonly at: number; readonly reason: string } | null;
-  readonly guard: RampGuardConfig;
-  readonly onBreach: 'rollback' | 'pause';
-}
+import type { RampConfig, RampStep } from '../config/model.ts';
 
 export const RAMP_STATES = ['pending', 'ramping', 'paused', 'halted', 'done'] as const;
 export type RampState = (typeof RAMP_STATES)[number];
