@@ -58,7 +58,8 @@ async function version(sy: Switchyard): Promise<string> {
   return sy.configStatus().version;
 }
 
-async function waitFor(cond: () => boolean | Promise<boolean>, ms = 3000): Promise<number> {
+// Generous: a loaded machine may take seconds; what a test asserts is that the change arrives, not how fast.
+async function waitFor(cond: () => boolean | Promise<boolean>, ms = 20_000): Promise<number> {
   const t0 = Date.now();
   while (!(await cond())) {
     if (Date.now() - t0 > ms) throw new Error('timed out waiting for reload');
@@ -68,6 +69,8 @@ async function waitFor(cond: () => boolean | Promise<boolean>, ms = 3000): Promi
 }
 
 const agent = new Agent({ connections: 8 });
+/** Requests counted per table generation in the reload-under-load tests: enough to judge a 9:1 or 1:3 split. */
+const PER_GENERATION = 12;
 after(() => agent.close());
 
 async function hit(url: string, host: string): Promise<{ status: number; backend: string }> {
@@ -107,8 +110,9 @@ describe('reload', () => {
       assert.deepEqual(await split(url, 'billing.example.com', 10), { old: 10 });
       const v1 = await version(sy);
       cm.write({ 'switchyard.yaml': SERVER_DOC + billing(0, 1) });
+      // The poll is 60 s away: a change seen well before that came through the watch.
       const ms = await waitFor(async () => (await version(sy)) !== v1);
-      assert.ok(ms < 2000, `took ${ms} ms`);
+      assert.ok(ms < 30_000, `took ${ms} ms`);
       assert.deepEqual(await split(url, 'billing.example.com', 10), { new: 10 });
     } finally {
       await sy.shutdown();
@@ -161,8 +165,9 @@ describe('reload', () => {
     try {
       const v = await version(sy);
       writeFileSync(file, SERVER_DOC + billing(0, 1));
+      // The debounce is 60 s away: a change seen well before that came through the poll.
       const ms = await waitFor(async () => (await version(sy)) !== v);
-      assert.ok(ms < 1500);
+      assert.ok(ms < 30_000, `took ${ms} ms`);
     } finally {
       await sy.shutdown();
     }
@@ -249,7 +254,6 @@ describe('reload', () => {
     let generation = -1;
     const seen: { old: number; new: number }[] = Array.from({ length: 50 }, () => ({ old: 0, new: 0 }));
     let stop = false;
-    let ok = 0;
     const failures: string[] = [];
     const worker = async (): Promise<void> => {
       while (!stop) {
@@ -257,10 +261,7 @@ describe('reload', () => {
         try {
           const r = await hit(url, 'billing.example.com');
           if (r.status !== 200) failures.push(`status ${r.status}`);
-          else {
-            ok++;
-            if (g >= 0 && g === generation) seen[g]![r.backend as 'old' | 'new']++;
-          }
+          else if (g >= 0 && g === generation) seen[g]![r.backend as 'old' | 'new']++;
         } catch (err) {
           failures.push(String(err));
         }
@@ -274,7 +275,8 @@ describe('reload', () => {
         writeFileSync(file, SERVER_DOC + billing(o, n));
         assert.equal(await sy.reload('test'), true);
         generation = i;
-        await sleep(60);
+        // A generation lasts until it has served enough requests to judge its split, however slow the machine.
+        await waitFor(() => seen[i]!.old + seen[i]!.new >= PER_GENERATION, 60_000);
       }
     } finally {
       stop = true;
@@ -286,11 +288,10 @@ describe('reload', () => {
       const [o, n] = weights(i);
       const { old: a, new: b } = seen[i]!;
       const total = a + b;
-      assert.ok(total >= 10, `generation ${i}: only ${total} requests`);
+      assert.ok(total >= PER_GENERATION, `generation ${i}: only ${total} requests`);
       // Smooth WRR stays within about one pick of the exact share at any point.
       assert.ok(Math.abs(b - (total * n) / (o + n)) <= 2, `generation ${i} (${o}/${n}): old ${a}, new ${b}`);
     }
-    assert.ok(ok > 500, `only ${ok} requests under load`);
   });
 
   test('50 reloads under gRPC load: long-lived streams and per-RPC calls never fail, and the RPC split follows each new weight', async () => {
@@ -309,25 +310,21 @@ describe('reload', () => {
     const seen: { old: number; new: number }[] = Array.from({ length: 50 }, () => ({ old: 0, new: 0 }));
     const failures: string[] = [];
     let stop = false;
-    let ok = 0;
     // Streams opened before the first reload and held across all 50: each is
     // one RPC, so it stays on the backend it started on whatever the weights.
+    // Each writes one message per generation, so every stream carries traffic across every reload.
     const streams = [0, 1, 2].map(() => {
-      const call = client.BidiStream(metadata(), { deadline: Date.now() + 60_000 });
+      const call = client.BidiStream(metadata(), { deadline: Date.now() + 300_000 });
       const done = collect(call, [], true);
       let sent = 0;
-      const timer = setInterval(() => { call.write({ tag: String(sent++) }); }, 10);
-      return { call, done, timer, sent: () => sent };
+      return { call, done, write: () => { call.write({ tag: String(sent++) }); }, sent: () => sent };
     });
     const worker = async (): Promise<void> => {
       while (!stop) {
         const g = generation;
         const r = await unary(client, {});
         if (r.code !== 0) failures.push(`unary ${r.code} ${r.details}`);
-        else {
-          ok++;
-          if (g >= 0 && g === generation) seen[g]![r.replies[0]!.backend as 'old' | 'new']++;
-        }
+        else if (g >= 0 && g === generation) seen[g]![r.replies[0]!.backend as 'old' | 'new']++;
       }
     };
     const load = Array.from({ length: 6 }, worker);
@@ -338,15 +335,13 @@ describe('reload', () => {
         writeFileSync(file, SERVER_DOC + ledger(o, n));
         assert.equal(await sy.reload('test'), true);
         generation = i;
-        await sleep(60);
+        for (const s of streams) s.write();
+        await waitFor(() => seen[i]!.old + seen[i]!.new >= PER_GENERATION, 60_000);
       }
     } finally {
       stop = true;
       await Promise.all(load);
-      for (const s of streams) {
-        clearInterval(s.timer);
-        s.call.end();
-      }
+      for (const s of streams) s.call.end();
     }
     const results = await Promise.all(streams.map((s) => s.done));
     client.close();
@@ -357,17 +352,16 @@ describe('reload', () => {
     results.forEach((r, i) => {
       assert.equal(r.code, 0, `stream ${i}: ${r.details}`);
       assert.equal(r.replies.length, streams[i]!.sent(), `stream ${i}: every message echoed`);
-      assert.ok(r.replies.length > 100, `stream ${i} carried only ${r.replies.length} messages`);
+      assert.equal(r.replies.length, 50, `stream ${i}: one message per generation`);
       assert.equal(new Set(r.replies.map((x) => x.backend)).size, 1, `stream ${i} stayed on one backend`);
     });
     for (let i = 0; i < 50; i++) {
       const [o, n] = weights(i);
       const { old: a, new: b } = seen[i]!;
       const total = a + b;
-      assert.ok(total >= 10, `generation ${i}: only ${total} RPCs`);
+      assert.ok(total >= PER_GENERATION, `generation ${i}: only ${total} RPCs`);
       assert.ok(Math.abs(b - (total * n) / (o + n)) <= 2, `generation ${i} (${o}/${n}): old ${a}, new ${b}`);
     }
-    assert.ok(ok > 500, `only ${ok} RPCs under load`);
   });
 
   test('SIGHUP reloads a router started without the watch', async () => {
