@@ -25,7 +25,8 @@ describe('upstream HTTP/2 sessions', () => {
     const router = await startRouter({ routes: [{ name: 'g', hosts: ['g.example.com'], protocol: 'h2c', backends: [{ name: 'old', url: backend.url, weight: 1 }] }] });
     try {
       const c = client(router.port, 'g.example.com');
-      const results = await Promise.all(Array.from({ length: 50 }, () => unary(c, { sleep_ms: 300 })));
+      // Each call holds its stream 3 s: all 50 overlap even if the client is slow to start them.
+      const results = await Promise.all(Array.from({ length: 50 }, () => unary(c, { sleep_ms: 3_000 })));
       assert.deepEqual(results.map((r) => r.code).filter((code) => code !== 0), []);
       const m = await scrape(router.adminUrl);
       sessions = m.get('switchyard_upstream_h2_sessions') ?? 0;
