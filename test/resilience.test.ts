@@ -229,16 +229,18 @@ describe('active health checks', () => {
     const c = await startSvc('c');
     a.healthStatus = 204; // inside expectStatus [200, 204]
     c.healthStatus = 205; // just outside it
-    const hc = { http: { path: '/healthz', expectStatus: [200, 204] as [number, number] }, interval: '100ms', timeout: '80ms', healthyThreshold: 2, unhealthyThreshold: 3 };
+    // Probes 400 ms apart: a loaded machine notices a verdict well before the next probe, so probe counts are exact.
+    const hc = { http: { path: '/healthz', expectStatus: [200, 204] as [number, number] }, interval: '400ms', timeout: '300ms', healthyThreshold: 2, unhealthyThreshold: 3 };
     const router = await startRouter({ routes: [route('hc', [
       { name: 'a', url: a.url, weight: 1 }, { name: 'b', url: b.url, weight: 1 }, { name: 'c', url: c.url, weight: 1 },
     ], { healthCheck: hc, outlierDetection: { consecutiveFailures: 0 } })] });
     try {
       await waitUp(router, 'hc', 'c', 0);
+      // Each backend has its own probe timer: wait for a and b to have passed as many probes as c failed.
+      assert.ok(await until(() => a.probes >= 3 && b.probes >= 3, 10_000), `probes: a ${a.probes}, b ${b.probes}`);
       let m = await scrape(router.adminUrl);
       assert.equal(up(m, 'hc', 'a'), 1);
       assert.equal(up(m, 'hc', 'b'), 1);
-      assert.ok(a.probes >= 3 && b.probes >= 3, `probes: a ${a.probes}, b ${b.probes}`);
 
       // Both healthy: an even split; c (205) takes nothing.
       let r = await burst(20, 1, () => send(router, { host: 'hc.test' }));
@@ -253,7 +255,7 @@ describe('active health checks', () => {
       const downAfter = performance.now() - t0;
       const failed = b.probes - probesAtFlip;
       assert.ok(failed >= 3 && failed <= 4, `down after ${failed} failed probes`);
-      assert.ok(downAfter >= 180, `down after ${downAfter.toFixed(0)} ms (3 probes at 100 ms)`);
+      assert.ok(downAfter >= 780, `down after ${downAfter.toFixed(0)} ms (3 probes at 400 ms)`);
       const bTraffic = b.traffic;
       r = await burst(20, 1, () => send(router, { host: 'hc.test' }));
       assert.deepEqual(countBy(r, (x) => String(x.headers['x-backend'])), { a: 20 });
