@@ -10,7 +10,12 @@ import { ConfigError, type HealthCheckConfig, type LoadedConfig } from './config
 import { readConfigSources, sourcesDigest } from './config/read.ts';
 import { HealthRegistry } from './health/registry.ts';
 import { Entrypoint } from './ingress/entrypoint.ts';
-import { Metrics } from './observe/metrics.ts';
+import { LiveStats, type LiveRouteInput } from './observe/live.ts';
+import { DURATION_BUCKETS, Metrics } from './observe/metrics.ts';
+import { Ramps } from './ramp/ramps.ts';
+import type { Verdict } from './ramp/guard.ts';
+import type { RampChange } from './ramp/runner.ts';
+import type { Route } from './routing/route.ts';
 import { RouteTable } from './routing/table.ts';
 import { Upstreams, type Upstream } from './upstream/registry.ts';
 import { ConfigWatcher, DEFAULT_WATCH, type WatchOptions } from './config/watch.ts';
@@ -37,6 +42,10 @@ export class Switchyard implements AdminState {
   #admin: { close(): Promise<void> } | undefined;
   #draining = false;
   #reloading: Promise<boolean> | undefined;
+  readonly #ramps: Ramps;
+  readonly #live = new LiveStats(DURATION_BUCKETS);
+  #liveTimer: NodeJS.Timeout | undefined;
+  #liveUntil = 0;
 
   private constructor(path: string, loader: ConfigLoader, loaded: LoadedConfig, digest: string, log: Logger) {
     this.#path = path;
@@ -50,6 +59,11 @@ export class Switchyard implements AdminState {
     // Health is per URL and changes on its own; read it into the gauge at scrape time.
     this.metrics.backendUpSource = () => (this.#entrypoint?.table.routes ?? []).flatMap(
       (r) => r.backends.map((b) => ({ route: r.name, backend: b.name, up: b.health.up })));
+    this.#ramps = new Ramps({
+      weightsChanged: () => { if (this.#entrypoint !== undefined) this.#publishWeights(this.#entrypoint.table); },
+      breached: (route, verdict, change) => this.#breached(route, verdict, change),
+    });
+    this.metrics.rampSource = () => this.#ramps.all();
   }
 
   /**
@@ -125,9 +139,24 @@ export class Switchyard implements AdminState {
       }
     }
     this.#health.retain(urls, checks);
-    this.metrics.setWeights(loaded.config.routes.flatMap((r) => r.backends.map((b) => ({ route: r.name, backend: b.name, weight: b.weight }))));
+    // Ramps put their step's weights in force before the table serves.
+    this.#ramps.sync(table.routes, loaded.config.routes);
+    this.#publishWeights(table);
     this.metrics.configLoaded(loaded.version);
     return table;
+  }
+
+  /** switchyard_backend_weight: the weights in force (a ramp's step, not the configured ones). */
+  #publishWeights(table: RouteTable): void {
+    this.metrics.setWeights(table.routes.flatMap((r) => r.backends.map((b, i) => ({ route: r.name, backend: b.name, weight: r.weightOf(i) }))));
+  }
+
+  /** The guard acted (rolled back or paused this replica): count it, say why with both sides' figures, persist it. */
+  #breached(route: string, verdict: Verdict, change: RampChange): void {
+    this.metrics.rampBreaches.labels(route).inc();
+    const action = 'halted' in change ? 'rolled back and halted' : 'paused';
+    this.#log.child({ component: 'ramp' }).warn({ route, kind: verdict.kind, new: verdict.to, old: verdict.from, errorZ: verdict.errorZ, latencyZ: verdict.latencyZ, p99Ratio: verdict.p99Ratio },
+      `ramp guard breach on route ${route}: ${action}; ${verdict.reason}`);
   }
 
   /**
@@ -182,12 +211,59 @@ export class Switchyard implements AdminState {
   }
 
   configStatus(): ConfigStatus {
+    const routes = (this.#entrypoint?.table.routes ?? []).map((r) => ({
+      name: r.name,
+      backends: r.backends.map((b, i) => ({ name: b.name, configuredWeight: b.weight, weight: r.weightOf(i), up: b.health.up })),
+      ramp: this.#ramps.status(r.name),
+    }));
     return {
       version: this.#loaded.version,
       loadedAt: this.#loadedAt.toISOString(),
       config: this.#loaded.effective,
       lastError: this.#lastError,
+      routes,
     };
+  }
+
+  /**
+   * The live page's data. The counters are sampled once a second only while
+   * someone watches (for two minutes after the last poll), so an unwatched
+   * router pays nothing; the window is the last minute or since the page opened.
+   */
+  live(): unknown {
+    this.#liveUntil = Date.now() + 120_000;
+    if (this.#liveTimer === undefined) {
+      this.#live.sample(this.#liveInputs());
+      this.#liveTimer = setInterval(() => {
+        if (Date.now() > this.#liveUntil) {
+          clearInterval(this.#liveTimer);
+          this.#liveTimer = undefined;
+          return;
+        }
+        this.#live.sample(this.#liveInputs());
+      }, 1000);
+      this.#liveTimer.unref();
+    }
+    return {
+      now: Date.now(),
+      version: this.#loaded.version,
+      loadedAt: this.#loadedAt.toISOString(),
+      lastError: this.#lastError === null ? null : { at: this.#lastError.at, message: this.#lastError.message },
+      routes: this.#live.view(this.#liveInputs()),
+    };
+  }
+
+  #liveInputs(): LiveRouteInput[] {
+    const table = this.#entrypoint?.table;
+    if (table === undefined) return [];
+    const mirrors = new Map(this.#loaded.config.routes.map((r) => [r.name, r.mirror]));
+    return table.routes.map((r: Route) => ({
+      name: r.name,
+      hosts: r.hosts,
+      backends: r.backends.map((b, i) => ({ name: b.name, configuredWeight: b.weight, weight: r.weightOf(i), up: b.health.up, counters: b.metrics })),
+      ramp: this.#ramps.status(r.name),
+      mirror: mirrors.get(r.name) ?? null,
+    }));
   }
 
   // --- shutdown ------------------------------------------------------------
@@ -202,6 +278,8 @@ export class Switchyard implements AdminState {
     if (this.#draining) return 0;
     this.#draining = true;
     this.#watcher?.close();
+    this.#ramps.close();
+    clearInterval(this.#liveTimer);
     const { drainDelayMs, timeoutMs } = this.#loaded.config.shutdown;
     const ep = this.#entrypoint!;
     this.#log.info({ drainDelayMs, timeoutMs, inflight: ep.inflight }, 'shutting down: readiness off, still serving');

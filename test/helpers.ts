@@ -90,6 +90,9 @@ export interface RouteSpec {
   retries?: { attempts?: number; budget?: number; minRetriesPerSecond?: number };
   sticky?: { header: string } | { cookie: string };
   maxBodyBytes?: number;
+  /** docs/ramps.md */
+  ramp?: Record<string, unknown>;
+  mirror?: { to: string; percent?: number; maxBodyBytes?: number; maxInFlight?: number };
 }
 
 export interface ConfigSpec {

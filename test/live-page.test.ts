@@ -5,7 +5,7 @@ import { LiveStats, type LiveRouteInput } from '../src/observe/live.ts';
 const BOUNDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
 function counters() {
-  return { byCode: [] as number[], buckets: new Float64Array(BOUNDS.length + 1) };
+  return { byCode: [] as number[], count: 0, buckets: new Float64Array(BOUNDS.length + 1) };
 }
 
 describe('live stats', () => {
@@ -24,6 +24,8 @@ describe('live stats', () => {
     // 10 "seconds": old 100 req/s all 200 in the 5-10 ms bucket; new 10 req/s, 1 in 10 a 503, in 25-50 ms.
     for (let s = 0; s < 10; s++) {
       old.byCode[200] = (old.byCode[200] ?? 0) + 100;
+      old.count += 100;
+      nw.count += 10;
       old.buckets[4]! += 100;
       nw.byCode[200] = (nw.byCode[200] ?? 0) + 9;
       nw.byCode[503] = (nw.byCode[503] ?? 0) + 1;

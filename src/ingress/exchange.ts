@@ -184,7 +184,7 @@ export abstract class BaseExchange {
       this.clientGone = true;
       this.onClientGone?.();
     }
-    this.metrics.done(this.clientGone ? 499 : code, (performance.now() - this.start) / 1000);
+    this.metrics.done(this.clientGone ? 499 : code, (performance.now() - this.start) / 1000, this.grpc);
     this.owner.exchangeDone(h2);
   }
 

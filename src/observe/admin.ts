@@ -1,6 +1,7 @@
 // The admin port: metrics, health, readiness and the config in force. Never
 // the traffic port, so a scrape or probe cannot be confused with a route.
 import Fastify from 'fastify';
+import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { Metrics } from './metrics.ts';
@@ -10,13 +11,20 @@ export interface ConfigStatus {
   readonly loadedAt: string;
   readonly config: unknown;
   readonly lastError: { readonly at: string; readonly message: string; readonly issues: readonly unknown[] } | null;
+  /** What runs: per route the weights in force, backend health and the ramp's state with the guard's verdict. */
+  readonly routes: readonly unknown[];
 }
 
 /** What the admin API reads from the router. */
 export interface AdminState {
   ready(): boolean;
   configStatus(): ConfigStatus;
+  /** The live page's data (api/live). */
+  live(): unknown;
 }
+
+// The live old-vs-new page: one self-contained file (no external assets; clusters may have no internet).
+const PAGE = readFileSync(new URL('./page.html', import.meta.url));
 
 export async function startAdmin(host: string, port: number, metrics: Metrics, state: AdminState, log: Logger): Promise<{ close(): Promise<void>; address: AddressInfo }> {
   // No fastify request logging: a scrape every few seconds is not news.
@@ -36,6 +44,14 @@ export async function startAdmin(host: string, port: number, metrics: Metrics, s
     return { status: 'not ready' };
   });
   app.get('/api/config', async () => state.configStatus());
+  app.get('/api/live', async (_req, reply) => {
+    reply.header('cache-control', 'no-store');
+    return state.live();
+  });
+  app.get('/', async (_req, reply) => {
+    reply.header('content-type', 'text/html; charset=utf-8');
+    return PAGE;
+  });
   await app.listen({ host, port });
   return { close: () => app.close(), address: app.server.address() as AddressInfo };
 }

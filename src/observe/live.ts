@@ -9,6 +9,8 @@ const WINDOW_S = 60;
 export interface Counters {
   /** Requests by code: HTTP status (>= 100), gRPC status (< 100), 499 client gone. */
   readonly byCode: readonly number[];
+  /** Requests in all. */
+  readonly count: number;
   /** Durations per bucket (not cumulative), the +Inf overflow last. */
   readonly buckets: Float64Array;
 }
@@ -70,12 +72,6 @@ function errorsOf(byCode: readonly number[]): number {
   return e;
 }
 
-function totalOf(byCode: readonly number[]): number {
-  let n = 0;
-  for (const v of byCode) if (v !== undefined) n += v;
-  return n;
-}
-
 export class LiveStats {
   readonly #bounds: readonly number[];
   readonly #rings = new Map<Counters, Ring>();
@@ -98,7 +94,7 @@ export class LiveStats {
           this.#rings.set(b.counters, ring);
         }
         const s = ring.snaps[ring.next]!;
-        s[0] = totalOf(b.counters.byCode);
+        s[0] = b.counters.count;
         s[1] = errorsOf(b.counters.byCode);
         s.set(b.counters.buckets, 2);
         ring.next = (ring.next + 1) % ring.snaps.length;

@@ -9,12 +9,20 @@ import type { UpstreamError, UpstreamErrorKind } from '../errors.ts';
 // count of the ones folded in: an outage must not turn into a log flood.
 const ERROR_LOG_INTERVAL_MS = 5_000;
 
+// The states of switchyard_ramp_state (src/ramp/schedule.ts has the same list; metrics import nothing from ramp).
+const RAMP_STATES = ['pending', 'ramping', 'paused', 'halted', 'done'] as const;
+
 // A proxy's own overhead is sub-millisecond: start well below prom-client's 5 ms.
-const DURATION_BUCKETS = [
+export const DURATION_BUCKETS = [
   0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 ];
 
 interface CounterChild { inc(v?: number): void }
+
+/** Takes each finished request of one backend (a ramp guard's side). */
+export interface OutcomeRecorder {
+  outcome(code: number, grpc: boolean, ms: number): void;
+}
 
 /**
  * The metrics of one (route, backend, protocol); what the request path holds.
@@ -33,6 +41,8 @@ export class BackendMetrics {
   readonly buckets = new Float64Array(DURATION_BUCKETS.length + 1);
   sum = 0;
   count = 0;
+  /** Set while a ramp's guard judges this backend; null otherwise (one check per request). */
+  outcomes: OutcomeRecorder | null = null;
   readonly #errors: Record<UpstreamErrorKind, CounterChild>;
   readonly #log: Logger | undefined;
   #lastLogged = 0;
@@ -52,7 +62,8 @@ export class BackendMetrics {
   }
 
   /** One finished request: `code` is the HTTP status, or the grpc-status for gRPC. */
-  done(code: number, seconds: number): void {
+  done(code: number, seconds: number, grpc: boolean): void {
+    if (this.outcomes !== null) this.outcomes.outcome(code, grpc, seconds * 1000);
     this.byCode[code] = (this.byCode[code] ?? 0) + 1;
     let i = 0;
     while (i < DURATION_BUCKETS.length && seconds > DURATION_BUCKETS[i]!) i++;
@@ -90,10 +101,12 @@ export class Metrics {
   readonly openStreams: Gauge<string>;
   readonly upstreamSessions: Gauge<string>;
   readonly upstreamStreams: Gauge<string>;
+  readonly rampBreaches: Counter<string>;
   readonly #bound = new Map<string, BackendMetrics>();
   /** Read at scrape time: counts and states kept elsewhere (not updated per request). */
   openStreamsSource: (() => number) | undefined;
   backendUpSource: (() => Iterable<{ route: string; backend: string; up: boolean }>) | undefined;
+  rampSource: (() => Iterable<[route: string, ramp: { readonly state: string; readonly step: number }]>) | undefined;
   #weights = new Map<string, number>();
   #configVersion: string | undefined;
 
@@ -161,6 +174,31 @@ export class Metrics {
       name: 'switchyard_upstream_h2_streams',
       help: 'Open HTTP/2 streams to h2c backends.',
       registers,
+    });
+    new Gauge({
+      name: 'switchyard_ramp_step',
+      help: 'Index of the ramp step in force (0-based; -1 before the first).',
+      labelNames: ['route'], registers,
+      collect() {
+        this.reset();
+        for (const [route, r] of self.rampSource?.() ?? []) this.labels(route).set(r.step);
+      },
+    });
+    new Gauge({
+      name: 'switchyard_ramp_state',
+      help: '1 for the current state of each route\'s ramp: pending, ramping, paused, halted, done.',
+      labelNames: ['route', 'state'], registers,
+      collect() {
+        this.reset();
+        for (const [route, r] of self.rampSource?.() ?? []) {
+          for (const state of RAMP_STATES) this.labels(route, state).set(r.state === state ? 1 : 0);
+        }
+      },
+    });
+    this.rampBreaches = new Counter({
+      name: 'switchyard_ramp_breaches_total',
+      help: 'Guard breaches acted on (rollback or pause), by route.',
+      labelNames: ['route'], registers,
     });
     this.configReloads.labels('success').inc(0);
     this.configReloads.labels('failure').inc(0);

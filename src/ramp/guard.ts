@@ -42,6 +42,12 @@ export class GuardSide {
     this.#rng = seed >>> 0 || 1;
   }
 
+  /** A finished request as the request path reports it (OutcomeRecorder). A client that went away (499) says nothing about the backend. */
+  outcome(code: number, grpc: boolean, ms: number): void {
+    if (code === 499) return;
+    this.record(ms, isGuardError(code, grpc));
+  }
+
   /** A finished request: latency in ms (to the end of the response) and whether it failed. */
   record(latencyMs: number, error: boolean): void {
     this.requests++;
@@ -144,18 +150,22 @@ export class Guard {
     const f = from.figures();
     const t = to.figures();
     const min = config.minRequests;
-    if (from.requests < min || to.requests < min) {
+    const waiting = from.requests < min || to.requests < min;
+    // A failing `to` gets few requests (outlier detection ejects it after a few
+    // failures), so errors are judged as soon as `to` has MIN_ERRORS of them:
+    // the test itself weighs how few requests that is.
+    if (from.requests >= min && to.errors >= MIN_ERRORS) {
+      const errorZ = errorTest(from, to, config.maxErrorRateIncrease);
+      if (errorZ > Z) return this.#errorBreach(f, t, errorZ);
+    }
+    if (waiting) {
       return { status: 'waiting', kind: null, reason: `waiting for ${min} requests per side (old ${from.requests}, new ${to.requests})`, from: f, to: t, errorZ: null, latencyZ: null, p99Ratio: null };
     }
     const errorZ = errorTest(from, to, config.maxErrorRateIncrease);
     const enoughLatency = from.seen >= min && to.seen >= min;
     const latencyZ = enoughLatency ? this.#rankTest(config.maxLatencyIncrease) : null;
     const p99Ratio = enoughLatency ? p99Test(from, to, config.maxLatencyIncrease) : null;
-    const figures = `new ${pct(t.errorRate)} errors, p50 ${t.p50Ms} ms, p99 ${t.p99Ms} ms over ${t.requests} requests; old ${pct(f.errorRate)} errors, p50 ${f.p50Ms} ms, p99 ${f.p99Ms} ms over ${f.requests} requests`;
-    if (errorZ > Z && to.errors >= MIN_ERRORS) {
-      const why = `error rate new ${pct(t.errorRate)} vs old ${pct(f.errorRate)}: +${pp(t.errorRate - f.errorRate)} points > allowed ${pct(config.maxErrorRateIncrease)} (z ${errorZ.toFixed(2)})`;
-      return { status: 'breach', kind: 'errors', reason: `${why}; ${figures}`, from: f, to: t, errorZ, latencyZ, p99Ratio };
-    }
+    const figures = bothSides(f, t);
     if ((latencyZ !== null && latencyZ > Z) || (p99Ratio !== null && p99Ratio > 1)) {
       const allowed = `+${Math.round(config.maxLatencyIncrease * 100)}%`;
       const why = latencyZ !== null && latencyZ > Z
@@ -164,6 +174,11 @@ export class Guard {
       return { status: 'breach', kind: 'latency', reason: `${why}; ${figures}`, from: f, to: t, errorZ, latencyZ, p99Ratio };
     }
     return { status: 'pass', kind: null, reason: figures, from: f, to: t, errorZ, latencyZ, p99Ratio };
+  }
+
+  #errorBreach(f: SideFigures, t: SideFigures, errorZ: number): Verdict {
+    const why = `error rate new ${pct(t.errorRate)} vs old ${pct(f.errorRate)}: +${pp(t.errorRate - f.errorRate)} points > allowed ${pct(this.config.maxErrorRateIncrease)} (z ${errorZ.toFixed(2)})`;
+    return { status: 'breach', kind: 'errors', reason: `${why}; ${bothSides(f, t)}`, from: f, to: t, errorZ, latencyZ: null, p99Ratio: null };
   }
 
   /**
@@ -196,6 +211,10 @@ export class Guard {
     const sd = Math.sqrt((n * m * (n + m + 1)) / 12);
     return (u - mean) / sd;
   }
+}
+
+function bothSides(f: SideFigures, t: SideFigures): string {
+  return `new ${pct(t.errorRate)} errors, p50 ${t.p50Ms} ms, p99 ${t.p99Ms} ms over ${t.requests} requests; old ${pct(f.errorRate)} errors, p50 ${f.p50Ms} ms, p99 ${f.p99Ms} ms over ${f.requests} requests`;
 }
 
 /** z of H0: rate(to) − rate(from) ≤ allowed, Agresti–Caffo adjusted (one success and one failure added per side). */

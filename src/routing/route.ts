@@ -8,6 +8,7 @@ import type { Upstream } from '../upstream/registry.ts';
 
 export interface Backend {
   readonly name: string;
+  /** The configured weight; the one in force may differ (a ramp): Route.weightOf. */
   readonly weight: number;
   /** Host / :authority sent upstream; undefined keeps the client's. */
   readonly hostHeader: string | undefined;
@@ -49,9 +50,10 @@ export class Route {
   readonly sticky: StickyConfig | null;
   readonly maxBodyBytes: number;
   readonly none: BackendMetrics;
+  /** Weights in force: the configured ones, or a ramp's step (setWeights). */
   readonly #weights: Int32Array;
   readonly #current: Float64Array;
-  readonly #total: number;
+  #total: number;
 
   static build(rc: RouteConfig, bind: Binder): Route {
     const backends = rc.backends.map((bc) => ({
@@ -107,11 +109,31 @@ export class Route {
     return b[best];
   }
 
+  /**
+   * Puts other weights in force (a ramp's step, in backend order). Called at
+   * step boundaries, never per request; the smooth round-robin starts over.
+   */
+  setWeights(weights: readonly number[]): void {
+    let total = 0;
+    for (let i = 0; i < this.#weights.length; i++) {
+      this.#weights[i] = weights[i] ?? 0;
+      total += this.#weights[i]!;
+    }
+    this.#current.fill(0);
+    this.#total = total;
+  }
+
+  /** The weight in force of backend i. */
+  weightOf(i: number): number {
+    return this.#weights[i]!;
+  }
+
   /** Of the weighted backends, the one whose ejection ends first. */
   #leastBad(): Backend | undefined {
     let best: Backend | undefined;
-    for (const b of this.backends) {
-      if (b.weight > 0 && (best === undefined || b.health.ejectedUntil < best.health.ejectedUntil)) best = b;
+    for (let i = 0; i < this.backends.length; i++) {
+      const b = this.backends[i]!;
+      if (this.#weights[i]! > 0 && (best === undefined || b.health.ejectedUntil < best.health.ejectedUntil)) best = b;
     }
     return best;
   }
@@ -127,9 +149,11 @@ export class Route {
   stickyPick(key: string): Backend | undefined {
     if (this.#total === 0) return undefined;
     let point = (hashKey(key) / 0x1_0000_0000) * this.#total;
-    for (const b of this.backends) {
-      if (b.weight === 0) continue;
-      point -= b.weight;
+    for (let i = 0; i < this.backends.length; i++) {
+      const b = this.backends[i]!;
+      const w = this.#weights[i]!;
+      if (w === 0) continue;
+      point -= w;
       if (point < 0) return b.health.up ? b : this.pick();
     }
     return this.pick();
@@ -143,7 +167,10 @@ export class Route {
 
   /** Where a retry goes: another healthy backend with weight if there is one, else the same. */
   retryTarget(failed: Backend): Backend {
-    for (const b of this.backends) if (b !== failed && b.weight > 0 && b.health.up) return b;
+    for (let i = 0; i < this.backends.length; i++) {
+      const b = this.backends[i]!;
+      if (b !== failed && this.#weights[i]! > 0 && b.health.up) return b;
+    }
     return failed;
   }
 }
