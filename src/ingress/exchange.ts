@@ -9,6 +9,7 @@ import { UpstreamError, type ProxyError } from '../errors.ts';
 import type { BackendMetrics } from '../observe/metrics.ts';
 import { RequestBody } from './body.ts';
 import { appendForwardedFor } from './hygiene.ts';
+import { ExchangeSignal } from './signal.ts';
 
 export type ResponseHeaders = Record<string, string | string[] | undefined>;
 
@@ -48,10 +49,10 @@ export interface Exchange {
   /** True once the proxy gave its own answer (an error): later upstream outcomes are moot. */
   readonly settled: boolean;
   readonly clientGone: boolean;
+  /** Fires when the client goes away or the proxy has answered (settled): upstream work stops. */
+  readonly signal: ExchangeSignal;
   /** Metrics the outcome is counted under; set once the route/backend is known. */
   metrics: BackendMetrics;
-  /** Cancels the upstream call in progress; called when the client goes away or the proxy gives up. */
-  onClientGone: (() => void) | undefined;
 
   /** A request header's value by lowercase name (the first, if repeated). */
   header(name: string): string | undefined;
@@ -74,7 +75,7 @@ export interface Exchange {
   write(chunk: Buffer): boolean;
   onceDrain(fn: () => void): void;
   end(trailers: ResponseHeaders | null): void;
-  /** Answers with the error's status (gRPC: Trailers-Only) or, if the response began, cuts it. Once. */
+  /** Answers with the error's status (gRPC: Trailers-Only) or, if the response began, cuts it. Once; then `signal` fires. */
   fail(err: ProxyError): void;
 }
 
@@ -106,21 +107,36 @@ export abstract class BaseExchange {
   responded = false;
   settled = false;
   clientGone = false;
+  readonly signal = new ExchangeSignal();
   metrics!: BackendMetrics;
-  onClientGone: (() => void) | undefined = undefined;
   protected readonly start = performance.now();
   protected readonly owner: ExchangeOwner;
-  readonly #peer: Peer;
   readonly #requestId: string;
+  // X-Forwarded-For/-Proto/-Host as sent upstream.
+  readonly #xff: string;
+  readonly #xfProto: string;
+  readonly #xfHost: string | undefined;
   #body: RequestBody | undefined;
   #timer: NodeJS.Timeout | undefined;
 
+  /** `forwarded`: the client's own X-Forwarded-For (repeats joined), -Proto and -Host, if any. */
   constructor(owner: ExchangeOwner, peer: Peer, f: {
     method: string; path: string; authority: string | undefined; contentType: string | undefined;
     override: string | undefined; hasBody: boolean; contentLength: number; requestId: string | undefined;
+    forwarded: { for: string | undefined; proto: string | undefined; host: string | undefined };
   }) {
     this.owner = owner;
-    this.#peer = peer;
+    // From a trusted proxy the client's values are kept (XFF appended to);
+    // from anyone else they are replaced, so a client cannot forge its address.
+    if (peer.trusted) {
+      this.#xff = appendForwardedFor(f.forwarded.for, peer.ip);
+      this.#xfProto = f.forwarded.proto ?? 'http';
+      this.#xfHost = f.forwarded.host ?? f.authority;
+    } else {
+      this.#xff = peer.ip;
+      this.#xfProto = 'http';
+      this.#xfHost = f.authority;
+    }
     this.method = f.method;
     this.path = f.path;
     this.authority = f.authority;
@@ -132,7 +148,23 @@ export abstract class BaseExchange {
   }
 
   protected abstract bodySource(): Readable;
-  abstract fail(err: ProxyError): void;
+  /** Mid-response, when no status can be sent any more: cut the response. */
+  protected abstract cut(err: ProxyError): void;
+  /** No response yet: answer with the error's status. */
+  protected abstract answer(err: ProxyError): void;
+
+  /** Whether the client side is closed already, so there is nothing to answer on. */
+  protected isClosed(): boolean {
+    return false;
+  }
+
+  fail(err: ProxyError): void {
+    if (this.settled || this.clientGone || this.isClosed()) return;
+    this.settled = true;
+    if (this.responded) this.cut(err);
+    else this.answer(err);
+    this.signal.abort();
+  }
 
   body(): Readable | null {
     if (!this.hasBody) return null;
@@ -147,12 +179,12 @@ export abstract class BaseExchange {
     if (!this.hasBody) return;
     const body = (this.#body ??= new RequestBody(this.bodySource()));
     body.limit = max;
-    body.onLimit = () => this.#abandon(err);
+    body.onLimit = () => this.fail(err);
   }
 
   deadline(ms: number, exemptEventStreams = false): void {
     this.#sseExempt = exemptEventStreams;
-    this.#timer = setTimeout(() => this.#abandon(DEADLINE), ms);
+    this.#timer = setTimeout(() => this.fail(DEADLINE), ms);
   }
 
   #sseExempt = false;
@@ -160,15 +192,6 @@ export abstract class BaseExchange {
   protected responseHead(headers: ResponseHeaders): void {
     const ct = headers['content-type'];
     if (this.#sseExempt && typeof ct === 'string' && ct.startsWith('text/event-stream')) clearTimeout(this.#timer);
-  }
-
-  /** The proxy gives up on the exchange: answers `err` and cancels the upstream call. */
-  #abandon(err: ProxyError): void {
-    if (this.settled || this.clientGone) return;
-    this.fail(err);
-    const cancel = this.onClientGone;
-    this.onClientGone = undefined;
-    cancel?.();
   }
 
   cookie(name: string): string | undefined {
@@ -182,21 +205,23 @@ export abstract class BaseExchange {
     clearTimeout(this.#timer);
     if (!finished) {
       this.clientGone = true;
-      this.onClientGone?.();
+      this.signal.abort();
     }
     this.metrics.done(this.clientGone ? 499 : code, (performance.now() - this.start) / 1000, this.grpc);
     this.owner.exchangeDone(h2);
   }
 
-  /**
-   * X-Forwarded-For/-Proto/-Host as sent upstream. From a trusted proxy the
-   * client's values are kept (XFF appended to); from anyone else they are
-   * replaced, so a client cannot forge its address.
-   */
-  protected forwarded(xff: string | undefined, proto: string | undefined, host: string | undefined): [xff: string, proto: string, host: string | undefined] {
-    const peer = this.#peer;
-    if (!peer.trusted) return [peer.ip, 'http', this.authority];
-    return [appendForwardedFor(xff, peer.ip), proto ?? 'http', host ?? this.authority];
+  /** Host (`hostHeader`, else the client's) and X-Forwarded-*, appended to a flat HTTP/1.1 header list. */
+  protected pushForwarded(h: string[], hostHeader: string | undefined): void {
+    h.push('host', hostHeader ?? this.authority ?? '', 'x-forwarded-for', this.#xff, 'x-forwarded-proto', this.#xfProto);
+    if (this.#xfHost !== undefined) h.push('x-forwarded-host', this.#xfHost);
+  }
+
+  /** X-Forwarded-* set on HTTP/2 request headers. */
+  protected setForwarded(out: OutgoingHttpHeaders): void {
+    out['x-forwarded-for'] = this.#xff;
+    out['x-forwarded-proto'] = this.#xfProto;
+    if (this.#xfHost !== undefined) out['x-forwarded-host'] = this.#xfHost;
   }
 
   protected get requestId(): string {

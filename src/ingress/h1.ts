@@ -15,7 +15,6 @@ export abstract class H1Request extends BaseExchange {
   readonly req: IncomingMessage;
   /** The client's headers minus hop-by-hop and proxy-set ones, flat [name, value, ...]. */
   readonly #headers: string[];
-  readonly #forwarded: [xff: string, proto: string, host: string | undefined];
 
   constructor(req: IncomingMessage, owner: ExchangeOwner, peer: Peer) {
     // One pass over the raw headers: node builds req.headers lazily, and
@@ -58,12 +57,11 @@ export abstract class H1Request extends BaseExchange {
     }
     super(owner, peer, {
       method: req.method ?? 'GET', path: req.url ?? '/', authority: host, contentType: ctype,
-      override, hasBody, contentLength, requestId,
+      override, hasBody, contentLength, requestId, forwarded: { for: xff, proto: xfProto, host: xfHost },
     });
     if (requestId === undefined) headers.push(idHeader, this.requestId);
     this.req = req;
     this.#headers = headers;
-    this.#forwarded = this.forwarded(xff, xfProto, xfHost);
   }
 
   protected bodySource(): Readable {
@@ -82,9 +80,7 @@ export abstract class H1Request extends BaseExchange {
 
   headersForH1(hostHeader: string | undefined): string[] {
     const h = this.#headers.slice();
-    const [xff, proto, xfHost] = this.#forwarded;
-    h.push('host', hostHeader ?? this.authority ?? '', 'x-forwarded-for', xff, 'x-forwarded-proto', proto);
-    if (xfHost !== undefined) h.push('x-forwarded-host', xfHost);
+    this.pushForwarded(h, hostHeader);
     return h;
   }
 
@@ -102,10 +98,7 @@ export abstract class H1Request extends BaseExchange {
       // HTTP/2 wants one field per name; cookies join with "; " (RFC 9113 §8.2.3).
       out[name] = prev === undefined ? h[i + 1] : `${String(prev)}${name === 'cookie' ? '; ' : ', '}${h[i + 1]}`;
     }
-    const [xff, proto, xfHost] = this.#forwarded;
-    out['x-forwarded-for'] = xff;
-    out['x-forwarded-proto'] = proto;
-    if (xfHost !== undefined) out['x-forwarded-host'] = xfHost;
+    this.setForwarded(out);
     return out;
   }
 }
@@ -154,14 +147,12 @@ export class H1Exchange extends H1Request implements Exchange {
     if (!this.settled) this.res.end();
   }
 
-  fail(err: ProxyError): void {
-    if (this.settled || this.clientGone) return;
-    this.settled = true;
-    if (this.responded) {
-      // The status line is out: the only honest signal left is a cut connection.
-      this.res.destroy();
-      return;
-    }
+  protected cut(): void {
+    // The status line is out: the only honest signal left is a cut connection.
+    this.res.destroy();
+  }
+
+  protected answer(err: ProxyError): void {
     this.responded = true;
     const body = textBody(err);
     const headers: OutgoingHttpHeaders = {

@@ -10,7 +10,6 @@ import { connectionNamed, DROP_REQUEST, stripResponseHeaders } from './hygiene.t
 export class H2Exchange extends BaseExchange implements Exchange {
   readonly stream: ServerHttp2Stream;
   readonly #headers: IncomingHttpHeaders;
-  readonly #forwarded: [xff: string, proto: string, host: string | undefined];
   #finished = false;
   #status = 0;
   #trailers: ResponseHeaders | null = null;
@@ -20,6 +19,7 @@ export class H2Exchange extends BaseExchange implements Exchange {
     const override = headers['x-switchyard-backend'];
     const cl = headers['content-length'];
     const id = headers[owner.requestIdHeader];
+    const xff = headers['x-forwarded-for'];
     super(owner, peer, {
       method: headers[':method'] ?? 'GET',
       path: headers[':path'] ?? '/',
@@ -30,12 +30,10 @@ export class H2Exchange extends BaseExchange implements Exchange {
       hasBody: !stream.readableEnded && !(stream as { endAfterHeaders?: boolean }).endAfterHeaders,
       contentLength: cl === undefined ? -1 : Number(cl),
       requestId: Array.isArray(id) ? id[0] : id,
+      forwarded: { for: Array.isArray(xff) ? xff.join(', ') : xff, proto: first(headers['x-forwarded-proto']), host: first(headers['x-forwarded-host']) },
     });
     this.stream = stream;
     this.#headers = headers;
-    const first = (v: string | string[] | undefined): string | undefined => (Array.isArray(v) ? v[0] : v);
-    const xff = headers['x-forwarded-for'];
-    this.#forwarded = this.forwarded(Array.isArray(xff) ? xff.join(', ') : xff, first(headers['x-forwarded-proto']), first(headers['x-forwarded-host']));
     if (this.hasBody) stream.once('trailers', this.#onRequestTrailers);
     stream.once('close', this.#onClose);
   }
@@ -71,9 +69,7 @@ export class H2Exchange extends BaseExchange implements Exchange {
       if (Array.isArray(v)) for (const x of v) out.push(name, x);
       else if (v !== undefined) out.push(name, v);
     }
-    const [xff, proto, xfHost] = this.#forwarded;
-    out.push('host', hostHeader ?? this.authority ?? '', 'x-forwarded-for', xff, 'x-forwarded-proto', proto);
-    if (xfHost !== undefined) out.push('x-forwarded-host', xfHost);
+    this.pushForwarded(out, hostHeader);
     if (h[this.owner.requestIdHeader] === undefined) out.push(this.owner.requestIdHeader, this.requestId);
     return out;
   }
@@ -89,10 +85,7 @@ export class H2Exchange extends BaseExchange implements Exchange {
     out[':authority'] = hostHeader ?? this.authority ?? '';
     // "te: trailers" is the one TE value HTTP/2 allows, and gRPC servers require it.
     if (h['te'] === 'trailers') out['te'] = 'trailers';
-    const [xff, proto, xfHost] = this.#forwarded;
-    out['x-forwarded-for'] = xff;
-    out['x-forwarded-proto'] = proto;
-    if (xfHost !== undefined) out['x-forwarded-host'] = xfHost;
+    this.setForwarded(out);
     out[this.owner.requestIdHeader] ??= this.requestId;
     return out;
   }
@@ -147,17 +140,20 @@ export class H2Exchange extends BaseExchange implements Exchange {
     this.stream.sendTrailers((this.#trailers ?? {}) as OutgoingHttpHeaders);
   };
 
-  fail(err: ProxyError): void {
-    if (this.settled || this.clientGone || this.stream.destroyed) return;
-    this.settled = true;
+  protected override isClosed(): boolean {
+    return this.stream.destroyed;
+  }
+
+  protected cut(err: ProxyError): void {
     this.#finished = true;
-    if (this.responded) {
-      // Mid-response there is no status left to send: reset the stream.
-      // close(code) would end it first (END_STREAM), which a client reads as
-      // a complete response; destroy sends only RST_STREAM (INTERNAL_ERROR).
-      this.stream.destroy(err);
-      return;
-    }
+    // Mid-response there is no status left to send: reset the stream.
+    // close(code) would end it first (END_STREAM), which a client reads as
+    // a complete response; destroy sends only RST_STREAM (INTERNAL_ERROR).
+    this.stream.destroy(err);
+  }
+
+  protected answer(err: ProxyError): void {
+    this.#finished = true;
     this.responded = true;
     if (this.grpc) {
       // Trailers-Only: one HEADERS frame with END_STREAM carrying the status.
@@ -174,6 +170,10 @@ export class H2Exchange extends BaseExchange implements Exchange {
     this.stream.respond({ ':status': err.httpStatus, 'content-type': 'text/plain; charset=utf-8' });
     this.stream.end(textBody(err));
   }
+}
+
+function first(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
 }
 
 /** The grpc-status a response carries, else the fallback. */

@@ -82,13 +82,11 @@ export class UpgradeExchange extends H1Request implements Exchange {
     this.socket.end();
   }
 
-  fail(err: ProxyError): void {
-    if (this.settled || this.clientGone) return;
-    this.settled = true;
-    if (this.responded) {
-      this.socket.destroy();
-      return;
-    }
+  protected cut(): void {
+    this.socket.destroy();
+  }
+
+  protected answer(err: ProxyError): void {
     const body = textBody(err);
     this.#writeHead(err.httpStatus, { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(Buffer.byteLength(body)) });
     this.#finished = true;

@@ -50,6 +50,7 @@ export function proxy(ex: Exchange, table: RouteTable, unmatched: BackendMetrics
 }
 
 function attempt(ex: Exchange, route: Route, backend: Backend, n: number): void {
+  if (ex.signal.aborted) return;
   ex.metrics = backend.metrics;
   if (backend.upstream.protocol === 'h2c') forwardH2(ex, route, backend, n, attemptFailed);
   else forwardHttp(ex, route, backend, n, attemptFailed);
@@ -61,7 +62,7 @@ function attempt(ex: Exchange, route: Route, backend: Backend, n: number): void 
  * pins the backend) when retry.ts says that is safe and the budget allows.
  */
 export function attemptFailed(ex: Exchange, route: Route, backend: Backend, n: number, err: UpstreamError, responseStarted: boolean): void {
-  if (ex.settled) return; // the proxy already answered (limit, deadline) and cancelled this call
+  if (ex.signal.aborted) return; // the client left, or the proxy answered (limit, deadline) and cancelled this call
   backend.metrics.upstreamError(err);
   backend.health.failure(route.outlier);
   if (mayRetry(route.retry, route.retryBudget, n, ex.method, err, responseStarted, ex.bodyReplayable, ex.clientGone)) {

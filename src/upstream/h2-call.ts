@@ -38,7 +38,8 @@ class H2Call {
 
   readonly onSession = (err: Error | null, slot: Slot | null): void => {
     const ex = this.#ex;
-    if (ex.clientGone) return;
+    // The session took a while: the exchange may have settled meanwhile.
+    if (ex.signal.aborted) return;
     if (err !== null || slot === null) {
       this.#fail(upstreamError(err));
       return;
@@ -61,7 +62,7 @@ class H2Call {
     stream.on('end', this.#onEnd);
     stream.on('error', noop);
     stream.once('close', this.#onClose);
-    ex.onClientGone = this.#cancel;
+    ex.signal.listen(this.#cancel);
     if (hasBody) {
       stream.once('wantTrailers', this.#sendRequestTrailers);
       const body = ex.body()!;
@@ -130,9 +131,9 @@ class H2Call {
 
   readonly #onClose = (): void => {
     clearTimeout(this.#timer);
-    this.#ex.onClientGone = undefined;
+    this.#ex.signal.unlisten(this.#cancel);
     this.#up.release(this.#slot!);
-    if (this.#done || this.#ex.clientGone) return;
+    if (this.#done || this.#ex.signal.aborted) return;
     // The stream closed before it ended: reset by the peer or the session died.
     const code = this.#stream!.rstCode ?? NGHTTP2_INTERNAL_ERROR;
     const refused = code === NGHTTP2_REFUSED_STREAM;

@@ -107,9 +107,10 @@ class HttpCall implements Dispatcher.DispatchHandler {
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.#controller = controller;
-    if (this.#ex.clientGone) controller.abort(new Error('client went away'));
+    // Queued for a connection until now: the exchange may have settled meanwhile.
+    if (this.#ex.signal.aborted) controller.abort(new Error('exchange settled'));
     else {
-      this.#ex.onClientGone = this.#abort;
+      this.#ex.signal.listen(this.#abort);
       const ms = this.#route.timeouts.responseMs;
       if (nativeTimer(ms)) this.#timer = setTimeout(this.#timeout, ms, 'SY_RESPONSE_TIMEOUT');
     }
@@ -120,7 +121,7 @@ class HttpCall implements Dispatcher.DispatchHandler {
   };
 
   readonly #abort = (): void => {
-    this.#controller?.abort(new Error('client went away'));
+    this.#controller?.abort(new Error('exchange settled'));
   };
 
   onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[]>): void {
@@ -143,21 +144,21 @@ class HttpCall implements Dispatcher.DispatchHandler {
 
   onResponseEnd(): void {
     clearTimeout(this.#timer);
-    this.#ex.onClientGone = undefined;
+    this.#ex.signal.unlisten(this.#abort);
     this.#ex.end(null);
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
     clearTimeout(this.#timer);
-    this.#ex.onClientGone = undefined;
-    if (this.#ex.clientGone || this.#ex.settled) return;
+    this.#ex.signal.unlisten(this.#abort);
+    if (this.#ex.signal.aborted) return;
     this.#failed(this.#ex, this.#route, this.#backend, this.#attempt, upstreamError(err), this.#started);
   }
 
   onRequestUpgrade(_controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[]>, socket: Duplex): void {
     this.#started = true;
     clearTimeout(this.#timer);
-    this.#ex.onClientGone = undefined;
+    this.#ex.signal.unlisten(this.#abort);
     const ex = this.#ex as UpgradeExchange;
     ex.respond(statusCode, headers as ResponseHeaders);
     ex.splice(socket);
