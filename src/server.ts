@@ -12,6 +12,7 @@ import { HealthRegistry } from './health/registry.ts';
 import { Entrypoint } from './ingress/entrypoint.ts';
 import { LiveStats, type LiveRouteInput } from './observe/live.ts';
 import { DURATION_BUCKETS, Metrics } from './observe/metrics.ts';
+import { Mirror } from './proxy/mirror.ts';
 import { Ramps } from './ramp/ramps.ts';
 import type { Verdict } from './ramp/guard.ts';
 import type { RampChange } from './ramp/runner.ts';
@@ -139,7 +140,14 @@ export class Switchyard implements AdminState {
       }
     }
     this.#health.retain(urls, checks);
-    // Ramps put their step's weights in force before the table serves.
+    table.routes.forEach((route, i) => {
+      const rc = loaded.config.routes[i]!;
+      const to = rc.mirror?.to ?? (rc.ramp?.steps.includes('mirror') ? rc.ramp.to : undefined);
+      // A route kept from the last table keeps its mirror (same config).
+      if (to === undefined || route.mirror !== null) return;
+      route.mirror = new Mirror(route.backends.find((b) => b.name === to)!, rc.mirror, this.metrics.mirrorCounter(route.name, to));
+    });
+    // Ramps put their step's weights (and mirror steps) in force before the table serves.
     this.#ramps.sync(table.routes, loaded.config.routes);
     this.#publishWeights(table);
     this.metrics.configLoaded(loaded.version);

@@ -111,4 +111,27 @@ describe('ramp in the router', () => {
     assert.equal(metric(m, 'switchyard_ramp_state', { route: 'orders', state: 'halted' }), 1);
     console.log(`# first bad response to rollback seen: ${rolledBackAt - firstBad} ms`);
   });
+
+  it('judges a mirror step on the copies\' answers, with no client ever sent to new', async () => {
+    const [old, nw] = await backends(true);
+    const router = await startRouter({ routes: [{
+      name: 'dark', hosts: ['dark.test'],
+      backends: [{ name: 'old', url: old.url, weight: 100 }, { name: 'new', url: nw.url, weight: 0 }],
+      ramp: { from: 'old', to: 'new', steps: ['mirror', 100], interval: '1m', startedAt: new Date().toISOString(), guard: { minRequests: 20 } },
+    }] });
+    closers.push(() => router.close());
+    const deadline = Date.now() + 10_000;
+    let halted = false;
+    for (let i = 0; Date.now() < deadline && !halted; i++) {
+      const r = await get(router, 'dark.test');
+      assert.equal(r.backend, 'old');
+      assert.equal(r.status, 200);
+      if (i % 10 === 9) halted = (await routeState(router, 'dark')).ramp?.state === 'halted';
+    }
+    assert.ok(halted, 'the guard halted the ramp on mirrored answers');
+    const s = await routeState(router, 'dark');
+    assert.match(s.ramp!.halted!.reason, /^guard: error rate new 100\.00% vs old 0\.00%/);
+    const m = await scrape(router.adminUrl);
+    assert.ok(metric(m, 'switchyard_mirror_requests_total', { route: 'dark', backend: 'new', code: '503' }) >= 5);
+  });
 });

@@ -238,7 +238,7 @@ describe('ramp runner', () => {
     const h: RampHooks = {
       setWeights: (w) => log.weights.push([...w]),
       attach: (f, t) => log.attached.push(f !== null && t !== null),
-      mirror: (on) => log.mirror.push(on),
+      mirror: (recorder) => log.mirror.push(recorder !== null),
       breached: (_v, change) => log.breaches.push(change),
     };
     return { h, log };

@@ -35,6 +35,11 @@ export class RequestBody {
     return this.#retained !== null;
   }
 
+  /** The whole body, once it was read to the end and kept (at most RETRY_BUFFER_BYTES); null otherwise. */
+  kept(): Buffer | null {
+    return this.#ended && this.#retained !== null ? Buffer.concat(this.#retained) : null;
+  }
+
   /** The body for a new attempt; the previous attempt's stream stops receiving. */
   attempt(): Readable {
     this.#current?.destroy();

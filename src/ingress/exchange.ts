@@ -60,6 +60,10 @@ export interface Exchange {
   cookie(name: string): string | undefined;
   /** A fresh body stream for one upstream attempt; it may be destroyed by its consumer. */
   body(): Readable | null;
+  /** The whole request body once it was read and kept (up to 64 KiB; empty without a body); null when it was not. */
+  keptBody(): Buffer | null;
+  /** Runs `fn` once the exchange is over (after it was counted): a mirror's copy goes out then. */
+  whenDone(fn: () => void): void;
   /** Cuts the body past `max` bytes and answers `err` (413). */
   limitBody(max: number, err: ProxyError): void;
   /** Answers 504 (or cuts the response) if the exchange is not over in `ms`. */
@@ -91,6 +95,8 @@ function cookieValue(header: string | undefined, name: string): string | undefin
   }
   return undefined;
 }
+
+const EMPTY = Buffer.alloc(0);
 
 const DEADLINE = new UpstreamError('timeout', false, new Error('the route\'s overall timeout passed'));
 
@@ -171,6 +177,16 @@ export abstract class BaseExchange {
     return (this.#body ??= new RequestBody(this.bodySource())).attempt();
   }
 
+  keptBody(): Buffer | null {
+    if (!this.hasBody) return EMPTY;
+    return this.#body?.kept() ?? null;
+  }
+
+  #done: (() => void) | undefined;
+  whenDone(fn: () => void): void {
+    this.#done = fn;
+  }
+
   get bodyReplayable(): boolean {
     return this.#body?.replayable ?? true;
   }
@@ -209,6 +225,7 @@ export abstract class BaseExchange {
     }
     this.metrics.done(this.clientGone ? 499 : code, (performance.now() - this.start) / 1000, this.grpc);
     this.owner.exchangeDone(h2);
+    if (this.#done !== undefined) this.#done();
   }
 
   /** Host (`hostHeader`, else the client's) and X-Forwarded-*, appended to a flat HTTP/1.1 header list. */

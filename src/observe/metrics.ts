@@ -102,6 +102,7 @@ export class Metrics {
   readonly upstreamSessions: Gauge<string>;
   readonly upstreamStreams: Gauge<string>;
   readonly rampBreaches: Counter<string>;
+  readonly mirrorRequests: Counter<string>;
   readonly #bound = new Map<string, BackendMetrics>();
   /** Read at scrape time: counts and states kept elsewhere (not updated per request). */
   openStreamsSource: (() => number) | undefined;
@@ -200,6 +201,11 @@ export class Metrics {
       help: 'Guard breaches acted on (rollback or pause), by route.',
       labelNames: ['route'], registers,
     });
+    this.mirrorRequests = new Counter({
+      name: 'switchyard_mirror_requests_total',
+      help: 'Mirrored copies by answer code (HTTP status or grpc-status), or skipped_body, skipped_busy, error.',
+      labelNames: ['route', 'backend', 'code'], registers,
+    });
     this.configReloads.labels('success').inc(0);
     this.configReloads.labels('failure').inc(0);
     collectDefaultMetrics({ register: this.registry });
@@ -214,6 +220,16 @@ export class Metrics {
       this.#bound.set(key, bm);
     }
     return bm;
+  }
+
+  /** Counts one route's mirrored copies by code; the label children are bound once per code. */
+  mirrorCounter(route: string, backend: string): (code: string) => void {
+    const children = new Map<string, CounterChild>();
+    return (code) => {
+      let c = children.get(code);
+      if (c === undefined) children.set(code, (c = this.mirrorRequests.labels(route, backend, code)));
+      c.inc();
+    };
   }
 
   /** Publishes the weights in force (only the changed ones); series of backends that are gone are removed. */

@@ -42,6 +42,7 @@ export function proxy(ex: Exchange, table: RouteTable, unmatched: BackendMetrics
     }
     ex.limitBody(route.maxBodyBytes, TOO_LARGE);
   }
+  if (route.mirror !== null && backend !== route.mirror.to) route.mirror.offer(ex);
   route.retryBudget.request();
   const { overallMs, overallIncludesStreams } = route.timeouts;
   // gRPC calls and WebSockets may be long streams: cut only if asked to.

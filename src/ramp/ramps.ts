@@ -47,7 +47,11 @@ export class Ramps {
         attach: (from, to) => {
           for (const b of route.backends) b.metrics.outcomes = b.name === ramp.from ? from : b.name === ramp.to ? to : b.metrics.outcomes;
         },
-        mirror: () => {},
+        mirror: (recorder) => {
+          if (route.mirror === null) return;
+          route.mirror.step = recorder !== null;
+          route.mirror.recorder = recorder;
+        },
         breached: (verdict, change) => {
           own.change = change;
           this.#opts.breached(route.name, verdict, change);

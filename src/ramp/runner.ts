@@ -13,8 +13,8 @@ export interface RampHooks {
   setWeights(weights: readonly number[]): void;
   /** Where the outcomes of `from` and `to` are recorded (null: not recorded). */
   attach(from: GuardSide | null, to: GuardSide | null): void;
-  /** Mirror requests to `to` (a mirror step) or stop. */
-  mirror(on: boolean): void;
+  /** A mirror step: copy requests to `to` and record the copies' answers here; null: stop. */
+  mirror(recorder: GuardSide | null): void;
   /** A breach was acted on locally; persist the change (halted, or paused) through the config source. */
   breached(verdict: Verdict, change: RampChange): void;
 }
@@ -81,7 +81,7 @@ export class RampRun {
     clearTimeout(this.#stepTimer);
     clearInterval(this.#judgeTimer);
     this.#hooks.attach(null, null);
-    this.#hooks.mirror(false);
+    this.#hooks.mirror(null);
   }
 
   /**
@@ -108,7 +108,7 @@ export class RampRun {
     if (prev === undefined || !sameWeights(prev.weights, pos.weights)) this.#hooks.setWeights(pos.weights);
     const judging = pos.state === 'ramping';
     this.#hooks.attach(judging ? this.guard.from : null, judging ? this.guard.to : null);
-    this.#hooks.mirror(pos.mirror);
+    this.#hooks.mirror(pos.mirror && judging ? this.guard.to : null);
     if (pos.nextChangeAt !== null) {
       // Timers may fire a little early; #apply then sees the same step and sets the timer again.
       this.#stepTimer = setTimeout(() => this.#apply(), Math.max(1, pos.nextChangeAt - now));

@@ -2,7 +2,8 @@
 // metrics, and the weighted and sticky picks.
 import type { OutlierConfig, Protocol, RetryConfig, RouteConfig, StickyConfig } from '../config/model.ts';
 import type { BackendHealth } from '../health/backend.ts';
-import type { BackendMetrics } from '../observe/metrics.ts';
+import type { Exchange } from '../ingress/exchange.ts';
+import type { BackendMetrics, OutcomeRecorder } from '../observe/metrics.ts';
 import { RetryBudget } from '../proxy/retry.ts';
 import type { Upstream } from '../upstream/registry.ts';
 
@@ -16,6 +17,16 @@ export interface Backend {
   readonly metrics: BackendMetrics;
   /** Shared by every route naming the same URL, and kept across reloads. */
   readonly health: BackendHealth;
+}
+
+/** Copies of a route's requests to one backend (proxy/mirror.ts). */
+export interface RouteMirror {
+  readonly to: Backend;
+  /** A ramp's mirror step is in force (mirrors even without a `mirror:` block). */
+  step: boolean;
+  /** Where the copies' answers are recorded (the guard's `to` side during a mirror step), or null. */
+  recorder: OutcomeRecorder | null;
+  offer(ex: Exchange): void;
 }
 
 /** What the table builder needs from the rest of the router: upstreams, health and bound metrics. */
@@ -54,6 +65,8 @@ export class Route {
   readonly #weights: Int32Array;
   readonly #current: Float64Array;
   #total: number;
+  /** Set by the router when the route mirrors (a `mirror:` block or a ramp with a mirror step). */
+  mirror: RouteMirror | null = null;
 
   static build(rc: RouteConfig, bind: Binder): Route {
     const backends = rc.backends.map((bc) => ({

@@ -1,0 +1,130 @@
+// Mirroring (a dark launch): a copy of a route's requests goes to one backend
+// and its answers are discarded. The copy leaves only after the client's
+// exchange is over, with the body the request path kept anyway (for retries),
+// so a mirror can neither delay nor fail the real request; concurrency is
+// bounded and what is not mirrored is counted, never queued.
+import type { OutgoingHttpHeaders } from 'node:http';
+import type { MirrorConfig } from '../config/model.ts';
+import type { Exchange } from '../ingress/exchange.ts';
+import type { OutcomeRecorder } from '../observe/metrics.ts';
+import type { Backend, RouteMirror } from '../routing/route.ts';
+import type { H2Upstream } from '../upstream/h2-pool.ts';
+import type { HttpUpstream } from '../upstream/http1.ts';
+
+/** Counts mirrored requests by answer code (or skipped_body, skipped_busy, error). */
+export type MirrorCounter = (code: string) => void;
+
+const MIRROR_TIMEOUT_MS = 30_000;
+
+export class Mirror implements RouteMirror {
+  readonly to: Backend;
+  readonly #percent: number;
+  readonly #maxBodyBytes: number;
+  readonly #maxInFlight: number;
+  readonly #count: MirrorCounter;
+  /** Configured on the route (`mirror:`), as opposed to on only during a ramp's mirror step. */
+  readonly #configured: boolean;
+  step = false;
+  #inFlight = 0;
+  // Percent as an exact share: a request is copied when the running sum crosses 100.
+  #acc = 0;
+  /** The guard's `to` side during a ramp's mirror step: the copies' answers are judged. */
+  recorder: OutcomeRecorder | null = null;
+
+  constructor(to: Backend, cfg: MirrorConfig | null, count: MirrorCounter) {
+    this.to = to;
+    this.#configured = cfg !== null;
+    this.#percent = cfg?.percent ?? 100;
+    this.#maxBodyBytes = cfg?.maxBodyBytes ?? 65_536;
+    this.#maxInFlight = cfg?.maxInFlight ?? 64;
+    this.#count = count;
+  }
+
+  get active(): boolean {
+    return this.#configured || this.step;
+  }
+
+  /** Called for each routed request: takes a copy when this request's share comes up. */
+  offer(ex: Exchange): void {
+    if (!this.active || ex.upgrade !== undefined) return;
+    this.#acc += this.#percent;
+    if (this.#acc < 100) return;
+    this.#acc -= 100;
+    if (ex.contentLength > this.#maxBodyBytes) {
+      this.#count('skipped_body');
+      return;
+    }
+    ex.whenDone(() => this.#send(ex));
+  }
+
+  #send(ex: Exchange): void {
+    if (ex.clientGone) return;
+    const body = ex.keptBody();
+    if (body === null || body.length > this.#maxBodyBytes) {
+      this.#count('skipped_body');
+      return;
+    }
+    if (this.#inFlight >= this.#maxInFlight) {
+      this.#count('skipped_busy');
+      return;
+    }
+    this.#inFlight++;
+    const start = performance.now();
+    const done = (code: number | null): void => {
+      this.#inFlight--;
+      this.#count(code === null ? 'error' : String(code));
+      // A failed copy counts as an error on the mirrored side: 502 (gRPC 14).
+      this.recorder?.outcome(code ?? (ex.grpc ? 14 : 502), ex.grpc, performance.now() - start);
+    };
+    if (this.to.upstream.protocol === 'h2c') sendH2(this.to.upstream, ex.headersForH2(this.to.hostHeader), body, ex.grpc, done);
+    else sendHttp(this.to.upstream, ex, this.to.hostHeader, body, done);
+  }
+}
+
+function sendHttp(up: HttpUpstream, ex: Exchange, hostHeader: string | undefined, body: Buffer, done: (code: number | null) => void): void {
+  up.pool.request({
+    method: ex.method,
+    path: ex.path,
+    headers: ex.headersForH1(hostHeader),
+    body: ex.hasBody ? body : null,
+    headersTimeout: MIRROR_TIMEOUT_MS,
+    bodyTimeout: MIRROR_TIMEOUT_MS,
+  }).then(async (res) => {
+    await res.body.dump();
+    done(res.statusCode);
+  }, () => done(null));
+}
+
+function sendH2(up: H2Upstream, headers: OutgoingHttpHeaders, body: Buffer, grpc: boolean, done: (code: number | null) => void): void {
+  up.acquire((err, slot) => {
+    if (err !== null || slot === null) {
+      done(null);
+      return;
+    }
+    let stream;
+    try {
+      stream = slot.session.request(headers, { endStream: body.length === 0 });
+    } catch {
+      done(null);
+      return;
+    }
+    up.track(slot);
+    let code: number | null = null;
+    const timer = setTimeout(() => stream.close(), MIRROR_TIMEOUT_MS);
+    stream.on('response', (h) => {
+      // gRPC: Trailers-Only answers carry grpc-status in the head; others in the trailers.
+      code = grpc && h['grpc-status'] !== undefined ? Number(h['grpc-status']) : grpc ? null : Number(h[':status']);
+    });
+    stream.on('trailers', (t) => {
+      if (grpc && t['grpc-status'] !== undefined) code = Number(t['grpc-status']);
+    });
+    stream.on('error', () => {});
+    stream.on('close', () => {
+      clearTimeout(timer);
+      up.release(slot);
+      done(code);
+    });
+    stream.resume();
+    if (body.length > 0) stream.end(body);
+  });
+}
