@@ -2,8 +2,9 @@
 // values file in charts/switchyard/ci/, each rendered object validated against
 // the Kubernetes JSON schemas (PyPI kubernetes-validate bundles them; the
 // ServiceMonitor is a CRD, so only its shape is checked), then what a schema
-// cannot see: selectors, ports, probes, replicas vs HPA, grace period, and a
-// ConfigMap that `switchyard validate` accepts. Also the Grafana dashboard's
+// cannot see: selectors, ports, probes, replicas vs HPA, grace period, a
+// config (mounted files plus the ConfigMap read through the API) that
+// `switchyard validate` accepts, and the API mode's minimal RBAC. Also the Grafana dashboard's
 // queries against a real /metrics scrape.
 //
 // Needs helm (`go install helm.sh/helm/v3/cmd/helm@v3.22.0`) and
@@ -99,11 +100,16 @@ function containerPort(container: { ports: { name: string; containerPort: number
   return p.containerPort;
 }
 
-/** The image's `--config` directory, from the Dockerfile's CMD (the chart mounts the ConfigMap there). */
-function imageConfigDir(): string {
+/** The Dockerfile's exec-form CMD. */
+function imageCmd(): string[] {
   const cmd = /^CMD\s+(\[.*\])\s*$/m.exec(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'))?.[1];
   assert.ok(cmd, 'Dockerfile has no exec-form CMD');
-  const args = JSON.parse(cmd) as string[];
+  return JSON.parse(cmd) as string[];
+}
+
+/** The image's `--config` directory, from the Dockerfile's CMD (the chart mounts the ConfigMap there). */
+function imageConfigDir(): string {
+  const args = imageCmd();
   const i = args.indexOf('--config');
   assert.ok(i >= 0 && args[i + 1], 'Dockerfile CMD has no --config DIR');
   return args[i + 1]!;
@@ -112,11 +118,23 @@ function imageConfigDir(): string {
 // What each CI values file must render. A new file in ci/ is still linted,
 // validated and checked for every invariant below; list it here to pin its kinds.
 const EXPECTED_KINDS: Record<string, string[]> = {
-  'defaults-values.yaml': ['ConfigMap', 'Deployment', 'HorizontalPodAutoscaler', 'PodDisruptionBudget', 'Service', 'Service', 'ServiceAccount'],
-  'hpa-off-values.yaml': ['ConfigMap', 'Deployment', 'PodDisruptionBudget', 'Service', 'Service', 'ServiceAccount'],
-  'existing-configmap-values.yaml': ['ConfigMap', 'Deployment', 'HorizontalPodAutoscaler', 'PodDisruptionBudget', 'Service', 'Service', 'ServiceAccount'],
-  'servicemonitor-values.yaml': ['ConfigMap', 'ConfigMap', 'Deployment', 'HorizontalPodAutoscaler', 'NetworkPolicy', 'PodDisruptionBudget', 'Service', 'Service', 'ServiceAccount', 'ServiceMonitor'],
+  'defaults-values.yaml': ['ConfigMap', 'ConfigMap', 'Deployment', 'HorizontalPodAutoscaler', 'PodDisruptionBudget', 'Role', 'RoleBinding', 'Service', 'Service', 'ServiceAccount'],
+  'hpa-off-values.yaml': ['ConfigMap', 'ConfigMap', 'Deployment', 'PodDisruptionBudget', 'Role', 'RoleBinding', 'Service', 'Service', 'ServiceAccount'],
+  'existing-configmap-values.yaml': ['ConfigMap', 'Deployment', 'HorizontalPodAutoscaler', 'PodDisruptionBudget', 'Role', 'RoleBinding', 'Service', 'Service', 'ServiceAccount'],
+  'servicemonitor-values.yaml': ['ConfigMap', 'ConfigMap', 'ConfigMap', 'Deployment', 'HorizontalPodAutoscaler', 'NetworkPolicy', 'PodDisruptionBudget', 'Role', 'RoleBinding', 'Service', 'Service', 'ServiceAccount', 'ServiceMonitor'],
+  'volume-values.yaml': ['ConfigMap', 'Deployment', 'HorizontalPodAutoscaler', 'PodDisruptionBudget', 'Service', 'Service', 'ServiceAccount'],
+  'volume-existing-configmap-values.yaml': ['ConfigMap', 'Deployment', 'HorizontalPodAutoscaler', 'PodDisruptionBudget', 'Service', 'Service', 'ServiceAccount'],
 };
+
+/** The `kubernetes://NAMESPACE/NAME` config source the container's command names, if any (config.source api). */
+function apiSource(container: { command?: string[] }): { namespace: string; name: string } | undefined {
+  const cmd = container.command ?? [];
+  const sources = cmd.flatMap((a, i) => (cmd[i - 1] === '--config' ? [a] : [])).filter((a) => a.startsWith('kubernetes://'));
+  assert.ok(sources.length <= 1, 'one API source');
+  const m = sources[0] === undefined ? undefined : /^kubernetes:\/\/([^/]+)\/([^/]+)$/.exec(sources[0]);
+  if (sources[0] !== undefined) assert.ok(m, `malformed source ${sources[0]}`);
+  return m ? { namespace: m[1]!, name: m[2]! } : undefined;
+}
 
 // Stands in for the user's ConfigMap when values.config.existingConfigMap is set.
 const EXISTING_CONFIGMAP_FILES: Record<string, string> = {
@@ -217,7 +235,14 @@ describe('Helm chart', { timeout: 120_000 }, () => {
         const cmNames = volume.configMap ? [volume.configMap.name] : volume.projected!.sources.map((s) => s.configMap?.name);
         assert.ok(cmNames.every((n) => n !== undefined), 'the config volume projects ConfigMaps only');
         const existing = values['config']?.['existingConfigMap'] as string | undefined;
-        // Gather the files the pod will see.
+        // Gather the files the pod will see: the mounted ones, and the keys of the ConfigMap it reads through the API.
+        const api = apiSource(container);
+        assert.equal(api !== undefined, values['config']?.['source'] !== 'volume', 'the API source exactly in api mode (the default)');
+        if (api) {
+          assert.equal(api.namespace, NAMESPACE);
+          assert.ok(!cmNames.includes(api.name), 'the routes ConfigMap read through the API is not also mounted');
+          cmNames.push(api.name);
+        }
         const dir = mkdtempSync(join(tmpdir(), 'switchyard-chart-config-'));
         for (const name of cmNames) {
           const files = name === existing ? EXISTING_CONFIGMAP_FILES : one(objs, 'ConfigMap', name).data!;
@@ -227,7 +252,7 @@ describe('Helm chart', { timeout: 120_000 }, () => {
           }
         }
         if (existing) {
-          assert.ok(cmNames.includes(existing), 'the existing ConfigMap is mounted');
+          assert.ok(cmNames.includes(existing), 'the existing ConfigMap is mounted or read through the API');
           assert.deepEqual(Object.keys(one(objs, 'ConfigMap', cmNames[0]).data!), ['listeners.yaml'], 'the chart renders no routes then');
         }
         const v = await runCli(['validate', dir]);
@@ -290,8 +315,13 @@ describe('Helm chart', { timeout: 120_000 }, () => {
         const c = pod.containers[0];
         assert.equal(pod.containers.length, 1);
         assert.ok(c.resources.requests.cpu && c.resources.requests.memory, 'CPU and memory requests (the HPA needs the CPU one)');
-        assert.equal(c.command, undefined, 'the image CMD runs node directly');
         assert.equal(c.args, undefined);
+        if (values['config']?.['source'] === 'volume') assert.equal(c.command, undefined, 'the image CMD runs node directly');
+        else {
+          // The image's CMD plus the API source: still node itself, no npm or shell in between.
+          assert.deepEqual(c.command.slice(0, 5), imageCmd(), 'the image\'s CMD, then the API source');
+          assert.equal(c.command.length, 7);
+        }
         assert.equal(pod.securityContext.runAsNonRoot ?? c.securityContext.runAsNonRoot, true);
         assert.notEqual(pod.securityContext.runAsUser ?? 0, 0);
         assert.equal(c.securityContext.readOnlyRootFilesystem, true);
@@ -299,6 +329,33 @@ describe('Helm chart', { timeout: 120_000 }, () => {
         assert.deepEqual(c.securityContext.capabilities.drop, ['ALL']);
         const annotations = Object.keys(dep.spec.template.metadata.annotations ?? {});
         assert.ok(!annotations.some((a) => /checksum/i.test(a)), 'no checksum annotation: the config hot-reloads, pods must not restart');
+      });
+
+      test('RBAC: in api mode a Role for the routes ConfigMap only (resourceNames) and events, bound to the pods\' ServiceAccount', () => {
+        const dep = one(objs, 'Deployment');
+        const pod = dep.spec.template.spec;
+        const c = pod.containers[0];
+        const api = apiSource(c);
+        const roles = objs.filter((o) => o.kind === 'Role');
+        const bindings = objs.filter((o) => o.kind === 'RoleBinding');
+        assert.equal(objs.some((o) => o.kind === 'ClusterRole' || o.kind === 'ClusterRoleBinding'), false, 'no cluster-wide rights');
+        if (api === undefined) {
+          assert.deepEqual([roles.length, bindings.length], [0, 0], 'volume mode needs no API access');
+          assert.equal(pod.automountServiceAccountToken, false);
+          return;
+        }
+        const role = one(objs, 'Role') as Obj & { rules: { apiGroups: string[]; resources: string[]; resourceNames?: string[]; verbs: string[] }[] };
+        assert.deepEqual(role.rules, [
+          { apiGroups: [''], resources: ['configmaps'], resourceNames: [api.name], verbs: ['get', 'list', 'watch'] },
+          { apiGroups: [''], resources: ['events'], verbs: ['create'] },
+        ]);
+        const binding = one(objs, 'RoleBinding') as Obj & { roleRef: { kind: string; name: string }; subjects: { kind: string; name: string; namespace: string }[] };
+        assert.deepEqual(binding.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: role.metadata.name });
+        assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: pod.serviceAccountName, namespace: NAMESPACE }]);
+        if (values['serviceAccount']?.['create'] !== false) one(objs, 'ServiceAccount', pod.serviceAccountName);
+        assert.equal(pod.automountServiceAccountToken, true, 'the pods get the token they read the ConfigMap with');
+        const podName = (c.env as { name: string; valueFrom?: { fieldRef?: { fieldPath: string } } }[]).find((e) => e.name === 'POD_NAME');
+        assert.equal(podName?.valueFrom?.fieldRef?.fieldPath, 'metadata.name', 'POD_NAME names the replica in its Events');
       });
 
       test('ServiceMonitor and Grafana dashboard, when on, have the expected shape', () => {
@@ -344,6 +401,19 @@ describe('Helm chart', { timeout: 120_000 }, () => {
         assert.match(r.stderr, message);
       });
     }
+
+    test('rbac.allowConfigMapWrites adds patch and update on that one ConfigMap; rbac.create false renders no Role', async () => {
+      const writes = await templateWith({ rbac: { allowConfigMapWrites: true } });
+      assert.equal(writes.code, 0, writes.stderr);
+      const role = parseAllDocuments(writes.stdout).map((d) => d.toJS() as Obj & { rules: { resourceNames?: string[]; verbs: string[] }[] }).find((o) => o?.kind === 'Role')!;
+      assert.deepEqual(role.rules[0], { apiGroups: [''], resources: ['configmaps'], resourceNames: [`${RELEASE}-switchyard-routes`], verbs: ['get', 'list', 'watch', 'patch', 'update'] });
+      const none = await templateWith({ rbac: { create: false } });
+      assert.equal(none.code, 0, none.stderr);
+      assert.doesNotMatch(none.stdout, /kind: Role/);
+      const bad = await templateWith({ config: { source: 'files' } });
+      assert.notEqual(bad.code, 0);
+      assert.match(bad.stderr, /source/);
+    });
 
     test('the Kubernetes schema validation is not vacuous: an unknown Deployment field fails it', async () => {
       const objs = await render(join(CI_DIR, 'defaults-values.yaml'));

@@ -71,8 +71,19 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* The config files the chart renders (listeners.yaml; routes.yaml unless an existing ConfigMap holds the routes). */}}
-{{- define "switchyard.configFiles" -}}
+{{/* The ConfigMap that holds the routes: yours (config.existingConfigMap), else the chart's own. */}}
+{{- define "switchyard.routesConfigMap" -}}
+{{- if .Values.config.existingConfigMap }}
+{{- .Values.config.existingConfigMap }}
+{{- else if eq .Values.config.source "api" }}
+{{- printf "%s-routes" (include "switchyard.fullname" .) }}
+{{- else }}
+{{- include "switchyard.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{/* listeners.yaml: entrypoint, admin and shutdown from the values, so ports and grace period always match. */}}
+{{- define "switchyard.listenersFile" -}}
 {{- $listeners := dict
   "entrypoint" (dict
     "address" (include "switchyard.listen" (list . .Values.entrypoint.port))
@@ -88,10 +99,12 @@ listeners.yaml: |
   # Changes here apply at the next restart.
   version: 1
   {{- toYaml $listeners | nindent 2 }}
-{{- if not .Values.config.existingConfigMap }}
+{{- end }}
+
+{{/* routes.yaml from values.routes. */}}
+{{- define "switchyard.routesFile" -}}
 routes.yaml: |
   # Rendered by the switchyard chart from values.routes. Hot-reloaded: no restart.
   version: 1
   {{- toYaml (dict "routes" .Values.routes) | nindent 2 }}
-{{- end }}
 {{- end }}
