@@ -11,7 +11,6 @@ import { readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { delimiter, dirname, isAbsolute, join } from 'node:path';
-import { parse } from 'yaml';
 
 export const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 
@@ -134,6 +133,8 @@ interface RawKubeconfig {
  * from the first file that defines it.
  */
 async function fromKubeconfig(files: string[], contextName: string | undefined): Promise<KubeCredentials> {
+  // Imported here: a router in a cluster never loads a YAML parser on its main thread.
+  const { parse } = await import('yaml');
   const loaded: { file: string; doc: RawKubeconfig }[] = [];
   for (const file of files) {
     let text: string;
