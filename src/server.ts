@@ -6,8 +6,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { startAdmin, type AdminState, type ConfigStatus } from './observe/admin.ts';
 import { ConfigLoader } from './config/loader.ts';
-import { ConfigError, type HealthCheckConfig, type LoadedConfig } from './config/model.ts';
-import { readConfigSources, sourcesDigest } from './config/read.ts';
+import { ConfigError, type ConfigSource, type HealthCheckConfig, type LoadedConfig } from './config/model.ts';
+import { sourcesDigest } from './config/read.ts';
+import { ConfigSources, type ConfigSourcesOptions } from './config/sources.ts';
 import { HealthRegistry } from './health/registry.ts';
 import { Entrypoint } from './ingress/entrypoint.ts';
 import { LiveStats, type LiveRouteInput } from './observe/live.ts';
@@ -19,7 +20,7 @@ import type { RampChange } from './ramp/runner.ts';
 import type { Route } from './routing/route.ts';
 import { RouteTable } from './routing/table.ts';
 import { Upstreams, type Upstream } from './upstream/registry.ts';
-import { ConfigWatcher, DEFAULT_WATCH, type WatchOptions } from './config/watch.ts';
+import { DEFAULT_WATCH, type WatchOptions } from './config/watch.ts';
 
 export interface Addresses {
   readonly entrypoint: AddressInfo;
@@ -28,7 +29,7 @@ export interface Addresses {
 
 export class Switchyard implements AdminState {
   readonly metrics: Metrics;
-  readonly #path: string;
+  readonly #sources: ConfigSources;
   readonly #log: Logger;
   readonly #loader: ConfigLoader;
   readonly #upstreams: Upstreams;
@@ -36,7 +37,6 @@ export class Switchyard implements AdminState {
   #loaded: LoadedConfig;
   /** Digest of the raw config files last read, valid or not: unchanged files are not parsed again. */
   #digest: string;
-  #watcher: ConfigWatcher | undefined;
   #loadedAt = new Date();
   #lastError: ConfigStatus['lastError'] = null;
   #entrypoint: Entrypoint | undefined;
@@ -48,8 +48,8 @@ export class Switchyard implements AdminState {
   #liveTimer: NodeJS.Timeout | undefined;
   #liveUntil = 0;
 
-  private constructor(path: string, loader: ConfigLoader, loaded: LoadedConfig, digest: string, log: Logger) {
-    this.#path = path;
+  private constructor(sources: ConfigSources, loader: ConfigLoader, loaded: LoadedConfig, digest: string, log: Logger) {
+    this.#sources = sources;
     this.#loader = loader;
     this.#loaded = loaded;
     this.#digest = digest;
@@ -65,28 +65,43 @@ export class Switchyard implements AdminState {
       breached: (route, verdict, change) => this.#breached(route, verdict, change),
     });
     this.metrics.rampSource = () => this.#ramps.all();
+    this.metrics.configSourceStatus = () => sources.status().flatMap((st) => (st.kind === 'kubernetes' ? [st] : []));
   }
 
   /**
-   * Loads the config (throwing ConfigError if it is invalid), starts serving
-   * and watches the config for changes (`watch: false` for SIGHUP only).
+   * Loads the config from its sources (paths and `kubernetes://NS/NAME`, merged
+   * in order; throwing ConfigError if it is invalid or a source unreadable),
+   * starts serving and follows the sources (`watch: false`: SIGHUP only).
    */
-  static async start(path: string, log: Logger, watch: WatchOptions | false = DEFAULT_WATCH): Promise<Switchyard> {
-    const sources = await readConfigSources(path);
+  static async start(
+    config: string | readonly string[], log: Logger, watch: WatchOptions | false = DEFAULT_WATCH,
+    opts: { readonly kubernetes?: ConfigSourcesOptions['kubernetes'] } = {},
+  ): Promise<Switchyard> {
+    // A source may change before the router exists: remember it and reload once it does.
+    let sy: Switchyard | undefined;
+    let missed: string | undefined;
+    const onChange = (reason: string): void => {
+      if (sy === undefined) missed = reason;
+      else void sy.reload(reason);
+    };
+    const sources = await ConfigSources.open(typeof config === 'string' ? [config] : config, { log, watch, onChange, kubernetes: opts.kubernetes });
     const loader = new ConfigLoader();
     let loaded: LoadedConfig;
+    let files: ConfigSource[];
     try {
-      loaded = await loader.load(sources);
+      files = await sources.read();
+      loaded = await loader.load(files);
     } catch (err) {
-      await loader.close();
+      if (err instanceof ConfigError) sources.rejected(err.issues, 'none');
+      await sources.flushEvents();
+      await Promise.all([loader.close(), sources.close()]);
       throw err;
     }
-    const sy = new Switchyard(path, loader, loaded, sourcesDigest(sources), log);
+    sources.applied(loaded.version);
+    sy = new Switchyard(sources, loader, loaded, sourcesDigest(files), log);
     await sy.#listen();
-    if (watch !== false) {
-      sy.#watcher = new ConfigWatcher(path, (reason) => { void sy.reload(reason); }, log.child({ component: 'watch' }), watch);
-      await sy.#watcher.start();
-    }
+    await sources.watch();
+    if (missed !== undefined) void sy.reload(missed);
     return sy;
   }
 
@@ -183,20 +198,26 @@ export class Switchyard implements AdminState {
     if (this.#draining) return false;
     let loaded: LoadedConfig;
     try {
-      const sources = await readConfigSources(this.#path);
+      const sources = await this.#sources.read();
       const digest = sourcesDigest(sources);
-      if (digest === this.#digest) return this.#lastError === null;
+      if (digest === this.#digest) {
+        // Same files (e.g. only a ConfigMap's labels changed): the same verdict.
+        if (this.#lastError === null) this.#sources.applied(this.#loaded.version);
+        return this.#lastError === null;
+      }
       this.#digest = digest;
       loaded = await this.#loader.load(sources, this.#loaded.config);
     } catch (err) {
       this.metrics.configReloads.labels('failure').inc();
       const issues = err instanceof ConfigError ? err.issues : [];
       this.#lastError = { at: new Date().toISOString(), message: (err as Error).message, issues };
+      this.#sources.rejected(issues.length > 0 ? issues : [{ file: '', line: 0, column: 0, path: '', message: (err as Error).message }], this.#loaded.version);
       this.#log.error({ reason, issues, err: issues.length === 0 ? err : undefined }, 'config reload failed; the previous config stays in force');
       return false;
     }
     this.#lastError = null;
     if (loaded.version === this.#loaded.version) {
+      this.#sources.applied(loaded.version);
       this.#log.debug({ reason, version: loaded.version }, 'config unchanged');
       return true;
     }
@@ -204,6 +225,7 @@ export class Switchyard implements AdminState {
     this.#entrypoint!.table = await this.#build(loaded);
     this.#loaded = loaded;
     this.#loadedAt = new Date();
+    this.#sources.applied(loaded.version);
     this.metrics.configReloads.labels('success').inc();
     const restartOnly = (['entrypoint', 'admin', 'shutdown'] as const).filter(
       (k) => JSON.stringify(before.config[k]) !== JSON.stringify(loaded.config[k]));
@@ -230,6 +252,7 @@ export class Switchyard implements AdminState {
       config: this.#loaded.effective,
       lastError: this.#lastError,
       routes,
+      sources: this.#sources.status(),
     };
   }
 
@@ -285,9 +308,9 @@ export class Switchyard implements AdminState {
   async shutdown(): Promise<number> {
     if (this.#draining) return 0;
     this.#draining = true;
-    this.#watcher?.close();
     this.#ramps.close();
     clearInterval(this.#liveTimer);
+    await this.#sources.close();
     const { drainDelayMs, timeoutMs } = this.#loaded.config.shutdown;
     const ep = this.#entrypoint!;
     this.#log.info({ drainDelayMs, timeoutMs, inflight: ep.inflight }, 'shutting down: readiness off, still serving');

@@ -5,10 +5,14 @@ import { ConfigError, formatIssue } from '../config/model.ts';
 import { createLogger } from '../observe/log.ts';
 import { Switchyard } from '../server.ts';
 import { DEFAULT_WATCH } from '../config/watch.ts';
+import { checkSourceSpecs } from '../config/sources.ts';
 
 const USAGE = `usage:
-  switchyard serve --config PATH     run the router (PATH: a YAML file or a directory; or SWITCHYARD_CONFIG)
-                   [--no-watch]      reload on SIGHUP only, not on file changes
+  switchyard serve --config SOURCE   run the router; SOURCE: a YAML file, a directory, or
+                                     kubernetes://NAMESPACE/CONFIGMAP (its *.yaml keys, read and
+                                     watched through the API); repeat --config to merge sources
+                                     like the files of one directory (or SWITCHYARD_CONFIG)
+                   [--no-watch]      reload on SIGHUP only, not on changes
   switchyard validate PATH           check a config; exit 0 if valid, else print every error and exit 1
 `;
 
@@ -16,17 +20,20 @@ async function serve(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
     allowNegative: true,
-    options: { config: { type: 'string', short: 'c' }, watch: { type: 'boolean', default: true } },
+    options: { config: { type: 'string', short: 'c', multiple: true }, watch: { type: 'boolean', default: true } },
   });
-  const path = values.config ?? process.env['SWITCHYARD_CONFIG'];
-  if (path === undefined) {
-    process.stderr.write(USAGE);
+  const env = process.env['SWITCHYARD_CONFIG'];
+  const sources = values.config ?? (env === undefined ? [] : [env]);
+  try {
+    checkSourceSpecs(sources);
+  } catch (err) {
+    process.stderr.write(`switchyard serve: ${(err as Error).message} (--config SOURCE; see --help)\n`);
     process.exit(2);
   }
   const log = createLogger();
   let sy: Switchyard;
   try {
-    sy = await Switchyard.start(path, log, values.watch ? DEFAULT_WATCH : false);
+    sy = await Switchyard.start(sources, log, values.watch ? DEFAULT_WATCH : false);
   } catch (err) {
     if (err instanceof ConfigError) {
       log.fatal({ issues: err.issues }, 'invalid config');

@@ -13,6 +13,8 @@ export interface ConfigStatus {
   readonly lastError: { readonly at: string; readonly message: string; readonly issues: readonly unknown[] } | null;
   /** What runs: per route the weights in force, backend health and the ramp's state with the guard's verdict. */
   readonly routes: readonly unknown[];
+  /** Where the config comes from: files, or a ConfigMap with the resourceVersion in force and whether the API is reachable. */
+  readonly sources: readonly unknown[];
 }
 
 /** What the admin API reads from the router. */

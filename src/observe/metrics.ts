@@ -108,6 +108,8 @@ export class Metrics {
   openStreamsSource: (() => number) | undefined;
   backendUpSource: (() => Iterable<{ route: string; backend: string; up: boolean }>) | undefined;
   rampSource: (() => Iterable<[route: string, ramp: { readonly state: string; readonly step: number }]>) | undefined;
+  /** The kubernetes:// config sources: reachable or not, and for how long not. */
+  configSourceStatus: (() => Iterable<{ source: string; up: boolean; staleSeconds: number }>) | undefined;
   #weights = new Map<string, number>();
   #configVersion: string | undefined;
 
@@ -152,6 +154,26 @@ export class Metrics {
       name: 'switchyard_config_last_reload_timestamp_seconds',
       help: 'When the config in force was loaded (Unix time).',
       registers,
+    });
+    new Gauge({
+      name: 'switchyard_config_source_up',
+      help: '1 while a kubernetes:// config source is reachable (list/watch open), 0 while the API server is not: the last config read stays in force.',
+      labelNames: ['source'], registers,
+      collect() {
+        if (self.configSourceStatus === undefined) return;
+        this.reset();
+        for (const { source, up } of self.configSourceStatus()) this.labels(source).set(up ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'switchyard_config_source_stale_seconds',
+      help: 'How long a kubernetes:// config source has been unreachable (0 while reachable): changes made since have not been seen.',
+      labelNames: ['source'], registers,
+      collect() {
+        if (self.configSourceStatus === undefined) return;
+        this.reset();
+        for (const { source, staleSeconds } of self.configSourceStatus()) this.labels(source).set(staleSeconds);
+      },
     });
     this.openConnections = new Gauge({
       name: 'switchyard_open_connections',
