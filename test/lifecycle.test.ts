@@ -527,9 +527,10 @@ describe('admin port', () => {
     const res = await fetch(`${r.adminUrl}/api/config`);
     assert.equal(res.status, 200);
     assert.match(res.headers.get('content-type') ?? '', /^application\/json/);
-    const status = await res.json() as { version: string; loadedAt: string; config: { routes: { name: string; backends: { name: string; weight: number }[] }[] }; lastError: unknown };
-    assert.deepEqual(Object.keys(status).sort(), ['config', 'lastError', 'loadedAt', 'version']);
+    const status = await res.json() as { version: string; loadedAt: string; config: { routes: { name: string; backends: { name: string; weight: number }[] }[] }; lastError: unknown; sources: unknown };
+    assert.deepEqual(Object.keys(status).sort(), ['config', 'lastError', 'loadedAt', 'sources', 'version']);
     assert.equal(status.lastError, null);
+    assert.deepEqual(status.sources, [{ kind: 'files', path }], 'where the config comes from');
     assert.match(status.version, /^[0-9a-f]{6,}$/);
     const loadedAt = Date.parse(status.loadedAt);
     assert.ok(Number.isFinite(loadedAt) && loadedAt <= before && before - loadedAt < 60_000, status.loadedAt);
