@@ -227,6 +227,21 @@ describe('ConfigMapWatch', () => {
     await w.close();
   });
 
+  test('a quiet watch is not torn down after 30 s (kubernetes-client/javascript#3020): one request, no failure, and it still delivers', { timeout: 60_000 }, async () => {
+    const ns = await createNamespace(api.admin);
+    await api.admin.createConfigMap(ns, { metadata: { name: 'quiet' }, data: { v: '0' } });
+    const seen: string[] = [];
+    const w = new ConfigMapWatch(api.admin, ns, 'quiet', { onObject: (cm) => seen.push(cm?.data?.['v'] ?? 'null') });
+    w.start();
+    await until(() => seen.length === 1);
+    await new Promise((r) => setTimeout(r, 35_000));
+    assert.deepEqual({ watches: w.stats.watches, failures: w.stats.failures, lists: w.stats.lists }, { watches: 1, failures: 0, lists: 1 });
+    await api.admin.patchConfigMapData(ns, 'quiet', { v: '1' });
+    await until(() => seen.at(-1) === '1', 10_000, 'the change after 35 quiet seconds');
+    assert.equal(w.stats.watches, 1, 'delivered on the same watch');
+    await w.close();
+  });
+
   test('a watch on a ConfigMap that does not exist yet reports null, then the object', async () => {
     const ns = await createNamespace(api.admin);
     const seen: (ConfigMap | null)[] = [];
