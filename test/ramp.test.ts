@@ -208,6 +208,13 @@ describe('ramp guard', () => {
     assert.equal(ok.judge().status, 'pass');
   });
 
+  it('does not call sub-millisecond differences a latency regression', () => {
+    const g = new Guard(cfg);
+    feed(g, 20_000, 'from', 0, 0.25, 15);
+    feed(g, 2000, 'to', 0, 0.45, 16);
+    assert.equal(g.judge().status, 'pass');
+  });
+
   it('starts over at a step boundary', () => {
     const g = new Guard(cfg);
     feed(g, 20_000, 'from', 0.005, 20, 11);
@@ -234,12 +241,14 @@ describe('ramp runner', () => {
       attached: [] as boolean[],
       mirror: [] as boolean[],
       breaches: [] as RampChange[],
+      down: false,
     };
     const h: RampHooks = {
       setWeights: (w) => log.weights.push([...w]),
       attach: (f, t) => log.attached.push(f !== null && t !== null),
       mirror: (recorder) => log.mirror.push(recorder !== null),
       breached: (_v, change) => log.breaches.push(change),
+      toDown: () => log.down,
     };
     return { h, log };
   }
@@ -283,6 +292,22 @@ describe('ramp runner', () => {
       assert.equal(s.breaches, 1);
       assert.equal(s.verdict?.kind, 'errors');
       assert.equal(log.attached.at(-1), false);
+    } finally {
+      run.stop();
+    }
+  });
+
+  it('halts when `to` is down while `from` is up, before the error counts are in', () => {
+    const { h, log } = hooks();
+    const run = new RampRun('billing', ramp(), backends, h, () => T0 + MIN);
+    run.start();
+    try {
+      log.down = true;
+      const v = run.judge();
+      assert.equal(v?.kind, 'health');
+      assert.match(v!.reason, /^new is down/);
+      assert.equal(run.status().state, 'halted');
+      assert.deepEqual(log.weights.at(-1), [100, 0]);
     } finally {
       run.stop();
     }

@@ -7,13 +7,19 @@
 // minimum number of errors on `to`. Latency: a one-sided Mann–Whitney U test
 // (Kayenta's judge) on reservoir samples of log latency with `to` shifted down
 // by the allowed increase, and a p99 comparison of confidence bounds from
-// log-bucketed histograms of every request. Either test breaches.
+// log-bucketed histograms of every request. Either test breaches. Latency
+// changes under LATENCY_FLOOR_MS never do.
 import type { RampGuardConfig } from '../config/model.ts';
 
 /** One-sided z for 99.9 %: a look trips by chance about once in a thousand when the true change is exactly at the limit. */
 const Z = 3.09;
 /** `to` needs at least this many errors before an error breach: a handful of errors is never proof. */
 const MIN_ERRORS = 5;
+/**
+ * A latency change smaller than this is never a breach, whatever the ratio:
+ * on sub-millisecond loopback or in-cluster latencies +20 % is scheduling noise.
+ */
+export const LATENCY_FLOOR_MS = 1;
 /** Latency samples kept per side and step (uniform over the step's requests). */
 export const RESERVOIR = 2048;
 // Histogram: bucket i holds [BASE·R^i, BASE·R^(i+1)) ms; 400 buckets of 4 % reach from 50 µs to ~330 s.
@@ -112,7 +118,7 @@ export interface Verdict {
   /** waiting: not enough requests on a side yet; pass: no evidence of a breach; breach: `to` is worse beyond the limits. */
   readonly status: 'waiting' | 'pass' | 'breach';
   /** What breached (null unless breach). */
-  readonly kind: 'errors' | 'latency' | null;
+  readonly kind: 'errors' | 'latency' | 'health' | null;
   /** One line with both sides' figures (for breaches, the log and the halt's reason). */
   readonly reason: string;
   readonly from: SideFigures;
@@ -176,6 +182,13 @@ export class Guard {
     return { status: 'pass', kind: null, reason: figures, from: f, to: t, errorZ, latencyZ, p99Ratio };
   }
 
+  /** `to` is down (ejected after consecutive failures, or failing its health checks) while `from` is up: the router itself judged it bad. */
+  healthBreach(): Verdict {
+    const f = this.from.figures();
+    const t = this.to.figures();
+    return { status: 'breach', kind: 'health', reason: `new is down (ejected by outlier detection or failing health checks) while old is up; ${bothSides(f, t)}`, from: f, to: t, errorZ: null, latencyZ: null, p99Ratio: null };
+  }
+
   #errorBreach(f: SideFigures, t: SideFigures, errorZ: number): Verdict {
     const why = `error rate new ${pct(t.errorRate)} vs old ${pct(f.errorRate)}: +${pp(t.errorRate - f.errorRate)} points > allowed ${pct(this.config.maxErrorRateIncrease)} (z ${errorZ.toFixed(2)})`;
     return { status: 'breach', kind: 'errors', reason: `${why}; ${bothSides(f, t)}`, from: f, to: t, errorZ, latencyZ: null, p99Ratio: null };
@@ -193,7 +206,8 @@ export class Guard {
     const y = this.#y.subarray(0, m);
     const shift = 1 + max;
     for (let i = 0; i < n; i++) x[i] = this.from.sample[i]!;
-    for (let j = 0; j < m; j++) y[j] = this.to.sample[j]! / shift;
+    // The allowed increase is the larger of the relative one and the floor; both maps are monotone, so ranks stay sound.
+    for (let j = 0; j < m; j++) y[j] = Math.min(this.to.sample[j]! / shift, this.to.sample[j]! - LATENCY_FLOOR_MS);
     x.sort();
     y.sort();
     // U = pairs with y > x, ties count half.
@@ -240,7 +254,7 @@ function p99Test(from: GuardSide, to: GuardSide, max: number): number | null {
   if (loRank < 0 || hiRank >= from.seen) return null;
   const toLow = bucketLow(rankBucket(to.hist, loRank));
   const fromHigh = bucketLow(rankBucket(from.hist, hiRank) + 1);
-  return toLow / ((1 + max) * fromHigh);
+  return toLow / Math.max((1 + max) * fromHigh, fromHigh + LATENCY_FLOOR_MS);
 }
 
 /** The bucket holding the value of the given 0-based rank. */

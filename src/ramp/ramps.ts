@@ -52,6 +52,11 @@ export class Ramps {
           route.mirror.step = recorder !== null;
           route.mirror.recorder = recorder;
         },
+        toDown: () => {
+          const f = route.backends.find((b) => b.name === ramp.from);
+          const t = route.backends.find((b) => b.name === ramp.to);
+          return t !== undefined && f !== undefined && !t.health.up && f.health.up;
+        },
         breached: (verdict, change) => {
           own.change = change;
           this.#opts.breached(route.name, verdict, change);

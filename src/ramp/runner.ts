@@ -15,6 +15,8 @@ export interface RampHooks {
   attach(from: GuardSide | null, to: GuardSide | null): void;
   /** A mirror step: copy requests to `to` and record the copies' answers here; null: stop. */
   mirror(recorder: GuardSide | null): void;
+  /** `to` is down (ejected or failing health checks) while `from` is up. */
+  toDown(): boolean;
   /** A breach was acted on locally; persist the change (halted, or paused) through the config source. */
   breached(verdict: Verdict, change: RampChange): void;
 }
@@ -120,7 +122,7 @@ export class RampRun {
   judge(): Verdict | null {
     const pos = this.#pos;
     if (pos === undefined || pos.state !== 'ramping') return null;
-    const v = this.guard.judge();
+    const v = this.#hooks.toDown() ? this.guard.healthBreach() : this.guard.judge();
     this.#verdict = v;
     if (v.status !== 'breach') return v;
     this.#breaches++;
