@@ -87,6 +87,8 @@ describe('ramp in the router', () => {
       name: 'orders', hosts: ['orders.test'],
       backends: [{ name: 'old', url: old.url, weight: 100 }, { name: 'new', url: nw.url, weight: 0 }],
       retries: { attempts: 1 },
+      // No ejection: this is the statistical judge's case (an ejected new halts the ramp on its own).
+      outlierDetection: { consecutiveFailures: 0 },
       ramp: { from: 'old', to: 'new', steps: [50, 100], interval: '1m', startedAt: new Date().toISOString(), guard: { minRequests: 20 } },
     }] });
     closers.push(() => router.close());
