@@ -6,13 +6,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { startAdmin, type AdminState, type ConfigStatus } from './observe/admin.ts';
 import { ConfigLoader } from './config/loader.ts';
-import { ConfigError, type ConfigSource, type HealthCheckConfig, type LoadedConfig } from './config/model.ts';
+import { ConfigError, type ConfigSource, type LoadedConfig } from './config/model.ts';
 import { sourcesDigest } from './config/read.ts';
 import { ConfigSources, type ConfigSourcesOptions } from './config/sources.ts';
-import { HealthRegistry } from './health/registry.ts';
+import { HealthRegistry, healthKey, type WantedHealth } from './health/registry.ts';
 import { Entrypoint } from './ingress/entrypoint.ts';
 import { LiveStats, type LiveRouteInput } from './observe/live.ts';
-import { DURATION_BUCKETS, Metrics } from './observe/metrics.ts';
+import { DURATION_BUCKETS, Metrics, type BackendMetrics } from './observe/metrics.ts';
 import { Mirror } from './proxy/mirror.ts';
 import { Ramps } from './ramp/ramps.ts';
 import type { Verdict } from './ramp/guard.ts';
@@ -57,7 +57,7 @@ export class Switchyard implements AdminState {
     this.metrics = new Metrics(log.child({ component: 'upstream' }));
     this.#upstreams = new Upstreams({ sessions: this.metrics.upstreamSessions, streams: this.metrics.upstreamStreams });
     this.#health = new HealthRegistry(log.child({ component: 'health' }));
-    // Health is per URL and changes on its own; read it into the gauge at scrape time.
+    // Health changes on its own; read it into the gauge at scrape time.
     this.metrics.backendUpSource = () => (this.#entrypoint?.table.routes ?? []).flatMap(
       (r) => r.backends.map((b) => ({ route: r.name, backend: b.name, up: b.health.up })));
     this.#ramps = new Ramps({
@@ -139,22 +139,26 @@ export class Switchyard implements AdminState {
       backend: (rc, bc) => ({
         upstream: this.#upstreams.get(rc.protocol, bc.url, rc.timeouts.connectMs),
         metrics: this.metrics.backend(rc.name, bc.name, rc.protocol),
-        health: this.#health.backend(bc.url),
+        health: this.#health.backend(healthKey(bc.url, rc), bc.url),
       }),
       none: (rc) => this.metrics.backend(rc.name, 'none', rc.protocol),
     }, this.#entrypoint?.table);
     const used = new Set<Upstream>();
-    for (const r of table.routes) for (const b of r.backends) used.add(b.upstream);
-    this.#upstreams.retain(used);
-    const urls = new Set<string>();
-    const checks = new Map<string, HealthCheckConfig>();
-    for (const r of loaded.config.routes) {
+    const bound = new Set<BackendMetrics>();
+    for (const r of table.routes) {
+      bound.add(r.none);
       for (const b of r.backends) {
-        urls.add(b.url);
-        if (r.healthCheck !== null) checks.set(b.url, r.healthCheck);
+        used.add(b.upstream);
+        bound.add(b.metrics);
       }
     }
-    this.#health.retain(urls, checks);
+    this.#upstreams.retain(used);
+    this.metrics.retain(bound);
+    const health = new Map<string, WantedHealth>();
+    for (const r of loaded.config.routes) {
+      for (const b of r.backends) health.set(healthKey(b.url, r), { url: b.url, check: r.healthCheck });
+    }
+    this.#health.retain(health);
     table.routes.forEach((route, i) => {
       const rc = loaded.config.routes[i]!;
       const to = rc.mirror?.to ?? (rc.ramp?.steps.includes('mirror') ? rc.ramp.to : undefined);
@@ -205,8 +209,15 @@ export class Switchyard implements AdminState {
         if (this.#lastError === null) this.#sources.applied(this.#loaded.version);
         return this.#lastError === null;
       }
+      try {
+        loaded = await this.#loader.load(sources, this.#loaded.config);
+      } catch (err) {
+        // Only a verdict on these files is final; a load that failed for
+        // another reason (the worker died) is tried again on the next event or SIGHUP.
+        if (err instanceof ConfigError) this.#digest = digest;
+        throw err;
+      }
       this.#digest = digest;
-      loaded = await this.#loader.load(sources, this.#loaded.config);
     } catch (err) {
       this.metrics.configReloads.labels('failure').inc();
       const issues = err instanceof ConfigError ? err.issues : [];

@@ -6,7 +6,7 @@ import { Metrics } from '../src/observe/metrics.ts';
 import type { Binder } from '../src/routing/route.ts';
 import { RouteTable, normalizeHost } from '../src/routing/table.ts';
 import { Upstreams } from '../src/upstream/registry.ts';
-import { HealthRegistry } from '../src/health/registry.ts';
+import { HealthRegistry, healthKey } from '../src/health/registry.ts';
 import { createLogger } from '../src/observe/log.ts';
 import { UpstreamError } from '../src/errors.ts';
 import { RetryBudget, mayRetry } from '../src/proxy/retry.ts';
@@ -15,7 +15,7 @@ const metrics = new Metrics();
 const health = new HealthRegistry(createLogger('silent'));
 const upstreams = new Upstreams({ sessions: metrics.upstreamSessions, streams: metrics.upstreamStreams });
 const binder: Binder = {
-  backend: (rc, bc) => ({ upstream: upstreams.get(rc.protocol, bc.url, 1000), metrics: metrics.backend(rc.name, bc.name, rc.protocol), health: health.backend(bc.url) }),
+  backend: (rc, bc) => ({ upstream: upstreams.get(rc.protocol, bc.url, 1000), metrics: metrics.backend(rc.name, bc.name, rc.protocol), health: health.backend(healthKey(bc.url, rc), bc.url) }),
   none: (rc) => metrics.backend(rc.name, 'none', rc.protocol),
 };
 

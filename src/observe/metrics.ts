@@ -24,6 +24,8 @@ export interface OutcomeRecorder {
   outcome(code: number, grpc: boolean, ms: number): void;
 }
 
+const UPSTREAM_ERROR_KINDS: readonly UpstreamErrorKind[] = ['connect', 'timeout', 'reset', 'protocol'];
+
 /**
  * The metrics of one (route, backend, protocol); what the request path holds.
  * Requests and durations are counted here in plain numbers and turned into
@@ -104,6 +106,8 @@ export class Metrics {
   readonly rampBreaches: Counter<string>;
   readonly mirrorRequests: Counter<string>;
   readonly #bound = new Map<string, BackendMetrics>();
+  /** Label values of the mirror counters created so far, by route: removed with the route. */
+  readonly #mirrorLabels = new Map<string, [backend: string, code: string][]>();
   /** Read at scrape time: counts and states kept elsewhere (not updated per request). */
   openStreamsSource: (() => number) | undefined;
   backendUpSource: (() => Iterable<{ route: string; backend: string; up: boolean }>) | undefined;
@@ -249,10 +253,44 @@ export class Metrics {
     const children = new Map<string, CounterChild>();
     return (code) => {
       let c = children.get(code);
-      if (c === undefined) children.set(code, (c = this.mirrorRequests.labels(route, backend, code)));
+      if (c === undefined) {
+        children.set(code, (c = this.mirrorRequests.labels(route, backend, code)));
+        let labels = this.#mirrorLabels.get(route);
+        if (labels === undefined) this.#mirrorLabels.set(route, (labels = []));
+        labels.push([backend, code]);
+      }
       c.inc();
     };
   }
+
+  /**
+   * After a (re)load: forgets the metrics of every (route, backend, protocol)
+   * the new table does not use, so a removed route or backend leaves no
+   * series behind (requests, durations, upstream errors; mirror and ramp
+   * breach counts of removed routes).
+   */
+  retain(used: ReadonlySet<BackendMetrics>): void {
+    const kept = new Set<string>();
+    const routes = new Set<string>();
+    for (const bm of used) {
+      kept.add(`${bm.route}\0${bm.backend}`);
+      routes.add(bm.route);
+    }
+    const gone = new Set<string>();
+    for (const [key, bm] of this.#bound) {
+      if (used.has(bm) || bm.route === 'unmatched') continue;
+      this.#bound.delete(key);
+      if (!routes.has(bm.route)) gone.add(bm.route);
+      if (kept.has(`${bm.route}\0${bm.backend}`)) continue; // the same pair under its other protocol
+      for (const kind of UPSTREAM_ERROR_KINDS) this.upstreamErrors.remove(bm.route, bm.backend, kind);
+    }
+    for (const route of gone) {
+      for (const [backend, code] of this.#mirrorLabels.get(route) ?? []) this.mirrorRequests.remove(route, backend, code);
+      this.#mirrorLabels.delete(route);
+      this.rampBreaches.remove(route);
+    }
+  }
+
 
   /** Publishes the weights in force (only the changed ones); series of backends that are gone are removed. */
   setWeights(weights: Iterable<{ route: string; backend: string; weight: number }>): void {

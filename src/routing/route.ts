@@ -15,7 +15,7 @@ export interface Backend {
   readonly hostHeader: string | undefined;
   readonly upstream: Upstream;
   readonly metrics: BackendMetrics;
-  /** Shared by every route naming the same URL, and kept across reloads. */
+  /** Shared by every route naming the same URL with the same health settings, and kept across reloads. */
   readonly health: BackendHealth;
 }
 
