@@ -61,7 +61,9 @@ export class UpstreamError extends ProxyError {
   /** For an HTTP/2 stream reset by the upstream: its code, passed on to an HTTP/2 client. */
   rstCode: number | undefined;
   constructor(kind: UpstreamErrorKind, nothingSent: boolean, cause: unknown) {
-    super(`upstream ${kind} error: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+    // The message is what clients see (body, grpc-message): a short reason only.
+    // The cause names addresses and errno text, so it goes to the log only.
+    super(`upstream ${kind} error`, { cause });
     this.kind = kind;
     this.nothingSent = nothingSent;
     this.code = `SY_UPSTREAM_${kind.toUpperCase()}`;
