@@ -24,7 +24,7 @@ export const READER_USER = 'cm-reader';
  */
 export function kapiTools(): string {
   const fromEnv = process.env['KAPI_TOOLS'];
-  if (fromEnv !== undefined) return fromEnv;
+  if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
   for (let dir = resolve(ROOT, '..'); ; dir = dirname(dir)) {
     const candidate = join(dir, 'shared', 'tools', 'kube-apiserver');
     if (existsSync(join(candidate, 'start.sh'))) return candidate;
