@@ -92,7 +92,7 @@ export class Switchyard implements AdminState {
       files = await sources.read();
       loaded = await loader.load(files);
     } catch (err) {
-      if (err instanceof ConfigError) sources.rejected(err.issues, 'none');
+      if (err instanceof ConfigError) sources.rejected(err.issues, undefined);
       await sources.flushEvents();
       await Promise.all([loader.close(), sources.close()]);
       throw err;

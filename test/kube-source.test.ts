@@ -9,6 +9,9 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { loadCredentials, type KubeCredentials } from '../src/kube/credentials.ts';
 import { ConfigError } from '../src/config/model.ts';
+import { loadConfigSources } from '../src/config/load.ts';
+import { readSourcesOnce } from '../src/config/sources.ts';
+import { KubeClient } from '../src/kube/client.ts';
 import { createLogger } from '../src/observe/log.ts';
 import { Switchyard } from '../src/server.ts';
 import { DEFAULT_WATCH } from '../src/config/watch.ts';
@@ -144,6 +147,34 @@ describe('kubernetes:// config source', () => {
     } finally {
       await sy.shutdown();
     }
+  });
+
+  test('readSourcesOnce (validate, migration commands): a file and a ConfigMap merge into one config; the ConfigMap comes with its resourceVersion', async () => {
+    const { namespace, listeners } = await setUpRoutes(api, backends);
+    const client = new KubeClient(reader);
+    try {
+      const snaps = await readSourcesOnce([listeners, `kubernetes://${namespace}/routes`], client);
+      assert.deepEqual(snaps.map((x) => x.files.map((f) => f.file)), [[listeners], [`kubernetes://${namespace}/routes/routes.yaml`]]);
+      const cm = await api.admin.getConfigMap(namespace, 'routes');
+      assert.equal(snaps[1]!.configMap?.object.metadata.resourceVersion, cm.metadata.resourceVersion);
+      const { config } = loadConfigSources(snaps.flatMap((x) => x.files));
+      assert.equal(config.routes[0]!.name, 'billing');
+      assert.equal(config.admin.port, 0);
+      // Missing (as the admin sees it) is a config error; forbidden (the reader) is the API's answer.
+      const missing = await readSourcesOnce([`kubernetes://${namespace}/nope`], api.admin).catch((e: unknown) => e);
+      assert.ok(missing instanceof ConfigError && /does not exist/.test(missing.message), String(missing));
+      await assert.rejects(readSourcesOnce([`kubernetes://${namespace}/nope`], client), /forbidden/);
+    } finally {
+      await client.close();
+    }
+  });
+
+  test('an invalid ConfigMap at startup: the router does not start, and says why in a ConfigRejected Event', async () => {
+    const { namespace, listeners } = await setUpRoutes(api, backends);
+    await api.admin.patchConfigMapData(namespace, 'routes', { 'routes.yaml': 'routes:\n  - name: Bad Name\n' });
+    await assert.rejects(startInProcess(namespace, listeners, 'replica-s'), (e: unknown) => e instanceof ConfigError && e.message.includes(`kubernetes://${namespace}/routes/routes.yaml:2:`));
+    const [ev] = await events(namespace, 'ConfigRejected');
+    assert.ok(ev && ev.message.startsWith('replica-s: ') && ev.message.endsWith('; not started'), ev?.message);
   });
 
   test('RBAC: the router\'s credentials cannot read another ConfigMap; starting on one fails with a clear error', async () => {

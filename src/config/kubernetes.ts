@@ -10,7 +10,7 @@
 // what it runs) and the source reports itself stale.
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
-import { KubeClient, type ConfigMap, type ObjectReference } from '../kube/client.ts';
+import { KubeClient, KubeError, type ConfigMap, type ObjectReference } from '../kube/client.ts';
 import { loadCredentials, type KubeCredentials } from '../kube/credentials.ts';
 import { EventRecorder } from '../kube/events.ts';
 import { ConfigMapWatch, type ConfigMapWatchOptions, type WatchState } from '../kube/watch.ts';
@@ -57,10 +57,16 @@ export function configMapFiles(ref: ConfigMapRef, cm: ConfigMap | null): ConfigS
     .map((k) => ({ file: keyFile(ref, k), text: cm.data![k]! }));
 }
 
-/** One read of the ConfigMap (for `switchyard validate` and the migration commands). */
+/** One read of the ConfigMap (for `switchyard validate` and the migration commands); a missing one is a ConfigError. */
 export async function readConfigMapSource(client: KubeClient, ref: ConfigMapRef): Promise<{ files: ConfigSource[]; configMap: ConfigMap }> {
-  const cm = await client.getConfigMap(ref.namespace, ref.name);
-  return { files: configMapFiles(ref, cm), configMap: cm };
+  let cm: ConfigMap | null;
+  try {
+    cm = await client.getConfigMap(ref.namespace, ref.name);
+  } catch (err) {
+    if (!(err instanceof KubeError && err.status === 404)) throw err;
+    cm = null;
+  }
+  return { files: configMapFiles(ref, cm), configMap: cm! };
 }
 
 /** What /api/config and the metrics say about the source. */
@@ -184,11 +190,12 @@ export class KubernetesSource {
     this.#report('Normal', 'ConfigApplied', `applied config version ${version}`);
   }
 
-  /** The config of what files() returned last was refused; `inForce` is the version still serving. */
-  reportRejected(issues: readonly ConfigIssue[], inForce: string): void {
+  /** The config of what files() returned last was refused; `inForce` is the version still serving (undefined at startup). */
+  reportRejected(issues: readonly ConfigIssue[], inForce: string | undefined): void {
     const list = issues.slice(0, 5).map(formatIssue).join('; ');
     const more = issues.length > 5 ? `; and ${issues.length - 5} more` : '';
-    this.#report('Warning', 'ConfigRejected', `rejected: ${list}${more}; config version ${inForce} stays in force`);
+    const after = inForce === undefined ? 'not started' : `config version ${inForce} stays in force`;
+    this.#report('Warning', 'ConfigRejected', `rejected: ${list}${more}; ${after}`);
   }
 
   #report(type: 'Normal' | 'Warning', reason: string, message: string): void {

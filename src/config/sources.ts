@@ -3,7 +3,12 @@
 // Their files are merged like the files of one directory (e.g. listeners
 // from a file, routes from the API), then validated as one config.
 import type { Logger } from 'pino';
-import { KubernetesSource, parseKubernetesSource, type KubernetesSourceOptions, type KubernetesSourceStatus } from './kubernetes.ts';
+import { KubeClient, type ConfigMap } from '../kube/client.ts';
+import { loadCredentials } from '../kube/credentials.ts';
+import {
+  KubernetesSource, parseKubernetesSource, readConfigMapSource,
+  type ConfigMapRef, type KubernetesSourceOptions, type KubernetesSourceStatus,
+} from './kubernetes.ts';
 import type { ConfigIssue, ConfigSource } from './model.ts';
 import { readConfigSources } from './read.ts';
 import { ConfigWatcher, type WatchOptions } from './watch.ts';
@@ -14,6 +19,41 @@ export type SourceStatus = { readonly kind: 'files'; readonly path: string } | K
 export function checkSourceSpecs(specs: readonly string[]): void {
   if (specs.length === 0) throw new Error('no config source given');
   for (const s of specs) parseKubernetesSource(s);
+}
+
+/** One source as read by readSourcesOnce: its files, and for kubernetes:// the ConfigMap read (with its resourceVersion). */
+export interface SourceSnapshot {
+  readonly spec: string;
+  readonly files: readonly ConfigSource[];
+  readonly configMap?: { readonly ref: ConfigMapRef; readonly object: ConfigMap };
+}
+
+/**
+ * Reads each source once, without watching (`switchyard validate`, the
+ * migration commands): files from disk, a kubernetes:// source with one GET,
+ * through `client` or one made from the default credentials. The files of
+ * all snapshots, in order, are the config. ConfigError if one is unreadable
+ * or the ConfigMap does not exist; a KubeError for other API failures.
+ */
+export async function readSourcesOnce(specs: readonly string[], client?: KubeClient): Promise<SourceSnapshot[]> {
+  checkSourceSpecs(specs);
+  let own: KubeClient | undefined;
+  try {
+    const out: SourceSnapshot[] = [];
+    for (const spec of specs) {
+      const ref = parseKubernetesSource(spec);
+      if (ref === undefined) {
+        out.push({ spec, files: await readConfigSources(spec) });
+        continue;
+      }
+      const c = client ?? (own ??= new KubeClient(await loadCredentials()));
+      const { files, configMap } = await readConfigMapSource(c, ref);
+      out.push({ spec, files, configMap: { ref, object: configMap } });
+    }
+    return out;
+  } finally {
+    await own?.close();
+  }
 }
 
 export interface ConfigSourcesOptions {
@@ -85,8 +125,8 @@ export class ConfigSources {
     for (const s of this.#sources) if (s.kind === 'kubernetes') s.source.reportApplied(version);
   }
 
-  /** The config of the last read() was refused; `inForce` stays. */
-  rejected(issues: readonly ConfigIssue[], inForce: string): void {
+  /** The config of the last read() was refused; `inForce` stays (undefined: nothing runs yet). */
+  rejected(issues: readonly ConfigIssue[], inForce: string | undefined): void {
     for (const s of this.#sources) if (s.kind === 'kubernetes') s.source.reportRejected(issues, inForce);
   }
 
