@@ -8,12 +8,10 @@ import http2, {
   type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream,
 } from 'node:http2';
 import { createHash } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
-import { homedir } from 'node:os';
+import { join } from 'node:path';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
+import { findGoTool } from './go-tools.ts';
 import { ROOT } from './helpers.ts';
 
 export const PROTO_DIR = join(ROOT, 'test/proto');
@@ -608,21 +606,9 @@ export async function h2Request(url: string, headers: OutgoingHttpHeaders, opts:
 
 // --- grpcurl -------------------------------------------------------------------
 
-/**
- * grpcurl, a gRPC client we did not write: $GRPCURL, then $GOPATH/bin, then
- * `go env GOPATH`/bin, ~/go/bin, then PATH. Undefined when it is nowhere.
- */
+/** grpcurl, a gRPC client we did not write: $GRPCURL, else where `go install` put it. */
 export function findGrpcurl(): string | undefined {
-  const candidates: string[] = [];
-  if (process.env['GRPCURL']) candidates.push(process.env['GRPCURL']);
-  for (const gp of (process.env['GOPATH'] ?? '').split(delimiter)) if (gp !== '') candidates.push(join(gp, 'bin/grpcurl'));
-  try {
-    const gp = execFileSync('go', ['env', 'GOPATH'], { encoding: 'utf8', timeout: 10_000, stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    if (gp !== '') candidates.push(join(gp, 'bin/grpcurl'));
-  } catch { /* no go toolchain */ }
-  candidates.push(join(homedir(), 'go/bin/grpcurl'));
-  for (const dir of (process.env['PATH'] ?? '').split(delimiter)) if (dir !== '') candidates.push(join(dir, 'grpcurl'));
-  return candidates.find((p) => existsSync(p));
+  return findGoTool('grpcurl', 'GRPCURL');
 }
 
 /** Arguments for `grpcurl` calling `method` of the test service at 127.0.0.1:port. */
