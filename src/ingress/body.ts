@@ -59,6 +59,13 @@ export class RequestBody {
     }
     if (!this.#listening) {
       this.#listening = true;
+      // A body that ended empty before anyone read it (a bidi call half-closed
+      // while its upstream session was connecting) has already emitted 'end':
+      // node reads 0 bytes on EOF.
+      if (this.#src.readableEnded) {
+        this.#onEnd();
+        return;
+      }
       this.#src.on('data', this.#onData).on('end', this.#onEnd).on('error', this.#onError);
     }
     this.#src.resume();
