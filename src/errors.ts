@@ -60,7 +60,7 @@ export class UpstreamError extends ProxyError {
   readonly nothingSent: boolean;
   /** For an HTTP/2 stream reset by the upstream: its code, passed on to an HTTP/2 client. */
   rstCode: number | undefined;
-  constructor(kind: UpstreamErrorKind, nothingSent: boolean, cause: unknown) {
+  constructor(kind: UpstreamErrorKind, nothingSent: boolean, cause: unknown, grpcStatus?: number) {
     // The message is what clients see (body, grpc-message): a short reason only.
     // The cause names addresses and errno text, so it goes to the log only.
     super(`upstream ${kind} error`, { cause });
@@ -68,8 +68,25 @@ export class UpstreamError extends ProxyError {
     this.nothingSent = nothingSent;
     this.code = `SY_UPSTREAM_${kind.toUpperCase()}`;
     this.httpStatus = kind === 'timeout' ? 504 : 502;
-    this.grpcStatus = kind === 'timeout' ? 4 : 14;
+    this.grpcStatus = grpcStatus ?? (kind === 'timeout' ? 4 : 14);
   }
+}
+
+const REFUSED_STREAM = 0x7;
+
+/**
+ * The upstream reset its HTTP/2 stream with `code` (RST_STREAM; the session
+ * itself is alive). The gRPC status is the one gRPC's PROTOCOL-HTTP2.md gives
+ * that code: REFUSED_STREAM 14 UNAVAILABLE, CANCEL 1 CANCELLED,
+ * ENHANCE_YOUR_CALM 8 RESOURCE_EXHAUSTED, INADEQUATE_SECURITY 7
+ * PERMISSION_DENIED, any other 13 INTERNAL.
+ */
+export function streamResetError(code: number): UpstreamError {
+  const grpc = code === REFUSED_STREAM ? 14 : code === 0x8 ? 1 : code === 0xb ? 8 : code === 0xc ? 7 : 13;
+  // REFUSED_STREAM: the peer did no work on it (RFC 9113 §8.7), so it is as if nothing was sent.
+  const err = new UpstreamError('reset', code === REFUSED_STREAM, new Error(`upstream stream reset with code ${code}`), grpc);
+  err.rstCode = code === 0 ? 0x2 : code; // NO_ERROR before the end is not a clean end: INTERNAL_ERROR
+  return err;
 }
 
 // Connect-phase errors: the request never left the proxy.

@@ -5,12 +5,15 @@ import type { Readable } from 'node:stream';
 import type { ProxyError } from '../errors.ts';
 import { BaseExchange, textBody, type Exchange, type ExchangeOwner, type Peer, type ResponseHeaders } from './exchange.ts';
 import { connectionNamed, DROP_REQUEST, stripResponseHeaders } from './hygiene.ts';
+import { GRPC_CODE_UNKNOWN } from '../observe/metrics.ts';
 
 /** A request on an HTTP/2 stream (node:http2 core API). */
 export class H2Exchange extends BaseExchange implements Exchange {
   readonly stream: ServerHttp2Stream;
   readonly #headers: IncomingHttpHeaders;
   #finished = false;
+  /** Response trailers will be sent (the response was started waiting for them). */
+  #trailersFollow = false;
   #status = 0;
   #trailers: ResponseHeaders | null = null;
   #requestTrailers: ResponseHeaders | null = null;
@@ -94,6 +97,7 @@ export class H2Exchange extends BaseExchange implements Exchange {
     if (this.settled || this.stream.destroyed) return;
     this.#prepare(status, headers);
     if (trailersFollow) {
+      this.#trailersFollow = true;
       this.stream.respond(headers as OutgoingHttpHeaders, { waitForTrailers: true });
       this.stream.once('wantTrailers', this.#sendTrailers);
     } else {
@@ -114,7 +118,9 @@ export class H2Exchange extends BaseExchange implements Exchange {
     stripResponseHeaders(headers);
     delete headers['te'];
     headers[':status'] = String(status);
-    this.#status = this.grpc ? grpcStatusFrom(headers, status) : status;
+    // A gRPC response's code comes with its trailers; until then, one without
+    // grpc-status counts as its HTTP status maps.
+    this.#status = this.grpc ? grpcCodeOf(headers, grpcCodeOfHttp(status)) : status;
   }
 
   write(chunk: Buffer): boolean {
@@ -130,7 +136,7 @@ export class H2Exchange extends BaseExchange implements Exchange {
     this.#finished = true;
     if (trailers !== null) {
       this.#trailers = trailers;
-      if (this.grpc) this.#status = grpcStatusFrom(trailers, this.#status);
+      if (this.grpc) this.#status = grpcCodeOf(trailers, this.#status);
     }
     this.stream.end();
   }
@@ -146,6 +152,13 @@ export class H2Exchange extends BaseExchange implements Exchange {
 
   protected cut(err: ProxyError): void {
     this.#finished = true;
+    if (this.grpc && this.#trailersFollow) {
+      // A gRPC response has its status in the trailers: they carry the error.
+      this.#status = err.grpcStatus;
+      this.#trailers = { 'grpc-status': String(err.grpcStatus), 'grpc-message': encodeURIComponent(err.message) };
+      this.stream.end();
+      return;
+    }
     // Mid-response there is no status left to send: reset the stream.
     // close(code) would end it first (END_STREAM), which a client reads as
     // a complete response; destroy sends only RST_STREAM (INTERNAL_ERROR).
@@ -176,8 +189,26 @@ function first(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
 
-/** The grpc-status a response carries, else the fallback. */
-function grpcStatusFrom(h: ResponseHeaders, fallback: number): number {
+// The 17 gRPC status codes by their text in grpc-status; any other value
+// counts as GRPC_CODE_UNKNOWN, so a backend cannot make new metric series.
+const GRPC_CODES = new Map(Array.from({ length: 17 }, (_, i) => [String(i), i]));
+
+/** The grpc-status a response carries (GRPC_CODE_UNKNOWN if not one of the 17), else `fallback`. */
+function grpcCodeOf(h: ResponseHeaders, fallback: number): number {
   const s = h['grpc-status'];
-  return typeof s === 'string' ? Number(s) : fallback;
+  if (s === undefined) return fallback;
+  return (typeof s === 'string' ? GRPC_CODES.get(s) : undefined) ?? GRPC_CODE_UNKNOWN;
+}
+
+/** The gRPC code of an HTTP status without grpc-status (gRPC's http-grpc-status-mapping.md). */
+function grpcCodeOfHttp(status: number): number {
+  switch (status) {
+    case 200: return GRPC_CODE_UNKNOWN; // until the trailers say
+    case 400: return 13;
+    case 401: return 16;
+    case 403: return 7;
+    case 404: return 12;
+    case 429: case 502: case 503: case 504: return 14;
+    default: return 2;
+  }
 }

@@ -1,12 +1,12 @@
 // One request on an h2c backend (gRPC): a stream on a pooled session.
 import http2, { type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2';
-import { UpstreamError, upstreamError } from '../errors.ts';
+import { streamResetError, UpstreamError, upstreamError } from '../errors.ts';
 import type { Exchange, ResponseHeaders } from '../ingress/exchange.ts';
 import type { Backend, Route } from '../routing/route.ts';
 import type { H2Upstream, Slot } from './h2-pool.ts';
 import type { AttemptFailed } from './http1.ts';
 
-const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
+const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
 
 /**
  * One request on an h2c backend: headers and body upstream, response headers,
@@ -134,13 +134,17 @@ class H2Call {
     this.#ex.signal.unlisten(this.#cancel);
     this.#up.release(this.#slot!);
     if (this.#done || this.#ex.signal.aborted) return;
-    // The stream closed before it ended: reset by the peer or the session died.
-    const code = this.#stream!.rstCode ?? NGHTTP2_INTERNAL_ERROR;
-    const refused = code === NGHTTP2_REFUSED_STREAM;
-    // REFUSED_STREAM: the peer did no work on it (RFC 9113 §8.7), so it is as if nothing was sent.
-    const err = new UpstreamError('reset', refused, new Error(`upstream stream closed with code ${code}`));
-    err.rstCode = code === NGHTTP2_NO_ERROR ? NGHTTP2_INTERNAL_ERROR : code;
-    this.#fail(err);
+    // The stream closed before it ended: the session died (UNAVAILABLE), or
+    // the peer reset the stream, whose code says what the client is told.
+    const session = this.#slot!.session;
+    const code = this.#stream!.rstCode;
+    if (code === undefined || session.destroyed) {
+      const err = new UpstreamError('reset', false, new Error('upstream session closed'));
+      err.rstCode = NGHTTP2_INTERNAL_ERROR;
+      this.#fail(err);
+      return;
+    }
+    this.#fail(streamResetError(code));
   };
 
   readonly #timeout = (): void => {
