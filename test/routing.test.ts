@@ -41,7 +41,7 @@ function table(...routes: RouteConfig[]): Promise<RouteTable> {
   const config: Config = {
     entrypoint: {
       host: '127.0.0.1', port: 0, maxConnectionAgeMs: 0, maxConnectionAgeGraceMs: 0,
-      maxConnections: 10_000, maxHeaderBytes: 16_384, maxUrlLength: 8_192, headersTimeoutMs: 10_000, trustedProxies: [], requestIdHeader: 'x-request-id',
+      maxConnections: 10_000, maxHeaderBytes: 16_384, maxUrlLength: 8_192, headersTimeoutMs: 10_000, idleTimeoutMs: 65_000, trustedProxies: [], requestIdHeader: 'x-request-id',
     },
     admin: { host: '127.0.0.1', port: 0 },
     shutdown: { drainDelayMs: 0, timeoutMs: 0 },

@@ -48,6 +48,7 @@ export function checkEntrypoint(sections: Sections, issues: ConfigIssue[]): void
   const entrypoint = src?.data.entrypoint;
   if (!src || !entrypoint || !usable(src, '/entrypoint')) return;
   checkAtLeastOneMs(src, '/entrypoint/headersTimeout', entrypoint.headersTimeout, issues);
+  checkAtLeastOneMs(src, '/entrypoint/idleTimeout', entrypoint.idleTimeout, issues);
   if (entrypoint.trustedProxies !== undefined && usable(src, '/entrypoint/trustedProxies')) {
     entrypoint.trustedProxies.forEach((cidr, i) => {
       const pointer = `/entrypoint/trustedProxies/${i}`;

@@ -34,6 +34,7 @@ export function build(sections: Sections, routes: readonly RouteRef[], files: re
       maxHeaderBytes: effective.entrypoint.maxHeaderBytes,
       maxUrlLength: effective.entrypoint.maxUrlLength,
       headersTimeoutMs: parseDuration(effective.entrypoint.headersTimeout),
+      idleTimeoutMs: parseDuration(effective.entrypoint.idleTimeout),
       trustedProxies: effective.entrypoint.trustedProxies,
       requestIdHeader: effective.entrypoint.requestIdHeader,
     },

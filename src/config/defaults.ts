@@ -10,6 +10,9 @@ export const DEFAULTS = {
     maxHeaderBytes: 16_384,
     maxUrlLength: 8_192,
     headersTimeout: '10s',
+    // Longer than the idle timeout of common load balancers in front (AWS ALB:
+    // 60 s), so the balancer, not the proxy, closes idle connections and never races us.
+    idleTimeout: '65s',
     trustedProxies: [] as readonly string[],
     requestIdHeader: 'x-request-id',
   },

@@ -112,6 +112,7 @@ export interface Config {
     readonly maxHeaderBytes: number;     // default 16384; over → 431
     readonly maxUrlLength: number;       // default 8192; over → 414
     readonly headersTimeoutMs: number;   // > 0, default 10s: time a client has to send the request headers
+    readonly idleTimeoutMs: number;      // > 0, default 65s: a client connection with nothing in flight is closed after it
     /** CIDRs ("10.0.0.0/8", "fd00::/8"; plain addresses as /32 or /128) whose X-Forwarded-For is trusted; default []. See parseCidr. */
     readonly trustedProxies: readonly string[];
     readonly requestIdHeader: string;    // lowercased, default "x-request-id"
@@ -163,6 +164,7 @@ export interface EffectiveConfig {
     readonly maxHeaderBytes: number;
     readonly maxUrlLength: number;
     readonly headersTimeout: string;
+    readonly idleTimeout: string;
     readonly trustedProxies: readonly string[];
     readonly requestIdHeader: string;
   };

@@ -15,6 +15,7 @@ import { UriTooLongError } from '../errors.ts';
 import type { Exchange, ExchangeOwner, Peer } from './exchange.ts';
 import { H1Exchange } from './h1.ts';
 import { H2Exchange } from './h2.ts';
+import { H2Guard } from './h2-guard.ts';
 import { UpgradeExchange } from './upgrade.ts';
 import type { BackendMetrics, Metrics } from '../observe/metrics.ts';
 import { proxy } from '../proxy/proxy.ts';
@@ -23,9 +24,6 @@ import type { RouteTable } from '../routing/table.ts';
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 // A connection that has not sent enough to be classified by then is dropped.
 const SNIFF_TIMEOUT_MS = 10_000;
-// Longer than the idle timeout of common load balancers in front (AWS ALB: 60 s),
-// so the balancer, not the proxy, closes idle connections and never races us.
-const H1_KEEPALIVE_MS = 65_000;
 
 /** Config['entrypoint']: address, max connection age (0: off), limits, trusted proxies, request id header. */
 export type EntrypointOptions = Config['entrypoint'];
@@ -77,7 +75,7 @@ export class Entrypoint implements ExchangeOwner {
     metrics.openStreamsSource = () => this.#inflightH2;
 
     this.#h1 = http.createServer({
-      keepAliveTimeout: H1_KEEPALIVE_MS,
+      keepAliveTimeout: opts.idleTimeoutMs,
       maxHeaderSize: opts.maxHeaderBytes, // over it: 431
       headersTimeout: opts.headersTimeoutMs, // slow clients
       connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(opts.headersTimeoutMs / 2))),
@@ -146,8 +144,8 @@ export class Entrypoint implements ExchangeOwner {
     gauge.inc();
     socket.once('close', () => gauge.dec());
     if (h2) {
-      // The session reads the unshifted preface from the socket itself.
-      this.#h2.emit('connection', socket);
+      // The session reads the unshifted preface through the guard.
+      this.#h2.emit('connection', new H2Guard(socket, this.#opts));
       return;
     }
     this.#h1.emit('connection', socket);
@@ -199,10 +197,13 @@ export class Entrypoint implements ExchangeOwner {
   };
 
   readonly #onStream = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void => {
+    // node emits 'stream' a tick late: by then the stream may be gone (the
+    // client reset it at once, or its session was torn down).
+    stream.on('error', noop);
+    const session = stream.session;
+    if (session === undefined || stream.destroyed) return;
     this.#inflight++;
     this.#inflightH2++;
-    stream.on('error', noop);
-    const session = stream.session!;
     this.#dispatch(new H2Exchange(stream, headers, this, this.#peer(session, session.socket as Socket)), this.#unmatchedH2);
   };
 
