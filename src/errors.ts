@@ -42,6 +42,14 @@ export class UriTooLongError extends ProxyError {
   constructor() { super('request target over entrypoint.maxUrlLength'); }
 }
 
+/** An HTTP/2 request's header list is over entrypoint.maxHeaderBytes: 431, gRPC 8 RESOURCE_EXHAUSTED. */
+export class HeadersTooLargeError extends ProxyError {
+  override readonly code = 'SY_HEADERS_TOO_LARGE';
+  override readonly httpStatus = 431;
+  override readonly grpcStatus = 8;
+  constructor() { super('request headers over entrypoint.maxHeaderBytes'); }
+}
+
 /** Every weight is 0 (or every backend is down, with allUnhealthy: fail) and no override: 503, gRPC 14 UNAVAILABLE. */
 export class NoBackendError extends ProxyError {
   override readonly code = 'SY_NO_BACKEND';

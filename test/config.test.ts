@@ -102,6 +102,7 @@ describe('loading', () => {
       maxHeaderBytes: 16_384,
       maxUrlLength: 8_192,
       headersTimeoutMs: 10_000,
+      idleTimeoutMs: 65_000,
       trustedProxies: [],
       requestIdHeader: 'x-request-id',
     });
@@ -468,6 +469,7 @@ describe('resilience settings', () => {
       '  maxHeaderBytes: 32768',
       '  maxUrlLength: 4096',
       '  headersTimeout: 2.5s',
+      '  idleTimeout: 90s',
       '  trustedProxies: [10.0.0.0/8, 192.168.1.7, "::1", FD00::/8, "::ffff:10.0.0.1/128", 0.0.0.0/0]',
       '  requestIdHeader: X-Trace-ID',
     ));
@@ -480,6 +482,7 @@ describe('resilience settings', () => {
       maxHeaderBytes: 32_768,
       maxUrlLength: 4_096,
       headersTimeoutMs: 2_500,
+      idleTimeoutMs: 90_000,
       trustedProxies: ['10.0.0.0/8', '192.168.1.7/32', '::1/128', 'fd00::/8', '::ffff:10.0.0.1/128', '0.0.0.0/0'],
       requestIdHeader: 'x-trace-id',
     });
@@ -502,7 +505,7 @@ describe('resilience settings', () => {
     }
   });
 
-  test('entrypoint issues: bad CIDRs, limits out of range, a zero headersTimeout, a bad header name', () => {
+  test('entrypoint issues: bad CIDRs, limits out of range, a zero headersTimeout or idleTimeout, a bad header name', () => {
     const issues = validateConfigText(lines(
       'entrypoint:',                                              // 1
       '  trustedProxies:',                                        // 2
@@ -514,6 +517,7 @@ describe('resilience settings', () => {
       '  maxConnections: -1',                                     // 8
       '  headersTimeout: 0s',                                     // 9
       '  requestIdHeader: "x request id"',                        // 10
+      '  idleTimeout: 0s',                                        // 11
     ), 'e.yaml');
     assert.deepEqual(issues.map((i) => [i.line, i.path]), [
       [4, 'entrypoint.trustedProxies[1]'],
@@ -523,11 +527,13 @@ describe('resilience settings', () => {
       [8, 'entrypoint.maxConnections'],
       [9, 'entrypoint.headersTimeout'],
       [10, 'entrypoint.requestIdHeader'],
+      [11, 'entrypoint.idleTimeout'],
     ]);
     assert.match(issueAt(issues, 'entrypoint.trustedProxies[1]').message, /"10\.0\.0\.0\/33": the prefix length must be 0-32/);
     assert.match(issueAt(issues, 'entrypoint.trustedProxies[2]').message, /is not an IPv4\/IPv6 address or CIDR/);
     assert.equal(issueAt(issues, 'entrypoint.maxHeaderBytes').message, 'must be >= 1024');
     assert.equal(issueAt(issues, 'entrypoint.headersTimeout').message, 'must be at least 1ms');
+    assert.equal(issueAt(issues, 'entrypoint.idleTimeout').message, 'must be at least 1ms');
     assert.match(issueAt(issues, 'entrypoint.requestIdHeader').message, /must be an HTTP header name/);
   });
 

@@ -98,7 +98,7 @@ export interface RouteSpec {
 export interface ConfigSpec {
   routes: RouteSpec[];
   shutdown?: { drainDelay?: string; timeout?: string };
-  entrypoint?: { maxConnectionAge?: string; maxConnectionAgeGrace?: string; trustedProxies?: string[]; maxUrlLength?: number; maxHeaderBytes?: number; headersTimeout?: string; maxConnections?: number; requestIdHeader?: string };
+  entrypoint?: { maxConnectionAge?: string; maxConnectionAgeGrace?: string; trustedProxies?: string[]; maxUrlLength?: number; maxHeaderBytes?: number; headersTimeout?: string; idleTimeout?: string; maxConnections?: number; requestIdHeader?: string };
 }
 
 /** Writes a config file (ports 0: the OS picks) and returns its path. */

@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import { H2_MAX_SESSION_MEMORY_MB, H2_SESSION_WINDOW, H2_STREAM_WINDOW } from '../h2-settings.ts';
 import type { Config } from '../config/model.ts';
 import { parseCidr } from '../config/parse.ts';
-import { UriTooLongError } from '../errors.ts';
+import { HeadersTooLargeError, UriTooLongError } from '../errors.ts';
 import type { Exchange, ExchangeOwner, Peer } from './exchange.ts';
 import { H1Exchange } from './h1.ts';
 import { H2Exchange } from './h2.ts';
@@ -31,6 +31,14 @@ export type EntrypointOptions = Config['entrypoint'];
 function noop(): void {}
 
 const URI_TOO_LONG = new UriTooLongError();
+const HEADERS_TOO_LARGE = new HeadersTooLargeError();
+
+/** A header list's size as SETTINGS_MAX_HEADER_LIST_SIZE counts it: name, value and 32 per field (RFC 9113 §6.5.2). */
+function headerListSize(raw: string[]): number {
+  let size = 0;
+  for (let i = 0; i < raw.length; i++) size += raw[i]!.length;
+  return size + 16 * raw.length;
+}
 
 /** ±10% so connections opened together do not all reconnect together. */
 function jitter(ms: number): number {
@@ -53,6 +61,8 @@ export class Entrypoint implements ExchangeOwner {
   readonly #expired = new WeakSet<Duplex>();
   /** Per client connection (socket or HTTP/2 session), computed once. */
   readonly #peers = new WeakMap<object, Peer>();
+  /** The client of the HTTP/2 connection being handed to node:http2 now. */
+  #handing: Peer | undefined;
   readonly #trusted = new BlockList();
   readonly requestIdHeader: string;
   #inflight = 0;
@@ -144,8 +154,12 @@ export class Entrypoint implements ExchangeOwner {
     gauge.inc();
     socket.once('close', () => gauge.dec());
     if (h2) {
-      // The session reads the unshifted preface through the guard.
+      // The session reads the unshifted preface through the guard. Its socket
+      // is then node's wrapper around the guard, which has no address: the
+      // client's is handed to the session here ('session' fires within emit).
+      this.#handing = this.#peer(socket, socket);
       this.#h2.emit('connection', new H2Guard(socket, this.#opts));
+      this.#handing = undefined;
       return;
     }
     this.#h1.emit('connection', socket);
@@ -158,6 +172,7 @@ export class Entrypoint implements ExchangeOwner {
   }
 
   readonly #onSession = (session: Http2Session): void => {
+    if (this.#handing !== undefined) this.#peers.set(session, this.#handing);
     this.#sessions.add(session);
     session.on('error', noop);
     session.once('close', () => this.#sessions.delete(session));
@@ -196,7 +211,7 @@ export class Entrypoint implements ExchangeOwner {
     this.#dispatch(new UpgradeExchange(req, socket, head, this, this.#peer(socket, socket as Socket)), this.#unmatchedH1);
   };
 
-  readonly #onStream = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void => {
+  readonly #onStream = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, _flags: number, raw: string[]): void => {
     // node emits 'stream' a tick late: by then the stream may be gone (the
     // client reset it at once, or its session was torn down).
     stream.on('error', noop);
@@ -204,7 +219,14 @@ export class Entrypoint implements ExchangeOwner {
     if (session === undefined || stream.destroyed) return;
     this.#inflight++;
     this.#inflightH2++;
-    this.#dispatch(new H2Exchange(stream, headers, this, this.#peer(session, session.socket as Socket)), this.#unmatchedH2);
+    const ex = new H2Exchange(stream, headers, this, this.#peer(session, session.socket as Socket));
+    // nghttp2 only advertises SETTINGS_MAX_HEADER_LIST_SIZE; it takes larger lists.
+    if (headerListSize(raw) > this.#opts.maxHeaderBytes) {
+      ex.metrics = this.#unmatchedH2;
+      ex.fail(HEADERS_TOO_LARGE);
+      return;
+    }
+    this.#dispatch(ex, this.#unmatchedH2);
   };
 
   #dispatch(ex: Exchange, unmatched: BackendMetrics): void {

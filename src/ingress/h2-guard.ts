@@ -106,11 +106,6 @@ export class H2Guard extends Duplex {
     this.#timer.unref();
   }
 
-  // node:http2 reads these through session.socket.
-  get remoteAddress(): string | undefined { return this.#socket.remoteAddress; }
-  get remoteFamily(): string | undefined { return this.#socket.remoteFamily; }
-  get remotePort(): number | undefined { return this.#socket.remotePort; }
-
   override _read(): void {
     this.#socket.resume();
   }

@@ -1,0 +1,208 @@
+// HTTP/2 abuse against the router run as a process, by a raw frame client:
+// rapid reset (CVE-2023-44487), CONTINUATION flood (CVE-2024-27316 class), an
+// oversized header block, idle and trickling sessions (h2 slowloris), and
+// SETTINGS/PING floods. Each must end in a bounded way: the offending stream
+// or session is closed, upstream streams are cancelled, and the router keeps
+// serving everyone else. Behaviour only; CPU and memory against HAProxy are
+// measured by bench/h2-abuse.ts.
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import http2 from 'node:http2';
+import { spawnRouter, writeConfig, type RouterProcess } from './helpers.ts';
+import { startH2Backend, type H2Backend } from './grpc-helpers.ts';
+import { FLAG, FRAME, RawH2, frame, hpack, ping, requestBlock, rstStream } from './h2-raw.ts';
+
+const { NGHTTP2_CANCEL, NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_NO_ERROR } = http2.constants;
+const HOST = 'abuse.example.com';
+
+let backend: H2Backend;
+/** Streams open on the backend now, and the reset codes of those that were cancelled. */
+let open = 0;
+const resetCodes: number[] = [];
+let router: RouterProcess;
+
+before(async () => {
+  // /slow never answers; anything else gets a small 200.
+  backend = await startH2Backend('abuse', (stream, headers) => {
+    open++;
+    stream.once('close', () => {
+      open--;
+      if (stream.rstCode !== NGHTTP2_NO_ERROR) resetCodes.push(stream.rstCode ?? -1);
+    });
+    stream.resume();
+    if (headers[':path'] === '/slow') return;
+    stream.respond({ ':status': 200 });
+    stream.end('ok');
+  });
+  router = await spawnRouter(writeConfig({
+    entrypoint: { idleTimeout: '1s', headersTimeout: '1s' },
+    routes: [{ name: 'abuse', hosts: [HOST], protocol: 'h2c', backends: [{ name: 'only', url: backend.url, weight: 1 }] }],
+  }));
+});
+
+after(async () => {
+  router.child.kill('SIGTERM');
+  await router.exited;
+  await backend.close();
+});
+
+async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`${what}: not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** A well-behaved request still gets its answer: the router survived and serves others. */
+async function stillServes(): Promise<void> {
+  assert.equal(router.child.exitCode, null, 'the router exited');
+  const c = await RawH2.connect(router.port);
+  try {
+    c.send(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 1, requestBlock(HOST)));
+    await c.until((fs) => fs.some((f) => f.type === FRAME.DATA && f.stream === 1 && (f.flags & FLAG.END_STREAM) !== 0), 10_000, 'a response');
+    assert.ok(!c.isClosed);
+  } finally {
+    c.close();
+  }
+}
+
+describe('HTTP/2 abuse is bounded', () => {
+  test('a client reset cancels the upstream stream at once', async () => {
+    const c = await RawH2.connect(router.port);
+    try {
+      const before = resetCodes.length;
+      c.send(frame(FRAME.HEADERS, FLAG.END_HEADERS, 1, requestBlock(HOST, '/slow', 'POST')));
+      await until(() => open === 1, 10_000, 'the backend sees the stream');
+      c.send(rstStream(1, NGHTTP2_CANCEL));
+      await until(() => open === 0, 5_000, 'the upstream stream is cancelled');
+      assert.deepEqual(resetCodes.slice(before), [NGHTTP2_CANCEL]);
+    } finally {
+      c.close();
+    }
+  });
+
+  test('rapid reset (CVE-2023-44487): streams opened and reset in a loop end the session; upstream streams do not pile up', async () => {
+    const c = await RawH2.connect(router.port);
+    const streamsBefore = backend.streams;
+    let sent = 0;
+    try {
+      for (let batch = 0; batch < 100 && !c.isClosed && c.goaway() === undefined; batch++) {
+        const frames: Buffer[] = [];
+        for (let i = 0; i < 200; i++, sent++) {
+          const id = 2 * sent + 1;
+          frames.push(frame(FRAME.HEADERS, FLAG.END_HEADERS, id, requestBlock(HOST, '/slow', 'POST')), rstStream(id, NGHTTP2_CANCEL));
+        }
+        c.send(Buffer.concat(frames));
+        await new Promise((r) => setImmediate(r));
+      }
+      await c.until(() => c.goaway() !== undefined, 10_000, 'GOAWAY');
+      // nghttp2's reset rate limit (a burst of 1,000, then 33/s) ends the session.
+      assert.notEqual(c.goaway()?.code, NGHTTP2_NO_ERROR, `after ${sent} resets`);
+      await c.closed;
+      await until(() => open === 0, 10_000, 'every upstream stream is cancelled');
+      const upstream = backend.streams - streamsBefore;
+      assert.ok(upstream < sent, `${upstream} upstream streams for ${sent} client streams`);
+    } finally {
+      c.close();
+    }
+    await stillServes();
+  });
+
+  test('CONTINUATION flood (CVE-2024-27316 class): a header block without end is cut off', async () => {
+    const c = await RawH2.connect(router.port);
+    let sent = 0;
+    try {
+      c.send(frame(FRAME.HEADERS, 0, 1, requestBlock(HOST)));
+      const filler = frame(FRAME.CONTINUATION, 0, 1, hpack([['x-filler', 'y'.repeat(1000)]]));
+      for (; sent < 10_000 && !c.isClosed && c.goaway() === undefined; sent++) {
+        if (!c.send(filler)) await new Promise((r) => setImmediate(r));
+      }
+      await c.until(() => c.goaway() !== undefined, 10_000, 'GOAWAY');
+      await c.closed;
+      assert.ok(sent < 10_000, 'the connection was still open after 10,000 CONTINUATION frames');
+      assert.equal(open, 0, 'nothing reached the backend');
+    } finally {
+      c.close();
+    }
+    await stillServes();
+  });
+
+  test('an oversized header block gets 431 or a stream error; the session goes on', async () => {
+    // node:http2 as the client; it would refuse to send 64 KiB of headers by default.
+    const session = http2.connect(router.url, { maxSendHeaderBlockLength: 1 << 20 });
+    session.on('error', () => {});
+    try {
+      const answer = await new Promise<string>((resolve) => {
+        // 64 KiB of headers; maxHeaderBytes is 16 KiB.
+        const req = session.request({ ':authority': HOST, ':path': '/', 'x-big': 'z'.repeat(64 * 1024) }, { endStream: true });
+        req.on('response', (h) => resolve(`status ${h[':status']}`));
+        req.on('error', (err: NodeJS.ErrnoException) => resolve(`stream error ${err.code}`));
+        req.resume();
+      });
+      assert.match(answer, /^(status 431|stream error ERR_HTTP2_STREAM_ERROR)$/);
+      assert.equal(open, 0, 'nothing reached the backend');
+      const next = await new Promise<string>((resolve, reject) => {
+        const req = session.request({ ':authority': HOST, ':path': '/' }, { endStream: true });
+        req.on('response', (h) => resolve(String(h[':status'])));
+        req.on('error', reject);
+        req.resume();
+      });
+      assert.equal(next, '200', 'the same session serves the next request');
+    } finally {
+      session.destroy();
+    }
+  });
+
+  test('h2 slowloris: an idle session is sent GOAWAY and closed, PINGs or not', async () => {
+    for (const pinging of [false, true]) {
+      const c = await RawH2.connect(router.port);
+      const timer = pinging ? setInterval(() => c.send(ping(false)), 200) : undefined;
+      try {
+        await c.until(() => c.goaway() !== undefined, 10_000, 'GOAWAY');
+        assert.equal(c.goaway()?.code, NGHTTP2_NO_ERROR);
+        await c.closed;
+      } finally {
+        clearInterval(timer);
+        c.close();
+      }
+    }
+  });
+
+  test('h2 slowloris: a header block trickled in is cut off after headersTimeout', async () => {
+    const c = await RawH2.connect(router.port);
+    c.send(frame(FRAME.HEADERS, 0, 1, requestBlock(HOST)));
+    const timer = setInterval(() => c.send(frame(FRAME.CONTINUATION, 0, 1, hpack([['x', 'y']]))), 400);
+    try {
+      await c.until(() => c.goaway() !== undefined, 10_000, 'GOAWAY');
+      assert.equal(c.goaway()?.code, NGHTTP2_ENHANCE_YOUR_CALM);
+      await c.closed;
+      assert.equal(open, 0);
+    } finally {
+      clearInterval(timer);
+      c.close();
+    }
+  });
+
+  for (const [name, make] of [['SETTINGS', () => frame(FRAME.SETTINGS, 0, 0)], ['PING', () => ping(false)]] as const) {
+    test(`${name} flood from a client that reads nothing: the session is dropped`, async () => {
+      const c = await RawH2.connect(router.port);
+      c.socket.pause(); // the answers pile up on the router's side
+      const batch = Buffer.concat(Array.from({ length: 1000 }, make));
+      let sent = 0;
+      try {
+        const end = Date.now() + 20_000;
+        while (!c.isClosed && sent < 1_000_000 && Date.now() < end) {
+          if (!c.send(batch)) await new Promise((r) => setTimeout(r, 5));
+          sent += 1000;
+        }
+        c.socket.resume();
+        await Promise.race([c.closed, new Promise((r) => setTimeout(r, 10_000))]);
+        assert.ok(c.isClosed, `still open after ${sent} ${name} frames`);
+      } finally {
+        c.close();
+      }
+      await stillServes();
+    });
+  }
+});
