@@ -12,6 +12,7 @@ import { ConfigError } from '../src/config/model.ts';
 import { loadConfigSources } from '../src/config/load.ts';
 import { readSourcesOnce } from '../src/config/sources.ts';
 import { KubeClient } from '../src/kube/client.ts';
+import { pino, type Logger } from 'pino';
 import { createLogger } from '../src/observe/log.ts';
 import { Switchyard } from '../src/server.ts';
 import { DEFAULT_WATCH } from '../src/config/watch.ts';
@@ -73,10 +74,17 @@ function getAt(port: number): Promise<{ status: number; backend: string }> {
   });
 }
 
-async function startInProcess(namespace: string, listeners: string, instance: string): Promise<Switchyard> {
-  return Switchyard.start([listeners, `kubernetes://${namespace}/routes`], log, DEFAULT_WATCH, {
-    kubernetes: { credentials: reader, instance, watch: { backoffBaseMs: 100, backoffMaxMs: 1000 }, events: { burst: 20, refillMs: 100 } },
+async function startInProcess(namespace: string, listeners: string, instance: string, logger = log): Promise<Switchyard> {
+  return Switchyard.start([listeners, `kubernetes://${namespace}/routes`], logger, DEFAULT_WATCH, {
+    kubernetes: { credentials: reader, instance, watch: { backoffBaseMs: 100, backoffMaxMs: 1000 }, events: { burst: 20, refillMs: 100 }, staleLogMs: 400 },
   });
+}
+
+/** A logger that keeps its JSON lines. */
+function capturingLogger(): { logger: Logger; lines: Record<string, unknown>[] } {
+  const lines: Record<string, unknown>[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => { lines.push(JSON.parse(line) as Record<string, unknown>); } });
+  return { logger, lines };
 }
 
 async function events(namespace: string, reason: string): Promise<{ message: string; source?: { host?: string }; type: string }[]> {
@@ -196,7 +204,8 @@ describe('kubernetes:// config source', () => {
 
   test('API server restarted mid-run (etcd compacted meanwhile: 410 Gone): traffic and /readyz continue, staleness is reported, the watch resumes and no change is lost', async () => {
     const { namespace, listeners } = await setUpRoutes(api, backends);
-    const sy = await startInProcess(namespace, listeners, 'replica-c');
+    const { logger, lines } = capturingLogger();
+    const sy = await startInProcess(namespace, listeners, 'replica-c', logger);
     const admin = `http://127.0.0.1:${sy.addresses.admin.port}`;
     let stop = false;
     const failures: string[] = [];
@@ -219,6 +228,9 @@ describe('kubernetes:// config source', () => {
       assert.equal(m.get(`switchyard_config_source_up{source="${source}"}`), 0);
       assert.ok(m.get(`switchyard_config_source_stale_seconds{source="${source}"}`)! >= 1, 'stale for at least a second');
       assert.equal((await fetch(`${admin}/readyz`)).status, 200, 'still ready');
+      // The log says it, and (here every 400 ms) for how long.
+      assert.ok(lines.some((l) => l['msg'] === 'config source unreachable: serving the last config read from it' && l['source'] === source));
+      assert.ok(lines.some((l) => l['msg'] === 'config source still unreachable' && (l['staleSeconds'] as number) >= 1), 'periodic staleness log');
       const servedDuringOutage = served;
       assert.ok(servedDuringOutage > 0);
       // Throw away etcd's history: the watch's resourceVersion is now too old to resume from.
@@ -234,6 +246,7 @@ describe('kubernetes:// config source', () => {
       assert.ok(s.watch.gone >= 1 && s.watch.lists >= 2, `relisted after 410 Gone: ${JSON.stringify(s.watch)}`);
       assert.equal((await scrape(admin)).get(`switchyard_config_source_up{source="${source}"}`), 1);
       assert.equal((await get(sy)).backend, 'new');
+      assert.ok(lines.some((l) => l['msg'] === 'config source reachable again' && (l['staleSeconds'] as number) >= 1));
     } finally {
       stop = true;
       await traffic;

@@ -100,6 +100,8 @@ export interface KubernetesSourceOptions {
   /** How long start() waits for the first read before failing. Default 30 s. */
   readonly startTimeoutMs?: number;
   readonly watch?: ConfigMapWatchOptions;
+  /** How often to log that the source is still unreachable (default 60 s). */
+  readonly staleLogMs?: number;
   /** Event rate limit (see EventRecorder). */
   readonly events?: { readonly burst?: number; readonly refillMs?: number };
 }
@@ -114,6 +116,7 @@ export class KubernetesSource {
   #events: EventRecorder | undefined;
   #cm: ConfigMap | null | undefined;
   #state: WatchState = { up: false, since: Date.now(), error: new Error('not started') };
+  #staleLog: NodeJS.Timeout | undefined;
   /** The object the last files() call read, whose outcome the router reports next. */
   #read: ConfigMap | null = null;
   #appliedRv: string | null = null;
@@ -153,8 +156,15 @@ export class KubernetesSource {
       onState: (state) => {
         const was = this.#state;
         this.#state = state;
+        clearInterval(this.#staleLog);
         if (!state.up) {
           log.warn({ source: this.spec, err: state.error.message }, 'config source unreachable: serving the last config read from it');
+          // And once a minute while it lasts, so the log alone says for how long.
+          this.#staleLog = setInterval(() => {
+            const s = this.status();
+            log.warn({ source: this.spec, staleSeconds: Math.round(s.staleSeconds), err: s.lastError }, 'config source still unreachable');
+          }, this.#opts.staleLogMs ?? 60_000);
+          this.#staleLog.unref();
         } else if (!was.up && this.#cm !== undefined) {
           log.info({ source: this.spec, staleSeconds: Math.round((Date.now() - was.since) / 1000) }, 'config source reachable again');
         }
@@ -234,6 +244,7 @@ export class KubernetesSource {
   async close(): Promise<void> {
     const client = this.#client;
     this.#client = undefined;
+    clearInterval(this.#staleLog);
     this.#events?.close();
     await this.#watch?.close();
     await client?.close();
