@@ -101,10 +101,18 @@ listeners.yaml: |
   {{- toYaml $listeners | nindent 2 }}
 {{- end }}
 
-{{/* routes.yaml from values.routes. */}}
+{{/* routes.yaml from values.routes (with allowRouteRemoval and removalGuard). */}}
 {{- define "switchyard.routesFile" -}}
+{{- if and (not .Values.routes) (not .Values.allowRouteRemoval) }}
+{{- fail "values.routes is empty: every request would get 404. Pass your routes (-f my-routes.yaml), or set config.existingConfigMap, or allowRouteRemoval=true to deploy with no routes" }}
+{{- end }}
+{{- $routes := dict "routes" .Values.routes "removalGuard" .Values.removalGuard }}
+{{- if .Values.allowRouteRemoval }}
+{{- $_ := set $routes "allowRouteRemoval" true }}
+{{- end }}
 routes.yaml: |
-  # Rendered by the switchyard chart from values.routes. Hot-reloaded: no restart.
+  # Rendered by the switchyard chart from values.routes, allowRouteRemoval and
+  # removalGuard. Hot-reloaded: no restart.
   version: 1
-  {{- toYaml (dict "routes" .Values.routes) | nindent 2 }}
+  {{- toYaml $routes | nindent 2 }}
 {{- end }}
