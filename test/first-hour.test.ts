@@ -1,11 +1,48 @@
 // The operator's first hour (issue 13), driven as a new user would: the
 // quick start, the removal guard, reload logs, the docs. Processes, real
 // files, real CLI output.
-import { describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import http2 from 'node:http2';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ROOT } from './helpers.ts';
+import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { stringify } from 'yaml';
+import { ROOT, closedPort, metric, runCli, scrape, spawnRouter, startBackend, type Backend, type RouterProcess } from './helpers.ts';
+
+type Log = Record<string, unknown>;
+
+/** Resolves with the first log line with `msg` after the first `skip` log lines; rejects after `ms`. */
+async function logAfter(logs: readonly Log[], msg: string, skip: number, ms = 10_000): Promise<Log> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const entry = logs.slice(skip).find((e) => e['msg'] === msg);
+    if (entry !== undefined) return entry;
+    if (Date.now() > deadline) throw new Error(`no log line "${msg}" within ${ms} ms; got: ${logs.slice(skip).map((e) => e['msg']).join(' | ')}`);
+    await sleep(10);
+  }
+}
+
+/** GET with a Host header (and more headers); resolves with status and body. */
+async function get(url: string, host: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
+  const res = await fetch(url, { headers: { host, ...headers } });
+  return { status: res.status, body: await res.text() };
+}
+
+/** `n` requests; the first word of each answer (the demo backends and `answerName` start with the backend name) tallied. */
+async function tally(url: string, host: string, n: number): Promise<Record<string, number>> {
+  const counts: Record<string, number> = {};
+  for (let i = 0; i < n; i++) {
+    const { status, body } = await get(url, host);
+    assert.equal(status, 200, body);
+    const name = body.split(' ')[0]!.trim();
+    counts[name] = (counts[name] ?? 0) + 1;
+  }
+  return counts;
+}
 
 // --- docs -------------------------------------------------------------------
 
@@ -91,6 +128,301 @@ describe('docs', () => {
         assert.ok(path.startsWith(ROOT), `${file} links ${target}, outside the repository`);
         assert.ok(existsSync(path), `${file} links ${target}, which does not exist`);
       }
+    }
+  });
+});
+
+// --- quick start ------------------------------------------------------------
+
+describe('quick start: `npm start` with nothing else running', { timeout: 90_000 }, () => {
+  let dir: string;
+  let config: string;
+  let npm: ReturnType<typeof spawn>;
+  const logs: Log[] = [];
+  let stderr = '';
+  let entry: string;
+  let exited: Promise<number | null>;
+
+  before(async () => {
+    // The example itself, on free ports so the test cannot collide with anything.
+    dir = mkdtempSync(join(tmpdir(), 'switchyard-quickstart-'));
+    config = join(dir, 'example.yaml');
+    let text = readFileSync(join(ROOT, 'config/example.yaml'), 'utf8');
+    for (const port of ['8080', '9901', '9001', '9002', '9101', '9102']) {
+      text = text.replaceAll(`127.0.0.1:${port}`, `127.0.0.1:${await closedPort()}`);
+    }
+    writeFileSync(config, text);
+    npm = spawn('npm', ['start', '--silent', '--', '--config', config], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    exited = new Promise((resolve) => npm.once('exit', (code) => resolve(code)));
+    npm.stderr!.on('data', (c: Buffer) => { stderr += c.toString(); });
+    createInterface({ input: npm.stdout! }).on('line', (line) => {
+      try { logs.push(JSON.parse(line) as Log); } catch { /* npm's own lines */ }
+    });
+    const started = await Promise.race([logAfter(logs, 'switchyard started', 0, 30_000), exited.then((code) => { throw new Error(`npm start exited with ${code}: ${stderr}`); })]);
+    entry = `http://${String(started['entrypoint'])}`;
+  });
+  after(async () => {
+    if (npm.exitCode === null) npm.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('the banner names the demo backends and the first curl', () => {
+    assert.match(stderr, /switchyard demo: 4 demo backends \(billing\/old on 127\.0\.0\.1:\d+, billing\/new on 127\.0\.0\.1:\d+, ledger\/old/);
+    assert.match(stderr, /curl -s -H 'Host: billing\.migration\.example\.com'/);
+  });
+
+  test('the README curls: the 90/10 split answered by old and new, and the override', async () => {
+    assert.deepEqual(await tally(`${entry}/`, 'billing.migration.example.com', 10), { old: 9, new: 1 });
+    const forced = await get(`${entry}/`, 'billing.migration.example.com', { 'x-switchyard-backend': 'new' });
+    assert.equal(forced.status, 200);
+    // hostHeader in the example: the new cluster is sent the name its ingress knows.
+    assert.match(forced.body, /^new \(route billing; demo backend saw Host: billing\.new-cluster\.example\.com\)/);
+  });
+
+  test('the h2c route answers over HTTP/2 prior knowledge, at 100/0 old', async () => {
+    const session = http2.connect(entry);
+    try {
+      const body = await new Promise<string>((resolve, reject) => {
+        const s = session.request({ ':path': '/', ':authority': 'ledger.migration.example.com' });
+        let data = '';
+        s.setEncoding('utf8').on('data', (c: string) => { data += c; }).on('end', () => resolve(data)).on('error', reject);
+      });
+      assert.match(body, /^old \(route ledger;/);
+    } finally {
+      session.close();
+    }
+  });
+
+  test('editing the weights in the file changes the split, and the reload log says old → new', async () => {
+    const skip = logs.length;
+    writeFileSync(config, readFileSync(config, 'utf8').replace('weight: 90', 'weight: 50').replace('weight: 10\n', 'weight: 50\n'));
+    const reloaded = await logAfter(logs, 'config reloaded', skip);
+    assert.deepEqual(reloaded['weights'], ['billing/old 90 → 50', 'billing/new 10 → 50']);
+    assert.deepEqual(await tally(`${entry}/`, 'billing.migration.example.com', 10), { old: 5, new: 5 });
+  });
+
+  test('SIGTERM to npm\'s PID stops the router (npm passes it on to node, which the script execs): no orphan left listening', async () => {
+    npm.kill('SIGTERM');
+    assert.equal(await exited, 0);
+    await logAfter(logs, 'stopped', 0, 1000);
+    await assert.rejects(fetch(`${entry}/`, { headers: { host: 'billing.migration.example.com' } }), 'nothing listens on the entrypoint any more');
+  });
+});
+
+// --- the removal guard, reload logs, /api/config --------------------------------
+
+/** Answers with its name first, as the demo backends do, so `tally` can count. */
+async function named(name: string): Promise<Backend> {
+  return startBackend(name, (req, res) => { req.resume(); res.end(`${name}\n`); });
+}
+
+function routesFor(hosts: readonly string[], backend: Backend): unknown[] {
+  return hosts.map((h) => ({ name: h.split('.')[0], hosts: [h], backends: [{ name: 'old', url: backend.url, weight: 1 }] }));
+}
+
+const LISTENERS = {
+  entrypoint: { address: '127.0.0.1:0' },
+  admin: { address: '127.0.0.1:0' },
+  shutdown: { drainDelay: '0s', timeout: '2s' },
+};
+
+interface ApiConfig {
+  version: string;
+  files: string[];
+  lastError: null | { kind: string; message: string; removedHosts?: string[]; removedRoutes?: string[] };
+  health: { route: string; backend: string; url: string; up: boolean; ejected: boolean; activeCheck: string }[];
+}
+
+async function apiConfig(router: RouterProcess): Promise<ApiConfig> {
+  return (await fetch(`${router.adminUrl}/api/config`)).json() as Promise<ApiConfig>;
+}
+
+describe('removal guard', { timeout: 60_000 }, () => {
+  let backend: Backend;
+  let dir: string;
+  before(async () => {
+    backend = await named('old');
+    dir = mkdtempSync(join(tmpdir(), 'switchyard-guard-'));
+  });
+  after(async () => {
+    await backend.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('startup with no routes is refused, naming the file and the way out; allowed with allowRouteRemoval: true', async () => {
+    const file = join(dir, 'empty.yaml');
+    writeFileSync(file, stringify({ ...LISTENERS, routes: [] }));
+    const r = await runCli(['serve', '--config', file]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:0:0: routes: no routes: every request would get 404 SY_NO_ROUTE; add routes, or set allowRouteRemoval: true`));
+    const v = await runCli(['validate', file]);
+    assert.equal(v.code, 1, 'validate refuses it too');
+    assert.match(v.stderr, /no routes/);
+
+    writeFileSync(file, stringify({ ...LISTENERS, allowRouteRemoval: true, routes: [] }));
+    const router = await spawnRouter(file);
+    try {
+      assert.equal((await fetch(`${router.adminUrl}/readyz`)).status, 200);
+      assert.equal((await get(`${router.url}/`, 'a.example.com')).status, 404);
+    } finally {
+      router.child.kill('SIGTERM');
+      await router.exited;
+    }
+  });
+
+  test('an empty file and `routes: []` are refused on reload: the old routes keep serving, /readyz stays 200, the refusal is in the log, /api/config and the metrics', async () => {
+    const file = join(dir, 'two.yaml');
+    const hosts = ['billing.example.com', 'ledger.example.com'];
+    writeFileSync(file, stringify({ ...LISTENERS, routes: routesFor(hosts, backend) }));
+    const router = await spawnRouter(file);
+    try {
+      const inForce = (await apiConfig(router)).version;
+      let refusals = 0;
+      for (const text of ['', '# all commented out\n', stringify({ routes: [] })]) {
+        const skip = router.logs.length;
+        writeFileSync(file, text);
+        router.child.kill('SIGHUP');
+        const refused = await logAfter(router.logs, 'config reload refused; the config in force stays', skip);
+        refusals++;
+        assert.deepEqual(refused['removedHosts'], hosts);
+        assert.deepEqual(refused['removedRoutes'], ['billing', 'ledger']);
+        assert.equal(refused['level'], 50, 'logged at error');
+        assert.deepEqual(await tally(`${router.url}/`, 'ledger.example.com', 3), { old: 3 });
+        assert.equal((await fetch(`${router.adminUrl}/readyz`)).status, 200);
+        const api = await apiConfig(router);
+        assert.equal(api.version, inForce);
+        assert.equal(api.lastError?.kind, 'refused');
+        assert.deepEqual(api.lastError?.removedHosts, hosts);
+        assert.match(api.lastError!.message, /removes every route \(2 routes, 2 hosts: billing\.example\.com, ledger\.example\.com\)/);
+        const m = await scrape(router.adminUrl);
+        assert.equal(metric(m, 'switchyard_config_reloads_refused_total', {}) || m.get('switchyard_config_reloads_refused_total'), refusals);
+        assert.equal(metric(m, 'switchyard_config_reloads_total', { result: 'failure' }), refusals);
+      }
+    } finally {
+      router.child.kill('SIGTERM');
+      await router.exited;
+    }
+  });
+
+  test('removing more than half of the hosts in force is refused; half is allowed and logged with its hosts; allowRouteRemoval lets the rest go', async () => {
+    const file = join(dir, 'four.yaml');
+    const hosts = ['a.example.com', 'b.example.com', 'c.example.com', 'd.example.com'];
+    writeFileSync(file, stringify({ ...LISTENERS, routes: routesFor(hosts, backend) }));
+    const router = await spawnRouter(file);
+    try {
+      let skip = router.logs.length;
+      writeFileSync(file, stringify({ ...LISTENERS, routes: routesFor(hosts.slice(0, 1), backend) }));
+      router.child.kill('SIGHUP');
+      const refused = await logAfter(router.logs, 'config reload refused; the config in force stays', skip);
+      assert.deepEqual(refused['removedHosts'], hosts.slice(1));
+      assert.match(String(refused['message']), /removes 3 of the 4 hosts in force \(75%, more than removalGuard\.maxRemovedHostsPercent 50%\)/);
+      assert.deepEqual(await tally(`${router.url}/`, 'd.example.com', 2), { old: 2 });
+
+      skip = router.logs.length;
+      writeFileSync(file, stringify({ ...LISTENERS, routes: routesFor(hosts.slice(0, 2), backend) }));
+      router.child.kill('SIGHUP');
+      const removed = await logAfter(router.logs, 'routes removed', skip);
+      assert.deepEqual(removed['hosts'], hosts.slice(2));
+      assert.deepEqual(removed['routes'], ['c', 'd']);
+      const reloaded = await logAfter(router.logs, 'config reloaded', skip);
+      assert.deepEqual(reloaded['routesRemoved'], ['c', 'd']);
+      assert.equal((await get(`${router.url}/`, 'd.example.com')).status, 404);
+      assert.equal((await apiConfig(router)).lastError, null);
+
+      skip = router.logs.length;
+      writeFileSync(file, stringify({ ...LISTENERS, allowRouteRemoval: true, routes: [] }));
+      router.child.kill('SIGHUP');
+      const all = await logAfter(router.logs, 'routes removed', skip);
+      assert.deepEqual(all['hosts'], hosts.slice(0, 2));
+      assert.equal(all['allowRouteRemoval'], true);
+      assert.equal((await get(`${router.url}/`, 'a.example.com')).status, 404);
+    } finally {
+      router.child.kill('SIGTERM');
+      await router.exited;
+    }
+  });
+
+  test('removalGuard.maxRemovedHostsPercent is the operator\'s to set', async () => {
+    const file = join(dir, 'strict.yaml');
+    const hosts = ['a.example.com', 'b.example.com', 'c.example.com', 'd.example.com'];
+    writeFileSync(file, stringify({ ...LISTENERS, removalGuard: { maxRemovedHostsPercent: 20 }, routes: routesFor(hosts, backend) }));
+    const router = await spawnRouter(file);
+    try {
+      const skip = router.logs.length;
+      writeFileSync(file, stringify({ ...LISTENERS, removalGuard: { maxRemovedHostsPercent: 20 }, routes: routesFor(hosts.slice(0, 3), backend) }));
+      router.child.kill('SIGHUP');
+      const refused = await logAfter(router.logs, 'config reload refused; the config in force stays', skip);
+      assert.deepEqual(refused['removedHosts'], ['d.example.com']);
+      assert.match(String(refused['message']), /\(25%, more than removalGuard\.maxRemovedHostsPercent 20%\)/);
+    } finally {
+      router.child.kill('SIGTERM');
+      await router.exited;
+    }
+  });
+});
+
+describe('reload logs and /api/config', { timeout: 60_000 }, () => {
+  test('weights old → new per backend, routes added and removed, a bad file and the recovery from it; /api/config shows files and backend health', async () => {
+    const old = await named('old');
+    const neu = await named('new');
+    const checked = await named('old');
+    const down = `http://127.0.0.1:${await closedPort()}`;
+    const dir = mkdtempSync(join(tmpdir(), 'switchyard-reloadlog-'));
+    const file = join(dir, 'routes.yaml');
+    const billing = (o: number, n: number) => ({ name: 'billing', hosts: ['billing.example.com'], backends: [{ name: 'old', url: old.url, weight: o }, { name: 'new', url: neu.url, weight: n }] });
+    const ledger = {
+      name: 'ledger', hosts: ['ledger.example.com'],
+      healthCheck: { http: { path: '/healthz' }, interval: '100ms', timeout: '50ms', healthyThreshold: 1, unhealthyThreshold: 1 },
+      backends: [{ name: 'old', url: checked.url, weight: 1 }, { name: 'gone', url: down, weight: 1 }],
+    };
+    const audit = { name: 'audit', hosts: ['audit.example.com'], backends: [{ name: 'old', url: old.url, weight: 1 }] };
+    writeFileSync(file, stringify({ ...LISTENERS, routes: [billing(90, 10), ledger, audit] }));
+    const router = await spawnRouter(file);
+    try {
+      let skip = router.logs.length;
+      writeFileSync(file, stringify({ ...LISTENERS, routes: [billing(50, 50), ledger, { ...audit, name: 'audit-v2' }] }));
+      router.child.kill('SIGHUP');
+      const reloaded = await logAfter(router.logs, 'config reloaded', skip);
+      assert.deepEqual(reloaded['weights'], ['billing/old 90 → 50', 'billing/new 10 → 50']);
+      assert.deepEqual(reloaded['routesAdded'], ['audit-v2']);
+      assert.deepEqual(reloaded['routesRemoved'], ['audit']);
+      const goodText = readFileSync(file, 'utf8');
+      const good = (await apiConfig(router)).version;
+
+      skip = router.logs.length;
+      writeFileSync(file, goodText.replace('weight: 50', 'weight: -5'));
+      router.child.kill('SIGHUP');
+      const failed = await logAfter(router.logs, 'config reload failed; the previous config stays in force', skip);
+      assert.match(JSON.stringify(failed['issues']), /routes\[0\]\.backends\[0\]\.weight/);
+      assert.equal((await apiConfig(router)).lastError?.kind, 'invalid');
+
+      skip = router.logs.length;
+      writeFileSync(file, goodText);
+      router.child.kill('SIGHUP');
+      const recovered = await logAfter(router.logs, 'config recovered: the files are back to the config in force', skip);
+      assert.equal(recovered['version'], good);
+      const api = await apiConfig(router);
+      assert.equal(api.lastError, null);
+      assert.deepEqual(api.files, [file]);
+
+      // The failing active check takes `gone` out within a few probes.
+      const deadline = Date.now() + 10_000;
+      let gone: ApiConfig['health'][number] | undefined;
+      while (Date.now() < deadline) {
+        gone = (await apiConfig(router)).health.find((h) => h.route === 'ledger' && h.backend === 'gone');
+        if (gone?.up === false) break;
+        await sleep(50);
+      }
+      assert.deepEqual(gone, { route: 'ledger', backend: 'gone', url: down, up: false, ejected: false, activeCheck: 'failing' });
+      const billingOld = (await apiConfig(router)).health.find((h) => h.route === 'billing' && h.backend === 'old');
+      assert.deepEqual(billingOld, { route: 'billing', backend: 'old', url: old.url, up: true, ejected: false, activeCheck: 'off' });
+    } finally {
+      router.child.kill('SIGTERM');
+      await router.exited;
+      await old.close();
+      await neu.close();
+      await checked.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
