@@ -5,6 +5,8 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { startAdmin, type AdminState, type ConfigStatus } from './observe/admin.ts';
+import { diffConfigs } from './config/diff.ts';
+import { ConfigRefused } from './config/guard.ts';
 import { ConfigLoader } from './config/loader.ts';
 import { ConfigError, type ConfigSource, type LoadedConfig } from './config/model.ts';
 import { sourcesDigest } from './config/read.ts';
@@ -102,6 +104,7 @@ export class Switchyard implements AdminState {
     await sy.#listen();
     await sources.watch();
     if (missed !== undefined) void sy.reload(missed);
+    sy.#logStarted();
     return sy;
   }
 
@@ -113,7 +116,7 @@ export class Switchyard implements AdminState {
   #adminAddress: AddressInfo | undefined;
 
   async #listen(): Promise<void> {
-    const { config, version } = this.#loaded;
+    const { config } = this.#loaded;
     const table = await this.#build(this.#loaded);
     this.metrics.configReloads.labels('success').inc();
     this.#entrypoint = new Entrypoint(config.entrypoint, table, this.metrics, this.#log.child({ component: 'entrypoint' }));
@@ -121,11 +124,16 @@ export class Switchyard implements AdminState {
     const admin = await startAdmin(config.admin.host, config.admin.port, this.metrics, this, this.#log.child({ component: 'admin' }));
     this.#admin = admin;
     this.#adminAddress = admin.address;
+  }
+
+  // Logged last, once the watch is on too: whoever waits for this line may edit the config at once.
+  #logStarted(): void {
+    const { config, version } = this.#loaded;
     this.#log.info({
       version,
       files: this.#loaded.files,
-      entrypoint: `${this.#entrypointAddress.address}:${this.#entrypointAddress.port}`,
-      admin: `${admin.address.address}:${admin.address.port}`,
+      entrypoint: `${this.#entrypointAddress!.address}:${this.#entrypointAddress!.port}`,
+      admin: `${this.#adminAddress!.address}:${this.#adminAddress!.port}`,
       routes: config.routes.map((r) => ({
         name: r.name, hosts: r.hosts, pathPrefix: r.pathPrefix, protocol: r.protocol,
         backends: r.backends.map((b) => `${b.name}=${b.weight}`).join(' '),
@@ -220,16 +228,29 @@ export class Switchyard implements AdminState {
       this.#digest = digest;
     } catch (err) {
       this.metrics.configReloads.labels('failure').inc();
+      const at = new Date().toISOString();
+      const message = (err as Error).message;
+      if (err instanceof ConfigRefused) {
+        this.metrics.configReloadsRefused.inc();
+        const { removedRoutes, removedHosts, issues } = err;
+        this.#lastError = { kind: 'refused', at, message, issues, removedRoutes, removedHosts };
+        this.#sources.rejected(issues, this.#loaded.version);
+        this.#log.error({ reason, removedRoutes, removedHosts, message: err.issues[0]?.message }, 'config reload refused; the config in force stays');
+        return false;
+      }
       const issues = err instanceof ConfigError ? err.issues : [];
-      this.#lastError = { at: new Date().toISOString(), message: (err as Error).message, issues };
-      this.#sources.rejected(issues.length > 0 ? issues : [{ file: '', line: 0, column: 0, path: '', message: (err as Error).message }], this.#loaded.version);
+      this.#lastError = { kind: 'invalid', at, message, issues };
+      this.#sources.rejected(issues.length > 0 ? issues : [{ file: '', line: 0, column: 0, path: '', message }], this.#loaded.version);
       this.#log.error({ reason, issues, err: issues.length === 0 ? err : undefined }, 'config reload failed; the previous config stays in force');
       return false;
     }
+    const failedBefore = this.#lastError !== null;
     this.#lastError = null;
     if (loaded.version === this.#loaded.version) {
       this.#sources.applied(loaded.version);
-      this.#log.debug({ reason, version: loaded.version }, 'config unchanged');
+      // After a bad edit, the files are back to what is serving: say so, or the last word in the log is the failure.
+      if (failedBefore) this.#log.info({ reason, version: loaded.version }, 'config recovered: the files are back to the config in force');
+      else this.#log.debug({ reason, version: loaded.version }, 'config unchanged');
       return true;
     }
     const before = this.#loaded;
@@ -241,7 +262,14 @@ export class Switchyard implements AdminState {
     const restartOnly = (['entrypoint', 'admin', 'shutdown'] as const).filter(
       (k) => JSON.stringify(before.config[k]) !== JSON.stringify(loaded.config[k]));
     if (restartOnly.length > 0) this.#log.warn({ sections: restartOnly }, 'these config sections changed and apply at the next restart');
-    this.#log.info({ reason, version: loaded.version, previous: before.version, routes: loaded.config.routes.length }, 'config reloaded');
+    const diff = diffConfigs(before.config, loaded.config);
+    if (diff.hostsRemoved.length > 0) {
+      this.#log.warn({ routes: diff.routesRemoved, hosts: diff.hostsRemoved, allowRouteRemoval: loaded.config.removal.allowRouteRemoval }, 'routes removed');
+    }
+    this.#log.info({
+      reason, version: loaded.version, previous: before.version, routes: loaded.config.routes.length, ...diff,
+      ...(failedBefore ? { recovered: true } : {}),
+    }, 'config reloaded');
     return true;
   }
 
@@ -252,15 +280,23 @@ export class Switchyard implements AdminState {
   }
 
   configStatus(): ConfigStatus {
+    const checked = new Set(this.#loaded.config.routes.filter((r) => r.healthCheck !== null).map((r) => r.name));
     const routes = (this.#entrypoint?.table.routes ?? []).map((r) => ({
       name: r.name,
-      backends: r.backends.map((b, i) => ({ name: b.name, configuredWeight: b.weight, weight: r.weightOf(i), up: b.health.up })),
+      backends: r.backends.map((b, i) => ({
+        name: b.name, url: b.health.url, configuredWeight: b.weight, weight: r.weightOf(i),
+        // up: in the split; ejected: by outlier detection; activeCheck: the health check's verdict.
+        up: b.health.up,
+        ejected: b.health.ejectedUntil !== 0,
+        activeCheck: !checked.has(r.name) ? 'off' : b.health.activeUp ? 'passing' : 'failing',
+      })),
       ramp: this.#ramps.status(r.name),
     }));
     return {
       version: this.#loaded.version,
       loadedAt: this.#loadedAt.toISOString(),
       config: this.#loaded.effective,
+      files: this.#loaded.files,
       lastError: this.#lastError,
       routes,
       sources: this.#sources.status(),

@@ -132,7 +132,7 @@ describe('loading', () => {
   });
 
   test('the schema documents the same defaults the loader applies', () => {
-    const { effective } = loadConfigSources([{ file: 'empty.yaml', text: '' }]);
+    const { effective } = loadConfigSources([{ file: 'empty.yaml', text: '' }], { guard: false });
     const e = effective as EffectiveConfig;
     const p = schema.properties;
     // Each field's schema "default", keyed like the YAML.
@@ -144,6 +144,8 @@ describe('loading', () => {
       drainDelay: p.shutdown.properties.drainDelay.default,
       timeout: p.shutdown.properties.timeout.default,
     });
+    assert.equal(e.allowRouteRemoval, p.allowRouteRemoval.default);
+    assert.deepEqual(e.removalGuard, defaultsOf(p.removalGuard.properties));
     const r = p.routes.items.properties;
     const { effective: withRoute } = loadConfigSources([{ file: 'r.yaml', text: lines('routes:', ...route('a', 'a.com')) }]);
     const effRoute = (withRoute as EffectiveConfig).routes[0]!;
@@ -168,7 +170,7 @@ describe('loading', () => {
     const a = lines('admin: { address: ":9000" }', 'shutdown: { timeout: 10s, drainDelay: 1s }');
     const b = lines('shutdown: { drainDelay: 1s, timeout: 10s }', 'admin: { address: ":9000" }');
     const c = lines('shutdown: { drainDelay: 1s, timeout: 11s }', 'admin: { address: ":9000" }');
-    const version = (text: string) => loadConfigSources([{ file: 'x.yaml', text }]).version;
+    const version = (text: string) => loadConfigSources([{ file: 'x.yaml', text }], { guard: false }).version;
     assert.equal(version(a), version(b));
     assert.notEqual(version(a), version(c));
 
@@ -176,10 +178,13 @@ describe('loading', () => {
     assert.equal(version(stringify(example.effective)), example.version);
   });
 
-  test('an empty directory is a valid config with no routes', async () => {
-    const loaded = await loadConfig(await tempDir());
+  test('an empty directory has no routes: refused unless allowRouteRemoval says so (the removal guard)', async () => {
+    const dir = await tempDir();
+    await assert.rejects(loadConfig(dir), /no routes: every request would get 404 SY_NO_ROUTE; add routes, or set allowRouteRemoval: true/);
+    await writeFile(join(dir, 'allow.yaml'), 'allowRouteRemoval: true\n');
+    const loaded = await loadConfig(dir);
     assert.deepEqual(loaded.config.routes, []);
-    assert.deepEqual(loaded.files, []);
+    assert.deepEqual(loaded.files, [join(dir, 'allow.yaml')]);
     assert.equal(loaded.config.entrypoint.port, 8080);
   });
 
@@ -419,7 +424,7 @@ describe('semantic checks', () => {
   });
 
   test('addresses: host:port, [ipv6]:port or :port', () => {
-    const load = (admin: string) => loadConfigSources([{ file: 'a.yaml', text: lines('admin:', `  address: "${admin}"`) }]).config.admin;
+    const load = (admin: string) => loadConfigSources([{ file: 'a.yaml', text: lines('admin:', `  address: "${admin}"`) }], { guard: false }).config.admin;
     assert.deepEqual(load(':9000'), { host: '0.0.0.0', port: 9000 });
     assert.deepEqual(load('[::1]:9000'), { host: '::1', port: 9000 });
     assert.deepEqual(load('localhost:9000'), { host: 'localhost', port: 9000 });
@@ -456,7 +461,7 @@ describe('semantic checks', () => {
 });
 
 describe('resilience settings', () => {
-  const load = (text: string) => loadConfigSources([{ file: 'r.yaml', text }]).config;
+  const load = (text: string) => loadConfigSources([{ file: 'r.yaml', text }], { guard: false }).config;
   const routeWith = (...extra: string[]) => load(lines('routes:', ...route('a', 'a.com'), ...extra)).routes[0]!;
   /** The issues of a one-route file whose route has `extra` lines appended after its backends. */
   const routeIssues = (...extra: string[]) => validateConfigText(lines('routes:', ...route('a', 'a.com'), ...extra), 'r.yaml');

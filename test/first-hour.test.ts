@@ -5,6 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import http2 from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,10 +27,14 @@ async function logAfter(logs: readonly Log[], msg: string, skip: number, ms = 10
   }
 }
 
-/** GET with a Host header (and more headers); resolves with status and body. */
-async function get(url: string, host: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
-  const res = await fetch(url, { headers: { host, ...headers } });
-  return { status: res.status, body: await res.text() };
+/** GET with a Host header (fetch may not set one) and more headers; resolves with status and body. */
+function get(url: string, host: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    http.get(url, { headers: { host, ...headers }, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (c: string) => { body += c; }).on('end', () => resolve({ status: res.statusCode!, body }));
+    }).on('error', reject);
+  });
 }
 
 /** `n` requests; the first word of each answer (the demo backends and `answerName` start with the backend name) tallied. */
@@ -205,7 +210,7 @@ describe('quick start: `npm start` with nothing else running', { timeout: 90_000
     npm.kill('SIGTERM');
     assert.equal(await exited, 0);
     await logAfter(logs, 'stopped', 0, 1000);
-    await assert.rejects(fetch(`${entry}/`, { headers: { host: 'billing.migration.example.com' } }), 'nothing listens on the entrypoint any more');
+    await assert.rejects(get(`${entry}/`, 'billing.migration.example.com'), 'nothing listens on the entrypoint any more');
   });
 });
 

@@ -45,6 +45,7 @@ function table(...routes: RouteConfig[]): Promise<RouteTable> {
     },
     admin: { host: '127.0.0.1', port: 0 },
     shutdown: { drainDelayMs: 0, timeoutMs: 0 },
+    removal: { allowRouteRemoval: false, maxRemovedHostsPercent: 50 },
     routes,
   };
   return RouteTable.build(config, binder);

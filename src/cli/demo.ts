@@ -7,7 +7,7 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import { isIP } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import type { Config } from '../config.ts';
+import type { Config } from '../config/model.ts';
 
 export const EXAMPLE_CONFIG = fileURLToPath(new URL('../../config/example.yaml', import.meta.url));
 

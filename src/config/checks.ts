@@ -10,7 +10,8 @@ import { usable, type RawHealthCheck, type RawRamp, type RawRoute, type Source }
 const RESERVED_ROUTE = 'unmatched';
 const RESERVED_BACKEND = 'none';
 
-const SECTIONS = ['entrypoint', 'admin', 'shutdown'] as const;
+// Settings of the whole router: in a directory, one file owns each.
+const SECTIONS = ['entrypoint', 'admin', 'shutdown', 'allowRouteRemoval', 'removalGuard'] as const;
 type SectionName = (typeof SECTIONS)[number];
 
 export type Sections = Partial<Record<SectionName, Source>>;
@@ -23,7 +24,7 @@ export function pickSections(sources: readonly Source[], issues: ConfigIssue[]):
       if (src.data[name] === undefined) continue;
       const owner = owners[name];
       if (owner) {
-        issues.push(issueAt(src, `/${name}`, `${name} is already defined at ${where(owner, `/${name}`, 'key')}; entrypoint, admin and shutdown may each appear in one file only`, 'key'));
+        issues.push(issueAt(src, `/${name}`, `${name} is already defined at ${where(owner, `/${name}`, 'key')}; entrypoint, admin, shutdown, allowRouteRemoval and removalGuard may each appear in one file only`, 'key'));
       } else {
         owners[name] = src;
       }

@@ -23,6 +23,8 @@ export function build(sections: Sections, routes: readonly RouteRef[], files: re
     },
     admin: { ...DEFAULTS.admin, ...sections.admin?.data.admin },
     shutdown: { ...DEFAULTS.shutdown, ...sections.shutdown?.data.shutdown },
+    allowRouteRemoval: sections.allowRouteRemoval?.data.allowRouteRemoval ?? DEFAULTS.allowRouteRemoval,
+    removalGuard: { ...DEFAULTS.removalGuard, ...sections.removalGuard?.data.removalGuard },
     routes: effectiveRoutes,
   };
   const config: Config = {
@@ -43,6 +45,7 @@ export function build(sections: Sections, routes: readonly RouteRef[], files: re
       drainDelayMs: parseDuration(effective.shutdown.drainDelay),
       timeoutMs: parseDuration(effective.shutdown.timeout),
     },
+    removal: { allowRouteRemoval: effective.allowRouteRemoval, maxRemovedHostsPercent: effective.removalGuard.maxRemovedHostsPercent },
     routes: effectiveRoutes.map((route, i) => runtimeRoute(route, routes[i]!.src.file, hash(routeJson[i]!, 16))),
   };
   return { config, effective, version: configVersion(effective, routeJson), files: [...files] };

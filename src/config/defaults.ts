@@ -18,6 +18,8 @@ export const DEFAULTS = {
   },
   admin: { address: '0.0.0.0:9901' },
   shutdown: { drainDelay: '5s', timeout: '30s' },
+  allowRouteRemoval: false,
+  removalGuard: { maxRemovedHostsPercent: 50 },
   pathPrefix: '/',
   protocol: 'http',
   timeouts: { connect: '5s', response: '30s', idle: '60s', overall: '0s', overallIncludesStreams: false },

@@ -10,6 +10,7 @@
 
 import { checkAddresses, checkEntrypoint, checkRoutes, pickSections, routesOf } from './checks.ts';
 import { build } from './compile.ts';
+import { checkRemoval } from './guard.ts';
 import { ConfigError, type CheckResult, type ConfigIssue, type ConfigSource, type LoadedConfig } from './model.ts';
 import { sortIssues } from './positions.ts';
 import { readConfigSources } from './read.ts';
@@ -30,8 +31,13 @@ export async function checkConfig(path: string): Promise<CheckResult> {
   }
 }
 
-/** Validates and merges already-read sources, in the given order. Throws ConfigError. */
-export function loadConfigSources(sources: readonly ConfigSource[]): LoadedConfig {
+/**
+ * Validates and merges already-read sources, in the given order. Throws
+ * ConfigError. With `guard` (the default) it also refuses what the removal
+ * guard refuses with no config in force: a config with no routes; the
+ * loader turns it off to guard against the config in force instead.
+ */
+export function loadConfigSources(sources: readonly ConfigSource[], { guard = true }: { guard?: boolean } = {}): LoadedConfig {
   const issues: ConfigIssue[] = [];
   const parsed = sources.flatMap((source) => parseSource(source, issues) ?? []);
   const sections = pickSections(parsed, issues);
@@ -40,13 +46,15 @@ export function loadConfigSources(sources: readonly ConfigSource[]): LoadedConfi
   checkEntrypoint(sections, issues);
   checkRoutes(routes, issues);
   if (issues.length > 0) throw new ConfigError(sortIssues(issues));
-  return build(sections, routes, sources.map((s) => s.file));
+  const loaded = build(sections, routes, sources.map((s) => s.file));
+  if (guard) checkRemoval(undefined, loaded);
+  return loaded;
 }
 
-/** The issues of one file's text on its own; empty when it is a valid config. */
+/** The issues of one file's text on its own (a config may be spread over files, so no routes is fine); empty when it is a valid config. */
 export function validateConfigText(text: string, file: string): readonly ConfigIssue[] {
   try {
-    loadConfigSources([{ file, text }]);
+    loadConfigSources([{ file, text }], { guard: false });
     return [];
   } catch (err) {
     if (err instanceof ConfigError) return err.issues;

@@ -2,6 +2,7 @@
 // and validation (see worker.ts), so the main thread never loads the YAML
 // parsers, ajv or the schema.
 import { Worker } from 'node:worker_threads';
+import { checkRemoval } from './guard.ts';
 import { ConfigError, type Config, type ConfigSource, type LoadedConfig, type RouteConfig } from './model.ts';
 import type { WorkerReply, WorkerRequest } from './protocol.ts';
 
@@ -16,15 +17,23 @@ export class ConfigLoader {
   #next = 0;
   readonly #pending = new Map<number, { resolve: (l: LoadedConfig) => void; reject: (e: Error) => void; known: ReadonlyMap<string, RouteConfig> }>();
 
-  /** Validates `sources`; routes identical to one in `current` (same fingerprint) come back as that object. */
-  load(sources: readonly ConfigSource[], current?: Config): Promise<LoadedConfig> {
+  /**
+   * Validates `sources` and applies the removal guard against `current`, the
+   * config in force (none at startup): every config source loads through
+   * here, so none can skip the guard. Rejects with ConfigError (ConfigRefused
+   * from the guard). Routes identical to one in `current` (same fingerprint)
+   * come back as that object.
+   */
+  async load(sources: readonly ConfigSource[], current?: Config): Promise<LoadedConfig> {
     const id = this.#next++;
     const known = new Map<string, RouteConfig>();
     for (const r of current?.routes ?? []) known.set(r.fingerprint, r);
-    return new Promise((resolve, reject) => {
+    const loaded = await new Promise<LoadedConfig>((resolve, reject) => {
       this.#pending.set(id, { resolve, reject, known });
       this.#start().postMessage({ id, sources, known: [...known.keys()] } satisfies WorkerRequest);
     });
+    checkRemoval(current, loaded);
+    return loaded;
   }
 
   #start(): Worker {

@@ -119,6 +119,8 @@ export interface Config {
   };
   readonly admin: { readonly host: string; readonly port: number };
   readonly shutdown: { readonly drainDelayMs: number; readonly timeoutMs: number };
+  /** The blast-radius guard's settings (see guard.ts). */
+  readonly removal: { readonly allowRouteRemoval: boolean; readonly maxRemovedHostsPercent: number };
   readonly routes: readonly RouteConfig[];
 }
 
@@ -170,6 +172,8 @@ export interface EffectiveConfig {
   };
   readonly admin: { readonly address: string };
   readonly shutdown: { readonly drainDelay: string; readonly timeout: string };
+  readonly allowRouteRemoval: boolean;
+  readonly removalGuard: { readonly maxRemovedHostsPercent: number };
   readonly routes: readonly EffectiveRoute[];
 }
 

@@ -52,6 +52,8 @@ export interface RawFile {
   entrypoint?: Partial<EffectiveConfig['entrypoint']>;
   admin?: Partial<EffectiveConfig['admin']>;
   shutdown?: Partial<EffectiveConfig['shutdown']>;
+  allowRouteRemoval?: boolean;
+  removalGuard?: Partial<EffectiveConfig['removalGuard']>;
   routes?: RawRoute[];
 }
 

@@ -8,7 +8,8 @@ import type { WorkerReply, WorkerRequest } from './protocol.ts';
 parentPort!.on('message', ({ id, sources, known }: WorkerRequest) => {
   let reply: WorkerReply;
   try {
-    const { config, effective, version, files } = loadConfigSources(sources);
+    // The removal guard needs the config in force, which only the main thread has (loader.ts).
+    const { config, effective, version, files } = loadConfigSources(sources, { guard: false });
     const have = new Set(known);
     const fresh = { ...config, routes: config.routes.filter((r) => !have.has(r.fingerprint)) };
     reply = {

@@ -55,6 +55,11 @@ export class BackendHealth {
     this.#update();
   }
 
+  /** The active checks' verdict; true while none run. */
+  get activeUp(): boolean {
+    return this.#activeUp;
+  }
+
   /** The verdict of the active checks (after their thresholds). */
   setActive(up: boolean): void {
     if (up === this.#activeUp) return;

@@ -10,12 +10,25 @@ export interface ConfigStatus {
   readonly version: string;
   readonly loadedAt: string;
   readonly config: unknown;
-  readonly lastError: { readonly at: string; readonly message: string; readonly issues: readonly unknown[] } | null;
-  /** What runs: per route the weights in force, backend health and the ramp's state with the guard's verdict. */
+  /** The config files the config in force was read from. */
+  readonly files: readonly string[];
+  /** The last reload that did not take effect since the config in force was loaded, or null. */
+  readonly lastError: ReloadError | null;
+  /** What runs: per route the weights in force, backend health (up, ejected, active checks) and the ramp's state with the guard's verdict. */
   readonly routes: readonly unknown[];
   /** Where the config comes from: files, or a ConfigMap with the resourceVersion in force and whether the API is reachable. */
   readonly sources: readonly unknown[];
 }
+
+export type ReloadError = {
+  readonly at: string;
+  readonly message: string;
+  readonly issues: readonly unknown[];
+} & (
+  | { readonly kind: 'invalid' }
+  /** Refused by the removal guard: what the config would have removed. */
+  | { readonly kind: 'refused'; readonly removedRoutes: readonly string[]; readonly removedHosts: readonly string[] }
+);
 
 /** What the admin API reads from the router. */
 export interface AdminState {

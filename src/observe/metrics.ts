@@ -100,6 +100,7 @@ export class Metrics {
   readonly backendWeight: Gauge<string>;
   readonly backendUp: Gauge<string>;
   readonly configReloads: Counter<string>;
+  readonly configReloadsRefused: Counter;
   readonly configInfo: Gauge<string>;
   readonly configLastReload: Gauge<string>;
   readonly openConnections: Gauge<string>;
@@ -151,6 +152,11 @@ export class Metrics {
       name: 'switchyard_config_reloads_total',
       help: 'Config loads and reloads by result.',
       labelNames: ['result'], registers,
+    });
+    this.configReloadsRefused = new Counter({
+      name: 'switchyard_config_reloads_refused_total',
+      help: 'Reloads the removal guard refused (they remove every route or too many hosts); also counted as result="failure".',
+      registers,
     });
     this.configInfo = new Gauge({
       name: 'switchyard_config_info',
