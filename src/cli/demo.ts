@@ -6,10 +6,60 @@
 import http from 'node:http';
 import http2 from 'node:http2';
 import { isIP } from 'node:net';
+import { relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Config } from '../config/model.ts';
+import { parseArgs } from 'node:util';
+import { ConfigError, type Config } from '../config/model.ts';
 
 export const EXAMPLE_CONFIG = fileURLToPath(new URL('../../config/example.yaml', import.meta.url));
+
+export const HELP = `usage: switchyard demo [--config PATH]
+
+The quick start (npm start): starts a small backend on every loopback address
+the config's routes point at, each answering with its backend and route name,
+then serves the config as \`switchyard serve\` does. Backends elsewhere are left
+alone. Ctrl-C (SIGINT) or SIGTERM drains and stops both.
+
+  -c, --config PATH  the config to serve (default: config/example.yaml)
+  -h, --help         this help
+`;
+
+/**
+ * `switchyard demo [--config PATH]`: starts the demo backends and returns the
+ * arguments for `serve`, which runs the router (and reports a bad config).
+ * Exits 2 on a usage error, 1 when a demo backend cannot listen.
+ */
+export async function demo(args: readonly string[]): Promise<string[]> {
+  let path: string;
+  try {
+    const { values } = parseArgs({ args: [...args], options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } } });
+    if (values.help === true) {
+      process.stdout.write(HELP);
+      process.exit(0);
+    }
+    path = values.config ?? EXAMPLE_CONFIG;
+  } catch (err) {
+    process.stderr.write(`switchyard demo: ${(err as Error).message} (see switchyard demo --help)\n`);
+    process.exit(2);
+  }
+  let config: Config;
+  try {
+    // Validation loads the YAML parsers and ajv, which `serve` keeps off the main thread; the demo can afford them.
+    const { loadConfig } = await import('../config/load.ts');
+    config = (await loadConfig(path)).config;
+  } catch (err) {
+    if (err instanceof ConfigError) return ['--config', path]; // serve says what is wrong with it
+    throw err;
+  }
+  try {
+    const { started } = await startDemoBackends(config);
+    process.stderr.write(demoBanner(config, started, relative(process.cwd(), path) || path));
+  } catch (err) {
+    process.stderr.write(`switchyard demo: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
+  return ['--config', path];
+}
 
 export interface DemoBackend {
   readonly route: string;

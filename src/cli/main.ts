@@ -3,6 +3,7 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, formatIssue } from '../config/model.ts';
 import { createLogger } from '../observe/log.ts';
+import { demo } from './demo.ts';
 import { Switchyard } from '../server.ts';
 import { DEFAULT_WATCH } from '../config/watch.ts';
 import { checkSourceSpecs } from '../config/sources.ts';
@@ -14,6 +15,7 @@ const USAGE = `usage:
                                      like the files of one directory (or SWITCHYARD_CONFIG)
                    [--no-watch]      reload on SIGHUP only, not on changes
   switchyard validate PATH           check a config; exit 0 if valid, else print every error and exit 1
+  switchyard demo [--config PATH]    the quick start: demo backends for the config's loopback URLs, then serve
 `;
 
 async function serve(args: string[]): Promise<void> {
@@ -75,6 +77,7 @@ async function validate(args: string[]): Promise<void> {
 
 const [command, ...rest] = process.argv.slice(2);
 if (command === 'serve') await serve(rest);
+else if (command === 'demo') await serve(await demo(rest));
 else if (command === 'validate') await validate(rest);
 else {
   process.stderr.write(USAGE);
