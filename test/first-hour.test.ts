@@ -52,7 +52,7 @@ async function tally(url: string, host: string, n: number): Promise<Record<strin
 // --- docs -------------------------------------------------------------------
 
 interface SchemaNode {
-  type?: string | string[];
+  type?: string;
   const?: unknown;
   enum?: unknown[];
   default?: unknown;
@@ -78,7 +78,7 @@ function docType(node: SchemaNode): string {
   if (node.enum) return node.enum.map((v) => JSON.stringify(v)).join(' \\| ');
   if (Array.isArray(node.type)) return node.type.join(' \\| ');
   if (node.type === 'string' && node.pattern?.includes('ms|s|m|h')) return 'duration';
-  if (node.type === 'array') return `list of ${node.items?.type === 'object' ? 'objects' : `${String(node.items?.type)}s`}`;
+  if (node.type === 'array') return node.items?.type === undefined ? 'list' : `list of ${node.items.type === 'object' ? 'objects' : `${node.items.type}s`}`;
   return String(node.type);
 }
 
@@ -124,7 +124,7 @@ describe('docs', () => {
       assert.ok(pages.includes(page), `docs/${page} exists`);
     }
     for (const page of pages) assert.ok(index.includes(`](${page})`), `docs/README.md links ${page}`);
-    const files = ['README.md', ...readdirSync(join(ROOT, 'docs')).map((f) => `docs/${f}`)];
+    const files = ['README.md', ...pages.map((f) => `docs/${f}`), 'docs/README.md'];
     for (const file of files) {
       const text = readFileSync(join(ROOT, file), 'utf8');
       for (const [, target] of text.matchAll(/\]\(([^)\s]+)\)/g)) {
