@@ -528,7 +528,7 @@ describe('admin port', () => {
     assert.equal(res.status, 200);
     assert.match(res.headers.get('content-type') ?? '', /^application\/json/);
     const status = await res.json() as { version: string; loadedAt: string; config: { routes: { name: string; backends: { name: string; weight: number }[] }[] }; lastError: unknown; sources: unknown };
-    assert.deepEqual(Object.keys(status).sort(), ['config', 'lastError', 'loadedAt', 'routes', 'sources', 'version']);
+    assert.deepEqual(Object.keys(status).sort(), ['config', 'files', 'lastError', 'loadedAt', 'routes', 'sources', 'version']);
     assert.equal(status.lastError, null);
     assert.deepEqual(status.sources, [{ kind: 'files', path }], 'where the config comes from');
     assert.match(status.version, /^[0-9a-f]{6,}$/);
