@@ -410,14 +410,14 @@ describe('Helm chart', { timeout: 120_000 }, () => {
     }
 
     test('rbac.allowConfigMapWrites adds patch and update on that one ConfigMap; rbac.create false renders no Role', async () => {
-      const writes = await templateWith({ rbac: { allowConfigMapWrites: true } });
+      const writes = await templateWith({ routes: [route], rbac: { allowConfigMapWrites: true } });
       assert.equal(writes.code, 0, writes.stderr);
       const role = parseAllDocuments(writes.stdout).map((d) => d.toJS() as Obj & { rules: { resourceNames?: string[]; verbs: string[] }[] }).find((o) => o?.kind === 'Role')!;
       assert.deepEqual(role.rules[0], { apiGroups: [''], resources: ['configmaps'], resourceNames: [`${RELEASE}-switchyard-routes`], verbs: ['get', 'list', 'watch', 'patch', 'update'] });
-      const none = await templateWith({ rbac: { create: false } });
+      const none = await templateWith({ routes: [route], rbac: { create: false } });
       assert.equal(none.code, 0, none.stderr);
       assert.doesNotMatch(none.stdout, /kind: Role/);
-      const bad = await templateWith({ config: { source: 'files' } });
+      const bad = await templateWith({ routes: [route], config: { source: 'files' } });
       assert.notEqual(bad.code, 0);
       assert.match(bad.stderr, /source/);
     });
