@@ -190,8 +190,37 @@ export class Switchyard implements AdminState {
   #breached(route: string, verdict: Verdict, change: RampChange): void {
     this.metrics.rampBreaches.labels(route).inc();
     const action = 'halted' in change ? 'rolled back and halted' : 'paused';
-    this.#log.child({ component: 'ramp' }).warn({ route, kind: verdict.kind, new: verdict.to, old: verdict.from, errorZ: verdict.errorZ, latencyZ: verdict.latencyZ, p99Ratio: verdict.p99Ratio },
+    const log = this.#log.child({ component: 'ramp', route });
+    log.warn({ kind: verdict.kind, new: verdict.to, old: verdict.from, errorZ: verdict.errorZ, latencyZ: verdict.latencyZ, p99Ratio: verdict.p99Ratio },
       `ramp guard breach on route ${route}: ${action}; ${verdict.reason}`);
+    this.#persist(route, change).then(
+      (file) => log.info({ file }, file === null ? 'ramp verdict already in the config source' : 'ramp verdict written to the config source'),
+      (err: Error) => log.error({ err: err.message }, `cannot write the ramp verdict to the config source; it holds on this replica only`));
+  }
+
+  /**
+   * Writes a breach's halt or pause into the route's ramp block where the
+   * config lives, so every replica and every restart agrees. A conflicting
+   * write (another replica, an operator) is re-read and retried; the file
+   * written, or null when the verdict was already there.
+   */
+  async #persist(route: string, change: RampChange): Promise<string | null> {
+    const iso = (ms: number) => new Date(ms).toISOString();
+    const [fields, unless] = 'halted' in change
+      ? [{ halted: { at: iso(change.halted.at), reason: change.halted.reason } }, 'halted']
+      : [{ pausedAt: iso(change.pausedAt), pauseReason: change.pauseReason }, 'pausedAt'];
+    const { rampWrite } = await import('./config/ramp-write.ts');
+    for (let attempt = 1; ; attempt++) {
+      const next = rampWrite(await this.#sources.read(), route, fields, unless);
+      if (next === null) return null;
+      try {
+        await this.#sources.writeFile(next.file, next.text);
+        return next.file;
+      } catch (err) {
+        if ((err as { status?: number }).status !== 409 || attempt === 3) throw err;
+        await sleep(200); // the watch brings the newer ConfigMap meanwhile
+      }
+    }
   }
 
   /**

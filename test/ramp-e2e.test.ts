@@ -3,7 +3,17 @@
 import { strict as assert } from 'node:assert';
 import { after, describe, it } from 'node:test';
 import { request } from 'undici';
+import { readFileSync } from 'node:fs';
+import { Switchyard } from '../src/server.ts';
+import { createLogger } from '../src/observe/log.ts';
 import { metric, scrape, startBackend, startRouter, type Backend, type Router } from './helpers.ts';
+
+/** A router (in this process) on an existing config file: a restart. */
+async function startRouterAt(path: string): Promise<Router> {
+  const sy = await Switchyard.start(path, createLogger('silent'));
+  const { entrypoint, admin } = sy.addresses;
+  return { sy, path, port: entrypoint.port, url: `http://127.0.0.1:${entrypoint.port}`, adminUrl: `http://127.0.0.1:${admin.port}`, close: async () => { await sy.shutdown(); } };
+}
 
 const closers: (() => Promise<void>)[] = [];
 after(async () => { for (const c of closers.reverse()) await c(); });
@@ -112,6 +122,17 @@ describe('ramp in the router', () => {
     assert.equal(metric(m, 'switchyard_ramp_breaches_total', { route: 'orders' }), 1);
     assert.equal(metric(m, 'switchyard_ramp_state', { route: 'orders', state: 'halted' }), 1);
     console.log(`# first bad response to rollback seen: ${rolledBackAt - firstBad} ms`);
+    // The halt was written into the config file (comments and all), so a restart keeps it.
+    const written = await until('the halt in the file', async () => {
+      const text = readFileSync(router.path, 'utf8');
+      return /halted:/.test(text) ? text : undefined;
+    }, 5_000);
+    assert.match(written, /reason: .*guard: error rate new 100\.00% vs old 0\.00%/);
+    const again = await startRouterAt(router.path);
+    closers.push(() => again.close());
+    const restarted = await routeState(again, 'orders');
+    assert.equal(restarted.ramp?.state, 'halted');
+    assert.deepEqual(restarted.backends.map((b) => b.weight), [100, 0]);
   });
 
   it('judges a mirror step on the copies\' answers, with no client ever sent to new', async () => {

@@ -2,6 +2,7 @@
 // the same step at the same moment without talking to the others, under
 // HTTP/1.1 and gRPC load, with no failed request.
 import { strict as assert } from 'node:assert';
+import { readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -100,5 +101,78 @@ describe('ramp on three replicas', () => {
     assert.ok(worst < 1500, `a step was seen ${worst} ms after it was due`);
     assert.ok(served.http['new']! > 0 && served.grpc['new']! > 0, JSON.stringify(served));
     console.log(`# 3 replicas, ${STEPS.length} steps of ${INTERVAL_MS} ms: served ${JSON.stringify(served)}, 0 failures; latest first sighting of a step ${worst} ms after it was due (polled every 100 ms)`);
+  });
+
+  it('new starts failing at the 25 % step: every replica back to 0 % within 2 s of the verdict, and the halt survives a restart', async () => {
+    const old = await startBackend('old');
+    let failFrom = Infinity;
+    const nw = await startBackend('new', (req, res) => {
+      req.resume();
+      const failing = Date.now() >= failFrom;
+      res.writeHead(failing ? 503 : 200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ backend: 'new' }));
+    });
+    closers.push(() => old.close(), () => nw.close());
+    const config = (ramp: Record<string, unknown>) => ({ routes: [
+      { name: 'web', hosts: ['web.test'], backends: [{ name: 'old', url: old.url, weight: 100 }, { name: 'new', url: nw.url, weight: 0 }], ramp },
+    ] });
+    const ramp = { from: 'old', to: 'new', steps: STEPS, interval: `${INTERVAL_MS}ms`, guard: { minRequests: 50 } };
+    const path = writeConfig(config(ramp));
+    const replicas = await Promise.all([0, 1, 2].map(() => spawnRouter(path)));
+    for (const r of replicas) closers.push(() => { r.child.kill('SIGKILL'); return r.exited; });
+    const startedAt = Date.now() + 3000;
+    failFrom = startedAt + 2 * INTERVAL_MS; // the 25 % step
+    writeConfig(config({ ...ramp, startedAt: new Date(startedAt).toISOString() }), dirname(path));
+
+    const stop = { done: false };
+    let firstBad = 0;
+    const load = replicas.map(async (r) => {
+      while (!stop.done) {
+        const res = await request(`${r.url}/`, { headers: { host: 'web.test' } });
+        await res.body.dump();
+        if (res.statusCode !== 200 && firstBad === 0) firstBad = Date.now();
+        await sleep(2);
+      }
+    });
+    // Each replica: when it was first seen halted (new at 0), and the verdict time it reports.
+    const haltedSeen: number[] = [0, 0, 0];
+    const verdicts: number[] = [];
+    await Promise.all(replicas.map(async (r, i) => {
+      const end = failFrom + 15_000;
+      while (haltedSeen[i] === 0 && Date.now() < end) {
+        const body = await (await request(`${r.adminUrl}/api/config`)).body.json() as { routes: { backends: { weight: number }[]; ramp: { state: string; halted: { at: number } | null } }[] };
+        const web = body.routes[0]!;
+        if (web.ramp.state === 'halted' && web.backends[1]!.weight === 0) {
+          haltedSeen[i] = Date.now();
+          verdicts.push(web.ramp.halted!.at);
+        }
+        await sleep(50);
+      }
+    }));
+    assert.ok(haltedSeen.every((t) => t > 0), `every replica halted: ${haltedSeen}`);
+    const verdictAt = Math.min(...verdicts);
+    const spread = Math.max(...haltedSeen) - verdictAt;
+    assert.ok(spread <= 2000, `every replica at 0 % within 2 s of the verdict (${spread} ms)`);
+    assert.ok(firstBad > 0 && firstBad >= failFrom);
+
+    // Once halted everywhere, nothing goes to new: no more failures.
+    stop.done = true;
+    await Promise.all(load);
+    for (const r of replicas) {
+      for (let i = 0; i < 20; i++) {
+        const res = await request(`${r.url}/`, { headers: { host: 'web.test' } });
+        assert.equal(JSON.parse(await res.body.text()).backend, 'old');
+      }
+    }
+    // The verdict is in the file; a restarted replica starts halted.
+    assert.match(readFileSync(path, 'utf8'), /halted:\n\s+at: .*\n\s+reason: .*guard: /);
+    replicas[0]!.child.kill('SIGKILL');
+    await replicas[0]!.exited;
+    const again = await spawnRouter(path);
+    closers.push(() => { again.child.kill('SIGKILL'); return again.exited; });
+    const body = await (await request(`${again.adminUrl}/api/config`)).body.json() as { routes: { backends: { weight: number }[]; ramp: { state: string } }[] };
+    assert.equal(body.routes[0]!.ramp.state, 'halted');
+    assert.deepEqual(body.routes[0]!.backends.map((b) => b.weight), [100, 0]);
+    console.log(`# new failing from the 25 % step: first bad response ${verdictAt - firstBad} ms before the verdict; every replica at 0 % ${spread} ms after it (${haltedSeen.map((t) => t - verdictAt).join(', ')} ms); first bad response to the last replica at 0 %: ${Math.max(...haltedSeen) - firstBad} ms`);
   });
 });

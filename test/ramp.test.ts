@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import { Guard, isGuardError } from '../src/ramp/guard.ts';
 import { RampRun, type RampChange, type RampHooks } from '../src/ramp/runner.ts';
 import { loadConfigSources, validateConfigText } from '../src/config/load.ts';
+import { rampWrite } from '../src/config/ramp-write.ts';
 import { formatIssue, type EffectiveConfig, type RampConfig } from '../src/config/model.ts';
 import { rampPosition } from '../src/ramp/schedule.ts';
 
@@ -395,5 +396,42 @@ describe('ramp and mirror config', () => {
     ];
     assert.equal(issues.length, expected.length, issues.join('\n'));
     expected.forEach((re, i) => assert.match(issues[i]!, re));
+  });
+});
+
+describe('writing a verdict into the config', () => {
+  const text = [
+    '# billing moves to EKS',
+    'routes:',
+    '  - name: billing   # the team\'s service',
+    '    hosts: [billing.example.com]',
+    '    backends:',
+    '      - { name: old, url: "http://127.0.0.1:1", weight: 100 }',
+    '      - { name: new, url: "http://127.0.0.1:2", weight: 0 }',
+    '    ramp:',
+    '      from: old   # baseline',
+    '      to: new',
+    '      steps: [1, 5, 25, 50, 100]',
+    '      interval: 5m',
+    '      startedAt: 2026-12-01T10:00:00Z',
+    '',
+  ].join('\n');
+
+  it('sets the halt in the route\'s ramp block, keeps comments, and the result loads', () => {
+    const next = rampWrite([{ file: 'a.yaml', text: 'routes: []\n' }, { file: 'b.yaml', text }], 'billing',
+      { halted: { at: '2026-12-01T10:12:31.000Z', reason: 'guard: error rate new 2.61% vs old 0.48%' } }, 'halted');
+    assert.equal(next?.file, 'b.yaml');
+    assert.match(next!.text, /^# billing moves to EKS\n/);
+    assert.match(next!.text, /name: billing # the team's service/);
+    assert.match(next!.text, /from: old # baseline/);
+    const loaded = loadConfigSources([{ file: 'b.yaml', text: next!.text }]);
+    assert.deepEqual(loaded.config.routes[0]!.ramp!.halted, { at: Date.parse('2026-12-01T10:12:31Z'), reason: 'guard: error rate new 2.61% vs old 0.48%' });
+    // Another replica's verdict is already there: nothing to write.
+    assert.equal(rampWrite([{ file: 'b.yaml', text: next!.text }], 'billing', { halted: { at: 'x', reason: 'y' } }, 'halted'), null);
+    assert.equal(rampWrite([{ file: 'b.yaml', text }], 'nosuch', { halted: {} }, 'halted'), null);
+  });
+
+  it('refuses a result that would not load', () => {
+    assert.throws(() => rampWrite([{ file: 'b.yaml', text }], 'billing', { pausedAt: 'yesterday' }, 'pausedAt'), /pausedAt: "yesterday" is not an RFC 3339 time/);
   });
 });

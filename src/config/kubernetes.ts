@@ -191,6 +191,18 @@ export class KubernetesSource {
   }
 
   /**
+   * Replaces the key that `file` (keyFile) names, if this ConfigMap holds it;
+   * false otherwise. Conditional on the resourceVersion last read, so a
+   * change made meanwhile is not overwritten (the API answers 409).
+   */
+  async writeFile(file: string, text: string): Promise<boolean> {
+    const prefix = keyFile(this.ref, '');
+    if (!file.startsWith(prefix) || this.#client === undefined || !this.#cm) return false;
+    await this.#client.patchConfigMapData(this.ref.namespace, this.ref.name, { [file.slice(prefix.length)]: text }, this.#cm.metadata.resourceVersion);
+    return true;
+  }
+
+  /**
    * The router's verdict on what files() returned last: the config it built
    * is in force. Recorded as an Event on the ConfigMap once per
    * resourceVersion (a reload for another reason says nothing new).

@@ -2,6 +2,8 @@
 // directories (a mounted ConfigMap) and `kubernetes://NAMESPACE/CONFIGMAP`.
 // Their files are merged like the files of one directory (e.g. listeners
 // from a file, routes from the API), then validated as one config.
+import { realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { KubeClient, type ConfigMap } from '../kube/client.ts';
 import { loadCredentials } from '../kube/credentials.ts';
@@ -107,6 +109,27 @@ export class ConfigSources {
   async read(): Promise<ConfigSource[]> {
     const parts = await Promise.all(this.#sources.map((s) => (s.kind === 'files' ? readConfigSources(s.path) : s.source.files())));
     return parts.flat();
+  }
+
+  /**
+   * Replaces one config file read from these sources: a file on disk
+   * (atomically: temp file and rename) or a ConfigMap key (a conditional
+   * patch). Throws when it cannot (a read-only ConfigMap volume, RBAC, a conflict).
+   */
+  async writeFile(file: string, text: string): Promise<void> {
+    for (const s of this.#sources) {
+      if (s.kind === 'kubernetes' && await s.source.writeFile(file, text)) return;
+    }
+    if (file.startsWith('kubernetes://')) throw new Error(`${file} is not in any ConfigMap source`);
+    const target = await realpath(file);
+    const tmp = join(dirname(target), `.${basename(target)}.${process.pid}.${Date.now()}.tmp`);
+    try {
+      await writeFile(tmp, text, { mode: (await stat(target)).mode & 0o777, flag: 'wx' });
+      await rename(tmp, target);
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw err;
+    }
   }
 
   /** Starts watching the file sources (the API sources watch from open()). */
