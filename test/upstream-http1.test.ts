@@ -369,6 +369,27 @@ describe('HTTP/1.1 upstream pool', () => {
     assert.equal(idle.responseStarted, true);
   });
 
+  test('the response timeout counts from the end of the request body, not its start', async () => {
+    const server = http.createServer((req, res) => {
+      let n = 0;
+      req.on('data', (c: Buffer) => { n += c.length; }).on('end', () => res.end(String(n)));
+    });
+    servers.push(server);
+    const p = pool(await listen(server));
+    pools.push(p);
+    async function* trickle(): AsyncGenerator<Buffer> {
+      for (let i = 0; i < 6; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        yield Buffer.from('x');
+      }
+    }
+    const call = new Recorder('POST / HTTP/1.1\r\nhost: test\r\ncontent-length: 6\r\n\r\n', { body: Readable.from(trickle()), responseMs: 250 });
+    p.dispatch(call);
+    await call.done;
+    assert.equal(call.error, undefined);
+    assert.equal(call.text(), '6');
+  });
+
   test('backend closes before answering: a reset error, nothing started', async () => {
     const s = await rawServer((_n, socket) => { socket.destroy(); return undefined; });
     servers.push(s.server);

@@ -9,7 +9,7 @@ import type { Exchange } from '../ingress/exchange.ts';
 import type { OutcomeRecorder } from '../observe/metrics.ts';
 import type { Backend, RouteMirror } from '../routing/route.ts';
 import type { H2Upstream } from '../upstream/h2-pool.ts';
-import type { HttpUpstream } from '../upstream/http1.ts';
+import { sendCopy } from '../upstream/http1.ts';
 
 /** Counts mirrored requests by answer code (or skipped_body, skipped_busy, error). */
 export type MirrorCounter = (code: string) => void;
@@ -77,22 +77,8 @@ export class Mirror implements RouteMirror {
       this.recorder?.outcome(code ?? (ex.grpc ? 14 : 502), ex.grpc, performance.now() - start);
     };
     if (this.to.upstream.protocol === 'h2c') sendH2(this.to.upstream, ex.headersForH2(this.to.hostHeader), body, ex.grpc, done);
-    else sendHttp(this.to.upstream, ex, this.to.hostHeader, body, done);
+    else sendCopy(this.to.upstream, ex, this.to.hostHeader, body, MIRROR_TIMEOUT_MS, done);
   }
-}
-
-function sendHttp(up: HttpUpstream, ex: Exchange, hostHeader: string | undefined, body: Buffer, done: (code: number | null) => void): void {
-  up.pool.request({
-    method: ex.method,
-    path: ex.path,
-    headers: ex.headersForH1(hostHeader),
-    body: ex.hasBody ? body : null,
-    headersTimeout: MIRROR_TIMEOUT_MS,
-    bodyTimeout: MIRROR_TIMEOUT_MS,
-  }).then(async (res) => {
-    await res.body.dump();
-    done(res.statusCode);
-  }, () => done(null));
 }
 
 function sendH2(up: H2Upstream, headers: OutgoingHttpHeaders, body: Buffer, grpc: boolean, done: (code: number | null) => void): void {

@@ -110,6 +110,7 @@ export class H1Connection implements ResponseSink {
   #deadline = 0;
   #idleTicks = 0;
   #idleMs = 0;
+  #responseMs = 0;
   #timer: NodeJS.Timeout | undefined;
   /** The tick this connection became idle in the pool (0: busy). */
   idleSince = 0;
@@ -137,13 +138,12 @@ export class H1Connection implements ResponseSink {
     this.#parser.start(opts.head, opts.upgrade);
     this.#idleMs = opts.idleMs;
     this.#idleTicks = opts.idleMs >= NATIVE_BELOW_MS ? ticksFor(opts.idleMs) : 0;
-    const ms = opts.responseMs;
-    if (ms >= NATIVE_BELOW_MS) this.#deadline = tick + ticksFor(ms);
-    else if (ms > 0) this.#timer = setTimeout(this.#nativeTimeout, ms, RESPONSE_TIMEOUT);
+    this.#responseMs = opts.responseMs;
     const body = opts.body;
     if (body === null) {
       this.#bodyDone = true;
       this.socket.write(head, 'latin1');
+      this.#armResponseTimer();
       return;
     }
     this.#body = body;
@@ -154,6 +154,16 @@ export class H1Connection implements ResponseSink {
     this.socket.write(head, 'latin1');
     body.on('data', this.#onBodyData).on('end', this.#onBodyEnd).on('error', this.#onBodyError);
     process.nextTick(uncork, this.socket);
+  }
+
+  /**
+   * Time to the response head counts from when the request is sent, body
+   * included (as undici's headersTimeout did): a large upload is not a slow backend.
+   */
+  #armResponseTimer(): void {
+    const ms = this.#responseMs;
+    if (ms >= NATIVE_BELOW_MS) this.#deadline = tick + ticksFor(ms);
+    else if (ms > 0) this.#timer = setTimeout(this.#nativeTimeout, ms, RESPONSE_TIMEOUT);
   }
 
   /** After onData returned false. */
@@ -196,6 +206,8 @@ export class H1Connection implements ResponseSink {
     if (this.#chunked) this.socket.write(LAST_CHUNK, 'latin1');
     this.#detachBody();
     this.#bodyDone = true;
+    // An early answer may already be in.
+    if (this.#call !== undefined && !this.#parser.headDone) this.#armResponseTimer();
   };
 
   readonly #onBodyError = (): void => {

@@ -1,17 +1,21 @@
-// HTTP/1.1 upstreams: one bounded undici Pool per backend origin, and the
-// dispatch handler that streams an upstream response into an Exchange.
-import { Pool, buildConnector, type Dispatcher } from 'undici';
-import type { Duplex } from 'node:stream';
+// HTTP/1.1 upstreams on raw sockets: one bounded keep-alive pool per backend
+// origin (http1-pool.ts, with the response parser in http1-parser.ts), and the
+// call that streams an upstream response into an Exchange. WebSocket upgrades
+// take the same path: on 101 the pool hands the socket over. (undici did this
+// before; its parser, header objects and dispatch cost ~23% more CPU per
+// request, measured with bench/cpu-cost.ts.)
+import type { Socket } from 'node:net';
 import { upstreamError, type UpstreamError } from '../errors.ts';
 import type { Exchange, ResponseHeaders } from '../ingress/exchange.ts';
 import type { UpgradeExchange } from '../ingress/upgrade.ts';
 import type { Backend, Route } from '../routing/route.ts';
+import { H1Pool, type H1Call, type H1Connection } from './http1-pool.ts';
 
 export interface HttpUpstreamOptions {
   /** Upper bound of connections to this backend. */
   readonly connections: number;
   readonly connectTimeoutMs: number;
-  /** Below a typical backend's keep-alive timeout (nginx 75s, node 5s), so we close idle sockets first (undici#3141). */
+  /** Below a typical backend's keep-alive timeout (nginx 75s, node 5s), so we close idle sockets first and never reuse one the backend is closing. */
   readonly keepAliveTimeoutMs: number;
 }
 
@@ -23,23 +27,19 @@ export const DEFAULT_HTTP_UPSTREAM: Omit<HttpUpstreamOptions, 'connectTimeoutMs'
 export class HttpUpstream {
   readonly protocol = 'http' as const;
   readonly origin: string;
-  readonly pool: Pool;
+  readonly pool: H1Pool;
 
   constructor(origin: string, opts: HttpUpstreamOptions) {
     this.origin = origin;
-    this.pool = new Pool(origin, {
+    const url = new URL(origin);
+    this.pool = new H1Pool({
+      // URL keeps an IPv6 literal's brackets; net.connect wants it bare.
+      host: url.hostname.replace(/^\[(.*)\]$/, '$1'),
+      port: Number(url.port === '' ? 80 : url.port),
       connections: opts.connections,
-      pipelining: 1,
-      keepAliveTimeout: opts.keepAliveTimeoutMs,
-      keepAliveMaxTimeout: opts.keepAliveTimeoutMs,
-      connect: nativeTimeoutConnector(opts.connectTimeoutMs),
-      // Response (and body) timeouts are set per request from the route.
-      headersTimeout: 0,
-      bodyTimeout: 0,
+      connectTimeoutMs: opts.connectTimeoutMs,
+      keepAliveTimeoutMs: opts.keepAliveTimeoutMs,
     });
-    // A pool emits 'connectionError' for failed connects; the request that
-    // triggered it already reports the failure, so nothing more to do here.
-    this.pool.on('connectionError', () => {});
   }
 
   close(): Promise<void> {
@@ -51,51 +51,30 @@ export class HttpUpstream {
   }
 }
 
-/** undici's connector with the connect timeout on a native timer (undici's own runs on ~1 s "fast timers"). */
-function nativeTimeoutConnector(ms: number): buildConnector.connector {
-  const base = buildConnector({ noDelay: true, timeout: 0 });
-  return (opts, cb) => {
-    let done = false;
-    const timer = setTimeout(() => {
-      done = true;
-      (socket as { destroy?: () => void } | undefined)?.destroy?.();
-      cb(Object.assign(new Error(`connect timeout after ${ms} ms`), { code: 'UND_ERR_CONNECT_TIMEOUT' }), null);
-    }, ms);
-    const socket = base(opts, (err, s) => {
-      if (done) { s?.destroy(); return; }
-      clearTimeout(timer);
-      if (err !== null) cb(err, null); else cb(null, s!);
-    });
-  };
-}
-
-/**
- * undici runs response and body timeouts on its "fast timers" (~1 s
- * resolution, measured: 300 ms fired after ~1000 ms), which are cheap; a
- * native timer per request costs ~10% of throughput (measured). So timeouts
- * under 2 s, where that resolution matters, run on native timers, and longer
- * ones (the defaults: 30 s, 60 s) on undici's. 0 means none.
- */
-function nativeTimer(ms: number): boolean {
-  return ms > 0 && ms < 2_000;
+/** The request head for `ex`, ending with the blank line; and whether its body goes chunked. */
+export function requestHead(ex: Exchange, hostHeader: string | undefined): { head: string; chunked: boolean } {
+  const h = ex.headersForH1(hostHeader);
+  let head = `${ex.method} ${ex.path} HTTP/1.1\r\n`;
+  for (let i = 0; i < h.length; i += 2) head += `${h[i]}: ${h[i + 1]}\r\n`;
+  // A body of unknown length (HTTP/1.1 chunked, HTTP/2 without content-length) goes chunked.
+  const chunked = ex.hasBody && ex.contentLength < 0;
+  if (chunked) head += 'transfer-encoding: chunked\r\n';
+  if (ex.upgrade !== undefined) head += `connection: upgrade\r\nupgrade: ${ex.upgrade}\r\n`;
+  return { head: `${head}\r\n`, chunked };
 }
 
 /** Reports a failed attempt to the request path, which retries or answers the error. */
 export type AttemptFailed = (ex: Exchange, route: Route, backend: Backend, attempt: number, err: UpstreamError, responseStarted: boolean) => void;
 
-/**
- * One request to an HTTP/1.1 backend. Implements undici's dispatch handler:
- * response head, body chunks with backpressure both ways, end, error.
- */
-class HttpCall implements Dispatcher.DispatchHandler {
+/** One request to an HTTP/1.1 backend: the exchange on one side, a pooled connection on the other. */
+class HttpCall implements H1Call {
   readonly #ex: Exchange;
   readonly #route: Route;
   readonly #backend: Backend;
   readonly #attempt: number;
   readonly #failed: AttemptFailed;
-  #controller: Dispatcher.DispatchController | undefined;
+  #conn: H1Connection | undefined;
   #started = false;
-  #timer: NodeJS.Timeout | undefined;
 
   constructor(ex: Exchange, route: Route, backend: Backend, attempt: number, failed: AttemptFailed) {
     this.#ex = ex;
@@ -105,77 +84,123 @@ class HttpCall implements Dispatcher.DispatchHandler {
     this.#failed = failed;
   }
 
-  onRequestStart(controller: Dispatcher.DispatchController): void {
-    this.#controller = controller;
+  onConnection(conn: H1Connection): boolean {
+    const ex = this.#ex;
     // Queued for a connection until now: the exchange may have settled meanwhile.
-    if (this.#ex.signal.aborted) controller.abort(new Error('exchange settled'));
-    else {
-      this.#ex.signal.listen(this.#abort);
-      const ms = this.#route.timeouts.responseMs;
-      if (nativeTimer(ms)) this.#timer = setTimeout(this.#timeout, ms, 'SY_RESPONSE_TIMEOUT');
-    }
+    if (ex.signal.aborted) return false;
+    this.#conn = conn;
+    ex.signal.listen(this.#abort);
+    const { head, chunked } = requestHead(ex, this.#backend.hostHeader);
+    const { responseMs, idleMs } = this.#route.timeouts;
+    conn.send(this, head, {
+      body: ex.body(), chunked, head: ex.method === 'HEAD', upgrade: ex.upgrade !== undefined, responseMs, idleMs,
+    });
+    return true;
   }
-
-  readonly #timeout = (code: string): void => {
-    this.#controller?.abort(Object.assign(new Error(code === 'SY_RESPONSE_TIMEOUT' ? 'response timeout' : 'idle timeout'), { code: code === 'SY_RESPONSE_TIMEOUT' ? code : 'UND_ERR_BODY_TIMEOUT' }));
-  };
 
   readonly #abort = (): void => {
-    this.#controller?.abort(new Error('exchange settled'));
+    const conn = this.#conn;
+    this.#conn = undefined;
+    conn?.abort();
   };
 
-  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[]>): void {
-    if (statusCode < 200) return; // 1xx interim responses are the proxy's business only
+  onConnectError(err: Error): void {
+    if (this.#ex.signal.aborted) return;
+    this.#failed(this.#ex, this.#route, this.#backend, this.#attempt, upstreamError(err), false);
+  }
+
+  onResponse(status: number, headers: ResponseHeaders): void {
     this.#started = true;
-    clearTimeout(this.#timer);
-    const idle = this.#route.timeouts.idleMs;
-    if (nativeTimer(idle)) this.#timer = setTimeout(this.#timeout, idle, 'idle');
-    this.#backend.health.observe(this.#route.outlier, statusCode >= 500);
-    this.#ex.respond(statusCode, headers as ResponseHeaders, false);
+    this.#backend.health.observe(this.#route.outlier, status >= 500);
+    this.#ex.respond(status, headers, false);
   }
 
-  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    this.#timer?.refresh();
-    if (!this.#ex.write(chunk)) {
-      controller.pause();
-      this.#ex.onceDrain(() => controller.resume());
-    }
+  onData(chunk: Buffer): boolean {
+    if (this.#ex.write(chunk)) return true;
+    this.#ex.onceDrain(this.#resume);
+    return false;
   }
 
-  onResponseEnd(): void {
-    clearTimeout(this.#timer);
+  readonly #resume = (): void => {
+    this.#conn?.resume();
+  };
+
+  onEnd(): void {
+    this.#conn = undefined;
     this.#ex.signal.unlisten(this.#abort);
     this.#ex.end(null);
   }
 
-  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
-    clearTimeout(this.#timer);
-    this.#ex.signal.unlisten(this.#abort);
-    if (this.#ex.signal.aborted) return;
-    this.#failed(this.#ex, this.#route, this.#backend, this.#attempt, upstreamError(err), this.#started);
+  onError(err: Error, responseStarted: boolean): void {
+    this.#conn = undefined;
+    const ex = this.#ex;
+    ex.signal.unlisten(this.#abort);
+    if (ex.signal.aborted) return;
+    // Any response byte counts: only a request reset before one may be retried.
+    this.#failed(ex, this.#route, this.#backend, this.#attempt, upstreamError(err), this.#started || responseStarted);
   }
 
-  onRequestUpgrade(_controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[]>, socket: Duplex): void {
+  onUpgrade(headers: ResponseHeaders, socket: Socket): void {
     this.#started = true;
-    clearTimeout(this.#timer);
+    this.#conn = undefined;
     this.#ex.signal.unlisten(this.#abort);
+    // Only asked for (and so only reached) when the exchange is an Upgrade.
     const ex = this.#ex as UpgradeExchange;
-    ex.respond(statusCode, headers as ResponseHeaders);
+    ex.respond(101, headers);
     ex.splice(socket);
   }
 }
 
 /** Sends `ex` to an HTTP/1.1 backend. `failed` decides between retry and error. */
 export function forwardHttp(ex: Exchange, route: Route, backend: Backend, attempt: number, failed: AttemptFailed): void {
-  (backend.upstream as HttpUpstream).pool.dispatch({
-    method: ex.method,
-    path: ex.path,
-    headers: ex.headersForH1(backend.hostHeader),
-    body: ex.body(),
-    // An Upgrade (WebSocket) request: on 101 the two sockets are spliced.
-    upgrade: ex.upgrade ?? null,
-    // Short ones run on native timers in HttpCall; see nativeTimer.
-    headersTimeout: nativeTimer(route.timeouts.responseMs) ? 0 : route.timeouts.responseMs,
-    bodyTimeout: nativeTimer(route.timeouts.idleMs) ? 0 : route.timeouts.idleMs,
-  }, new HttpCall(ex, route, backend, attempt, failed));
+  if (ex.signal.aborted) return;
+  (backend.upstream as HttpUpstream).pool.dispatch(new HttpCall(ex, route, backend, attempt, failed));
+}
+
+/**
+ * A request whose answer only counts (a mirror's copy): the body is a buffer
+ * sent whole, the response is read and dropped, `done` gets the status or
+ * null on any failure.
+ */
+class CountingCall implements H1Call {
+  readonly #head: string;
+  readonly #body: Buffer | null;
+  readonly #timeoutMs: number;
+  readonly #done: (code: number | null) => void;
+  #status: number | null = null;
+
+  constructor(head: string, body: Buffer | null, timeoutMs: number, done: (code: number | null) => void) {
+    this.#head = head;
+    this.#body = body;
+    this.#timeoutMs = timeoutMs;
+    this.#done = done;
+  }
+
+  onConnection(conn: H1Connection): boolean {
+    conn.send(this, this.#head, { body: null, chunked: false, head: false, upgrade: false, responseMs: this.#timeoutMs, idleMs: this.#timeoutMs });
+    if (this.#body !== null) conn.socket.write(this.#body);
+    return true;
+  }
+
+  onConnectError(): void { this.#done(null); }
+  onResponse(status: number): void { this.#status = status; }
+  onData(): boolean { return true; }
+  onEnd(): void { this.#done(this.#status); }
+  onError(): void { this.#done(null); }
+  onUpgrade(_headers: ResponseHeaders, socket: Socket): void {
+    socket.destroy();
+    this.#done(null);
+  }
+}
+
+/** Sends a copy of `ex` with `body` (its whole body, kept) and reports only the answer's status. */
+export function sendCopy(up: HttpUpstream, ex: Exchange, hostHeader: string | undefined, body: Buffer, timeoutMs: number, done: (code: number | null) => void): void {
+  const h = ex.headersForH1(hostHeader);
+  let head = `${ex.method} ${ex.path} HTTP/1.1\r\n`;
+  for (let i = 0; i < h.length; i += 2) {
+    // The kept body is whole: its length replaces whatever framing the client used.
+    if (h[i] !== 'content-length') head += `${h[i]}: ${h[i + 1]}\r\n`;
+  }
+  if (ex.hasBody) head += `content-length: ${body.length}\r\n`;
+  up.pool.dispatch(new CountingCall(`${head}\r\n`, ex.hasBody && body.length > 0 ? body : null, timeoutMs, done));
 }
