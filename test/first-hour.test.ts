@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
-import { ROOT, closedPort, metric, runCli, scrape, spawnRouter, startBackend, type Backend, type RouterProcess } from './helpers.ts';
+import { ROOT, closedPort, metric, runCli, scrape, spawnRouter, startBackend, startRouter, type Backend, type RouterProcess } from './helpers.ts';
 
 type Log = Record<string, unknown>;
 
@@ -133,6 +133,45 @@ describe('docs', () => {
         assert.ok(path.startsWith(ROOT), `${file} links ${target}, outside the repository`);
         assert.ok(existsSync(path), `${file} links ${target}, which does not exist`);
       }
+    }
+  });
+});
+
+describe('docs/metrics.md', { timeout: 30_000 }, () => {
+  test('every metric and label its PromQL names exists in a real scrape', async () => {
+    const backend = await startBackend('old');
+    const router = await startRouter({ routes: [{ name: 'billing', hosts: ['billing.example.com'], backends: [{ name: 'old', url: backend.url, weight: 1 }, { name: 'new', url: `http://127.0.0.1:${await closedPort()}`, weight: 0 }] }] });
+    try {
+      assert.equal((await get(`${router.url}/`, 'billing.example.com')).status, 200);
+      assert.equal((await get(`${router.url}/`, 'billing.example.com', { 'x-switchyard-backend': 'new' })).status, 502);
+      const labels = new Map<string, Set<string>>();
+      for (const line of (await (await fetch(`${router.adminUrl}/metrics`)).text()).split('\n')) {
+        const m = /^(switchyard_[a-z0-9_]+)(?:\{([^}]*)\})? /.exec(line);
+        if (!m) continue;
+        const set = labels.get(m[1]!) ?? new Set<string>();
+        for (const l of (m[2] ?? '').matchAll(/([a-z_]+)="/g)) set.add(l[1]!);
+        labels.set(m[1]!, set);
+      }
+      const doc = readFileSync(join(ROOT, 'docs/metrics.md'), 'utf8');
+      const blocks = [...doc.matchAll(/```promql\n([\s\S]*?)```/g)].map((b) => b[1]!);
+      assert.ok(blocks.length >= 5, 'docs/metrics.md has PromQL examples');
+      // Labels Prometheus adds when it scrapes a pod.
+      const target = new Set(['namespace', 'pod', 'job', 'instance']);
+      for (const block of blocks) {
+        for (const [, name, selector] of block.matchAll(/(switchyard_[a-z0-9_]+)(?:\{([^}]*)\})?/g)) {
+          assert.ok(labels.has(name!), `docs/metrics.md queries ${name}, which /metrics does not have`);
+          for (const [, label] of (selector ?? '').matchAll(/([a-z_]+)\s*(?:=~|!~|!=|=)/g)) {
+            assert.ok(target.has(label!) || labels.get(name!)!.has(label!), `${name} has no label ${label} (docs/metrics.md)`);
+          }
+        }
+      }
+      // Every metric of the table is exported.
+      for (const [, name] of doc.matchAll(/^\| `(switchyard_[a-z0-9_]+)` \|/gm)) {
+        assert.ok(labels.has(name!) || labels.has(`${name}_bucket`), `docs/metrics.md lists ${name}, which /metrics does not have`);
+      }
+    } finally {
+      await router.close();
+      await backend.close();
     }
   });
 });
