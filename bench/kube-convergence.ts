@@ -96,18 +96,29 @@ export async function runs(adminUrl: string, rv: string, newWeight: number): Pro
   return src?.resourceVersion === rv && w === newWeight;
 }
 
+/** Sets old = 100 - weight, new = weight in the routes ConfigMap; resolves with the ConfigMap's new resourceVersion. */
+export type SetWeights = (weight: number) => Promise<string>;
+
+/** SetWeights by a merge patch of routes.yaml with the admin client. */
+export function patchWeights(api: ApiServer, namespace: string, backends: { old: string; new: string }): SetWeights {
+  return async (weight) => {
+    const cm = await api.admin.patchConfigMapData(namespace, 'routes', { 'routes.yaml': routesYaml(backends, 100 - weight, weight) });
+    return cm.metadata.resourceVersion!;
+  };
+}
+
 /**
- * P successive weight patches (new = 1..P, old = 100 - new); for each, the
- * milliseconds until every replica runs it. Throws if one does not within
- * timeoutMs.
+ * P successive weight changes (new = 1..P, old = 100 - new) made by `set`
+ * (default: patchWeights; e.g. `switchyard weights` instead); for each, the
+ * milliseconds from just before the change until every replica runs it.
+ * Throws if one does not within timeoutMs.
  */
-export async function convergence(api: ApiServer, namespace: string, replicas: readonly Replica[], backends: { old: string; new: string }, patches: number, timeoutMs = 10_000): Promise<number[]> {
+export async function convergence(replicas: readonly Replica[], set: SetWeights, patches: number, timeoutMs = 10_000): Promise<number[]> {
   const samples: number[] = [];
   for (let i = 1; i <= patches; i++) {
     const weight = i % 100;
     const t0 = performance.now();
-    const cm = await api.admin.patchConfigMapData(namespace, 'routes', { 'routes.yaml': routesYaml(backends, 100 - weight, weight) });
-    const rv = cm.metadata.resourceVersion!;
+    const rv = await set(weight);
     const pending = new Set(replicas);
     while (pending.size > 0) {
       for (const r of [...pending]) if (await runs(r.adminUrl, rv, weight)) pending.delete(r);
@@ -134,7 +145,7 @@ if (import.meta.main) {
   try {
     const { namespace, listeners } = await setUpRoutes(api, backends);
     for (let i = 0; i < n; i++) replicas.push(await startReplica(api, `replica-${i}`, [listeners, `kubernetes://${namespace}/routes`]));
-    const samples = await convergence(api, namespace, replicas, backends, patches);
+    const samples = await convergence(replicas, patchWeights(api, namespace, backends), patches);
     const sorted = [...samples].sort((a, b) => a - b);
     const r = (x: number): number => Math.round(x * 10) / 10;
     process.stdout.write(`${JSON.stringify({

@@ -17,7 +17,7 @@ import { createLogger } from '../src/observe/log.ts';
 import { Switchyard } from '../src/server.ts';
 import { DEFAULT_WATCH } from '../src/config/watch.ts';
 import {
-  convergence, percentile, routesYaml, setUpRoutes, startReplica, stopReplica, type Replica,
+  convergence, patchWeights, percentile, routesYaml, setUpRoutes, startReplica, stopReplica, type Replica,
 } from '../bench/kube-convergence.ts';
 import { runCli, scrape, startBackend, type Backend } from './helpers.ts';
 import { compactEtcd, startApiServer, until, type ApiServer } from './kube-apiserver.ts';
@@ -261,7 +261,7 @@ describe('kubernetes:// config source', () => {
     const replicas: Replica[] = [];
     try {
       for (const name of ['sy-0', 'sy-1', 'sy-2']) replicas.push(await startReplica(api, name, [listeners, `kubernetes://${namespace}/routes`]));
-      const samples = await convergence(api, namespace, replicas, backends, 50);
+      const samples = await convergence(replicas, patchWeights(api, namespace, backends), 50);
       assert.equal(samples.length, 50);
       const sorted = [...samples].sort((a, b) => a - b);
       t.diagnostic(`patch -> in force on all 3 replicas: p50 ${percentile(sorted, 50).toFixed(0)} ms, p99 ${percentile(sorted, 99).toFixed(0)} ms, max ${sorted.at(-1)!.toFixed(0)} ms`);
