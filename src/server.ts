@@ -174,6 +174,8 @@ export class Switchyard implements AdminState {
       if (to === undefined || route.mirror !== null) return;
       route.mirror = new Mirror(route.backends.find((b) => b.name === to)!, rc.mirror, this.metrics.mirrorCounter(route.name, to));
     });
+    // Breach counters exist from the start, so rate() and increase() see the first one.
+    for (const rc of loaded.config.routes) if (rc.ramp !== null) this.metrics.rampBreaches.labels(rc.name).inc(0);
     // Ramps put their step's weights (and mirror steps) in force before the table serves.
     this.#ramps.sync(table.routes, loaded.config.routes);
     this.#publishWeights(table);

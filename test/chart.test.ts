@@ -480,14 +480,25 @@ describe('Grafana dashboard', { timeout: 30_000 }, () => {
     backend = await startBackend('old');
     // `new` refuses connections: one request to it makes the upstream error series exist too.
     router = await startRouter({
-      routes: [{ name: 'billing', hosts: ['billing.example.com'], backends: [{ name: 'old', url: backend.url, weight: 1 }, { name: 'new', url: `http://127.0.0.1:${await closedPort()}`, weight: 0 }] }],
+      routes: [{
+        name: 'billing', hosts: ['billing.example.com'], backends: [{ name: 'old', url: backend.url, weight: 1 }, { name: 'new', url: `http://127.0.0.1:${await closedPort()}`, weight: 0 }],
+        // A pending ramp and a mirror: their series exist too.
+        mirror: { to: 'new' },
+        ramp: { from: 'old', to: 'new', steps: [1, 100], interval: '1h' },
+      }],
     });
     const get = (headers: Record<string, string>): Promise<number> => new Promise<number>((resolve, reject) => {
       http.get(`${router.url}/`, { headers: { host: 'billing.example.com', ...headers } }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode!)); }).on('error', reject);
     });
     assert.equal(await get({}), 200);
     assert.equal(await get({ 'x-switchyard-backend': 'new' }), 502);
-    scraped = parseScrape(await (await fetch(`${router.adminUrl}/metrics`)).text());
+    // The mirror's copy leaves after the answer: wait for its count.
+    let text = '';
+    for (let i = 0; i < 100 && !text.includes('switchyard_mirror_requests_total{'); i++) {
+      text = await (await fetch(`${router.adminUrl}/metrics`)).text();
+      if (!text.includes('switchyard_mirror_requests_total{')) await new Promise((r) => setTimeout(r, 50));
+    }
+    scraped = parseScrape(text);
   });
   after(async () => {
     await router?.close();
