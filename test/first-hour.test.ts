@@ -140,12 +140,22 @@ describe('docs', () => {
 describe('docs/metrics.md', { timeout: 30_000 }, () => {
   test('every metric and label its PromQL names exists in a real scrape', async () => {
     const backend = await startBackend('old');
-    const router = await startRouter({ routes: [{ name: 'billing', hosts: ['billing.example.com'], backends: [{ name: 'old', url: backend.url, weight: 1 }, { name: 'new', url: `http://127.0.0.1:${await closedPort()}`, weight: 0 }] }] });
+    // A pending ramp and a mirror, so their series exist too.
+    const router = await startRouter({ routes: [{
+      name: 'billing', hosts: ['billing.example.com'], backends: [{ name: 'old', url: backend.url, weight: 1 }, { name: 'new', url: `http://127.0.0.1:${await closedPort()}`, weight: 0 }],
+      mirror: { to: 'new' }, ramp: { from: 'old', to: 'new', steps: [1, 100], interval: '1h' },
+    }] });
     try {
       assert.equal((await get(`${router.url}/`, 'billing.example.com')).status, 200);
       assert.equal((await get(`${router.url}/`, 'billing.example.com', { 'x-switchyard-backend': 'new' })).status, 502);
+      // The mirror's copy leaves after the answer: wait for its count.
+      let scrape = '';
+      for (let i = 0; i < 100 && !scrape.includes('switchyard_mirror_requests_total{'); i++) {
+        scrape = await (await fetch(`${router.adminUrl}/metrics`)).text();
+        if (!scrape.includes('switchyard_mirror_requests_total{')) await new Promise((r) => setTimeout(r, 50));
+      }
       const labels = new Map<string, Set<string>>();
-      for (const line of (await (await fetch(`${router.adminUrl}/metrics`)).text()).split('\n')) {
+      for (const line of scrape.split('\n')) {
         const m = /^(switchyard_[a-z0-9_]+)(?:\{([^}]*)\})? /.exec(line);
         if (!m) continue;
         const set = labels.get(m[1]!) ?? new Set<string>();
