@@ -128,19 +128,19 @@ describe('HTTP/2 abuse is bounded', () => {
     await stillServes();
   });
 
-  test('an oversized header block gets 431 or a stream error; the session goes on', async () => {
-    // node:http2 as the client; it would refuse to send 64 KiB of headers by default.
+  test('an oversized header block gets 431; the session goes on', async () => {
+    // node:http2 as the client; it would refuse to send this much by default.
     const session = http2.connect(router.url, { maxSendHeaderBlockLength: 1 << 20 });
     session.on('error', () => {});
+    const send = (bytes: number): Promise<string> => new Promise<string>((resolve) => {
+      const req = session.request({ ':authority': HOST, ':path': '/', 'x-big': 'z'.repeat(bytes) }, { endStream: true });
+      req.on('response', (h) => resolve(`status ${h[':status']}`));
+      req.on('error', (err: NodeJS.ErrnoException) => resolve(`stream error ${err.code}`));
+      req.resume();
+    });
     try {
-      const answer = await new Promise<string>((resolve) => {
-        // 64 KiB of headers; maxHeaderBytes is 16 KiB.
-        const req = session.request({ ':authority': HOST, ':path': '/', 'x-big': 'z'.repeat(64 * 1024) }, { endStream: true });
-        req.on('response', (h) => resolve(`status ${h[':status']}`));
-        req.on('error', (err: NodeJS.ErrnoException) => resolve(`stream error ${err.code}`));
-        req.resume();
-      });
-      assert.match(answer, /^(status 431|stream error ERR_HTTP2_STREAM_ERROR)$/);
+      // maxHeaderBytes is 16 KiB. (Past 64 KiB nghttp2 itself resets the stream.)
+      assert.equal(await send(32 * 1024), 'status 431');
       assert.equal(open, 0, 'nothing reached the backend');
       const next = await new Promise<string>((resolve, reject) => {
         const req = session.request({ ':authority': HOST, ':path': '/' }, { endStream: true });

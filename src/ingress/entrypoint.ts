@@ -213,10 +213,11 @@ export class Entrypoint implements ExchangeOwner {
 
   readonly #onStream = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, _flags: number, raw: string[]): void => {
     // node emits 'stream' a tick late: by then the stream may be gone (the
-    // client reset it at once, or its session was torn down).
+    // client reset it at once, as a rapid reset does, or its session was torn
+    // down). Nothing is sent upstream for it.
     stream.on('error', noop);
     const session = stream.session;
-    if (session === undefined || stream.destroyed) return;
+    if (session === undefined || stream.closed || stream.destroyed) return;
     this.#inflight++;
     this.#inflightH2++;
     const ex = new H2Exchange(stream, headers, this, this.#peer(session, session.socket as Socket));
