@@ -8,14 +8,16 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
-import { spawnRouter, writeConfig, type RouterProcess } from './helpers.ts';
+import { spawnRouter, startBackend, writeConfig, type Backend, type RouterProcess } from './helpers.ts';
 import { startH2Backend, type H2Backend } from './grpc-helpers.ts';
 import { FLAG, FRAME, RawH2, frame, hpack, ping, requestBlock, rstStream } from './h2-raw.ts';
 
 const { NGHTTP2_CANCEL, NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_NO_ERROR } = http2.constants;
 const HOST = 'abuse.example.com';
+const H1_HOST = 'h1.example.com';
 
 let backend: H2Backend;
+let h1Backend: Backend;
 /** Streams open on the backend now, and the reset codes of those that were cancelled. */
 let open = 0;
 const resetCodes: number[] = [];
@@ -34,9 +36,14 @@ before(async () => {
     stream.respond({ ':status': 200 });
     stream.end('ok');
   });
+  // Answers at once, without reading the request body.
+  h1Backend = await startBackend('h1', (_req, res) => res.end('early'));
   router = await spawnRouter(writeConfig({
     entrypoint: { idleTimeout: '1s', headersTimeout: '1s' },
-    routes: [{ name: 'abuse', hosts: [HOST], protocol: 'h2c', backends: [{ name: 'only', url: backend.url, weight: 1 }] }],
+    routes: [
+      { name: 'abuse', hosts: [HOST], protocol: 'h2c', backends: [{ name: 'only', url: backend.url, weight: 1 }] },
+      { name: 'h1', hosts: [H1_HOST], protocol: 'http', backends: [{ name: 'only', url: h1Backend.url, weight: 1 }] },
+    ],
   }));
 });
 
@@ -44,6 +51,7 @@ after(async () => {
   router.child.kill('SIGTERM');
   await router.exited;
   await backend.close();
+  await h1Backend.close();
 });
 
 async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
@@ -80,6 +88,24 @@ describe('HTTP/2 abuse is bounded', () => {
     } finally {
       c.close();
     }
+  });
+
+  test('a session that dies of a protocol error while a request body is still coming does not take the router down', async () => {
+    for (let i = 0; i < 5; i++) {
+      const c = await RawH2.connect(router.port);
+      try {
+        c.send(frame(FRAME.HEADERS, FLAG.END_HEADERS, 1, requestBlock(H1_HOST, '/upload', 'POST')));
+        c.send(frame(FRAME.DATA, 0, 1, Buffer.alloc(1000)));
+        await c.until((fs) => fs.some((f) => f.type === FRAME.HEADERS && f.stream === 1), 10_000, 'the early response');
+        // A frame in the middle of a header block: a connection error in nghttp2.
+        c.send(Buffer.concat([frame(FRAME.HEADERS, 0, 3, requestBlock(H1_HOST)), frame(FRAME.PRIORITY, 0, 3, Buffer.from([0, 0, 0, 1, 16]))]));
+        await c.closed;
+      } finally {
+        c.close();
+      }
+    }
+    await new Promise((r) => setTimeout(r, 200));
+    await stillServes();
   });
 
   test('rapid reset (CVE-2023-44487): streams opened and reset in a loop end the session; upstream streams do not pile up', async () => {

@@ -104,6 +104,8 @@ export class RequestBody {
   };
 }
 
+function noop(): void {}
+
 class AttemptBody extends Readable {
   readonly #body: RequestBody;
   #started = false;
@@ -111,6 +113,10 @@ class AttemptBody extends Readable {
   constructor(body: RequestBody) {
     super({ highWaterMark: 64 * 1024 });
     this.#body = body;
+    // The client's stream failing is passed on to whoever reads this body; a
+    // consumer already done with it (undici drops its listeners) must not
+    // leave the error unhandled, which would end the process.
+    this.on('error', noop);
   }
 
   override _read(): void {
