@@ -7,6 +7,19 @@ import { BaseExchange, textBody, type Exchange, type ExchangeOwner, type Peer, t
 import { connectionNamed, DROP_REQUEST, stripResponseHeaders } from './hygiene.ts';
 import { GRPC_CODE_UNKNOWN } from '../observe/metrics.ts';
 
+const EXCHANGE = Symbol('switchyard.exchange');
+type ExchangeStream = ServerHttp2Stream & { [EXCHANGE]: H2Exchange };
+
+function onRequestTrailers(this: ExchangeStream, trailers: IncomingHttpHeaders): void {
+  this[EXCHANGE].gotRequestTrailers(trailers);
+}
+function onStreamClose(this: ExchangeStream): void {
+  this[EXCHANGE].streamClosed();
+}
+function onWantTrailers(this: ExchangeStream): void {
+  this[EXCHANGE].sendTrailers();
+}
+
 /** A request on an HTTP/2 stream (node:http2 core API). */
 export class H2Exchange extends BaseExchange implements Exchange {
   readonly stream: ServerHttp2Stream;
@@ -37,21 +50,25 @@ export class H2Exchange extends BaseExchange implements Exchange {
     });
     this.stream = stream;
     this.#headers = headers;
-    if (this.hasBody) stream.once('trailers', this.#onRequestTrailers);
-    stream.once('close', this.#onClose);
+    (stream as ExchangeStream)[EXCHANGE] = this;
+    // Shared listeners, `on` for events that come once anyway: no closures per stream.
+    if (this.hasBody) stream.on('trailers', onRequestTrailers);
+    stream.on('close', onStreamClose);
   }
 
-  readonly #onRequestTrailers = (trailers: IncomingHttpHeaders): void => {
+  /** @internal the client's trailers arrived (shared listener). */
+  gotRequestTrailers(trailers: IncomingHttpHeaders): void {
     this.#requestTrailers = trailers;
-  };
+  }
 
   requestTrailers(): ResponseHeaders | null {
     return this.#requestTrailers;
   }
 
-  readonly #onClose = (): void => {
+  /** @internal the stream closed (shared listener). */
+  streamClosed(): void {
     this.closed(this.#finished, this.#status, true);
-  };
+  }
 
   protected bodySource(): Readable {
     return this.stream;
@@ -99,7 +116,7 @@ export class H2Exchange extends BaseExchange implements Exchange {
     if (trailersFollow) {
       this.#trailersFollow = true;
       this.stream.respond(headers as OutgoingHttpHeaders, { waitForTrailers: true });
-      this.stream.once('wantTrailers', this.#sendTrailers);
+      this.stream.on('wantTrailers', onWantTrailers);
     } else {
       this.stream.respond(headers as OutgoingHttpHeaders);
     }
@@ -141,10 +158,11 @@ export class H2Exchange extends BaseExchange implements Exchange {
     this.stream.end();
   }
 
-  readonly #sendTrailers = (): void => {
+  /** @internal the stream wants the response trailers (shared listener). */
+  sendTrailers(): void {
     // Empty trailers make node end the stream with an empty DATA frame.
     this.stream.sendTrailers((this.#trailers ?? {}) as OutgoingHttpHeaders);
-  };
+  }
 
   protected override isClosed(): boolean {
     return this.stream.destroyed;

@@ -1,12 +1,58 @@
 // One request on an h2c backend (gRPC): a stream on a pooled session.
+import type { OutgoingHttpHeaders } from 'node:http';
 import http2, { type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2';
 import { streamResetError, UpstreamError, upstreamError } from '../errors.ts';
 import type { Exchange, ResponseHeaders } from '../ingress/exchange.ts';
 import type { Backend, Route } from '../routing/route.ts';
 import type { H2Upstream, Slot } from './h2-pool.ts';
+import { NATIVE_BELOW_MS, TICK_MS, deadlineIn, tick, unwatch, watch } from './clock.ts';
 import type { AttemptFailed } from './http1.ts';
 
 const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
+
+// Per-RPC allocations are what GC time is made of here: the stream's
+// listeners are shared functions that find their call through the stream
+// (one property), and timeouts of 2 s and more are deadlines on the coarse
+// clock instead of a native timer (and node's stream timer) per RPC.
+const CALL = Symbol('switchyard.h2call');
+type CallStream = ClientHttp2Stream & { [CALL]: H2Call };
+
+function onStreamResponse(this: CallStream, headers: IncomingHttpHeaders & ResponseHeaders, flags: number): void {
+  this[CALL].response(headers, flags);
+}
+function onStreamTrailers(this: CallStream, trailers: IncomingHttpHeaders): void {
+  this[CALL].trailers = trailers as ResponseHeaders;
+}
+function onStreamData(this: CallStream, chunk: Buffer): void {
+  this[CALL].data(chunk);
+}
+function onStreamEnd(this: CallStream): void {
+  this[CALL].ended();
+}
+function onStreamClose(this: CallStream): void {
+  this[CALL].closed();
+}
+function onWantTrailers(this: CallStream): void {
+  // Empty trailers make node end the stream with an empty DATA frame.
+  this.sendTrailers(this[CALL].requestTrailers());
+}
+function noop(): void {}
+
+/** Calls with a deadline on the coarse clock; finished ones are dropped on the next sweep. */
+const timed: H2Call[] = [];
+const sweeper = {
+  sweep(now: number): void {
+    let kept = 0;
+    for (let i = 0; i < timed.length; i++) {
+      const call = timed[i]!;
+      if (call.deadline === 0) continue;
+      if (now >= call.deadline) call.expired();
+      else timed[kept++] = call;
+    }
+    timed.length = kept;
+    if (kept === 0) unwatch(sweeper);
+  },
+};
 
 /**
  * One request on an h2c backend: headers and body upstream, response headers,
@@ -20,11 +66,15 @@ class H2Call {
   readonly #failed: AttemptFailed;
   readonly #up: H2Upstream;
   #slot: Slot | null = null;
-  #stream: ClientHttp2Stream | undefined;
+  #stream: CallStream | undefined;
+  /** Native timer for timeouts under NATIVE_BELOW_MS. */
   #timer: NodeJS.Timeout | undefined;
+  /** Coarse-clock deadline of the current phase (response, then idle between chunks); 0: none. */
+  deadline = 0;
+  #idleTicks = 0;
   #responded = false;
   #status = 0;
-  #trailers: ResponseHeaders | null = null;
+  trailers: ResponseHeaders | null = null;
   #done = false;
 
   constructor(ex: Exchange, route: Route, backend: Backend, attempt: number, failed: AttemptFailed) {
@@ -44,40 +94,52 @@ class H2Call {
       this.#fail(upstreamError(err));
       return;
     }
-    let stream: ClientHttp2Stream;
+    let stream: CallStream;
     const hasBody = ex.hasBody;
     try {
-      stream = slot.session.request(ex.headersForH2(this.#backend.hostHeader), { endStream: !hasBody, waitForTrailers: hasBody });
+      stream = slot.session.request(ex.headersForH2(this.#backend.hostHeader), { endStream: !hasBody, waitForTrailers: hasBody }) as CallStream;
     } catch (e) {
       // The session went away between acquire and request: nothing was sent.
       this.#fail(new UpstreamError('reset', true, e));
       return;
     }
+    stream[CALL] = this;
     this.#slot = slot;
     this.#stream = stream;
     this.#up.track(slot);
-    stream.on('response', this.#onResponse);
-    stream.on('trailers', this.#onTrailers);
-    stream.on('data', this.#onData);
-    stream.on('end', this.#onEnd);
+    // `on` rather than `once` for the events that come once anyway: no wrapper per call.
+    stream.on('response', onStreamResponse);
+    stream.on('trailers', onStreamTrailers);
+    stream.on('data', onStreamData);
+    stream.on('end', onStreamEnd);
     stream.on('error', noop);
-    stream.once('close', this.#onClose);
+    stream.on('close', onStreamClose);
     ex.signal.listen(this.#cancel);
     if (hasBody) {
-      stream.once('wantTrailers', this.#sendRequestTrailers);
+      stream.on('wantTrailers', onWantTrailers);
       const body = ex.body()!;
       body.on('error', () => { if (!stream.closed) stream.close(NGHTTP2_CANCEL); });
       body.pipe(stream);
     }
-    this.#timer = setTimeout(this.#timeout, this.#route.timeouts.responseMs);
+    const { responseMs, idleMs } = this.#route.timeouts;
+    this.#idleTicks = idleMs >= NATIVE_BELOW_MS ? Math.ceil(idleMs / TICK_MS) + 1 : 0;
+    if (responseMs >= NATIVE_BELOW_MS) this.#setDeadline(deadlineIn(responseMs));
+    else if (responseMs > 0) this.#timer = setTimeout(this.#timeout, responseMs);
   };
 
-  readonly #sendRequestTrailers = (): void => {
-    // Empty trailers make node end the stream with an empty DATA frame.
-    this.#stream!.sendTrailers(this.#ex.requestTrailers() ?? {});
-  };
+  #setDeadline(at: number): void {
+    if (this.deadline === 0) {
+      if (timed.length === 0) watch(sweeper);
+      timed.push(this);
+    }
+    this.deadline = at;
+  }
 
-  readonly #onResponse = (headers: IncomingHttpHeaders & ResponseHeaders, flags: number): void => {
+  requestTrailers(): OutgoingHttpHeaders {
+    return (this.#ex.requestTrailers() ?? {}) as OutgoingHttpHeaders;
+  }
+
+  response(headers: IncomingHttpHeaders & ResponseHeaders, flags: number): void {
     clearTimeout(this.#timer);
     const status = Number(headers[':status']);
     if (status < 200) return;
@@ -87,18 +149,30 @@ class H2Call {
     if (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) {
       // Trailers-Only (how gRPC servers send errors): one HEADERS frame, no body.
       this.#done = true;
+      this.deadline = 0;
       this.#observe(headers);
       this.#ex.respondOnly(status, headers);
       return;
     }
     const idleMs = this.#route.timeouts.idleMs;
-    if (idleMs > 0) this.#stream!.setTimeout(idleMs, this.#idle);
+    if (this.#idleTicks > 0) this.deadline = tick + this.#idleTicks;
+    else {
+      this.deadline = 0;
+      if (idleMs > 0) this.#stream!.setTimeout(idleMs, this.#idle);
+    }
     this.#ex.respond(status, headers, true);
-  };
+  }
 
   /** Passive health: a 5xx or gRPC UNAVAILABLE counts against the backend. */
   #observe(h: ResponseHeaders): void {
     this.#backend.health.observe(this.#route.outlier, this.#status >= 500 || h['grpc-status'] === '14');
+  }
+
+  /** The coarse-clock deadline passed: no response yet, or no data for the idle time. */
+  expired(): void {
+    this.deadline = 0;
+    if (this.#responded) this.#idle();
+    else this.#timeout();
   }
 
   readonly #idle = (): void => {
@@ -107,30 +181,29 @@ class H2Call {
     this.#fail(new UpstreamError('timeout', false, new Error(`no data for ${this.#route.timeouts.idleMs} ms`)));
   };
 
-  readonly #onTrailers = (trailers: IncomingHttpHeaders): void => {
-    this.#trailers = trailers as ResponseHeaders;
-  };
-
-  readonly #onData = (chunk: Buffer): void => {
+  data(chunk: Buffer): void {
+    if (this.deadline !== 0) this.deadline = tick + this.#idleTicks;
     if (!this.#ex.write(chunk)) {
       const stream = this.#stream!;
       stream.pause();
       this.#ex.onceDrain(() => stream.resume());
     }
-  };
+  }
 
-  readonly #onEnd = (): void => {
+  ended(): void {
     if (this.#done) return;
     // Node pushes EOF on every stream close: a reset or a dead session is not a clean end.
     const rst = this.#stream!.rstCode;
     if (rst !== undefined && rst !== NGHTTP2_NO_ERROR) return;
     this.#done = true;
-    this.#observe(this.#trailers ?? {});
-    this.#ex.end(this.#trailers);
-  };
+    this.deadline = 0;
+    this.#observe(this.trailers ?? {});
+    this.#ex.end(this.trailers);
+  }
 
-  readonly #onClose = (): void => {
+  closed(): void {
     clearTimeout(this.#timer);
+    this.deadline = 0;
     this.#ex.signal.unlisten(this.#cancel);
     this.#up.release(this.#slot!);
     if (this.#done || this.#ex.signal.aborted) return;
@@ -145,7 +218,7 @@ class H2Call {
       return;
     }
     this.#fail(streamResetError(code));
-  };
+  }
 
   readonly #timeout = (): void => {
     if (this.#responded) return;
@@ -156,6 +229,7 @@ class H2Call {
 
   readonly #cancel = (): void => {
     clearTimeout(this.#timer);
+    this.deadline = 0;
     this.#stream?.close(NGHTTP2_CANCEL);
   };
 
@@ -163,8 +237,6 @@ class H2Call {
     this.#failed(this.#ex, this.#route, this.#backend, this.#attempt, err, this.#responded);
   }
 }
-
-function noop(): void {}
 
 /** Sends `ex` to an h2c backend. `failed` decides between retry and error. */
 export function forwardH2(ex: Exchange, route: Route, backend: Backend, attempt: number, failed: AttemptFailed): void {

@@ -7,6 +7,7 @@
 import net, { type Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { ResponseHeaders } from '../ingress/exchange.ts';
+import { NATIVE_BELOW_MS, TICK_MS, deadlineIn, tick, unwatch, watch } from './clock.ts';
 import { ParseError, ResponseParser, type ResponseSink } from './http1-parser.ts';
 
 export interface H1PoolOptions {
@@ -53,40 +54,6 @@ export interface SendOptions {
 
 function codeError(message: string, code: string): Error {
   return Object.assign(new Error(message), { code });
-}
-
-// Timeouts of two seconds and more run on one coarse clock for all pools: a
-// native timer per request costs ~10% of throughput (measured with undici's
-// native timers). Shorter ones, where the resolution matters, are native.
-const TICK_MS = 250;
-const NATIVE_BELOW_MS = 2_000;
-let tick = 0;
-let sweeper: NodeJS.Timeout | undefined;
-const pools = new Set<H1Pool>();
-
-function ticksFor(ms: number): number {
-  return Math.ceil(ms / TICK_MS) + 1;
-}
-
-function sweep(): void {
-  tick++;
-  for (const pool of pools) pool.sweep(tick);
-}
-
-function register(pool: H1Pool): void {
-  pools.add(pool);
-  if (sweeper === undefined) {
-    sweeper = setInterval(sweep, TICK_MS);
-    sweeper.unref();
-  }
-}
-
-function unregister(pool: H1Pool): void {
-  pools.delete(pool);
-  if (pools.size === 0 && sweeper !== undefined) {
-    clearInterval(sweeper);
-    sweeper = undefined;
-  }
 }
 
 const CRLF = '\r\n';
@@ -137,7 +104,7 @@ export class H1Connection implements ResponseSink {
     this.idleSince = 0;
     this.#parser.start(opts.head, opts.upgrade);
     this.#idleMs = opts.idleMs;
-    this.#idleTicks = opts.idleMs >= NATIVE_BELOW_MS ? ticksFor(opts.idleMs) : 0;
+    this.#idleTicks = opts.idleMs >= NATIVE_BELOW_MS ? Math.ceil(opts.idleMs / TICK_MS) + 1 : 0;
     this.#responseMs = opts.responseMs;
     const body = opts.body;
     if (body === null) {
@@ -162,7 +129,7 @@ export class H1Connection implements ResponseSink {
    */
   #armResponseTimer(): void {
     const ms = this.#responseMs;
-    if (ms >= NATIVE_BELOW_MS) this.#deadline = tick + ticksFor(ms);
+    if (ms >= NATIVE_BELOW_MS) this.#deadline = deadlineIn(ms);
     else if (ms > 0) this.#timer = setTimeout(this.#nativeTimeout, ms, RESPONSE_TIMEOUT);
   }
 
@@ -387,7 +354,7 @@ export class H1Pool {
   constructor(opts: H1PoolOptions) {
     this.#opts = opts;
     this.#keepAliveTicks = Math.max(1, Math.floor(opts.keepAliveTimeoutMs / TICK_MS) - 1);
-    register(this);
+    watch(this);
   }
 
   /** Open connections (busy and idle) and connects in progress. */
@@ -462,7 +429,7 @@ export class H1Pool {
       conn.abort();
       return;
     }
-    conn.idleSince = tick === 0 ? 1 : tick;
+    conn.idleSince = tick;
     this.#idle.push(conn);
   }
 
@@ -524,13 +491,13 @@ export class H1Pool {
 
   #whenEmpty(): Promise<void> {
     if (this.#all.size === 0 && this.#connecting === 0) {
-      unregister(this);
+      unwatch(this);
       return Promise.resolve();
     }
     return new Promise((resolve) => {
       this.#onEmpty = () => {
         this.#onEmpty = undefined;
-        unregister(this);
+        unwatch(this);
         resolve();
       };
     });
