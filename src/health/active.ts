@@ -1,7 +1,6 @@
 // Active health checks: an HTTP GET, or the gRPC health protocol, every
 // interval, with healthy/unhealthy thresholds.
-import { type Agent, request } from 'undici';
-import * as grpc from '@grpc/grpc-js';
+import { request, type Agent } from 'node:http';
 import type { HealthCheckConfig } from '../config/model.ts';
 import type { BackendHealth } from './backend.ts';
 
@@ -22,24 +21,43 @@ function decodeHealthStatus(b: Buffer): number {
 type Probe = () => Promise<boolean>;
 
 function httpProbe(url: string, cfg: HealthCheckConfig, agent: Agent): Probe {
-  const target = new URL(cfg.path, url).toString();
-  return async () => {
-    const res = await request(target, {
-      dispatcher: agent, headersTimeout: cfg.timeoutMs, bodyTimeout: cfg.timeoutMs,
-      signal: AbortSignal.timeout(cfg.timeoutMs),
+  const target = new URL(cfg.path, url);
+  return () => new Promise((resolve) => {
+    const req = request(target, { agent, timeout: cfg.timeoutMs }, (res) => {
+      const status = res.statusCode ?? 0;
+      res.resume();
+      res.once('end', () => resolve(status >= cfg.expectStatus[0] && status <= cfg.expectStatus[1]));
+      res.once('error', () => resolve(false));
     });
-    await res.body.dump();
-    return res.statusCode >= cfg.expectStatus[0] && res.statusCode <= cfg.expectStatus[1];
-  };
+    // No answer in time (the socket's idle timeout covers connect and response): a failed probe.
+    req.once('timeout', () => req.destroy(new Error('health probe timeout')));
+    req.once('error', () => resolve(false));
+    req.end();
+  });
 }
 
+// @grpc/grpc-js is loaded only when a route has a gRPC health check: an idle
+// router without one does not pay its memory.
+type Grpc = typeof import('@grpc/grpc-js');
+let grpcModule: Promise<Grpc> | undefined;
+
 function grpcProbe(url: string, cfg: HealthCheckConfig): { probe: Probe; close(): void } {
-  const client = new grpc.Client(new URL(url).host, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 });
-  const probe: Probe = () => new Promise((resolve) => {
-    client.makeUnaryRequest('/grpc.health.v1.Health/Check', encodeHealthRequest, decodeHealthStatus, cfg.grpcService,
-      { deadline: Date.now() + cfg.timeoutMs }, (err: grpc.ServiceError | null, status?: number) => resolve(err === null && status === SERVING));
+  let client: InstanceType<Grpc['Client']> | undefined;
+  let closed = false;
+  const ready = (grpcModule ??= import('@grpc/grpc-js')).then((grpc) => {
+    if (!closed) client = new grpc.Client(new URL(url).host, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 });
+    return grpc;
   });
-  return { probe, close: () => client.close() };
+  const probe: Probe = async () => {
+    await ready;
+    const c = client;
+    if (c === undefined) return false;
+    return new Promise((resolve) => {
+      c.makeUnaryRequest('/grpc.health.v1.Health/Check', encodeHealthRequest, decodeHealthStatus, cfg.grpcService,
+        { deadline: Date.now() + cfg.timeoutMs }, (err: Error | null, status?: number) => resolve(err === null && status === SERVING));
+    });
+  };
+  return { probe, close: () => { closed = true; client?.close(); } };
 }
 
 /** Probes one backend every interval and applies the thresholds. */

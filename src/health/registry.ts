@@ -2,7 +2,7 @@
 // passive outlier ejection. State is keyed by backend URL and the route's
 // health settings, and outlives reloads, so a down backend stays down across
 // a config change (Traefik resets it on every reload: traefik#13218).
-import { Agent } from 'undici';
+import { Agent } from 'node:http';
 import type { Logger } from 'pino';
 import type { HealthCheckConfig, RouteConfig } from '../config/model.ts';
 import { ActiveCheck } from './active.ts';
@@ -33,7 +33,8 @@ export class HealthRegistry {
   readonly #byKey = new Map<string, BackendHealth>();
   readonly #checks = new Map<string, ActiveCheck>();
   readonly #log: Logger;
-  readonly #agent = new Agent({ connections: 2, keepAliveTimeout: 4_000 });
+  // Probes reuse their connections; idle ones close before a backend's own keep-alive timeout (node: 5 s).
+  readonly #agent = new Agent({ keepAlive: true, maxSockets: 2, timeout: 4_000 });
 
   constructor(log: Logger) {
     this.#log = log;
@@ -72,6 +73,6 @@ export class HealthRegistry {
     for (const c of this.#checks.values()) c.stop();
     this.#checks.clear();
     for (const h of this.#byKey.values()) h.close();
-    await this.#agent.close();
+    this.#agent.destroy();
   }
 }
