@@ -216,11 +216,18 @@ describe('ConfigMapWatch', () => {
       await until(() => seen.at(-1) === String(i), 10_000, `v=${i}`);
       await new Promise((r) => setTimeout(r, 400));
     }
+    // Large and multi-byte: split over many chunks, characters cut between them.
+    const big = `# ${'é漢🚦'.repeat(40_000)}\n`;
+    await api.admin.patchConfigMapData(ns, 'routes', { v: big });
+    await until(() => seen.length === 7, 10_000, 'the big value');
+    assert.equal(seen[6], big, 'delivered intact');
+    await api.admin.patchConfigMapData(ns, 'routes', { v: '5' });
+    await until(() => seen.at(-1) === '5', 10_000, 'v=5 again');
     await api.admin.request('DELETE', `/api/v1/namespaces/${ns}/configmaps/routes`);
     await until(() => seen.at(-1) === null, 10_000, 'the deletion');
     await api.admin.createConfigMap(ns, { metadata: { name: 'routes' }, data: { v: 'again' } });
     await until(() => seen.at(-1) === 'again', 10_000, 'the re-creation');
-    assert.deepEqual(seen, ['0', '1', '2', '3', '4', '5', null, 'again'], 'every version once, in order');
+    assert.deepEqual(seen.filter((v) => v !== big), ['0', '1', '2', '3', '4', '5', '5', null, 'again'], 'every version once, in order');
     assert.ok(w.stats.watches >= 2, `the watch was re-opened after the server ended it (${w.stats.watches} watches)`);
     assert.equal(w.stats.lists, 1, 'resumed from the resourceVersion, never relisted');
     assert.deepEqual(states, [true], 'never went down');

@@ -20,6 +20,7 @@
 //   kubernetes-client/javascript#3020): only a body timeout a little longer
 //   than the server's own watch timeout, which fires only if the connection
 //   died silently.
+import { StringDecoder } from 'node:string_decoder';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { errorOf, KubeError, type ConfigMap, type KubeClient } from './client.ts';
 
@@ -161,9 +162,11 @@ export class ConfigMapWatch {
     this.#setState({ up: true });
     let events = 0;
     let buf = '';
+    // A multi-byte character may be split between two chunks.
+    const utf8 = new StringDecoder('utf8');
     try {
       for await (const chunk of body) {
-        buf += chunk.toString();
+        buf += utf8.write(chunk);
         let nl: number;
         while ((nl = buf.indexOf('\n')) >= 0) {
           const line = buf.slice(0, nl);
