@@ -1,0 +1,152 @@
+// Writing a change to one route back to where the config lives, for the
+// migration commands. The whole resulting config is validated exactly as
+// `serve` validates it before anything is written: a change the router would
+// reject never reaches the files. Files are replaced atomically (temp file +
+// rename, mode kept) under a lock file, so concurrent edits queue instead of
+// overwriting each other.
+import { randomBytes } from 'node:crypto';
+import { chmod, open, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { loadConfigSources, readConfigSources, type ConfigSource } from '../config.ts';
+import { applyEdits, findRoute, routeNames, type EditOp, type RouteData } from './edit.ts';
+
+/** A change to one route: `plan` turns the route as written into edits (paths relative to the route). */
+export interface RouteChange {
+  readonly route: string;
+  /** Throws ChangeError when the request does not fit the route (an unknown backend, no ramp block, ...). */
+  plan(route: RouteData): readonly EditOp[];
+}
+
+/** A change that cannot be made (no such route, a backend the route lacks, a lock held too long); nothing was written. */
+export class ChangeError extends Error {
+  override readonly name = 'ChangeError';
+}
+
+export interface UpdateResult {
+  /** The file written (or that would have been: `written` is false when the change changed nothing). */
+  readonly file: string;
+  readonly before: RouteData;
+  readonly after: RouteData;
+  readonly written: boolean;
+  /** False when the file had to be re-rendered (comments kept, spacing normalised). */
+  readonly layoutKept: boolean;
+}
+
+/** The files of every source, in order (what `serve --config` would merge). Throws ConfigError when one cannot be read. */
+export async function readSources(sources: readonly string[]): Promise<ConfigSource[]> {
+  return (await Promise.all(sources.map((p) => readConfigSources(p)))).flat();
+}
+
+/** Applies `change` to the route where SOURCES define it. Throws ChangeError or ConfigError. */
+export async function updateRoute(sources: readonly string[], change: RouteChange): Promise<UpdateResult> {
+  return updateFileRoute(sources, change);
+}
+
+/** Applies `change` to the route in `paths` (files or directories, merged like `serve --config` does). Throws ChangeError or ConfigError. */
+export async function updateFileRoute(paths: readonly string[], change: RouteChange, lockWaitMs = 30_000): Promise<UpdateResult> {
+  const locks = [...new Set(await Promise.all(paths.map(lockDirOf)))].sort();
+  const held: string[] = [];
+  try {
+    for (const dir of locks) held.push(await acquireLock(join(dir, LOCK_NAME), lockWaitMs));
+    const sources = await readSources(paths);
+    const edit = editSources(sources, change);
+    if (edit.changed) await writeAtomically(sources[edit.source]!.file, edit.sources[edit.source]!.text);
+    return { file: sources[edit.source]!.file, before: edit.before, after: edit.after, written: edit.changed, layoutKept: edit.layoutKept };
+  } finally {
+    await Promise.all(held.map((lock) => rm(lock, { force: true })));
+  }
+}
+
+export interface SourcesEdit {
+  /** Index of the changed source. */
+  readonly source: number;
+  readonly sources: readonly ConfigSource[];
+  readonly before: RouteData;
+  readonly after: RouteData;
+  readonly changed: boolean;
+  readonly layoutKept: boolean;
+}
+
+/** The change applied to already-read sources and validated as a whole (throws ConfigError); shared by every kind of source. */
+export function editSources(sources: readonly ConfigSource[], change: RouteChange): SourcesEdit {
+  const texts = sources.map((s) => s.text);
+  const found = findRoute(texts, change.route);
+  if (!found) {
+    const known = routeNames(texts);
+    throw new ChangeError(`route "${change.route}" is not defined in ${sources.map((s) => s.file).join(', ') || 'the config'}${known.length ? ` (routes: ${known.join(', ')})` : ''}`);
+  }
+  const ops = change.plan(found.data).map((op) => ({ ...op, path: ['routes', found.index, ...op.path] }));
+  const { text, layoutKept } = applyEdits(texts[found.source]!, ops);
+  const next = sources.map((s, i) => (i === found.source ? { file: s.file, text } : s));
+  // Same validation as `serve`; throws ConfigError with file:line:field.
+  loadConfigSources(next);
+  const after = findRoute([text], change.route)?.data ?? found.data;
+  return { source: found.source, sources: next, before: found.data, after, changed: text !== texts[found.source], layoutKept };
+}
+
+const LOCK_NAME = '.switchyard.lock';
+
+/** The directory whose lock guards PATH: the directory itself, or a file's directory (so a file and its directory share one). */
+async function lockDirOf(path: string): Promise<string> {
+  try {
+    const real = await realpath(path);
+    return (await stat(real)).isDirectory() ? real : dirname(real);
+  } catch {
+    // Unreadable: readConfigSources reports it with the path the user gave.
+    return dirname(path);
+  }
+}
+
+/** Creates LOCK exclusively, waiting while another live process holds it; a lock left by a dead process is taken over. */
+async function acquireLock(lock: string, waitMs: number): Promise<string> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    try {
+      const fh = await open(lock, 'wx');
+      await fh.writeFile(`${process.pid}\n`);
+      await fh.close();
+      return lock;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new ChangeError(`cannot lock ${lock}: ${(err as Error).message}`);
+    }
+    const holder = Number.parseInt(await readFile(lock, 'utf8').catch(() => ''), 10);
+    if (Number.isInteger(holder) && !alive(holder)) {
+      await rm(lock, { force: true });
+      continue;
+    }
+    if (Date.now() > deadline) throw new ChangeError(`${lock} is held by process ${Number.isInteger(holder) ? holder : '?'}; another edit is running (remove the file if it is not)`);
+    await sleep(10 + Math.random() * 40);
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Replaces FILE's contents at once (readers and watchers see the old or the new file, never a partial one), keeping its mode. */
+async function writeAtomically(file: string, text: string): Promise<void> {
+  // Through a symlink the target is replaced, so the link stays.
+  const target = await realpath(file);
+  const { mode } = await stat(target);
+  const tmp = join(dirname(target), `.${basename(target)}.${randomBytes(6).toString('hex')}.tmp`);
+  try {
+    const fh = await open(tmp, 'wx', mode & 0o777);
+    try {
+      await fh.writeFile(text);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await chmod(tmp, mode & 0o7777);
+    await rename(tmp, target);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw new ChangeError(`cannot write ${file}: ${(err as Error).message}`);
+  }
+}
