@@ -29,6 +29,37 @@ export interface Addresses {
   readonly admin: AddressInfo;
 }
 
+/** A listener that could not bind: which one, where, and why, in one line (`serve` prints it as is). */
+export class ListenError extends Error {
+  override readonly name = 'ListenError';
+  readonly listener: 'entrypoint' | 'admin';
+  readonly address: string;
+  readonly code: string | undefined;
+
+  constructor(listener: 'entrypoint' | 'admin', address: string, cause: NodeJS.ErrnoException) {
+    super(`cannot listen on the ${listener} address ${address}: ${LISTEN_REASONS[cause.code ?? ''] ?? cause.message}`, { cause });
+    this.listener = listener;
+    this.address = address;
+    this.code = cause.code;
+  }
+}
+
+const LISTEN_REASONS: Record<string, string> = {
+  EADDRINUSE: 'address already in use',
+  EACCES: 'permission denied (ports below 1024 need privileges)',
+  EADDRNOTAVAIL: 'no such address on this host',
+  ENOTFOUND: 'host name not found',
+};
+
+async function listenAs<T>(listener: 'entrypoint' | 'admin', at: { host: string; port: number }, listen: () => Promise<T>): Promise<T> {
+  try {
+    return await listen();
+  } catch (err) {
+    const address = at.host.includes(':') ? `[${at.host}]:${at.port}` : `${at.host}:${at.port}`;
+    throw new ListenError(listener, address, err as NodeJS.ErrnoException);
+  }
+}
+
 export class Switchyard implements AdminState {
   readonly metrics: Metrics;
   readonly #sources: ConfigSources;
@@ -101,7 +132,14 @@ export class Switchyard implements AdminState {
     }
     sources.applied(loaded.version);
     sy = new Switchyard(sources, loader, loaded, sourcesDigest(files), log);
-    await sy.#listen();
+    try {
+      await sy.#listen();
+    } catch (err) {
+      // One listener may be up already: release everything, so the caller can retry or exit.
+      await sy.#stopFollowing();
+      await sy.#release();
+      throw err;
+    }
     await sources.watch();
     if (missed !== undefined) void sy.reload(missed);
     sy.#logStarted();
@@ -120,8 +158,9 @@ export class Switchyard implements AdminState {
     const table = await this.#build(this.#loaded);
     this.metrics.configReloads.labels('success').inc();
     this.#entrypoint = new Entrypoint(config.entrypoint, table, this.metrics, this.#log.child({ component: 'entrypoint' }));
-    this.#entrypointAddress = await this.#entrypoint.listen();
-    const admin = await startAdmin(config.admin.host, config.admin.port, this.metrics, this, this.#log.child({ component: 'admin' }));
+    const entrypoint = this.#entrypoint;
+    this.#entrypointAddress = await listenAs('entrypoint', config.entrypoint, () => entrypoint.listen());
+    const admin = await listenAs('admin', config.admin, () => startAdmin(config.admin.host, config.admin.port, this.metrics, this, this.#log.child({ component: 'admin' })));
     this.#admin = admin;
     this.#adminAddress = admin.address;
   }
@@ -386,9 +425,7 @@ export class Switchyard implements AdminState {
   async shutdown(): Promise<number> {
     if (this.#draining) return 0;
     this.#draining = true;
-    this.#ramps.close();
-    clearInterval(this.#liveTimer);
-    await this.#sources.close();
+    await this.#stopFollowing();
     const { drainDelayMs, timeoutMs } = this.#loaded.config.shutdown;
     const ep = this.#entrypoint!;
     this.#log.info({ drainDelayMs, timeoutMs, inflight: ep.inflight }, 'shutting down: readiness off, still serving');
@@ -397,12 +434,24 @@ export class Switchyard implements AdminState {
     ep.drain();
     const cut = await ep.whenIdle(timeoutMs);
     if (cut > 0) this.#log.warn({ cut }, 'shutdown timeout: cutting requests still in flight');
-    ep.destroy();
+    await this.#release();
+    this.#log.info({ cut }, 'stopped');
+    return cut;
+  }
+
+  /** No more config changes, ramp steps or live-page updates. */
+  async #stopFollowing(): Promise<void> {
+    this.#ramps.close();
+    clearInterval(this.#liveTimer);
+    await this.#sources.close();
+  }
+
+  /** Cuts connections and frees the listeners, pools, checks and the loader's thread. */
+  async #release(): Promise<void> {
+    this.#entrypoint?.destroy();
     await this.#upstreams.closeAll();
     await this.#health.close();
     await this.#admin?.close();
     await this.#loader.close();
-    this.#log.info({ cut }, 'stopped');
-    return cut;
   }
 }

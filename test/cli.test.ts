@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync, chmodSyn
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLI, run, runCli, startRouter, type Router } from './helpers.ts';
+import { CLI, closedPort, run, runCli, startRouter, type Router } from './helpers.ts';
 
 function tmp(): string {
   return mkdtempSync(join(tmpdir(), 'switchyard-cli-'));
@@ -91,7 +91,7 @@ describe('usage errors: one line on stderr, exit 2', () => {
     }
     const top = await runCli(['--help']);
     assert.equal(top.code, 0);
-    assert.match(top.stdout, /switchyard weights ROUTE/);
+    assert.match(top.stdout, /\n  weights ROUTE BACKEND=W \.\.\. --config SOURCE\n/);
   });
 
   test('--version prints the package version', async () => {
@@ -128,7 +128,7 @@ describe('listeners', () => {
     const same = configFile('entrypoint: { address: "127.0.0.1:8080" }\nadmin: { address: "127.0.0.1:8080" }\nroutes: []\n');
     let r = await runCli(['validate', same]);
     assert.equal(r.code, 1);
-    assert.equal(r.stderr, `${same}:2:18: admin.address: "127.0.0.1:8080" is also the entrypoint's address (${same}:1:23); every listener needs its own port\n`);
+    assert.equal(r.stderr, `${same}:2:19: admin.address: "127.0.0.1:8080" is also the entrypoint's address (${same}:1:24); every listener needs its own port\n`);
     const wildcard = configFile('entrypoint: { address: "0.0.0.0:8080" }\nadmin: { address: "127.0.0.1:8080" }\nroutes: []\n');
     r = await runCli(['validate', wildcard]);
     assert.equal(r.code, 1);
@@ -213,7 +213,7 @@ routes:
     assert.equal(r.stdout, '');
     assert.equal(r.stderr, [
       'ConfigMap/sy-switchyard/routes.yaml:4:32: routes[0].hosts[1]: is listed twice (same as routes[0].hosts[0])',
-      'ConfigMap/sy-switchyard/routes.yaml:7:31: routes[0].backends[1].url: must be http://host[:port] with no path, query or credentials',
+      'ConfigMap/sy-switchyard/routes.yaml:7:22: routes[0].backends[1].url: "new.svc:80" must be http://host[:port] with no path, query or credentials',
       '',
     ].join('\n'));
   });
@@ -258,7 +258,7 @@ describe('weights on files', () => {
     let r = await runCli(['weights', 'billing', 'old=2000000', '--config', file]);
     assert.equal(r.code, 1);
     assert.equal(r.stdout, '');
-    assert.equal(r.stderr, `${file}:15:17: routes[0].backends[0].weight: must be <= 1000000\nswitchyard weights: nothing written: the change would make the config invalid\n`);
+    assert.equal(r.stderr, `${file}:16:17: routes[0].backends[0].weight: must be <= 1000000\nswitchyard weights: nothing written: the resulting config would be invalid\n`);
     r = await runCli(['weights', 'billing', 'newer=5', '--config', file]);
     assertOneLine(r, /^switchyard weights: route "billing" has no backend "newer" \(backends: old, new\)$/m);
     assert.equal(r.code, 1);
@@ -324,9 +324,10 @@ describe('status', () => {
   });
 
   test('an unreachable replica: not converged, exit 1', async () => {
-    const r = await runCli(['status', '--config', router.path, '--admin', router.adminUrl, '--admin', 'http://127.0.0.1:1']);
+    const port = await closedPort();
+    const r = await runCli(['status', '--config', router.path, '--admin', router.adminUrl, '--admin', `http://127.0.0.1:${port}`]);
     assert.equal(r.code, 1);
-    assert.match(r.stdout, /\nhttp:\/\/127\.0\.0\.1:1 +- +unreachable: ECONNREFUSED\n/);
+    assert.match(r.stdout, new RegExp(`\\nhttp://127\\.0\\.0\\.1:${port} +- +unreachable: ECONNREFUSED\\n`));
     assert.match(r.stdout, /\nnot converged: 1 of 2 replicas run version /);
   });
 });

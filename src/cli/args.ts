@@ -2,6 +2,7 @@
 // mode, with its errors turned into one line that names the flag, and
 // `--help` answered by every subcommand.
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
+import { checkSourceSpecs } from '../config/sources.ts';
 
 /** Wrong usage (unknown or incomplete flag, missing argument): one line on stderr, exit 2. */
 export class UsageError extends Error {
@@ -19,14 +20,17 @@ const HELP_OPTION = { help: { type: 'boolean', short: 'h' } } as const;
  * Parses ARGS against OPTIONS; undefined after printing HELP when `--help` is
  * among them (the caller exits 0). Throws UsageError for anything parseArgs refuses.
  */
-export function parse<V>(args: readonly string[], options: ParseArgsOptionsConfig, help: string, positionals = true): Parsed<V> | undefined {
+export function parse<V>(args: readonly string[], options: ParseArgsOptionsConfig, help: string, how: { positionals?: boolean; allowNegative?: boolean } = {}): Parsed<V> | undefined {
   // --help wins over every other mistake on the line, as users expect.
   if (args.includes('--help') || args.includes('-h')) {
     process.stdout.write(help);
     return undefined;
   }
   try {
-    const { values, positionals: rest } = parseArgs({ args: [...args], options: { ...options, ...HELP_OPTION }, allowPositionals: positionals, strict: true });
+    const { values, positionals: rest } = parseArgs({
+      args: [...args], options: { ...options, ...HELP_OPTION }, strict: true,
+      allowPositionals: how.positionals ?? true, allowNegative: how.allowNegative ?? false,
+    });
     return { values: values as V, positionals: rest };
   } catch (err) {
     throw new UsageError(parseArgsMessage(err as Error & { code?: string }));
@@ -59,5 +63,10 @@ export function configSources(given: readonly string[] | undefined): string[] {
   const env = process.env['SWITCHYARD_CONFIG'];
   const sources = given?.length ? [...given] : env ? [env] : [];
   if (sources.length === 0) throw new UsageError('--config SOURCE is required (a file, a directory or kubernetes://NAMESPACE/CONFIGMAP; or set SWITCHYARD_CONFIG)');
+  try {
+    checkSourceSpecs(sources);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
   return sources;
 }

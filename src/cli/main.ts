@@ -1,85 +1,87 @@
 #!/usr/bin/env node
-// switchyard serve --config PATH | switchyard validate PATH
-import { parseArgs } from 'node:util';
+// switchyard COMMAND ...: picks the subcommand, answers --help and --version,
+// and is the one place where errors become output and exit codes: usage
+// errors one line and exit 2, config errors file:line:field and exit 1,
+// anything else one line and exit 1 — never a stack trace.
+import pkg from '../../package.json' with { type: 'json' };
 import { ConfigError, formatIssue } from '../config/model.ts';
-import { createLogger } from '../observe/log.ts';
-import { demo } from './demo.ts';
-import { Switchyard } from '../server.ts';
-import { DEFAULT_WATCH } from '../config/watch.ts';
-import { checkSourceSpecs } from '../config/sources.ts';
+import { UsageError } from './args.ts';
 
-const USAGE = `usage:
-  switchyard serve --config SOURCE   run the router; SOURCE: a YAML file, a directory, or
-                                     kubernetes://NAMESPACE/CONFIGMAP (its *.yaml keys, read and
-                                     watched through the API); repeat --config to merge sources
-                                     like the files of one directory (or SWITCHYARD_CONFIG)
-                   [--no-watch]      reload on SIGHUP only, not on changes
-  switchyard validate PATH           check a config; exit 0 if valid, else print every error and exit 1
-  switchyard demo [--config PATH]    the quick start: demo backends for the config's loopback URLs, then serve
+interface Command {
+  readonly HELP: string;
+  /** The exit code, or undefined while the command keeps running (serve). */
+  run(args: readonly string[]): Promise<number | undefined>;
+}
+
+// Imported on use: `serve` must not load the YAML parsers and the schema that
+// the other commands need (it validates on a worker thread).
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  serve: () => import('./serve.ts'),
+  demo: async () => {
+    const [{ demo, HELP }, serve] = await Promise.all([import('./demo.ts'), import('./serve.ts')]);
+    return { HELP, run: async (args) => serve.run(await demo(args)) };
+  },
+  validate: () => import('./validate.ts'),
+  routes: () => import('./routes.ts'),
+  weights: () => import('./weights.ts'),
+  status: () => import('./status.ts'),
+  ramp: () => import('./ramp.ts'),
+};
+
+/** Commands that write the config: a refused change says that nothing was written. */
+const WRITERS = new Set(['weights', 'ramp']);
+
+const USAGE = `usage: switchyard COMMAND [options]     (switchyard COMMAND --help for each)
+
+  serve --config SOURCE                      run the router
+  demo [--config PATH]                       the quick start: demo backends, then serve
+  validate SOURCE ... | -                    check a config (- : stdin, e.g. helm template output)
+  routes --config SOURCE                     list routes, hosts, backends and weights
+  weights ROUTE BACKEND=W ... --config SOURCE
+  weights ROUTE --shift BACKEND=+N --config SOURCE
+                                             set a route's weights where the config lives
+  status [ROUTE] --config SOURCE [--admin URL ...]
+                                             the config vs what each replica runs
+  ramp start|pause|resume|abort ROUTE --config SOURCE
+                                             drive a route's declared ramp
+
+SOURCE: a YAML file, a directory of them, or kubernetes://NAMESPACE/CONFIGMAP.
+  -h, --help      this help
+  -v, --version   the version
 `;
 
-async function serve(args: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args,
-    allowNegative: true,
-    options: { config: { type: 'string', short: 'c', multiple: true }, watch: { type: 'boolean', default: true } },
-  });
-  const env = process.env['SWITCHYARD_CONFIG'];
-  const sources = values.config ?? (env === undefined ? [] : [env]);
-  try {
-    checkSourceSpecs(sources);
-  } catch (err) {
-    process.stderr.write(`switchyard serve: ${(err as Error).message} (--config SOURCE; see --help)\n`);
-    process.exit(2);
+async function main(argv: readonly string[]): Promise<number | undefined> {
+  const [name, ...args] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(USAGE);
+    return 0;
   }
-  const log = createLogger();
-  let sy: Switchyard;
+  if (name === '--version' || name === '-v') {
+    process.stdout.write(`switchyard ${pkg.version}\n`);
+    return 0;
+  }
+  const load = COMMANDS[name];
+  if (load === undefined) {
+    process.stderr.write(`switchyard: unknown command "${name}" (commands: ${Object.keys(COMMANDS).join(', ')}; see switchyard --help)\n`);
+    return 2;
+  }
   try {
-    sy = await Switchyard.start(sources, log, values.watch ? DEFAULT_WATCH : false);
+    return await (await load()).run(args);
   } catch (err) {
-    if (err instanceof ConfigError) {
-      log.fatal({ issues: err.issues }, 'invalid config');
-      process.stderr.write(`${err.message}\n`);
-    } else {
-      log.fatal({ err }, 'failed to start');
+    if (err instanceof UsageError) {
+      process.stderr.write(`switchyard ${name}: ${err.message} (see switchyard ${name} --help)\n`);
+      return 2;
     }
-    process.exit(1);
-  }
-  process.on('SIGHUP', () => { void sy.reload('SIGHUP'); });
-  const stop = (signal: string): void => {
-    log.info({ signal }, 'signal received');
-    sy.shutdown().then(() => process.exit(0), (err: unknown) => {
-      log.error({ err }, 'shutdown failed');
-      process.exit(1);
-    });
-  };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
-}
-
-async function validate(args: string[]): Promise<void> {
-  const path = args[0];
-  if (path === undefined) {
-    process.stderr.write(USAGE);
-    process.exit(2);
-  }
-  try {
-    // Imported here: `serve` validates on a worker thread and never loads the YAML parsers or the schema.
-    const { loadConfig } = await import('../config/load.ts');
-    const loaded = await loadConfig(path);
-    process.stdout.write(`${path}: valid (version ${loaded.version}, ${loaded.config.routes.length} routes, files: ${loaded.files.join(', ')})\n`);
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    for (const issue of err.issues) process.stderr.write(`${formatIssue(issue)}\n`);
-    process.exit(1);
+    if (err instanceof ConfigError) {
+      for (const issue of err.issues) process.stderr.write(`${formatIssue(issue)}\n`);
+      if (WRITERS.has(name)) process.stderr.write(`switchyard ${name}: nothing written: the resulting config would be invalid\n`);
+      return 1;
+    }
+    process.stderr.write(`switchyard ${name}: ${err instanceof Error ? err.message : String(err)}\n`);
+    return 1;
   }
 }
 
-const [command, ...rest] = process.argv.slice(2);
-if (command === 'serve') await serve(rest);
-else if (command === 'demo') await serve(await demo(rest));
-else if (command === 'validate') await validate(rest);
-else {
-  process.stderr.write(USAGE);
-  process.exit(command === undefined || command === '--help' || command === '-h' ? 0 : 2);
-}
+const code = await main(process.argv.slice(2));
+// A finished command exits now rather than when idle keep-alive sockets time out.
+if (code !== undefined) process.exit(code);

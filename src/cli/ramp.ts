@@ -1,7 +1,7 @@
 // switchyard ramp start|pause|resume|abort ROUTE: writes the timestamps of a
 // route's declared `ramp` block (docs/ramps.md, "What the CLI writes"); the
 // router derives the weights in force from them and the clock.
-import { parseDuration } from '../config.ts';
+import { parseDuration } from '../config/parse.ts';
 import type { EditOp, RouteData } from '../config/edit.ts';
 import { ChangeError, updateRoute } from '../config/update.ts';
 import { configSources, parse, UsageError } from './args.ts';
@@ -30,7 +30,7 @@ not in a state the action applies to, invalid result), 2 usage error.
 const ACTIONS = ['start', 'pause', 'resume', 'abort'] as const;
 type Action = (typeof ACTIONS)[number];
 
-export async function ramp(args: readonly string[]): Promise<number> {
+export async function run(args: readonly string[]): Promise<number> {
   const parsed = parse<{ config?: string[]; reason?: string }>(args, {
     config: { type: 'string', short: 'c', multiple: true },
     reason: { type: 'string' },

@@ -1,5 +1,6 @@
 // switchyard routes: what the config routes where, and by which weights.
-import { loadConfigSources, type EffectiveConfig } from '../config.ts';
+import { loadConfigSources } from '../config/load.ts';
+import type { EffectiveConfig } from '../config/model.ts';
 import { readSources } from '../config/update.ts';
 import { configSources, parse } from './args.ts';
 import { table } from './table.ts';
@@ -16,8 +17,8 @@ validated first (as serve does); an invalid one prints its errors, exit 1.
   -h, --help           this help
 `;
 
-export async function routes(args: readonly string[]): Promise<number> {
-  const parsed = parse<{ config?: string[] }>(args, { config: { type: 'string', short: 'c', multiple: true } }, HELP, false);
+export async function run(args: readonly string[]): Promise<number> {
+  const parsed = parse<{ config?: string[] }>(args, { config: { type: 'string', short: 'c', multiple: true } }, HELP, { positionals: false });
   if (!parsed) return 0;
   const loaded = loadConfigSources(await readSources(configSources(parsed.values.config)));
   const effective = loaded.effective as EffectiveConfig;

@@ -2,7 +2,10 @@
 // runs (each one's admin /api/config), and whether all have converged; above
 // them the fleet board, one migration stage per route.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { loadConfigSources, parseDuration, type EffectiveConfig } from '../config.ts';
+import { request } from 'undici';
+import { loadConfigSources } from '../config/load.ts';
+import type { EffectiveConfig } from '../config/model.ts';
+import { parseDuration } from '../config/parse.ts';
 import { readSources } from '../config/update.ts';
 import { configSources, parse, UsageError } from './args.ts';
 import { table } from './table.ts';
@@ -60,7 +63,7 @@ export interface Status {
   readonly converged: boolean;
 }
 
-export async function status(args: readonly string[]): Promise<number> {
+export async function run(args: readonly string[]): Promise<number> {
   const parsed = parse<Values>(args, {
     config: { type: 'string', short: 'c', multiple: true },
     admin: { type: 'string', multiple: true },
@@ -132,12 +135,16 @@ function localAdmin(address: string): string {
 async function replica(name: string, url: string, version: string, routes: readonly Route[]): Promise<ReplicaStatus> {
   let body: { version?: string; config?: { routes?: Route[] }; lastError?: { message?: string } | null };
   try {
-    const res = await fetch(`${url}/api/config`, { signal: AbortSignal.timeout(5_000) });
-    if (!res.ok) throw new Error(`HTTP ${res.status}`);
-    body = await res.json() as typeof body;
+    // undici's request, not fetch(): fetch refuses some ports (the WHATWG "bad ports").
+    const res = await request(`${url}/api/config`, { headersTimeout: 5_000, bodyTimeout: 5_000 });
+    if (res.statusCode !== 200) {
+      await res.body.dump();
+      throw new Error(`HTTP ${res.statusCode}`);
+    }
+    body = await res.body.json() as typeof body;
   } catch (err) {
-    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-    return { name, version: null, weights: {}, lastError: null, error: cause?.code ?? cause?.message ?? (err as Error).message, converged: false };
+    const { code, message } = err as NodeJS.ErrnoException;
+    return { name, version: null, weights: {}, lastError: null, error: code ?? message, converged: false };
   }
   const running = new Map((body.config?.routes ?? []).map((r) => [r.name, r]));
   const weights: Record<string, string> = {};

@@ -24,7 +24,7 @@ Exit status: 0 written (or nothing to change), 1 refused (invalid result, no
 such route or backend, write failed), 2 usage error.
 `;
 
-export async function weights(args: readonly string[]): Promise<number> {
+export async function run(args: readonly string[]): Promise<number> {
   const parsed = parse<{ config?: string[]; shift?: string }>(args, {
     config: { type: 'string', short: 'c', multiple: true },
     shift: { type: 'string' },

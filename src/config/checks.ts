@@ -1,5 +1,6 @@
 // Semantic checks: what a JSON Schema cannot say (names unique across files,
 // host + prefix routed once, durations in order, values the parsers reject).
+import { isIP } from 'node:net';
 import { DEFAULTS } from './defaults.ts';
 import type { ConfigIssue } from './model.ts';
 import { HOST_LABEL, normalizeBackendUrl, parseAddress, parseCidr, parseDuration, parsePercent, parseTimestamp } from './parse.ts';
@@ -34,14 +35,59 @@ export function pickSections(sources: readonly Source[], issues: ConfigIssue[]):
 }
 
 export function checkAddresses(sections: Sections, issues: ConfigIssue[]): void {
+  const listeners: Listener[] = [];
   for (const name of ['entrypoint', 'admin'] as const) {
     const src = sections[name];
-    const address = src?.data[name]?.address;
+    const written = src?.data[name]?.address;
     const pointer = `/${name}/address`;
-    if (src && address !== undefined && usable(src, pointer)) {
-      tryParse(src, pointer, issues, () => parseAddress(address));
+    if (src && written !== undefined && !usable(src, pointer)) continue;
+    const address = written ?? DEFAULTS[name].address;
+    try {
+      listeners.push({ name, address, ...parseAddress(address), src: written === undefined ? undefined : src });
+    } catch (err) {
+      issues.push(issueAt(src!, pointer, (err as Error).message));
     }
   }
+  checkListenersApart(listeners, issues);
+}
+
+interface Listener {
+  readonly name: 'entrypoint' | 'admin';
+  readonly address: string;
+  readonly host: string;
+  readonly port: number;
+  /** The file that sets the address; undefined when it is the default. */
+  readonly src: Source | undefined;
+}
+
+/**
+ * Two listeners that would collide at start-up (the second bind fails with
+ * EADDRINUSE): one port, and hosts that may overlap. The issue goes on the
+ * later listener that is written out.
+ */
+function checkListenersApart(listeners: readonly Listener[], issues: ConfigIssue[]): void {
+  for (const [i, later] of listeners.entries()) {
+    for (const earlier of listeners.slice(0, i)) {
+      if (later.port === 0 || later.port !== earlier.port || !hostsOverlap(later.host, earlier.host)) continue;
+      const [blamed, other] = later.src ? [later, earlier] : [earlier, later];
+      if (!blamed.src) continue;
+      const otherAt = other.src ? ` (${where(other.src, `/${other.name}/address`)})` : ' (the default)';
+      const clash = blamed.address === other.address
+        ? `is also the ${other.name}'s address${otherAt}`
+        : `shares port ${blamed.port} with the ${other.name}'s address "${other.address}"${otherAt}`;
+      issues.push(issueAt(blamed.src, `/${blamed.name}/address`, `"${blamed.address}" ${clash}; every listener needs its own port`));
+    }
+  }
+}
+
+/** Whether binding both hosts on one port could conflict: the same host, a wildcard covering the other, or a name that may resolve to it. */
+function hostsOverlap(a: string, b: string): boolean {
+  if (a.toLowerCase() === b.toLowerCase()) return true;
+  const [fa, fb] = [isIP(a), isIP(b)];
+  if (fa === 0 || fb === 0 || a === '::' || b === '::') return true;
+  if (a === '0.0.0.0') return fb === 4;
+  if (b === '0.0.0.0') return fa === 4;
+  return false;
 }
 
 export function checkEntrypoint(sections: Sections, issues: ConfigIssue[]): void {

@@ -8,7 +8,9 @@ import { randomBytes } from 'node:crypto';
 import { chmod, open, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { loadConfigSources, readConfigSources, type ConfigSource } from '../config.ts';
+import { loadConfigSources } from './load.ts';
+import type { ConfigSource } from './model.ts';
+import { readConfigSources } from './read.ts';
 import { applyEdits, findRoute, routeNames, type EditOp, type RouteData } from './edit.ts';
 
 /** A change to one route: `plan` turns the route as written into edits (paths relative to the route). */

@@ -1,0 +1,53 @@
+// switchyard serve --config SOURCE: runs the router until SIGTERM/SIGINT.
+import { DEFAULT_WATCH } from '../config/watch.ts';
+import { ConfigError } from '../config/model.ts';
+import { createLogger } from '../observe/log.ts';
+import { ListenError, Switchyard } from '../server.ts';
+import { configSources, parse } from './args.ts';
+
+export const HELP = `usage: switchyard serve --config SOURCE ... [--no-watch]
+
+Runs the router: the entrypoint (HTTP/1.1 and h2c on one port) and the admin
+port, as the config says. Logs are JSON lines on stdout.
+
+  -c, --config SOURCE  a YAML file, a directory whose *.yaml/*.yml files merge
+                       (a mounted ConfigMap), or kubernetes://NAMESPACE/CONFIGMAP
+                       (its *.yaml keys, read and watched through the API);
+                       repeat to merge sources like the files of one
+                       directory; default $SWITCHYARD_CONFIG
+  --no-watch           reload on SIGHUP only, not on changes
+  -h, --help           this help
+
+SIGHUP reloads the config; SIGTERM/SIGINT drain and exit 0.
+Exit status: 1 invalid config or a listener that cannot bind, 2 usage error.
+`;
+
+export async function run(args: readonly string[]): Promise<number | undefined> {
+  const parsed = parse<{ config?: string[]; watch?: boolean }>(args, {
+    config: { type: 'string', short: 'c', multiple: true },
+    watch: { type: 'boolean' },
+  }, HELP, { positionals: false, allowNegative: true });
+  if (!parsed) return 0;
+  const sources = configSources(parsed.values.config);
+  const log = createLogger();
+  let sy: Switchyard;
+  try {
+    sy = await Switchyard.start(sources, log, parsed.values.watch === false ? false : DEFAULT_WATCH);
+  } catch (err) {
+    if (err instanceof ConfigError) log.fatal({ issues: err.issues }, 'invalid config');
+    else if (err instanceof ListenError) log.fatal({ listener: err.listener, address: err.address, code: err.code }, 'cannot listen');
+    throw err;
+  }
+  process.on('SIGHUP', () => { void sy.reload('SIGHUP'); });
+  const stop = (signal: string): void => {
+    log.info({ signal }, 'signal received');
+    sy.shutdown().then(() => process.exit(0), (err: unknown) => {
+      log.error({ err }, 'shutdown failed');
+      process.exit(1);
+    });
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+  // Running: the exit code comes from the signal handlers.
+  return undefined;
+}
