@@ -4,11 +4,18 @@
 // commands (weights, routes, status, ramp) editing files in place.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync, chmodSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { updateRoute } from '../src/config/update.ts';
+import { DEFAULT_WATCH } from '../src/config/watch.ts';
+import { loadCredentials } from '../src/kube/credentials.ts';
+import { createLogger } from '../src/observe/log.ts';
+import { Switchyard } from '../src/server.ts';
 import { CLI, closedPort, run, runCli, startRouter, type Router } from './helpers.ts';
+import { createNamespace, startApiServer, type ApiServer } from './kube-apiserver.ts';
 
 function tmp(): string {
   return mkdtempSync(join(tmpdir(), 'switchyard-cli-'));
@@ -341,3 +348,113 @@ describe('ramp', () => {
     assert.equal(readFileSync(file, 'utf8'), CONFIG);
   });
 });
+
+describe('against a real kube-apiserver (kubernetes://NAMESPACE/CONFIGMAP)', () => {
+  let api: ApiServer;
+  let namespace: string;
+  let listeners: string;
+  const ROUTES = CONFIG.slice(CONFIG.indexOf('routes:'));
+  const env = (): Record<string, string> => ({ KUBECONFIG: api.adminKubeconfig });
+
+  before(async () => {
+    api = await startApiServer();
+    namespace = await createNamespace(api.admin, 'cli');
+    await api.admin.createConfigMap(namespace, { metadata: { name: 'routes' }, data: { 'routes.yaml': ROUTES, 'notes.txt': 'not config' } });
+    listeners = configFile('# listeners stay in a file\nentrypoint: { address: "127.0.0.1:0" }\nadmin: { address: "127.0.0.1:0" }\n');
+  });
+  after(() => api?.stop());
+
+  async function routesYaml(): Promise<{ text: string; rv: string }> {
+    const cm = await api.admin.getConfigMap(namespace, 'routes');
+    return { text: cm.data!['routes.yaml']!, rv: cm.metadata.resourceVersion! };
+  }
+
+  test('weights patches the key in place: comments kept, an invalid edit refused before writing', async () => {
+    const source = `kubernetes://${namespace}/routes`;
+    let r = await runCliEnv(['weights', 'billing', 'old=75', 'new=25', '--config', listeners, '--config', source], env());
+    assert.equal(r.stderr, '');
+    assert.equal(r.stdout, `billing: old 90→75, new 10→25 (${source}/routes.yaml)\n`);
+    const edited = await routesYaml();
+    assert.equal(edited.text, ROUTES
+      .replace('weight: 90       # the old cluster', 'weight: 75       # the old cluster')
+      .replace('"http://127.0.0.1:9002", weight: 10 }', '"http://127.0.0.1:9002", weight: 25 }'));
+
+    r = await runCliEnv(['weights', 'billing', 'new=2000000', '--config', listeners, '--config', source], env());
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`^${source}/routes.yaml:\\d+:\\d+: routes\\[0\\]\\.backends\\[1\\]\\.weight: must be <= 1000000\\n`));
+    assert.deepEqual(await routesYaml(), edited);
+
+    r = await runCliEnv(['routes', '--config', listeners, '--config', source], env());
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /\nbilling .* old +75 +75% /);
+    r = await runCliEnv(['validate', listeners, source], env());
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`files: ${listeners}, ${source}/routes.yaml\\)`));
+  });
+
+  test('concurrent writers all land: a 409 Conflict is read again and the change made again', async () => {
+    const source = `kubernetes://${namespace}/routes`;
+    const before = await routesYaml();
+    const start = Number(/url: http:\/\/127\.0\.0\.1:9102\n {8}weight: (\d+)/.exec(before.text)![1]);
+    // In one process, the ConfigMap alone (a file source would be locked for the whole edit, which
+    // queues the writers): every read goes out before any patch, so patches meet a newer resourceVersion.
+    process.env['KUBECONFIG'] = api.adminKubeconfig;
+    const n = 6;
+    const results = await Promise.all(Array.from({ length: n }, () => updateRoute([source], {
+      route: 'ledger',
+      plan: (route) => [{ op: 'set', path: ['backends', 1, 'weight'], value: route.backends![1]!.weight + 1 }],
+    })));
+    delete process.env['KUBECONFIG'];
+    assert.ok(results.reduce((sum, r) => sum + r.attempts - 1, 0) > 0, 'some writer met a conflict');
+    // And as processes.
+    const cli = await Promise.all(Array.from({ length: 3 }, () => runCliEnv(['weights', 'ledger', '--shift', 'new=+1', '--config', listeners, '--config', source], env())));
+    for (const r of cli) assert.equal(r.code, 0, r.stderr);
+    const after = await routesYaml();
+    assert.match(after.text, new RegExp(`url: http://127\\.0\\.0\\.1:9102\\n {8}weight: ${start + n + 3}\\n`));
+    assert.ok(after.text.includes('  # First canary step.\n'), 'comments kept');
+  });
+
+  test('status reaches replicas by --admin, or lists the pods by label and asks through the pod proxy', async () => {
+    const source = `kubernetes://${namespace}/routes`;
+    const sy = await Switchyard.start([listeners, source], createLogger('silent'), DEFAULT_WATCH, {
+      kubernetes: { credentials: await loadCredentials({ kubeconfig: api.adminKubeconfig }) },
+    });
+    try {
+      const admin = `http://127.0.0.1:${sy.addresses.admin.port}`;
+      let r = await runCliEnv(['weights', 'billing', 'old=60', 'new=40', '--config', listeners, '--config', source], env());
+      assert.equal(r.code, 0, r.stderr);
+      r = await runCliEnv(['status', '--config', listeners, '--config', source, '--admin', admin, '--wait', '20s'], env());
+      assert.equal(r.code, 0, r.stdout);
+      assert.match(r.stdout, /\nbilling +ramping 40% +old=60 new=40 +same\n/);
+      assert.match(r.stdout, /\nconverged: all 1 replicas run version [0-9a-f]{12}\n$/);
+
+      // Pods are stored but never run here (no kubelet): the proxy has nowhere to go, and status says so.
+      await api.admin.request('POST', `/api/v1/namespaces/${namespace}/serviceaccounts`, { body: { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'default' } } });
+      await api.admin.request('POST', `/api/v1/namespaces/${namespace}/pods`, { body: {
+        apiVersion: 'v1', kind: 'Pod',
+        metadata: { name: 'sy-0', labels: { 'app.kubernetes.io/name': 'switchyard' } },
+        spec: { automountServiceAccountToken: false, containers: [{ name: 'switchyard', image: 'switchyard:test' }] },
+      } });
+      r = await runCliEnv(['status', '--config', listeners, '--config', source], env());
+      assert.equal(r.code, 1);
+      assert.match(r.stdout, /\npod\/sy-0 +- +unreachable: HTTP \d{3}\n/);
+      r = await runCliEnv(['status', '--config', listeners, '--config', source, '--selector', 'app=none'], env());
+      assert.equal(r.code, 1);
+      assert.equal(r.stderr, `switchyard status: no pods match app=none in namespace ${namespace} (--selector, --namespace)\n`);
+    } finally {
+      await sy.shutdown();
+    }
+  });
+});
+
+function runCliEnv(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => { stdout += c.toString(); });
+    child.stderr.on('data', (c: Buffer) => { stderr += c.toString(); });
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}

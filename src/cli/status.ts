@@ -6,7 +6,8 @@ import { request } from 'undici';
 import { loadConfigSources } from '../config/load.ts';
 import type { EffectiveConfig } from '../config/model.ts';
 import { parseDuration } from '../config/parse.ts';
-import { readSources } from '../config/update.ts';
+import { parseKubernetesSource } from '../config/kubernetes.ts';
+import { SourceAccess } from '../config/update.ts';
 import { configSources, parse, UsageError } from './args.ts';
 import { table } from './table.ts';
 
@@ -20,7 +21,13 @@ config version and weights each replica actually runs (read from its admin
                        kubernetes://NAMESPACE/CONFIGMAP; repeatable; default
                        $SWITCHYARD_CONFIG
   --admin URL          a replica's admin address (http://host:port);
-                       repeatable. Default: the config's admin address
+                       repeatable. Default: with a kubernetes:// source, every
+                       pod matching --selector, reached through the API
+                       server's pod proxy; else the config's admin address
+  --selector LABELS    pods of the replicas (default
+                       app.kubernetes.io/name=switchyard), in the ConfigMap's
+                       namespace (or --namespace)
+  --namespace NS       where the pods are
   --wait DURATION      poll until converged or DURATION passed (e.g. 30s)
   --json               the same as JSON
   -h, --help           this help
@@ -32,6 +39,8 @@ behind, rejecting the config, or unreachable) or an invalid config, 2 usage.
 interface Values {
   config?: string[];
   admin?: string[];
+  selector?: string;
+  namespace?: string;
   wait?: string;
   json?: boolean;
 }
@@ -40,15 +49,32 @@ interface Backend { readonly name: string; readonly weight: number }
 interface Route {
   readonly name: string;
   readonly backends: readonly Backend[];
-  readonly ramp?: { readonly from?: string; readonly halted?: unknown };
+  readonly ramp?: { readonly from?: string; readonly to?: string; readonly halted?: unknown };
   readonly mirror?: { readonly to?: string; readonly percent?: number };
+}
+
+/** What a replica's /api/config says of a route's ramp (the fields used here). */
+interface RampState {
+  readonly from: string;
+  readonly to: string;
+  readonly state: string;
+  readonly percent: number;
+  readonly mirror: boolean;
+}
+
+/** What /api/config answers (the fields used here). */
+interface ApiConfig {
+  readonly version?: string;
+  readonly lastError?: { readonly message?: string } | null;
+  /** Per route: the weights in force and the ramp's state. */
+  readonly routes?: readonly { readonly name: string; readonly backends: readonly Backend[]; readonly ramp?: RampState | null }[];
 }
 
 /** What one replica answered. */
 export interface ReplicaStatus {
   readonly name: string;
   readonly version: string | null;
-  /** Route name → the weights it runs, "old=90 new=10". */
+  /** Route name → the weights in force there, "old=90 new=10". */
   readonly weights: Readonly<Record<string, string>>;
   readonly lastError: string | null;
   readonly error: string | null;
@@ -63,10 +89,18 @@ export interface Status {
   readonly converged: boolean;
 }
 
+/** A replica to ask: its name for the table, and how to GET its /api/config. */
+interface Replica {
+  readonly name: string;
+  get(): Promise<{ status: number; text: string }>;
+}
+
 export async function run(args: readonly string[]): Promise<number> {
   const parsed = parse<Values>(args, {
     config: { type: 'string', short: 'c', multiple: true },
     admin: { type: 'string', multiple: true },
+    selector: { type: 'string' },
+    namespace: { type: 'string' },
     wait: { type: 'string' },
     json: { type: 'boolean' },
   }, HELP);
@@ -74,20 +108,23 @@ export async function run(args: readonly string[]): Promise<number> {
   const { values, positionals } = parsed;
   if (positionals.length > 1) throw new UsageError(`unexpected argument "${positionals[1]}"`);
   const only = positionals[0];
-  const sources = configSources(values.config);
+  const access = new SourceAccess(configSources(values.config));
   const waitMs = values.wait === undefined ? 0 : durationFlag('--wait', values.wait);
   const admins = (values.admin ?? []).map(adminUrl);
   const deadline = Date.now() + waitMs;
-  for (;;) {
-    const s = await collect(sources, admins, only);
-    if (s.converged || Date.now() >= deadline) {
-      process.stdout.write(values.json ? `${JSON.stringify(s, null, 2)}\n` : render(s));
-      return s.converged ? 0 : 1;
+  try {
+    for (;;) {
+      const s = await collect(access, values, admins, only);
+      if (s.converged || Date.now() >= deadline) {
+        process.stdout.write(values.json ? `${JSON.stringify(s, null, 2)}\n` : render(s));
+        return s.converged ? 0 : 1;
+      }
+      await sleep(Math.min(500, Math.max(0, deadline - Date.now())));
     }
-    await sleep(Math.min(500, Math.max(0, deadline - Date.now())));
+  } finally {
+    await access.close();
   }
 }
-
 function durationFlag(flag: string, text: string): number {
   try {
     return parseDuration(text);
@@ -107,21 +144,49 @@ function adminUrl(text: string): string {
   return url.origin;
 }
 
-async function collect(sources: readonly string[], admins: readonly string[], only: string | undefined): Promise<Status> {
-  const loaded = loadConfigSources(await readSources(sources));
+async function collect(access: SourceAccess, values: Values, admins: readonly string[], only: string | undefined): Promise<Status> {
+  const loaded = loadConfigSources((await access.read()).files);
   const effective = loaded.effective as EffectiveConfig;
   const all = effective.routes as unknown as readonly Route[];
   const routes = only === undefined ? all : all.filter((r) => r.name === only);
   if (only !== undefined && routes.length === 0) throw new UsageError(`no route "${only}" in the config (routes: ${all.map((r) => r.name).join(', ')})`);
-  const urls = admins.length > 0 ? admins : [localAdmin(effective.admin.address)];
-  const replicas = await Promise.all(urls.map((url) => replica(url, url, loaded.version, routes)));
+  const replicas = await Promise.all((await replicasOf(access, values, admins, effective.admin.address)).map((r) => ask(r, loaded.version, routes)));
   return {
     version: loaded.version,
     files: loaded.files,
-    routes: routes.map((r) => ({ name: r.name, stage: stage(r), weights: weightsText(r.backends) })),
-    replicas,
+    routes: routes.map((r) => ({ name: r.name, stage: stage(r, replicas.find((p) => p.ramps[r.name] !== undefined)?.ramps[r.name]), weights: weightsText(r.backends) })),
+    replicas: replicas.map(({ ramps: _, ...rest }) => rest),
     converged: replicas.every((r) => r.converged),
   };
+}
+
+/** --admin URLs; else the pods behind a kubernetes:// source; else the config's own admin address on this machine. */
+async function replicasOf(access: SourceAccess, values: Values, admins: readonly string[], adminAddress: string): Promise<Replica[]> {
+  if (admins.length > 0) return admins.map((url) => ({ name: url, get: () => httpGet(`${url}/api/config`) }));
+  const ref = access.specs.map(parseKubernetesSource).find((r) => r !== undefined);
+  if (ref === undefined) {
+    const url = localAdmin(adminAddress);
+    return [{ name: url, get: () => httpGet(`${url}/api/config`) }];
+  }
+  const kube = await access.kube();
+  const namespace = values.namespace ?? ref.namespace;
+  const selector = values.selector ?? 'app.kubernetes.io/name=switchyard';
+  const port = portOf(adminAddress);
+  const pods = await kube.listPods(namespace, selector).catch((err: unknown) => {
+    throw new Error(`cannot list pods ${selector} in ${namespace}: ${(err as Error).message}`);
+  });
+  if (pods.items.length === 0) throw new Error(`no pods match ${selector} in namespace ${namespace} (--selector, --namespace)`);
+  return pods.items.map((pod) => ({ name: `pod/${pod.metadata.name}`, get: () => kube.podProxyGet(namespace, pod.metadata.name, port, '/api/config') }));
+}
+
+async function httpGet(url: string): Promise<{ status: number; text: string }> {
+  // undici's request, not fetch(): fetch refuses some ports (the WHATWG "bad ports").
+  const res = await request(url, { headersTimeout: 5_000, bodyTimeout: 5_000 });
+  return { status: res.statusCode, text: await res.body.text() };
+}
+
+function portOf(address: string): number {
+  return Number(/:(\d+)$/.exec(address)?.[1] ?? 9901);
 }
 
 /** The config's own admin address as a URL to reach from this machine (a wildcard address means this host). */
@@ -132,32 +197,34 @@ function localAdmin(address: string): string {
   return `http://${reachable}:${m?.[3] ?? '9901'}`;
 }
 
-async function replica(name: string, url: string, version: string, routes: readonly Route[]): Promise<ReplicaStatus> {
-  let body: { version?: string; config?: { routes?: Route[] }; lastError?: { message?: string } | null };
+async function ask(replica: Replica, version: string, routes: readonly Route[]): Promise<ReplicaStatus & { ramps: Record<string, RampState> }> {
+  let body: ApiConfig;
   try {
-    // undici's request, not fetch(): fetch refuses some ports (the WHATWG "bad ports").
-    const res = await request(`${url}/api/config`, { headersTimeout: 5_000, bodyTimeout: 5_000 });
-    if (res.statusCode !== 200) {
-      await res.body.dump();
-      throw new Error(`HTTP ${res.statusCode}`);
-    }
-    body = await res.body.json() as typeof body;
+    const { status, text } = await replica.get();
+    if (status !== 200) throw new Error(`HTTP ${status}`);
+    body = JSON.parse(text) as ApiConfig;
   } catch (err) {
     const { code, message } = err as NodeJS.ErrnoException;
-    return { name, version: null, weights: {}, lastError: null, error: code ?? message, converged: false };
+    return { name: replica.name, version: null, weights: {}, lastError: null, error: code ?? message, converged: false, ramps: {} };
   }
-  const running = new Map((body.config?.routes ?? []).map((r) => [r.name, r]));
+  const running = new Map((body.routes ?? []).map((r) => [r.name, r]));
   const weights: Record<string, string> = {};
-  for (const r of routes) weights[r.name] = running.has(r.name) ? weightsText(running.get(r.name)!.backends) : '(no such route)';
+  const ramps: Record<string, RampState> = {};
+  for (const r of routes) {
+    const there = running.get(r.name);
+    weights[r.name] = there ? weightsText(there.backends) : '(no such route)';
+    if (there?.ramp) ramps[r.name] = there.ramp;
+  }
   const runsIt = body.version === version;
   return {
-    name,
+    name: replica.name,
     version: body.version ?? null,
     weights,
     // A rejection matters only while the replica is not on the config.
     lastError: runsIt ? null : body.lastError?.message?.split('\n')[0] ?? null,
     error: null,
     converged: runsIt,
+    ramps,
   };
 }
 
@@ -166,21 +233,28 @@ function weightsText(backends: readonly Backend[]): string {
 }
 
 /**
- * Where a route stands in its migration, from its config: the first backend
- * (or the ramp's `from`) is the old cluster, the others the new one.
+ * Where a route stands in its migration (the live page's fleet board says the
+ * same): with a ramp, `from` is the old cluster and `to` the new one, and the
+ * ramp's state as a replica runs it decides; without, the first backend is old
+ * and the others new, and the configured weights decide.
  */
-export function stage(route: Route): string {
+export function stage(route: Route, ramp: RampState | undefined): string {
+  if (ramp !== undefined) {
+    if (ramp.state === 'halted') return 'halted';
+    if (ramp.state === 'paused') return `paused at ${ramp.percent}%`;
+    if (ramp.mirror) return 'mirroring';
+    if (ramp.state === 'ramping' || ramp.state === 'done') return ramp.percent === 100 ? 'new only' : `ramping ${ramp.percent}%`;
+  }
   if (route.ramp?.halted !== undefined) return 'halted';
   const from = route.ramp?.from ?? route.backends[0]?.name;
-  const total = route.backends.reduce((sum, b) => sum + b.weight, 0);
   if (route.backends.length < 2) return 'old only';
+  const total = route.backends.reduce((sum, b) => sum + b.weight, 0);
   if (total === 0) return 'no traffic (all weights 0)';
   const moved = route.backends.filter((b) => b.name !== from).reduce((sum, b) => sum + b.weight, 0);
   if (moved === 0) return route.mirror !== undefined && (route.mirror.percent ?? 100) > 0 ? 'mirroring' : 'override-only';
   if (moved === total) return 'new only';
   return `ramping ${Math.round((moved * 100) / total)}%`;
 }
-
 function render(s: Status): string {
   const board = table([['ROUTE', 'STAGE', 'CONFIG', ...s.replicas.map((r) => r.name)],
     ...s.routes.map((r) => [r.name, r.stage, r.weights, ...s.replicas.map((p) => (p.error ? '-' : p.weights[r.name] === r.weights ? 'same' : p.weights[r.name] ?? '-'))])]);

@@ -100,5 +100,8 @@ function describe(route: string, r: UpdateResult): string {
   const before = new Map(backendsOf(r.before).map((b) => [b.name, b.weight]));
   const weights = backendsOf(r.after).map((b) => (before.get(b.name) === b.weight ? `${b.name}=${b.weight}` : `${b.name} ${before.get(b.name)}→${b.weight}`)).join(', ');
   if (!r.written) return `${route}: ${weights} already; nothing written`;
-  return `${route}: ${weights} (${r.file}${r.layoutKept ? '' : '; layout re-rendered, comments kept'})`;
+  const notes = [r.file];
+  if (r.attempts > 1) notes.push(`made again after ${r.attempts - 1} conflicting write${r.attempts > 2 ? 's' : ''}`);
+  if (!r.layoutKept) notes.push('layout re-rendered, comments kept');
+  return `${route}: ${weights} (${notes.join('; ')})`;
 }

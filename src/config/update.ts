@@ -3,13 +3,17 @@
 // `serve` validates it before anything is written: a change the router would
 // reject never reaches the files. Files are replaced atomically (temp file +
 // rename, mode kept) under a lock file, so concurrent edits queue instead of
-// overwriting each other.
+// overwriting each other; a ConfigMap is patched with optimistic concurrency
+// (its resourceVersion as a precondition, the change made again on 409).
 import { randomBytes } from 'node:crypto';
 import { chmod, open, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { KubeClient, KubeError } from '../kube/client.ts';
+import { loadCredentials } from '../kube/credentials.ts';
+import { keyFile, parseKubernetesSource, readConfigMapSource, type ConfigMapRef } from './kubernetes.ts';
 import { loadConfigSources } from './load.ts';
-import type { ConfigSource } from './model.ts';
+import { ConfigError, type ConfigSource } from './model.ts';
 import { readConfigSources } from './read.ts';
 import { applyEdits, findRoute, routeNames, type EditOp, type RouteData } from './edit.ts';
 
@@ -33,30 +37,112 @@ export interface UpdateResult {
   readonly written: boolean;
   /** False when the file had to be re-rendered (comments kept, spacing normalised). */
   readonly layoutKept: boolean;
+  /** Reads it took: more than 1 when a concurrent write to the ConfigMap won (409 Conflict) and the change was made again. */
+  readonly attempts: number;
 }
 
-/** The files of every source, in order (what `serve --config` would merge). Throws ConfigError when one cannot be read. */
-export async function readSources(sources: readonly string[]): Promise<ConfigSource[]> {
-  return (await Promise.all(sources.map((p) => readConfigSources(p)))).flat();
+/** Where one of the files read came from, so a change to it can be written back. */
+type Origin =
+  | { readonly kind: 'file' }
+  | { readonly kind: 'configmap'; readonly ref: ConfigMapRef; readonly key: string; readonly resourceVersion: string | undefined };
+
+export interface SourcesRead {
+  readonly files: ConfigSource[];
+  readonly origins: Origin[];
 }
 
-/** Applies `change` to the route where SOURCES define it. Throws ChangeError or ConfigError. */
-export async function updateRoute(sources: readonly string[], change: RouteChange): Promise<UpdateResult> {
-  return updateFileRoute(sources, change);
+/**
+ * The config sources of one command (files, directories, kubernetes://NS/CM),
+ * and the Kubernetes client they need, made on first use and kept until close().
+ */
+export class SourceAccess {
+  readonly specs: readonly string[];
+  #client: Promise<KubeClient> | undefined;
+
+  constructor(specs: readonly string[]) {
+    this.specs = specs;
+  }
+
+  /** A client with KUBECONFIG's (else the pod's service-account) credentials. */
+  kube(): Promise<KubeClient> {
+    this.#client ??= loadCredentials().then((credentials) => new KubeClient(credentials));
+    return this.#client;
+  }
+
+  /** The files of every source, in order (what `serve --config` would merge). ConfigError when one cannot be read. */
+  async read(): Promise<SourcesRead> {
+    const parts = await Promise.all(this.specs.map(async (spec) => {
+      const ref = parseKubernetesSource(spec);
+      if (ref === undefined) return (await readConfigSources(spec)).map((file) => ({ file, origin: { kind: 'file' } as Origin }));
+      const { files, configMap } = await readConfigMapSource(await this.kube(), ref).catch((err: unknown) => {
+        throw new ConfigError([{ file: spec, line: 0, column: 0, path: '', message: `cannot read ConfigMap ${ref.namespace}/${ref.name}: ${(err as Error).message}` }]);
+      });
+      const prefix = keyFile(ref, '');
+      return files.map((file) => ({ file, origin: { kind: 'configmap', ref, key: file.file.slice(prefix.length), resourceVersion: configMap.metadata.resourceVersion } as Origin }));
+    }));
+    return { files: parts.flat().map((p) => p.file), origins: parts.flat().map((p) => p.origin) };
+  }
+
+  async close(): Promise<void> {
+    const client = this.#client;
+    this.#client = undefined;
+    await client?.then((c) => c.close(), () => undefined);
+  }
 }
 
-/** Applies `change` to the route in `paths` (files or directories, merged like `serve --config` does). Throws ChangeError or ConfigError. */
-export async function updateFileRoute(paths: readonly string[], change: RouteChange, lockWaitMs = 30_000): Promise<UpdateResult> {
-  const locks = [...new Set(await Promise.all(paths.map(lockDirOf)))].sort();
+/** The files of every source, in order. ConfigError when one cannot be read. */
+export async function readSources(specs: readonly string[]): Promise<ConfigSource[]> {
+  const access = new SourceAccess(specs);
+  try {
+    return (await access.read()).files;
+  } finally {
+    await access.close();
+  }
+}
+
+// Concurrent writers to one ConfigMap: each 409 means another change landed, so this bounds how many can overtake one.
+const MAX_ATTEMPTS = 30;
+
+/**
+ * Applies `change` to the route where SOURCES define it. File sources are
+ * locked for the whole read-edit-write; a ConfigMap is patched with the
+ * resourceVersion it was read at, and on 409 Conflict read and edited again.
+ * Throws ChangeError or ConfigError; on either, nothing was written.
+ */
+export async function updateRoute(specs: readonly string[], change: RouteChange, lockWaitMs = 30_000): Promise<UpdateResult> {
+  const access = new SourceAccess(specs);
+  const files = specs.filter((spec) => parseKubernetesSource(spec) === undefined);
+  const locks = [...new Set(await Promise.all(files.map(lockDirOf)))].sort();
   const held: string[] = [];
   try {
     for (const dir of locks) held.push(await acquireLock(join(dir, LOCK_NAME), lockWaitMs));
-    const sources = await readSources(paths);
-    const edit = editSources(sources, change);
-    if (edit.changed) await writeAtomically(sources[edit.source]!.file, edit.sources[edit.source]!.text);
-    return { file: sources[edit.source]!.file, before: edit.before, after: edit.after, written: edit.changed, layoutKept: edit.layoutKept };
+    for (let attempt = 1; ; attempt++) {
+      const read = await access.read();
+      const edit = editSources(read.files, change);
+      const origin = read.origins[edit.source]!;
+      const file = read.files[edit.source]!.file;
+      const text = edit.sources[edit.source]!.text;
+      const result = { file, before: edit.before, after: edit.after, written: edit.changed, layoutKept: edit.layoutKept, attempts: attempt };
+      if (!edit.changed) return result;
+      if (origin.kind === 'file') {
+        await writeAtomically(file, text);
+        return result;
+      }
+      const { ref, key, resourceVersion } = origin;
+      try {
+        await (await access.kube()).patchConfigMapData(ref.namespace, ref.name, { [key]: text }, resourceVersion);
+        return result;
+      } catch (err) {
+        if (err instanceof KubeError && err.status === 409 && attempt < MAX_ATTEMPTS) {
+          await sleep(Math.random() * 20 * Math.min(attempt, 10));
+          continue;
+        }
+        throw new ChangeError(`cannot patch ConfigMap ${ref.namespace}/${ref.name}: ${(err as Error).message}`);
+      }
+    }
   } finally {
     await Promise.all(held.map((lock) => rm(lock, { force: true })));
+    await access.close();
   }
 }
 
