@@ -8,6 +8,16 @@ export class ProxyError extends Error {
   readonly code: string = 'SY_PROXY';
   readonly httpStatus: number = 502;
   readonly grpcStatus: number = 14;
+  /** The client's connection is closed after this answer (HTTP/1.1): what follows on it cannot be trusted. */
+  readonly closesConnection: boolean = false;
+}
+
+/** A request head two parsers could read differently (RFC 9112): 400 and the connection closed, gRPC 3. */
+export class BadRequestError extends ProxyError {
+  override readonly code = 'SY_BAD_REQUEST';
+  override readonly httpStatus = 400;
+  override readonly grpcStatus = 3;
+  override readonly closesConnection = true;
 }
 
 /** No route for the host/path: 404, gRPC 12 UNIMPLEMENTED. */

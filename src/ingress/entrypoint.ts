@@ -4,7 +4,7 @@
 // or node:http2 (whose cleartext servers cannot share a port by themselves:
 // nodejs/node#26795). It also owns connection lifecycles: max age, drain.
 import net, { BlockList, type Socket, type AddressInfo } from 'node:net';
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import http, { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import http2, { type Http2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
@@ -59,6 +59,8 @@ export class Entrypoint implements ExchangeOwner {
   readonly #sessions = new Set<Http2Session>();
   /** HTTP/1.1 sockets past their max age: their next response closes them. */
   readonly #expired = new WeakSet<Duplex>();
+  /** HTTP/1.1 sockets that sent a malformed head: requests pipelined after it are never served. */
+  readonly #refused = new WeakSet<Duplex>();
   /** Per client connection (socket or HTTP/2 session), computed once. */
   readonly #peers = new WeakMap<object, Peer>();
   /** The client of the HTTP/2 connection being handed to node:http2 now. */
@@ -92,8 +94,13 @@ export class Entrypoint implements ExchangeOwner {
       // Whole-request time is bounded per route (timeouts.overall), not here:
       // a large upload may rightly take long.
       requestTimeout: 0,
+      // Only WebSocket upgrades are proxied as upgrades. Anything else (h2c
+      // above all: an upgraded h2c tunnel would bypass per-request routing)
+      // is served as a plain request, its Upgrade headers dropped as hop-by-hop.
+      shouldUpgradeCallback: (req) => req.headers.upgrade?.toLowerCase() === 'websocket',
     }, this.#onRequest);
     this.#h1.on('upgrade', this.#onUpgrade);
+    this.#h1.on('clientError', this.#onClientError);
     // node:http starts its connection list, and the periodic check that
     // enforces headersTimeout/requestTimeout (slowloris), on 'listening'. This
     // server never listens (the net.Server in front does), so say it did:
@@ -202,13 +209,42 @@ export class Entrypoint implements ExchangeOwner {
   // --- requests ------------------------------------------------------------
 
   readonly #onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    // node:http parses ahead: a request pipelined behind a refused one is
+    // never served, whatever it says (its socket closes after the 400).
+    if (this.#refused.has(req.socket)) return;
     this.#inflight++;
-    this.#dispatch(new H1Exchange(req, res, this, this.#peer(req.socket, req.socket)), this.#unmatchedH1);
+    this.#dispatchH1(new H1Exchange(req, res, this, this.#peer(req.socket, req.socket)), req.socket);
   };
 
   readonly #onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     this.#inflight++;
-    this.#dispatch(new UpgradeExchange(req, socket, head, this, this.#peer(socket, socket as Socket)), this.#unmatchedH1);
+    this.#dispatchH1(new UpgradeExchange(req, socket, head, this, this.#peer(socket, socket as Socket)), socket);
+  };
+
+  #dispatchH1(ex: H1Exchange | UpgradeExchange, socket: Duplex): void {
+    if (ex.malformed === undefined) {
+      this.#dispatch(ex, this.#unmatchedH1);
+      return;
+    }
+    this.#refused.add(socket);
+    ex.metrics = this.#unmatchedH1;
+    ex.fail(ex.malformed);
+  }
+
+  /**
+   * A message node:http's parser refused (bad framing, bad characters, a
+   * head over maxHeaderBytes, a slow head): every one is answered and its
+   * connection closed. Node's default would answer an oversized chunk
+   * extension 413; it is malformed framing like the rest, so 400.
+   */
+  readonly #onClientError = (err: NodeJS.ErrnoException, socket: Duplex): void => {
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+    // As node's own handler: answer only if no response has begun on this socket.
+    const current = (socket as { _httpMessage?: { headersSent: boolean } })._httpMessage;
+    if (err.code !== 'ECONNRESET' && socket.writable && current?.headersSent !== true) {
+      socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    }
+    socket.destroy();
   };
 
   readonly #onStream = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, _flags: number, raw: string[]): void => {

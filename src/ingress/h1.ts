@@ -2,8 +2,9 @@
 // answered on a ServerResponse.
 import type { IncomingMessage, ServerResponse, OutgoingHttpHeaders } from 'node:http';
 import type { Readable, Duplex } from 'node:stream';
-import type { ProxyError } from '../errors.ts';
+import { BadRequestError, type ProxyError } from '../errors.ts';
 import { BaseExchange, textBody, type Exchange, type ExchangeOwner, type Peer, type ResponseHeaders } from './exchange.ts';
+import { resolveTarget, unsupportedTransferEncoding } from './h1-head.ts';
 import { connectionNamed, DROP_REQUEST, stripResponseHeaders } from './hygiene.ts';
 
 /**
@@ -13,6 +14,8 @@ import { connectionNamed, DROP_REQUEST, stripResponseHeaders } from './hygiene.t
  */
 export abstract class H1Request extends BaseExchange {
   readonly req: IncomingMessage;
+  /** Set when the head breaks a rule of RFC 9112 (h1-head.ts): the request is answered 400, never forwarded. */
+  readonly malformed: BadRequestError | undefined;
   /** The client's headers minus hop-by-hop and proxy-set ones, flat [name, value, ...]. */
   readonly #headers: string[];
 
@@ -25,6 +28,7 @@ export abstract class H1Request extends BaseExchange {
     let host: string | undefined, ctype: string | undefined, override: string | undefined, requestId: string | undefined;
     let xff: string | undefined, xfProto: string | undefined, xfHost: string | undefined;
     let connection: string | undefined, hasBody = false, contentLength = -1;
+    let hosts = 0, badFraming = false;
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i]!.toLowerCase();
       const value = raw[i + 1]!;
@@ -38,13 +42,17 @@ export abstract class H1Request extends BaseExchange {
         continue;
       }
       switch (name) {
-        case 'host': host = value; break;
+        case 'host': host = value; hosts++; break;
         case 'x-switchyard-backend': override = value; break;
         case 'x-forwarded-for': xff = xff === undefined ? value : `${xff}, ${value}`; break;
         case 'x-forwarded-proto': xfProto ??= value; break;
         case 'x-forwarded-host': xfHost ??= value; break;
         case 'connection': connection = value; break;
-        case 'transfer-encoding': hasBody = true; break;
+        case 'transfer-encoding':
+          // A second line, not a plain chunked, or on HTTP/1.0 (RFC 9112 §6.1: faulty framing).
+          badFraming ||= hasBody || unsupportedTransferEncoding(value) || req.httpVersion === '1.0';
+          hasBody = true;
+          break;
       }
     }
     const named = connectionNamed(connection);
@@ -55,13 +63,16 @@ export abstract class H1Request extends BaseExchange {
       }
       headers = kept;
     }
+    const target = resolveTarget(req.httpVersion, req.url ?? '/', host, hosts);
     super(owner, peer, {
-      method: req.method ?? 'GET', path: req.url ?? '/', authority: host, contentType: ctype,
+      method: req.method ?? 'GET', path: target.ok ? target.path : req.url ?? '/', authority: target.ok ? target.authority : host, contentType: ctype,
       override, hasBody, contentLength, requestId, forwarded: { for: xff, proto: xfProto, host: xfHost },
     });
     if (requestId === undefined) headers.push(idHeader, this.requestId);
     this.req = req;
     this.#headers = headers;
+    this.malformed = badFraming ? new BadRequestError('Transfer-Encoding other than chunked')
+      : target.ok ? undefined : new BadRequestError(target.reason);
   }
 
   protected bodySource(): Readable {
@@ -160,7 +171,7 @@ export class H1Exchange extends H1Request implements Exchange {
       'content-length': Buffer.byteLength(body),
     };
     // An unread request body would otherwise have to be drained first.
-    if (this.owner.shouldClose(this.#socket) || (this.hasBody && !this.req.complete)) headers['connection'] = 'close';
+    if (err.closesConnection || this.owner.shouldClose(this.#socket) || (this.hasBody && !this.req.complete)) headers['connection'] = 'close';
     this.res.writeHead(err.httpStatus, headers);
     this.res.end(body);
   }

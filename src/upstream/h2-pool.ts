@@ -83,7 +83,8 @@ export class H2Upstream {
     this.#connecting = slot;
     this.#slots.push(slot);
     this.#gauges.sessions.inc();
-    const timer = setTimeout(() => {
+    // timeouts.connect 0s: no limit of ours (as on HTTP/1.1 upstreams).
+    const timer = this.#opts.connectTimeoutMs <= 0 ? undefined : setTimeout(() => {
       const err = Object.assign(new Error(`connect timeout after ${this.#opts.connectTimeoutMs} ms`), { code: 'UND_ERR_CONNECT_TIMEOUT' });
       // A session destroyed before its socket connected emits neither 'error' nor 'close'.
       this.#drop(slot);
