@@ -94,6 +94,9 @@ export class Entrypoint implements ExchangeOwner {
       // Whole-request time is bounded per route (timeouts.overall), not here:
       // a large upload may rightly take long.
       requestTimeout: 0,
+      // A missing Host is refused by h1-head.ts, which also stops requests
+      // pipelined behind it; node's own check answers 400 but serves those.
+      requireHostHeader: false,
       // Only WebSocket upgrades are proxied as upgrades. Anything else (h2c
       // above all: an upgraded h2c tunnel would bypass per-request routing)
       // is served as a plain request, its Upgrade headers dropped as hop-by-hop.

@@ -10,8 +10,10 @@ export const DROP_REQUEST = new Set([
   'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host',
 ]);
 const DROP_RESPONSE = ['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'trailer', 'upgrade'];
-// Tokens of a Connection header that name no other header.
-const PLAIN_CONNECTION_TOKENS = new Set(['close', 'keep-alive', 'upgrade', 'te', 'http2-settings']);
+// Tokens of a Connection header that name no other header to drop. Content-Length
+// is framing: dropping it because a client named it would leave its body
+// unframed upstream, read there as the start of the next request.
+const PLAIN_CONNECTION_TOKENS = new Set(['close', 'keep-alive', 'upgrade', 'te', 'http2-settings', 'content-length']);
 
 /** Names listed in a Connection header (beyond the usual tokens), to be dropped too. */
 export function connectionNamed(value: string | undefined): Set<string> | undefined {
