@@ -497,6 +497,36 @@ describe('against a real kube-apiserver (kubernetes://NAMESPACE/CONFIGMAP)', () 
   });
 });
 
+describe('three replicas on one ConfigMap, moved with weights and confirmed with status', () => {
+  let api: ApiServer;
+  before(async () => { api = await startApiServer(); });
+  after(() => api?.stop());
+
+  test('every change made with switchyard weights is in force on all three replicas, and status says so', async () => {
+    const namespace = await createNamespace(api.admin, 'fleet');
+    const source = `kubernetes://${namespace}/routes`;
+    await api.admin.createConfigMap(namespace, { metadata: { name: 'routes' }, data: { 'routes.yaml': CONFIG.slice(CONFIG.indexOf('routes:')) } });
+    const listeners = configFile('entrypoint: { address: "127.0.0.1:0" }\nadmin: { address: "127.0.0.1:0" }\n');
+    const credentials = await loadCredentials({ kubeconfig: api.adminKubeconfig });
+    const replicas = await Promise.all([0, 1, 2].map(() => Switchyard.start([listeners, source], createLogger('silent'), DEFAULT_WATCH, { kubernetes: { credentials } })));
+    try {
+      const admins = replicas.flatMap((sy) => ['--admin', `http://127.0.0.1:${sy.addresses.admin.port}`]);
+      const env = { KUBECONFIG: api.adminKubeconfig };
+      for (let step = 1; step <= 4; step++) {
+        const w = await runCliEnv(['weights', 'ledger', '--shift', 'new=+25', '--config', listeners, '--config', source], env);
+        assert.equal(w.code, 0, w.stderr);
+        const r = await runCliEnv(['status', 'ledger', '--config', listeners, '--config', source, ...admins, '--wait', '20s'], env);
+        assert.equal(r.code, 0, r.stdout);
+        const stage = step === 4 ? 'new only' : `ramping ${step * 25}%`;
+        assert.match(r.stdout, new RegExp(`\\nledger +${stage} +old=${100 - step * 25} new=${step * 25} +same +same +same\\n`));
+        assert.match(r.stdout, /\nconverged: all 3 replicas run version [0-9a-f]{12}\n$/);
+      }
+    } finally {
+      await Promise.all(replicas.map((sy) => sy.shutdown()));
+    }
+  });
+});
+
 function runCliEnv(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -9,7 +9,7 @@ export class UsageError extends Error {
   override readonly name = 'UsageError';
 }
 
-export interface Parsed<T> {
+interface Parsed<T> {
   readonly values: T;
   readonly positionals: string[];
 }

@@ -64,7 +64,7 @@ function time(route: RouteData, field: string, value: unknown): number {
   return ms;
 }
 
-export function planRamp(route: RouteData, action: Action, now: number, reason: string | undefined): EditOp[] {
+function planRamp(route: RouteData, action: Action, now: number, reason: string | undefined): EditOp[] {
   const r = route.ramp;
   if (r === undefined) throw new ChangeError(`route "${route.name}" has no ramp block; declare one first (from, to, steps, interval; see docs/ramps.md)`);
   const refuse = (why: string): never => { throw new ChangeError(`cannot ${action} the ramp of route "${route.name}": ${why}`); };

@@ -71,7 +71,7 @@ interface ApiConfig {
 }
 
 /** What one replica answered. */
-export interface ReplicaStatus {
+interface ReplicaStatus {
   readonly name: string;
   readonly version: string | null;
   /** Route name → the weights in force there, "old=90 new=10". */
@@ -81,7 +81,7 @@ export interface ReplicaStatus {
   readonly converged: boolean;
 }
 
-export interface Status {
+interface Status {
   readonly version: string;
   readonly files: readonly string[];
   readonly routes: readonly { readonly name: string; readonly stage: string; readonly weights: string }[];
@@ -238,7 +238,7 @@ function weightsText(backends: readonly Backend[]): string {
  * ramp's state as a replica runs it decides; without, the first backend is old
  * and the others new, and the configured weights decide.
  */
-export function stage(route: Route, ramp: RampState | undefined): string {
+function stage(route: Route, ramp: RampState | undefined): string {
   if (ramp !== undefined) {
     if (ramp.state === 'halted') return 'halted';
     if (ramp.state === 'paused') return `paused at ${ramp.percent}%`;

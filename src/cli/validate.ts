@@ -46,7 +46,7 @@ const CONFIG_KEY = /\.ya?ml$/;
  * (named ConfigMap/NAME/KEY, lines counted within the key), or, when it holds
  * no Kubernetes objects, the text itself as one file named "-".
  */
-export function fromManifests(text: string, only: string | undefined): ConfigSource[] {
+function fromManifests(text: string, only: string | undefined): ConfigSource[] {
   const docs = parseAllDocuments(text);
   const objects = docs.map((d) => d.contents).filter((c) => isMap(c) && typeof c.get('kind') === 'string' && c.has('apiVersion'));
   if (objects.length === 0) {

@@ -10,7 +10,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { isMap, isScalar, isSeq, parseDocument, stringify } from 'yaml';
 import type { Document, Node, Pair, YAMLMap } from 'yaml';
 
-export type PathSegment = string | number;
+type PathSegment = string | number;
 
 /** One change to a document: a value set (created when its map exists but the key does not), or a key removed. */
 export type EditOp =
@@ -26,7 +26,7 @@ export interface RouteData {
   readonly [k: string]: unknown;
 }
 
-export interface RouteLocation {
+interface RouteLocation {
   /** Index of the source (file) that defines the route. */
   readonly source: number;
   /** Index of the route in that file's `routes` list. */
@@ -54,7 +54,7 @@ export function routeNames(texts: readonly string[]): string[] {
   });
 }
 
-export interface Edited {
+interface Edited {
   readonly text: string;
   /** False when the splice could not be used and the file was re-rendered (comments kept, spacing normalised). */
   readonly layoutKept: boolean;

@@ -46,7 +46,7 @@ type Origin =
   | { readonly kind: 'file' }
   | { readonly kind: 'configmap'; readonly ref: ConfigMapRef; readonly key: string; readonly resourceVersion: string | undefined };
 
-export interface SourcesRead {
+interface SourcesRead {
   readonly files: ConfigSource[];
   readonly origins: Origin[];
 }
@@ -146,7 +146,7 @@ export async function updateRoute(specs: readonly string[], change: RouteChange,
   }
 }
 
-export interface SourcesEdit {
+interface SourcesEdit {
   /** Index of the changed source. */
   readonly source: number;
   readonly sources: readonly ConfigSource[];
@@ -157,7 +157,7 @@ export interface SourcesEdit {
 }
 
 /** The change applied to already-read sources and validated as a whole (throws ConfigError); shared by every kind of source. */
-export function editSources(sources: readonly ConfigSource[], change: RouteChange): SourcesEdit {
+function editSources(sources: readonly ConfigSource[], change: RouteChange): SourcesEdit {
   const texts = sources.map((s) => s.text);
   const found = findRoute(texts, change.route);
   if (!found) {
