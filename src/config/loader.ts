@@ -7,13 +7,20 @@ import { ConfigError, type Config, type ConfigSource, type LoadedConfig, type Ro
 import type { WorkerReply, WorkerRequest } from './protocol.ts';
 
 /**
- * Parses and validates configs on one worker thread kept for the process's
- * life: a 5,000-route config takes ~100 ms to check, which on the main thread
- * would stall every request in flight. The main thread only receives the
- * finished config.
+ * Parses and validates configs on a worker thread: a 5,000-route config takes
+ * ~100 ms to check, which on the main thread would stall every request in
+ * flight. The main thread only receives the finished config. The worker is
+ * an isolate of its own with the YAML parsers, ajv and the schema (~25 MB of
+ * RSS): it ends once no load has come for `idleMs`, and the next load starts
+ * another (~150 ms on a quiet machine).
  */
+/** Long enough for a burst of reloads (a ConfigMap edit, a rollout) to share one worker. */
+export const DEFAULT_WORKER_IDLE_MS = 5_000;
+
 export class ConfigLoader {
   #worker: Worker | undefined;
+  #idleTimer: NodeJS.Timeout | undefined;
+  readonly #idleMs: number;
   #next = 0;
   readonly #pending = new Map<number, { resolve: (l: LoadedConfig) => void; reject: (e: Error) => void; known: ReadonlyMap<string, RouteConfig> }>();
 
@@ -24,7 +31,17 @@ export class ConfigLoader {
    * from the guard). Routes identical to one in `current` (same fingerprint)
    * come back as that object.
    */
+  constructor(opts: { idleMs?: number } = {}) {
+    this.#idleMs = opts.idleMs ?? DEFAULT_WORKER_IDLE_MS;
+  }
+
+  /** Whether a worker thread is running now. */
+  get running(): boolean {
+    return this.#worker !== undefined;
+  }
+
   async load(sources: readonly ConfigSource[], current?: Config): Promise<LoadedConfig> {
+    clearTimeout(this.#idleTimer);
     const id = this.#next++;
     const known = new Map<string, RouteConfig>();
     for (const r of current?.routes ?? []) known.set(r.fingerprint, r);
@@ -45,9 +62,15 @@ export class ConfigLoader {
       this.#pending.delete(reply.id);
       if ('issues' in reply) p?.reject(new ConfigError(reply.issues));
       else p?.resolve(fromWorker(reply, p.known));
+      if (this.#pending.size === 0) {
+        this.#idleTimer = setTimeout(() => void this.close(), this.#idleMs);
+        this.#idleTimer.unref();
+      }
     });
     worker.on('error', (err) => this.#failAll(err));
     worker.on('exit', (code) => {
+      // A worker ended for idleness may exit after its successor started.
+      if (this.#worker !== worker) return;
       this.#worker = undefined;
       this.#failAll(new Error(`config worker exited with code ${code}`));
     });
@@ -61,6 +84,7 @@ export class ConfigLoader {
   }
 
   async close(): Promise<void> {
+    clearTimeout(this.#idleTimer);
     const w = this.#worker;
     this.#worker = undefined;
     await w?.terminate();
