@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { parse, parseAllDocuments, stringify } from 'yaml';
 import { loadConfig } from '../src/config/load.ts';
-import { ROOT, closedPort, run, runCli, startBackend, startRouter, type Backend, type Router } from './helpers.ts';
+import { CLI, ROOT, closedPort, run, runCli, startBackend, startRouter, type Backend, type Router } from './helpers.ts';
 
 const CHART = join(ROOT, 'charts/switchyard');
 const CI_DIR = join(CHART, 'ci');
@@ -433,6 +433,53 @@ describe('Helm chart', { timeout: 120_000 }, () => {
       assert.equal(r.code, 1, r.stdout);
       assert.match(r.stdout, /'pth' was unexpected/);
     });
+  });
+});
+
+// ---------------------------------------------------------------------------
+// The pre-flight README shows next to `helm upgrade`: the rendered chart piped
+// into `switchyard validate -`, which checks its ConfigMap as a pod would.
+
+describe('pre-flight: helm template | switchyard validate -', { timeout: 60_000 }, () => {
+  /** Writes `values`, runs the README's pipeline through bash (pipefail), returns its result. */
+  async function preflight(values: unknown): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    const dir = mkdtempSync(join(tmpdir(), 'switchyard-preflight-'));
+    const file = join(dir, 'my-routes.yaml');
+    writeFileSync(file, stringify(values));
+    const q = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
+    const script = `${q(helm())} template ${RELEASE} ${q(CHART)} -n ${NAMESPACE} --kube-version ${KUBE_VERSION} -f ${q(file)} | ${q(process.execPath)} ${q(CLI)} validate -`;
+    try {
+      return await run('bash', ['-o', 'pipefail', '-c', script]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  const billing = { name: 'billing', hosts: ['billing.migration.example.com'], backends: [{ name: 'old', url: 'http://billing.default.svc:80', weight: 90 }, { name: 'new', url: 'http://billing.eks.internal', weight: 10 }] };
+
+  test('a good routes file passes', async () => {
+    const r = await preflight({ routes: [billing] });
+    assert.equal(r.code, 0, r.stderr);
+  });
+
+  test('a host routed twice renders (JSON Schema cannot express it) but the pre-flight refuses it, naming host and both places', async () => {
+    const values = { routes: [billing, { ...billing, name: 'billing-v2' }] };
+    assert.equal((await templateWith(values)).code, 0, 'helm template accepts the duplicate host');
+    const r = await preflight(values);
+    assert.equal(r.code, 1, `validate - accepted a duplicate host:\n${r.stdout}${r.stderr}`);
+    assert.match(r.stderr, /routes\[1\]\.hosts\[0\]: host "billing\.migration\.example\.com" with pathPrefix "\/" is already routed by route "billing"/);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  });
+
+  test('a reserved route name and a backend URL with a port out of range are caught too', async () => {
+    const r = await preflight({ routes: [{ ...billing, name: 'unmatched', backends: [{ name: 'old', url: 'http://billing.default.svc:70000', weight: 1 }] }] });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /route name "unmatched" is reserved/);
+    assert.match(r.stderr, /routes\[0\]\.backends\[0\]\.url: "http:\/\/billing\.default\.svc:70000"/);
+  });
+
+  test('allowRouteRemoval=true renders and validates with no routes', async () => {
+    const r = await preflight({ routes: [], allowRouteRemoval: true });
+    assert.equal(r.code, 0, r.stderr);
   });
 });
 

@@ -255,6 +255,12 @@ describe('quick start: `npm start` with nothing else running', { timeout: 90_000
     assert.deepEqual(await tally(`${entry}/`, 'billing.migration.example.com', 10), { old: 5, new: 5 });
   });
 
+  test('a second demo on the same ports says which backend cannot listen, in one line, exit 1', async () => {
+    const r = await runCli(['demo', '--config', config]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^switchyard demo: cannot start the demo backend billing\/old: 127\.0\.0\.1:\d+ is already in use \(another demo still running\?\)\n$/);
+  });
+
   test('SIGTERM to npm\'s PID stops the router (npm passes it on to node, which the script execs): no orphan left listening', async () => {
     npm.kill('SIGTERM');
     assert.equal(await exited, 0);

@@ -8,8 +8,8 @@ import http2 from 'node:http2';
 import { isIP } from 'node:net';
 import { relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { ConfigError, type Config } from '../config/model.ts';
+import { parse } from './args.ts';
 
 export const EXAMPLE_CONFIG = fileURLToPath(new URL('../../config/example.yaml', import.meta.url));
 
@@ -25,40 +25,28 @@ alone. Ctrl-C (SIGINT) or SIGTERM drains and stops both.
 `;
 
 /**
- * `switchyard demo [--config PATH]`: starts the demo backends and returns the
- * arguments for `serve`, which runs the router (and reports a bad config).
- * Exits 2 on a usage error, 1 when a demo backend cannot listen.
+ * `switchyard demo [--config PATH]`: starts the demo backends, then runs
+ * `serve` on the config (which reports a bad one). A port a demo backend
+ * needs that is taken is an error naming it.
  */
-export async function demo(args: readonly string[]): Promise<string[]> {
-  let path: string;
-  try {
-    const { values } = parseArgs({ args: [...args], options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } } });
-    if (values.help === true) {
-      process.stdout.write(HELP);
-      process.exit(0);
-    }
-    path = values.config ?? EXAMPLE_CONFIG;
-  } catch (err) {
-    process.stderr.write(`switchyard demo: ${(err as Error).message} (see switchyard demo --help)\n`);
-    process.exit(2);
-  }
-  let config: Config;
+export async function run(args: readonly string[]): Promise<number | undefined> {
+  const parsed = parse<{ config?: string }>(args, { config: { type: 'string', short: 'c' } }, HELP, { positionals: false });
+  if (!parsed) return 0;
+  const path = parsed.values.config ?? EXAMPLE_CONFIG;
+  let config: Config | undefined;
   try {
     // Validation loads the YAML parsers and ajv, which `serve` keeps off the main thread; the demo can afford them.
     const { loadConfig } = await import('../config/load.ts');
     config = (await loadConfig(path)).config;
   } catch (err) {
-    if (err instanceof ConfigError) return ['--config', path]; // serve says what is wrong with it
-    throw err;
+    if (!(err instanceof ConfigError)) throw err;
   }
-  try {
+  if (config !== undefined) {
     const { started } = await startDemoBackends(config);
     process.stderr.write(demoBanner(config, started, relative(process.cwd(), path) || path));
-  } catch (err) {
-    process.stderr.write(`switchyard demo: ${(err as Error).message}\n`);
-    process.exit(1);
   }
-  return ['--config', path];
+  const serve = await import('./serve.ts');
+  return serve.run(['--config', path]);
 }
 
 export interface DemoBackend {

@@ -17,10 +17,7 @@ interface Command {
 // the other commands need (it validates on a worker thread).
 const COMMANDS: Record<string, () => Promise<Command>> = {
   serve: () => import('./serve.ts'),
-  demo: async () => {
-    const [{ demo, HELP }, serve] = await Promise.all([import('./demo.ts'), import('./serve.ts')]);
-    return { HELP, run: async (args) => serve.run(await demo(args)) };
-  },
+  demo: () => import('./demo.ts'),
   validate: () => import('./validate.ts'),
   routes: () => import('./routes.ts'),
   weights: () => import('./weights.ts'),
