@@ -291,7 +291,10 @@ describe('ConfigMapWatch', () => {
     await api.admin.patchConfigMapData(ns, 'routes', { v: '3' });
     await until(() => seen.at(-1) === '3', 20_000, 'the change made after the restart');
     assert.equal(w.state?.up, true);
-    assert.deepEqual(states.map((s) => s.up), [true, false, true]);
+    // Up, down for the outage, up again (a server still warming its watch cache may answer 429 once more in between).
+    assert.deepEqual(states.slice(0, 2).map((s) => s.up), [true, false]);
+    assert.equal(states.at(-1)!.up, true);
+    assert.ok(states.every((s, i) => i === 0 || s.up !== states[i - 1]!.up), 'reported on changes only');
     assert.ok(w.stats.gone >= 1 && w.stats.lists >= 2, `a 410 Gone made it relist (${JSON.stringify(w.stats)})`);
     assert.deepEqual(seen.slice(0, 2), ['0', '1']);
     await api.admin.patchConfigMapData(ns, 'routes', { v: '4' });
