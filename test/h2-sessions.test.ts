@@ -132,7 +132,6 @@ describe('max connection age', () => {
       await sleep(200);
       stop = true;
       await load;
-      assert.ok(codes.length > 50);
       assert.deepEqual(codes.filter((code) => code !== 0), [], `${codes.length} RPCs`);
       assert.ok(await served(a) > 0);
     } finally {

@@ -320,7 +320,10 @@ export class H2Guard extends Duplex {
       return;
     }
     this.#scanOut(chunk);
-    this.#socket.write(chunk, cb);
+    // Done once the socket has it, not once the kernel has: node:http2 sends
+    // its next frames only after this write is done, a round later each time.
+    if (this.#socket.write(chunk)) cb();
+    else this.#socket.once('drain', () => cb());
     if (this.#injected.length > 0 && this.#outSkip === 0 && this.#outHeadLength === 0) {
       for (const f of this.#injected) this.#socket.write(f);
       this.#injected = [];
