@@ -366,6 +366,8 @@ describe('ramp', () => {
     const startedAt = new RegExp(`      interval: 5m\\n      startedAt: (${TIME})\\n$`).exec(text)?.[1];
     assert.ok(startedAt !== undefined, text);
     assert.equal(text, `${RAMPED}      startedAt: ${startedAt}\n`);
+    r = await runCli(['weights', 'billing', 'old=100', '--config', file]);
+    assert.equal(r.stdout, 'billing: old=100, new=0 already; nothing written\nnote: route "billing" has a started ramp: its step splits the old+new weight (docs/ramps.md)\n');
 
     r = await runCli(['ramp', 'pause', 'billing', '--config', file, '--reason', 'db migration']);
     assert.equal(r.code, 0, r.stderr);

@@ -39,6 +39,10 @@ export async function run(args: readonly string[]): Promise<number> {
   const plan = shift !== undefined ? shiftPlan(parseShift(shift)) : setPlan(parseAssignments(assignments));
   const result = await updateRoute(sources, { route, plan });
   process.stdout.write(`${describe(route, result)}\n`);
+  const ramp = result.after.ramp;
+  if (ramp !== undefined && ramp['halted'] === undefined && ramp['startedAt'] !== undefined) {
+    process.stdout.write(`note: route "${route}" has a started ramp: its step splits the ${String(ramp['from'])}+${String(ramp['to'])} weight (docs/ramps.md)\n`);
+  }
   return 0;
 }
 
