@@ -275,6 +275,26 @@ describe('weights on files', () => {
     assert.equal(statSync(file).mtimeMs, before);
   });
 
+  test('refuses to change values shared through a YAML anchor and its aliases', async () => {
+    const shared = `routes:
+  - name: a
+    hosts: [a.example.com]
+    backends: &pair
+      - { name: old, url: "http://127.0.0.1:9001", weight: 90 }
+      - { name: new, url: "http://127.0.0.1:9002", weight: 10 }
+  - name: b
+    hosts: [b.example.com]
+    backends: *pair
+`;
+    const file = configFile(shared);
+    let r = await runCli(['weights', 'a', 'new=50', '--config', file]);
+    assertOneLine(r, /^switchyard weights: routes\[0\]\.backends is the anchor &pair, shared with its aliases \(\*pair\)/);
+    assert.equal(r.code, 1);
+    r = await runCli(['weights', 'b', 'new=50', '--config', file]);
+    assertOneLine(r, /^switchyard weights: routes\[1\]\.backends is the alias \*pair, shared with every other use of &pair/);
+    assert.equal(readFileSync(file, 'utf8'), shared);
+  });
+
   test('concurrent weights processes lose no update', async () => {
     const file = configFile();
     const n = 8;

@@ -7,10 +7,15 @@
 // splice is checked by parsing it back, and only if it does not give the same
 // data (an unusual layout) is the re-rendered Document used instead.
 import { isDeepStrictEqual } from 'node:util';
-import { isMap, isScalar, isSeq, parseDocument, stringify } from 'yaml';
+import { isAlias, isMap, isScalar, isSeq, parseDocument, stringify, visit } from 'yaml';
 import type { Document, Node, Pair, YAMLMap } from 'yaml';
 
 type PathSegment = string | number;
+
+/** A change that cannot be made (no such route, a backend the route lacks, a value shared through an alias, ...); nothing was written. */
+export class ChangeError extends Error {
+  override readonly name = 'ChangeError';
+}
 
 /** One change to a document: a value set (created when its map exists but the key does not), or a key removed. */
 export type EditOp =
@@ -37,10 +42,12 @@ interface RouteLocation {
 /** Where ROUTE is defined among `texts` (the first definition; a second one is a config error the validator reports). */
 export function findRoute(texts: readonly string[], route: string): RouteLocation | undefined {
   for (const [source, text] of texts.entries()) {
-    const routes = parseDocument(text).get('routes');
+    const doc = parseDocument(text);
+    const routes = doc.get('routes');
     if (!isSeq(routes)) continue;
     for (const [index, item] of routes.items.entries()) {
-      if (isMap(item) && item.get('name') === route) return { source, index, data: item.toJSON() as RouteData };
+      // toJS on the document: aliases resolve to what they stand for.
+      if (isMap(item) && item.get('name') === route) return { source, index, data: (doc.toJS() as { routes: RouteData[] }).routes[index]! };
     }
   }
   return undefined;
@@ -63,6 +70,7 @@ interface Edited {
 /** Applies `ops` (paths from the document root) to `text`, changing only the bytes of the values concerned. */
 export function applyEdits(text: string, ops: readonly EditOp[]): Edited {
   const whole = parseDocument(text);
+  for (const op of ops) refuseAliases(whole, op.path);
   for (const op of ops) applyToDocument(whole, op);
   const expected = whole.toJS() as unknown;
 
@@ -76,6 +84,23 @@ export function applyEdits(text: string, ops: readonly EditOp[]): Edited {
     if (check.errors.length === 0 && isDeepStrictEqual(check.toJS(), expected)) return { text: spliced, layoutKept: true };
   }
   return { text: whole.toString({ lineWidth: 0 }), layoutKept: false };
+}
+
+/**
+ * A value under an anchor that aliases use, or reached through such an alias,
+ * is shared: changing it for one route would silently change it for all.
+ */
+function refuseAliases(doc: Document, path: readonly PathSegment[]): void {
+  const aliased = new Set<string>();
+  visit(doc, { Alias: (_, alias) => { aliased.add(alias.source); } });
+  if (aliased.size === 0) return;
+  for (let i = 1; i <= path.length; i++) {
+    const node = doc.getIn(path.slice(0, i), true) as Node | undefined;
+    const at = path.slice(0, i).map((p, j) => (typeof p === 'number' ? `[${p}]` : j === 0 ? p : `.${p}`)).join('');
+    if (isAlias(node)) throw new ChangeError(`${at} is the alias *${node.source}, shared with every other use of &${node.source}: write it out in this route to change it here alone`);
+    const anchor = (node as { anchor?: string } | undefined)?.anchor;
+    if (anchor !== undefined && aliased.has(anchor)) throw new ChangeError(`${at} is the anchor &${anchor}, shared with its aliases (*${anchor}): write it out in each route to change it here alone`);
+  }
 }
 
 function applyToDocument(doc: Document, op: EditOp): void {

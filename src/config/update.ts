@@ -15,7 +15,9 @@ import { keyFile, parseKubernetesSource, readConfigMapSource, type ConfigMapRef 
 import { loadConfigSources } from './load.ts';
 import { ConfigError, type ConfigSource } from './model.ts';
 import { readConfigSources } from './read.ts';
-import { applyEdits, findRoute, routeNames, type EditOp, type RouteData } from './edit.ts';
+import { applyEdits, ChangeError, findRoute, routeNames, type EditOp, type RouteData } from './edit.ts';
+
+export { ChangeError };
 
 /** A change to one route: `plan` turns the route as written into edits (paths relative to the route). */
 export interface RouteChange {
@@ -24,10 +26,6 @@ export interface RouteChange {
   plan(route: RouteData): readonly EditOp[];
 }
 
-/** A change that cannot be made (no such route, a backend the route lacks, a lock held too long); nothing was written. */
-export class ChangeError extends Error {
-  override readonly name = 'ChangeError';
-}
 
 export interface UpdateResult {
   /** The file written (or that would have been: `written` is false when the change changed nothing). */
