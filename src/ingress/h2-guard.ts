@@ -30,8 +30,6 @@ export interface H2GuardOptions {
   readonly headersTimeoutMs: number;
 }
 
-function noop(): void {}
-
 function frameHead(length: number, type: number, flags: number, stream: number): Buffer {
   const b = Buffer.alloc(9 + length);
   b.writeUIntBE(length, 0, 3);
@@ -314,27 +312,35 @@ export class H2Guard extends Duplex {
     }
   }
 
+  /** Passes node:http2's bytes on, then any frame of the guard's own now at a frame boundary; false when the socket is full. */
+  #send(chunk: Buffer): boolean {
+    this.#scanOut(chunk);
+    let ok = this.#socket.write(chunk);
+    if (this.#injected.length > 0 && this.#outSkip === 0 && this.#outHeadLength === 0) {
+      for (const f of this.#injected) ok = this.#socket.write(f);
+      this.#injected = [];
+    }
+    return ok;
+  }
+
+  // A write is done once the socket has it, not once the kernel has: node:http2
+  // sends its next frames only after the write is done, a round later each time.
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    if (this.#dead || this.#send(chunk)) cb();
+    else this.#socket.once('drain', () => cb());
+  }
+
+  override _writev(chunks: { chunk: Buffer }[], cb: (err?: Error | null) => void): void {
     if (this.#dead) {
       cb();
       return;
     }
-    this.#scanOut(chunk);
-    // Done once the socket has it, not once the kernel has: node:http2 sends
-    // its next frames only after this write is done, a round later each time.
-    if (this.#socket.write(chunk)) cb();
-    else this.#socket.once('drain', () => cb());
-    if (this.#injected.length > 0 && this.#outSkip === 0 && this.#outHeadLength === 0) {
-      for (const f of this.#injected) this.#socket.write(f);
-      this.#injected = [];
-    }
-  }
-
-  override _writev(chunks: { chunk: Buffer }[], cb: (err?: Error | null) => void): void {
     this.#socket.cork();
-    for (let k = 0; k < chunks.length - 1; k++) this._write(chunks[k]!.chunk, 'binary', noop);
-    this._write(chunks[chunks.length - 1]!.chunk, 'binary', cb);
+    let ok = true;
+    for (const { chunk } of chunks) ok = this.#send(chunk);
     this.#socket.uncork();
+    if (ok) cb();
+    else this.#socket.once('drain', () => cb());
   }
 
   override _final(cb: (err?: Error | null) => void): void {
