@@ -30,18 +30,28 @@ export async function run(args: readonly string[]): Promise<number | undefined> 
   if (!parsed) return 0;
   const sources = configSources(parsed.values.config);
   const log = createLogger();
-  let sy: Switchyard;
+  // Listening from the start: SIGHUP's default action kills the process, and a
+  // script may send one as soon as the router says it started. One that comes
+  // while starting reloads once running.
+  let sy: Switchyard | undefined;
+  let hupWhileStarting = false;
+  process.on('SIGHUP', () => {
+    if (sy === undefined) hupWhileStarting = true;
+    else void sy.reload('SIGHUP');
+  });
+  let running: Switchyard;
   try {
-    sy = await Switchyard.start(sources, log, parsed.values.watch === false ? false : DEFAULT_WATCH);
+    running = await Switchyard.start(sources, log, parsed.values.watch === false ? false : DEFAULT_WATCH);
   } catch (err) {
     if (err instanceof ConfigError) log.fatal({ issues: err.issues }, 'invalid config');
     else if (err instanceof ListenError) log.fatal({ listener: err.listener, address: err.address, code: err.code }, 'cannot listen');
     throw err;
   }
-  process.on('SIGHUP', () => { void sy.reload('SIGHUP'); });
+  sy = running;
+  if (hupWhileStarting) void running.reload('SIGHUP');
   const stop = (signal: string): void => {
     log.info({ signal }, 'signal received');
-    sy.shutdown().then(() => process.exit(0), (err: unknown) => {
+    running.shutdown().then(() => process.exit(0), (err: unknown) => {
       log.error({ err }, 'shutdown failed');
       process.exit(1);
     });
