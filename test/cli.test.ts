@@ -9,6 +9,7 @@ import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync, chmodSyn
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { applyEdits, type EditOp } from '../src/config/edit.ts';
 import { updateRoute } from '../src/config/update.ts';
 import { DEFAULT_WATCH } from '../src/config/watch.ts';
 import { loadCredentials } from '../src/kube/credentials.ts';
@@ -64,6 +65,26 @@ function configFile(text = CONFIG): string {
   writeFileSync(file, text);
   return file;
 }
+
+describe('YAML edits keep every other byte (block and flow style)', () => {
+  const text = `r:   # top
+  block:
+    a: 1    # one
+    b: 2
+  flow: { a: 1, b: 2 }   # flow
+`;
+  const cases: [string, EditOp[], string][] = [
+    ['set in block', [{ op: 'set', path: ['r', 'block', 'b'], value: 3 }], text.replace('b: 2', 'b: 3')],
+    ['add to block', [{ op: 'set', path: ['r', 'block', 'c'], value: 'x y' }], text.replace('    b: 2\n', '    b: 2\n    c: x y\n')],
+    ['remove from block', [{ op: 'delete', path: ['r', 'block', 'a'] }], text.replace('    a: 1    # one\n', '')],
+    ['add to flow', [{ op: 'set', path: ['r', 'flow', 'c'], value: { at: 't', n: 1 } }], text.replace('{ a: 1, b: 2 }', '{ a: 1, b: 2, c: { at: t, n: 1 } }')],
+    ['remove first of flow', [{ op: 'delete', path: ['r', 'flow', 'a'] }], text.replace('{ a: 1, b: 2 }', '{ b: 2 }')],
+    ['remove last of flow', [{ op: 'delete', path: ['r', 'flow', 'b'] }], text.replace('{ a: 1, b: 2 }', '{ a: 1 }')],
+  ];
+  for (const [name, ops, expected] of cases) {
+    test(name, () => assert.deepEqual(applyEdits(text, ops), { text: expected, layoutKept: true }));
+  }
+});
 
 describe('usage errors: one line on stderr, exit 2', () => {
   const cases: [string[], RegExp][] = [

@@ -49,7 +49,7 @@ export async function run(args: readonly string[]): Promise<number> {
   const after = result.after.ramp ?? {};
   const shown = ['startedAt', 'pausedAt', 'pauseReason', 'halted'].filter((k) => after[k] !== undefined)
     .map((k) => `${k}: ${typeof after[k] === 'object' ? JSON.stringify(after[k]) : String(after[k])}`);
-  process.stdout.write(`${route}: ramp ${action}${result.written ? '' : ' (already so; nothing written)'}: ${shown.join(', ') || 'pending'}${result.written ? ` (${result.file})` : ''}\n`);
+  process.stdout.write(`${route}: ramp ${action}${result.written ? '' : ' (already so; nothing written)'}: ${shown.join(', ') || 'pending'}${result.written ? ` (${result.file}${result.layoutKept ? '' : '; layout re-rendered, comments kept'})` : ''}\n`);
   return 0;
 }
 

@@ -139,9 +139,10 @@ function replaceValue(text: string, pair: Pair, rendered: string): string | unde
 }
 
 function insertPair(text: string, map: YAMLMap, key: string, rendered: string): string | undefined {
+  if (map.flow) return insertFlowPair(text, map, key, rendered);
   const first = map.items[0];
   const last = map.items.at(-1);
-  if (map.flow || !first || !last || !isScalar(first.key) || !first.key.range) return undefined;
+  if (!first || !last || !isScalar(first.key) || !first.key.range) return undefined;
   const keyStart = first.key.range[0];
   const indent = keyStart - (text.lastIndexOf('\n', keyStart - 1) + 1);
   const lastEnd = (last.value as Node | null)?.range?.[1] ?? (last.key as Node).range?.[1];
@@ -153,10 +154,34 @@ function insertPair(text: string, map: YAMLMap, key: string, rendered: string): 
   return `${text.slice(0, at + 1)}${line}\n${text.slice(at + 1)}`;
 }
 
+/** `{ a: 1 }` → `{ a: 1, key: value }`: before the closing brace, after the last item's spacing. */
+function insertFlowPair(text: string, map: YAMLMap, key: string, rendered: string): string | undefined {
+  const end = map.range?.[1];
+  if (end === undefined || text[end - 1] !== '}') return undefined;
+  let at = end - 1;
+  while (at > 0 && (text[at - 1] === ' ' || text[at - 1] === '\t')) at--;
+  const pair = `${stringify(key).trimEnd()}: ${rendered}`;
+  return `${text.slice(0, at)}${map.items.length > 0 ? ', ' : ''}${pair}${text.slice(at)}`;
+}
+
+/** Where a pair's text ends: after its value (or its key, for a key with no value). */
+function pairEnd(pair: Pair): number | undefined {
+  return (pair.value as Node | null)?.range?.[1] ?? (pair.key as Node).range?.[1];
+}
+
 function removePair(text: string, map: YAMLMap, pair: Pair): string | undefined {
   const keyStart = (pair.key as Node).range?.[0];
-  const valueEnd = (pair.value as Node | null)?.range?.[1] ?? (pair.key as Node).range?.[1];
-  if (map.flow || map.items.length < 2 || keyStart === undefined || valueEnd === undefined) return undefined;
+  const valueEnd = pairEnd(pair);
+  if (keyStart === undefined || valueEnd === undefined) return undefined;
+  if (map.flow) {
+    // `{ a: 1, key: v }` → `{ a: 1 }`: the pair with the comma before it (after it, for the first).
+    const i = map.items.indexOf(pair);
+    const prevEnd = i > 0 ? pairEnd(map.items[i - 1]!) : undefined;
+    if (prevEnd !== undefined) return text.slice(0, prevEnd) + text.slice(valueEnd);
+    const nextStart = (map.items[i + 1]?.key as Node | undefined)?.range?.[0];
+    return text.slice(0, keyStart) + text.slice(nextStart ?? valueEnd);
+  }
+  if (map.items.length < 2) return undefined;
   const lineStart = text.lastIndexOf('\n', keyStart - 1) + 1;
   // `- key: v` (the first key of a list item) cannot be cut out as a line.
   if (text.slice(lineStart, keyStart).trim() !== '') return undefined;
