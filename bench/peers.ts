@@ -7,13 +7,15 @@
 //   - upstream keep-alive (HTTP/1.1) and HTTP/2 to the h2c and gRPC backends,
 //   - X-Forwarded-For added (switchyard always does it), no access log.
 // Configs are written into the run's temp directory.
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import { join } from 'node:path';
 import type { Backends } from './backends.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { PROXY_CORE, freePort, startProcess, stopProcess, treeRss, waitForPort, type Started } from './procs.ts';
+import { PROXY_CORE, freePort, logTail, startProcess, stopProcess, treeRss, waitForPort, type Started } from './procs.ts';
+import { traefikBinary } from './traefik.ts';
 
-export const PEER_NAMES = ['direct', 'haproxy', 'nginx', 'caddy', 'switchyard'] as const;
+export const PEER_NAMES = ['direct', 'haproxy', 'nginx', 'caddy', 'traefik', 'switchyard'] as const;
 export type PeerName = (typeof PEER_NAMES)[number];
 
 /** Hosts the peers route by. */
@@ -46,6 +48,8 @@ export interface PeerContext {
   readonly maxConns: number;
   /** Extra switchyard routes (the many-routes scenario). */
   readonly extraRoutes?: number;
+  /** NODE_OPTIONS for switchyard (bench/cpu-cost.ts: --trace-gc). */
+  readonly nodeOptions?: string;
 }
 
 export async function startPeer(name: PeerName, ctx: PeerContext): Promise<RunningPeer> {
@@ -54,6 +58,7 @@ export async function startPeer(name: PeerName, ctx: PeerContext): Promise<Runni
     case 'haproxy': return haproxy(ctx);
     case 'nginx': return nginx(ctx);
     case 'caddy': return caddy(ctx);
+    case 'traefik': return traefik(ctx);
     case 'switchyard': return switchyard(ctx);
   }
 }
@@ -63,10 +68,11 @@ function direct({ backends: b }: PeerContext): RunningPeer {
   return { name: 'direct', pid: undefined, startRss: 0, targets: { h1: b.h1, h2c: b.h2c, grpc: b.grpc, split: undefined }, stop: async () => {} };
 }
 
-async function running(name: PeerName, proc: Started, h1: number, h2: number, split: boolean): Promise<RunningPeer> {
+async function running(name: PeerName, proc: Started, h1: number, h2: number, split: boolean, ready?: () => Promise<void>): Promise<RunningPeer> {
   try {
     await waitForPort(h1, proc);
     await waitForPort(h2, proc);
+    await ready?.();
   } catch (err) {
     await stopProcess(proc);
     throw err;
@@ -255,6 +261,77 @@ async function caddy({ dir, backends: b }: PeerContext): Promise<RunningPeer> {
   return running('caddy', proc, h1, h2, false);
 }
 
+// --- Traefik ---------------------------------------------------------------
+
+/**
+ * Traefik v3 (bench/traefik.ts builds it once into ~/.cache): file provider,
+ * one entry point per port (its cleartext entry points take h2c as well),
+ * Prometheus metrics on their own entry point as a production setup has them,
+ * and the split as a weighted service 90/10, as the migration used it.
+ */
+async function traefik({ dir, backends: b }: PeerContext): Promise<RunningPeer> {
+  const [h1, h2, metrics] = [await freePort(), await freePort(), await freePort()];
+  const dynamic = join(dir, 'traefik-dynamic.json');
+  const server = (scheme: string, port: number): object => ({ loadBalancer: { servers: [{ url: `${scheme}://127.0.0.1:${port}` }] } });
+  const router = (entryPoint: string, host: string, service: string): object => ({ entryPoints: [entryPoint], rule: `Host(\`${host}\`)`, service });
+  writeFileSync(dynamic, JSON.stringify({
+    http: {
+      routers: {
+        h1: router('h1', HOSTS.h1, 'h1'),
+        split: router('h1', HOSTS.split, 'split'),
+        h2c: router('h2', HOSTS.h2c, 'h2c'),
+        grpc: router('h2', HOSTS.grpc, 'grpc'),
+      },
+      services: {
+        h1: server('http', b.h1),
+        'split-a': server('http', b.splitA),
+        'split-b': server('http', b.splitB),
+        split: { weighted: { services: [{ name: 'split-a', weight: 90 }, { name: 'split-b', weight: 10 }] } },
+        h2c: server('h2c', b.h2c),
+        grpc: server('h2c', b.grpc),
+      },
+    },
+  }, null, 1));
+  const file = join(dir, 'traefik.json');
+  // JSON rather than YAML or TOML: Traefik reads all three; every setting explicit.
+  writeFileSync(file, JSON.stringify({
+    global: { checkNewVersion: false, sendAnonymousUsage: false },
+    log: { level: 'ERROR' },
+    entryPoints: {
+      h1: { address: `127.0.0.1:${h1}` },
+      h2: { address: `127.0.0.1:${h2}` },
+      metrics: { address: `127.0.0.1:${metrics}` },
+    },
+    metrics: { prometheus: { entryPoint: 'metrics' } },
+    providers: { file: { filename: dynamic, watch: false } },
+    // Keep-alive to the backends like the others (Traefik's default is 200 idle per host).
+    serversTransport: { maxIdleConnsPerHost: 128 },
+  }, null, 1));
+  const proc = startProcess('traefik', traefikBinary(), [`--configFile=${file}`], join(dir, 'traefik.log'), {
+    core: PROXY_CORE,
+    env: { GOMAXPROCS: '1', HOME: dir },
+  });
+  // The entry points listen before the file provider's routers are in: wait for a routed answer.
+  return running('traefik', proc, h1, h2, true, () => routed(proc, h1, HOSTS.h1));
+}
+
+/** Resolves once a GET for `host` on `port` is answered 200. */
+async function routed(proc: Started, port: number, host: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const status = await new Promise<number>((resolve) => {
+      const req = http.get({ host: '127.0.0.1', port, path: '/small', headers: { host }, agent: false }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.once('error', () => resolve(0));
+    });
+    if (status === 200) return;
+    if (Date.now() > deadline) throw new Error(`${proc.name} does not route ${host} after ${timeoutMs} ms (last status ${status}):\n${logTail(proc)}`);
+    await sleep(100);
+  }
+}
+
 // --- switchyard ------------------------------------------------------------
 
 /** The many-routes scenario's hosts: svc-0.bench … svc-(n-1).bench. */
@@ -262,7 +339,7 @@ export function manyHost(i: number): string {
   return `svc-${i}.bench`;
 }
 
-async function switchyard({ dir, backends: b, root, extraRoutes = 0 }: PeerContext): Promise<RunningPeer> {
+async function switchyard({ dir, backends: b, root, extraRoutes = 0, nodeOptions }: PeerContext): Promise<RunningPeer> {
   const [port, admin] = [await freePort(), await freePort()];
   const nginxBackend = (port: number): { name: string; url: string; weight: number } => ({ name: 'nginx', url: `http://127.0.0.1:${port}`, weight: 1 });
   const routes: object[] = [
@@ -292,11 +369,13 @@ async function switchyard({ dir, backends: b, root, extraRoutes = 0 }: PeerConte
   }, null, 1));
   // process.execPath: the Node 24 that runs this harness (the npm script puts
   // the pinned `node` devDependency first on the PATH).
-  const proc = startProcess('switchyard', process.execPath, [join(root, 'src/cli/main.ts'), 'serve', '--config', file],
+  // src/cli/main.ts since the layout of issue 10; src/cli.ts in older checkouts (A/B runs).
+  const cli = existsSync(join(root, 'src/cli/main.ts')) ? join(root, 'src/cli/main.ts') : join(root, 'src/cli.ts');
+  const proc = startProcess('switchyard', process.execPath, [cli, 'serve', '--config', file],
     join(dir, extraRoutes > 0 ? 'switchyard-many.log' : 'switchyard.log'), {
       core: PROXY_CORE,
       cwd: root,
-      env: { SWITCHYARD_LOG_LEVEL: 'warn', NODE_ENV: 'production' },
+      env: { SWITCHYARD_LOG_LEVEL: 'warn', NODE_ENV: 'production', ...(nodeOptions === undefined ? {} : { NODE_OPTIONS: nodeOptions }) },
     });
   return running('switchyard', proc, port, port, true);
 }

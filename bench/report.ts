@@ -17,8 +17,8 @@ export interface Run {
   readonly results: readonly Measurement[];
 }
 
-const LABEL: Record<PeerName, string> = { direct: 'direct', haproxy: 'HAProxy', nginx: 'nginx', caddy: 'Caddy', switchyard: 'switchyard' };
-const COLOR: Record<PeerName, string> = { direct: '#9e9e9e', haproxy: '#1f77b4', nginx: '#2ca02c', caddy: '#17becf', switchyard: '#ff7f0e' };
+const LABEL: Record<PeerName, string> = { direct: 'direct', haproxy: 'HAProxy', nginx: 'nginx', caddy: 'Caddy', traefik: 'Traefik', switchyard: 'switchyard' };
+const COLOR: Record<PeerName, string> = { direct: '#9e9e9e', haproxy: '#1f77b4', nginx: '#2ca02c', caddy: '#17becf', traefik: '#9467bd', switchyard: '#ff7f0e' };
 const THROUGHPUT: ScenarioId[] = ['h1-small', 'h1-1k', 'h1-64k', 'h2c', 'grpc', 'grpc-ghz'];
 /** Short names for the chart's group labels. */
 const CHART_LABEL: Partial<Record<ScenarioId, string>> = {
@@ -79,6 +79,8 @@ export function verdicts(run: Run): Verdict[] {
   for (const s of ['h1-small', 'h1-1k', 'h1-64k'] as const) out.push(ratioTarget(run, s, 'haproxy', 0.5));
   for (const s of ['h2c', 'grpc'] as const) out.push(ratioTarget(run, s, 'nginx', 1.0));
   for (const s of ['h2c', 'grpc'] as const) out.push(ratioTarget(run, s, 'caddy', 1.5));
+  // Traefik is what the original migration ran: at least twice its throughput everywhere.
+  if (run.peers.includes('traefik')) for (const s of THROUGHPUT) out.push(ratioTarget(run, s, 'traefik', 2.0));
   const sy = good(run, 'latency', 'switchyard')?.latency;
   const direct = good(run, 'latency', 'direct')?.latency;
   const added = `Mean added latency at ${int(FIXED_RATE)} req/s over direct ≤ 0.5 ms`;
@@ -225,7 +227,7 @@ export function markdown(run: Run, svgFile: string): string {
     '## Machine and method',
     '',
     `- CPU: ${run.machine.cpu}; nproc ${run.machine.nproc}; ${run.machine.memory}; ${run.machine.kernel}`,
-    '- The proxy under test runs alone on core 1 (`taskset -c 1`, one worker/thread, Caddy with GOMAXPROCS=1); load generators and backends share core 0. Loopback only.',
+    '- The proxy under test runs alone on core 1 (`taskset -c 1`, one worker/thread, Caddy and Traefik with GOMAXPROCS=1; Traefik with Prometheus metrics on); load generators and backends share core 0. Loopback only.',
     `- Each figure: ${run.settings.warmupS} s warm-up (not counted), then ${run.settings.measureS} s measured; each run is killed if it overruns.`,
     '- "proxy CPU" is the share of one core the proxy used during the measured run; "load core" how busy core 0 was. A proxy well under 100% while core 0 is full was not the bottleneck: its figure is a floor, and ratios against it flatter the others.',
     '- "direct" is the load generator talking to the backend with no proxy: the ceiling of this machine (a proxy can land slightly above it, since on loopback the kernel does part of the receiving side\'s TCP work on the sender\'s core, which moves some of it to core 1).',

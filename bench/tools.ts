@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { cpus, release, totalmem } from 'node:os';
 import { delimiter, join } from 'node:path';
 import type { PeerName } from './peers.ts';
+import { TRAEFIK_VERSION, ensureTraefik, traefikBinary } from './traefik.ts';
 
 export const GHZ_MODULE = 'github.com/bojand/ghz/cmd/ghz';
 export const GHZ_VERSION = 'v0.120.0';
@@ -82,6 +83,17 @@ export function ensureTools(peers: readonly PeerName[], install: boolean): Tools
   const ghz = which('ghz');
   if (ghz === undefined) problems.push(`ghz (gRPC load) — go install ${GHZ_MODULE}@${GHZ_VERSION}`);
 
+  if (peers.includes('traefik') && !existsSync(traefikBinary())) {
+    if (!install || gobin === '') problems.push(`traefik ${TRAEFIK_VERSION} — node bench/traefik.ts builds it (~8 min)`);
+    else {
+      try {
+        ensureTraefik();
+      } catch (err) {
+        problems.push(`traefik ${TRAEFIK_VERSION}: ${err instanceof Error ? err.message.split('\n').slice(0, 4).join(' / ') : String(err)}`);
+      }
+    }
+  }
+
   if (problems.length > 0) {
     throw new Error(`missing tools${install ? '' : ' (run without --no-install to install them)'}:\n  ${problems.join('\n  ')}`);
   }
@@ -112,6 +124,7 @@ export function versions(root: string, switchyardRoot: string, peers: readonly P
   v['nginx'] = firstLine('nginx', ['-v']).replace(/^nginx version: /, '');
   if (peers.includes('haproxy')) v['haproxy'] = firstLine('haproxy', ['-v']).replace(/ - https?:.*$/, '');
   if (peers.includes('caddy')) v['caddy'] = firstLine('caddy', ['version']);
+  if (peers.includes('traefik')) v['traefik'] = `${firstLine(traefikBinary(), ['version'], /^Version:/).replace(/^Version:\s*/, '')} (built by bench/traefik.ts)`;
   v['wrk'] = firstLine('wrk', ['-v'], /^wrk/).replace(/ Copyright.*$/, '');
   v['h2load'] = firstLine('h2load', ['--version']);
   // A `go install` build reports "dev": the pinned version is what ran.

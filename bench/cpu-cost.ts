@@ -1,0 +1,136 @@
+// CPU cost per request of switchyard checkouts, A/B, at a fixed request count:
+// what a change costs or saves, measured in a way that holds up on a busy
+// machine (throughput there is noise; CPU time per request much less so).
+//
+//   node bench/cpu-cost.ts --a DIR [--b DIR] [--scenario h1|h1-1k|h2c|grpc] [--requests N] [--rounds R] [--gc]
+//                          [--node-options='--cpu-prof --cpu-prof-dir=/tmp/prof']
+//
+// Each round starts each checkout afresh (alternating A and B, so drift hits
+// both alike), warms it with N/5 requests, then sends N with h2load and reads
+// the router's utime+stime from /proc before and after. Prints µs of CPU per
+// request per round and the medians; --gc adds --trace-gc and sums the
+// collector's pause time over the measured requests.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { startBackends } from './backends.ts';
+import { HOSTS, startPeer, type RunningPeer } from './peers.ts';
+import { LOAD_CORE, pinSelf, runCommand, stopAll, treeCpuSeconds } from './procs.ts';
+import { buildGoTools } from './tools.ts';
+
+const ROOT = resolve(dirname(new URL(import.meta.url).pathname), '..');
+
+const { values: opts } = parseArgs({
+  options: {
+    a: { type: 'string' },
+    b: { type: 'string' },
+    scenario: { type: 'string', default: 'h1' },
+    requests: { type: 'string', default: '100000' },
+    rounds: { type: 'string', default: '3' },
+    clients: { type: 'string', default: '50' },
+    gc: { type: 'boolean', default: false },
+    'node-options': { type: 'string' },
+  },
+});
+
+type Scenario = 'h1' | 'h1-1k' | 'h2c' | 'grpc';
+const scenario = opts.scenario as Scenario;
+if (!['h1', 'h1-1k', 'h2c', 'grpc'].includes(scenario)) throw new Error(`unknown scenario ${scenario}`);
+const requests = Number(opts.requests);
+const rounds = Number(opts.rounds);
+const checkouts = [opts.a ?? ROOT, ...(opts.b === undefined ? [] : [opts.b])].map((d) => resolve(d));
+
+const GRPC_MESSAGE = Buffer.from('0a10' + Buffer.from('switchyard-bench').toString('hex'), 'hex');
+const GRPC_FRAME = Buffer.concat([Buffer.from([0, 0, 0, 0, GRPC_MESSAGE.length]), GRPC_MESSAGE]);
+
+function h2loadArgs(peer: RunningPeer, n: number, dir: string): string[] {
+  const clients = Number(opts.clients);
+  switch (scenario) {
+    case 'h1': case 'h1-1k':
+      return ['--h1', '-t1', `-c${clients}`, '-m1', `-n${n}`, '-H', `:authority: ${HOSTS.h1}`,
+        `http://127.0.0.1:${peer.targets.h1}/${scenario === 'h1' ? 'small' : '1k'}`];
+    case 'h2c':
+      return ['-t1', '-c8', '-m32', `-n${n}`, '-H', `:authority: ${HOSTS.h2c}`, `http://127.0.0.1:${peer.targets.h2c}/small`];
+    case 'grpc': {
+      const body = join(dir, 'grpc-request.bin');
+      writeFileSync(body, GRPC_FRAME);
+      return ['-t1', '-c8', '-m32', `-n${n}`, '-H', `:authority: ${HOSTS.grpc}`, '-H', 'content-type: application/grpc',
+        '-H', 'te: trailers', '-d', body, `http://127.0.0.1:${peer.targets.grpc}/bench.Echo/Unary`];
+    }
+  }
+}
+
+async function load(peer: RunningPeer, n: number, dir: string): Promise<void> {
+  const r = await runCommand('h2load', h2loadArgs(peer, n, dir), { core: LOAD_CORE, timeoutMs: 600_000 });
+  const ok = /status codes: (\d+) 2xx/.exec(r.stdout);
+  if (ok === null || Number(ok[1]) !== n) throw new Error(`h2load: not all ${n} requests succeeded:\n${r.stdout.slice(-600)}${r.stderr.slice(-300)}`);
+}
+
+/** Sum of the pause times in a --trace-gc log, ms. */
+function gcMs(log: string, from: number): { ms: number; count: number } {
+  let ms = 0;
+  let count = 0;
+  for (const m of log.slice(from).matchAll(/(?:Scavenge|Mark-Compact|Minor Mark-Sweep)[^,]*?, ([\d.]+) \/ [\d.]+ ms/g)) {
+    ms += Number(m[1]);
+    count++;
+  }
+  return { ms, count };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
+async function main(): Promise<void> {
+  pinSelf(LOAD_CORE);
+  const dir = mkdtempSync(join(tmpdir(), 'switchyard-cpu-'));
+  try {
+    const bin = join(dir, 'bin');
+    buildGoTools(ROOT, bin);
+    const backends = await startBackends(dir, bin);
+    const perReq = checkouts.map(() => [] as number[]);
+    const gc = checkouts.map(() => [] as string[]);
+    for (let round = 0; round < rounds; round++) {
+      for (const [i, root] of checkouts.entries()) {
+        const nodeOptions = [opts.gc ? '--trace-gc' : '', opts['node-options'] ?? ''].join(' ').trim();
+        const peer = await startPeer('switchyard', { dir, backends, root, maxConns: 1000, ...(nodeOptions === '' ? {} : { nodeOptions }) });
+        try {
+          await load(peer, Math.max(1000, Math.floor(requests / 5)), dir);
+          const logFile = join(dir, 'switchyard.log');
+          const logFrom = readFileSync(logFile, 'utf8').length;
+          const cpu0 = treeCpuSeconds(peer.pid!);
+          await load(peer, requests, dir);
+          const us = (treeCpuSeconds(peer.pid!) - cpu0) * 1e6 / requests;
+          perReq[i]!.push(us);
+          let gcNote = '';
+          if (opts.gc) {
+            const g = gcMs(readFileSync(logFile, 'utf8'), logFrom);
+            gcNote = `, GC ${(g.ms * 1000 / requests).toFixed(2)} µs/req (${g.count} pauses, ${g.ms.toFixed(0)} ms)`;
+            gc[i]!.push(gcNote);
+          }
+          console.log(`round ${round + 1} ${String.fromCharCode(65 + i)} ${root}: ${us.toFixed(2)} µs CPU/request${gcNote}`);
+        } finally {
+          await peer.stop();
+          writeFileSync(join(dir, 'switchyard.log'), '');
+        }
+      }
+    }
+    console.log(`\n${scenario}, ${requests.toLocaleString('en-US')} requests x ${rounds} rounds; CPU per 100,000 requests (median):`);
+    const meds = perReq.map(median);
+    for (const [i, root] of checkouts.entries()) {
+      console.log(`  ${String.fromCharCode(65 + i)} ${root}: ${(meds[i]! / 10).toFixed(2)} s  [${perReq[i]!.map((x) => (x / 10).toFixed(2)).join(', ')}]`);
+    }
+    if (meds.length === 2) console.log(`  B/A = ${(meds[1]! / meds[0]!).toFixed(3)}`);
+  } finally {
+    await stopAll();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch(async (err: unknown) => {
+  console.error(err instanceof Error ? err.message : String(err));
+  await stopAll();
+  process.exitCode = 1;
+});
