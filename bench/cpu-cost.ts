@@ -71,7 +71,8 @@ async function load(peer: RunningPeer, n: number, dir: string): Promise<void> {
 function gcMs(log: string, from: number): { ms: number; count: number } {
   let ms = 0;
   let count = 0;
-  for (const m of log.slice(from).matchAll(/(?:Scavenge|Mark-Compact|Minor Mark-Sweep)[^,]*?, ([\d.]+) \/ [\d.]+ ms/g)) {
+  // e.g. "Scavenge 4.9 (6.0) -> 4.5 (7.0) MB, pooled: 0 MB, 5.58 / 0.00 ms  (average mu ...": the pause is the first figure.
+  for (const m of log.slice(from).matchAll(/: (?:Scavenge|Mark-Compact|Minor Mark-Sweep)[^\n]*? ([\d.]+) \/ [\d.]+ ms/g)) {
     ms += Number(m[1]);
     count++;
   }
@@ -94,8 +95,8 @@ async function main(): Promise<void> {
     const gc = checkouts.map(() => [] as string[]);
     for (let round = 0; round < rounds; round++) {
       for (const [i, root] of checkouts.entries()) {
-        const nodeOptions = [opts.gc ? '--trace-gc' : '', opts['node-options'] ?? ''].join(' ').trim();
-        const peer = await startPeer('switchyard', { dir, backends, root, maxConns: 1000, ...(nodeOptions === '' ? {} : { nodeOptions }) });
+        const nodeArgs = [...(opts.gc ? ['--trace-gc'] : []), ...(opts['node-options'] ?? '').split(' ').filter((a) => a !== '')];
+        const peer = await startPeer('switchyard', { dir, backends, root, maxConns: 1000, nodeArgs });
         try {
           await load(peer, Math.max(1000, Math.floor(requests / 5)), dir);
           const logFile = join(dir, 'switchyard.log');
@@ -127,6 +128,10 @@ async function main(): Promise<void> {
     await stopAll();
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => { void stopAll().finally(() => process.exit(130)); });
 }
 
 main().catch(async (err: unknown) => {

@@ -48,8 +48,8 @@ export interface PeerContext {
   readonly maxConns: number;
   /** Extra switchyard routes (the many-routes scenario). */
   readonly extraRoutes?: number;
-  /** NODE_OPTIONS for switchyard (bench/cpu-cost.ts: --trace-gc). */
-  readonly nodeOptions?: string;
+  /** Node flags for switchyard (bench/cpu-cost.ts: --trace-gc, --cpu-prof). */
+  readonly nodeArgs?: readonly string[];
 }
 
 export async function startPeer(name: PeerName, ctx: PeerContext): Promise<RunningPeer> {
@@ -339,7 +339,7 @@ export function manyHost(i: number): string {
   return `svc-${i}.bench`;
 }
 
-async function switchyard({ dir, backends: b, root, extraRoutes = 0, nodeOptions }: PeerContext): Promise<RunningPeer> {
+async function switchyard({ dir, backends: b, root, extraRoutes = 0, nodeArgs = [] }: PeerContext): Promise<RunningPeer> {
   const [port, admin] = [await freePort(), await freePort()];
   const nginxBackend = (port: number): { name: string; url: string; weight: number } => ({ name: 'nginx', url: `http://127.0.0.1:${port}`, weight: 1 });
   const routes: object[] = [
@@ -371,11 +371,11 @@ async function switchyard({ dir, backends: b, root, extraRoutes = 0, nodeOptions
   // the pinned `node` devDependency first on the PATH).
   // src/cli/main.ts since the layout of issue 10; src/cli.ts in older checkouts (A/B runs).
   const cli = existsSync(join(root, 'src/cli/main.ts')) ? join(root, 'src/cli/main.ts') : join(root, 'src/cli.ts');
-  const proc = startProcess('switchyard', process.execPath, [cli, 'serve', '--config', file],
+  const proc = startProcess('switchyard', process.execPath, [...nodeArgs, cli, 'serve', '--config', file],
     join(dir, extraRoutes > 0 ? 'switchyard-many.log' : 'switchyard.log'), {
       core: PROXY_CORE,
       cwd: root,
-      env: { SWITCHYARD_LOG_LEVEL: 'warn', NODE_ENV: 'production', ...(nodeOptions === undefined ? {} : { NODE_OPTIONS: nodeOptions }) },
+      env: { SWITCHYARD_LOG_LEVEL: 'warn', NODE_ENV: 'production' },
     });
   return running('switchyard', proc, port, port, true);
 }
