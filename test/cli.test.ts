@@ -246,6 +246,22 @@ routes:
     assert.match(lines[1]!, /^ConfigMap\/sy-switchyard\/routes\.yaml:7:22: routes\[0\]\.backends\[1\]\.url: .*http:\/\/host\[:port\]/);
   });
 
+  test('kubectl get configmaps -o yaml: a List of ConfigMaps', async () => {
+    const list = `apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: { name: routes, namespace: migration }
+  data:
+    routes.yaml: |
+${good.split('\n').map((l) => (l === '' ? l : `      ${l}`)).join('\n')}
+`;
+    const r = await run(process.execPath, [CLI, 'validate', '-'], list);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /files: ConfigMap\/routes\/routes\.yaml\)\n$/);
+  });
+
   test('a plain config on stdin, and --configmap picking one ConfigMap', async () => {
     let r = await run(process.execPath, [CLI, 'validate', '-'], good);
     assert.equal(r.code, 0, r.stderr);

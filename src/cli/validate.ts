@@ -3,7 +3,7 @@
 // output or `kubectl get configmap -o yaml`, whose ConfigMaps' *.yaml keys are
 // checked as the files of one directory — what every pod would load.
 import { text as readStream } from 'node:stream/consumers';
-import { isMap, parseAllDocuments } from 'yaml';
+import { parseAllDocuments } from 'yaml';
 import { loadConfigSources } from '../config/load.ts';
 import { ConfigError, type ConfigSource } from '../config/model.ts';
 import { readSources } from '../config/update.ts';
@@ -47,17 +47,21 @@ const CONFIG_KEY = /\.ya?ml$/;
  * no Kubernetes objects, the text itself as one file named "-".
  */
 function fromManifests(text: string, only: string | undefined): ConfigSource[] {
+  // A stream that does not parse is no manifest: validating it as a config reports where it breaks.
   const docs = parseAllDocuments(text);
-  const objects = docs.map((d) => d.contents).filter((c) => isMap(c) && typeof c.get('kind') === 'string' && c.has('apiVersion'));
+  if (docs.some((d) => d.errors.length > 0)) return [{ file: '-', text }];
+  // `kubectl get configmaps -o yaml` wraps them in a List.
+  const objects = docs.map((d) => d.toJS() as KubeObject | null)
+    .flatMap((o): (KubeObject | null)[] => (o?.kind === 'List' && Array.isArray(o.items) ? o.items as KubeObject[] : [o]))
+    .filter((o): o is KubeObject => typeof o?.kind === 'string' && typeof o.apiVersion === 'string');
   if (objects.length === 0) {
     if (only !== undefined) throw new ConfigError([{ file: '-', line: 0, column: 0, path: '', message: `no ConfigMap "${only}" on stdin (it holds no Kubernetes objects)` }]);
     return [{ file: '-', text }];
   }
   const sources: ConfigSource[] = [];
   const seen: string[] = [];
-  for (const doc of docs) {
-    const object = doc.toJS() as { kind?: string; metadata?: { name?: string }; data?: Record<string, unknown> } | null;
-    if (object?.kind !== 'ConfigMap') continue;
+  for (const object of objects) {
+    if (object.kind !== 'ConfigMap') continue;
     const name = object.metadata?.name ?? '?';
     seen.push(name);
     if (only !== undefined && name !== only) continue;
@@ -72,4 +76,12 @@ function fromManifests(text: string, only: string | undefined): ConfigSource[] {
     throw new ConfigError([{ file: '-', line: 0, column: 0, path: '', message: why }]);
   }
   return sources;
+}
+
+interface KubeObject {
+  readonly apiVersion?: unknown;
+  readonly kind?: unknown;
+  readonly metadata?: { readonly name?: string };
+  readonly data?: Record<string, unknown>;
+  readonly items?: unknown[];
 }
