@@ -268,7 +268,6 @@ export class ResponseParser {
 
     const end = h.length;
     const headers = new Headers();
-    let hopByHop = false;
     let contentLength = -1;
     let chunked = false;
     let te = false;
@@ -310,7 +309,6 @@ export class ResponseParser {
       }
       if (HOP_BY_HOP.has(name)) {
         // Not passed on, except on a 101, whose Upgrade/Connection the client needs.
-        hopByHop = true;
         if (status !== 101) continue;
       }
       const prev = headers[name];
@@ -319,8 +317,9 @@ export class ResponseParser {
       else prev.push(value);
     }
 
-    // Headers the Connection header names are hop-by-hop too (RFC 9110 §7.6.1).
-    if (hopByHop && connection !== undefined && status !== 101) dropNamed(headers, connection);
+    // Headers the Connection header names are hop-by-hop too (RFC 9110 §7.6.1);
+    // the usual values name none.
+    if (connection !== undefined && status !== 101 && connection !== 'keep-alive' && connection !== 'close') dropNamed(headers, connection);
     if (status < 200 && status !== 101) {
       // Interim (100 Continue, 103 Early Hints): the final response follows.
       if (te || contentLength > 0) throw new ParseError('interim response with a body');
