@@ -11,7 +11,7 @@
 //
 // Layout (2 cores): the proxy alone on core 1, load generators and backends on
 // core 0. One peer runs at a time; every process is killed at the end.
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -22,6 +22,7 @@ import { markdown, svg, verdicts, type Run } from './report.ts';
 import * as sc from './scenarios.ts';
 import type { Measurement, ScenarioId, Settings } from './scenarios.ts';
 import { buildGoTools, ensureTools, fdHardLimit, machine, versions } from './tools.ts';
+import { traefikBinary } from './traefik.ts';
 
 const ROOT = resolve(dirname(new URL(import.meta.url).pathname), '..');
 const ALL_SCENARIOS: ScenarioId[] = ['h1-small', 'h1-1k', 'h1-64k', 'h2c', 'grpc', 'grpc-ghz', 'latency', 'split', 'routes', 'memory'];
@@ -81,7 +82,9 @@ function scenariosOf(peer: PeerName): ScenarioId[] {
 function budgetSeconds(): number {
   let runs = 0;
   for (const p of peers) runs += scenariosOf(p).length + (p === 'switchyard' && scenarios.includes('routes') ? 2 : 0);
-  return smoke ? 115 : 180 + runs * (warmupS + measureS + 15);
+  // A Traefik not built yet is built first (~8 min on 2 quiet cores, more on a busy machine).
+  const build = peers.includes('traefik') && !existsSync(traefikBinary()) ? 3600 : 0;
+  return (smoke ? 115 : 180 + runs * (warmupS + measureS + 15)) + build;
 }
 
 async function runPeer(peer: RunningPeer, s: Settings, backends: Awaited<ReturnType<typeof startBackends>>): Promise<Measurement[]> {
