@@ -22,10 +22,10 @@ interface SlowH2Backend {
 
 /**
  * An h2c backend that takes each TCP connection at once and hands it to the
- * HTTP/2 server only after SETTINGS_DELAY_MS: the router's session is not
+ * HTTP/2 server only after settingsDelayMs: the router's session is not
  * ready (no SETTINGS) until then. Answers every request with 200.
  */
-async function startSlowH2Backend(): Promise<SlowH2Backend> {
+async function startSlowH2Backend(settingsDelayMs = SETTINGS_DELAY_MS): Promise<SlowH2Backend> {
   const seen: string[] = [];
   const h2 = http2.createServer();
   h2.on('stream', (stream, headers) => {
@@ -45,7 +45,7 @@ async function startSlowH2Backend(): Promise<SlowH2Backend> {
       h2.emit('connection', socket);
       // Paused since accept: the session reads only once the socket flows.
       socket.resume();
-    }, SETTINGS_DELAY_MS);
+    }, settingsDelayMs);
     timers.add(timer);
   });
   await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
@@ -89,5 +89,37 @@ describe('cancellation', () => {
     // The session becomes ready at SETTINGS_DELAY_MS; give the router time to (wrongly) send then.
     await sleep(SETTINGS_DELAY_MS + 700);
     assert.deepEqual(backend.seen, [], 'the client already had its 504; the request must not reach the backend');
+  });
+
+  test('a client that leaves while the upstream session is still connecting: the backend never receives its request (HTTP/1.1 and HTTP/2)', async () => {
+    // A fresh backend and router: the session above is ready by now. SETTINGS
+    // come late enough that both clients are gone first, even on a loaded machine.
+    const delayMs = 3_000;
+    const slow = await startSlowH2Backend(delayMs);
+    const r = await startRouter({ routes: [{
+      name: 'gone', hosts: ['gone.test'], protocol: 'h2c',
+      backends: [{ name: 'slow', url: slow.url, weight: 1 }],
+      outlierDetection: { consecutiveFailures: 0 },
+    }] });
+    try {
+      // HTTP/1.1: the client closes its connection.
+      await assert.rejects(request(`${r.url}/h1-left`, {
+        method: 'POST', headers: { host: 'gone.test' }, body: '{"amount":1}', signal: AbortSignal.timeout(150),
+      }));
+      // HTTP/2: the client resets its stream.
+      const session = http2.connect(r.url);
+      session.on('error', () => {});
+      const stream = session.request({ ':method': 'POST', ':path': '/h2-left', ':authority': 'gone.test' });
+      stream.on('error', () => {});
+      stream.end('{"amount":2}');
+      await sleep(150);
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+      session.close();
+      await sleep(delayMs + 700);
+      assert.deepEqual(slow.seen, [], 'both clients left before the session was ready; neither request may reach the backend');
+    } finally {
+      await r.close();
+      await slow.close();
+    }
   });
 });
