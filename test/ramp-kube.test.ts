@@ -13,7 +13,7 @@ import { loadCredentials, type KubeCredentials } from '../src/kube/credentials.t
 import { createLogger } from '../src/observe/log.ts';
 import { Switchyard } from '../src/server.ts';
 import { DEFAULT_WATCH } from '../src/config/watch.ts';
-import { startBackend, type Backend } from './helpers.ts';
+import { runCli, startBackend, type Backend } from './helpers.ts';
 import { createNamespace, grantConfigMaps, READER_USER, startApiServer, until, type ApiServer } from './kube-apiserver.ts';
 
 let api: ApiServer;
@@ -86,6 +86,70 @@ describe('ramp halt through the Kubernetes API', () => {
     } finally {
       await a.shutdown();
       await b.shutdown();
+    }
+  });
+
+  it('switchyard ramp start, pause, abort patch the ConfigMap key in place; a replica follows each; a refused action writes nothing', async () => {
+    const namespace = await createNamespace(api.admin, 'rampcli');
+    const routes = `# billing moves to the new cluster
+routes:
+  - name: billing
+    hosts: [billing.example.com]
+    backends:
+      - { name: old, url: "${old.url}", weight: 100 }
+      - { name: new, url: "${old.url}", weight: 0 }   # healthy: the guard has nothing to say
+    ramp:
+      from: old
+      to: new
+      steps: [50, 100]   # percent on new
+      interval: 10m
+`;
+    await api.admin.createConfigMap(namespace, { metadata: { name: 'routes' }, data: { 'routes.yaml': routes } });
+    await grantConfigMaps(api.admin, namespace, READER_USER, ['routes'], ['get', 'list', 'watch']);
+    const listeners = join(mkdtempSync(join(tmpdir(), 'switchyard-listeners-')), 'listeners.yaml');
+    writeFileSync(listeners, stringify({ entrypoint: { address: '127.0.0.1:0' }, admin: { address: '127.0.0.1:0' }, shutdown: { drainDelay: '0s', timeout: '2s' } }));
+    const source = `kubernetes://${namespace}/routes`;
+    const sy = await Switchyard.start([listeners, source], createLogger('silent'), DEFAULT_WATCH, {
+      kubernetes: { credentials: reader, instance: 'replica', watch: { backoffBaseMs: 100, backoffMaxMs: 1000 } },
+    });
+    // The operator's credentials (the CLI reads KUBECONFIG, as kubectl does).
+    const saved = process.env['KUBECONFIG'];
+    process.env['KUBECONFIG'] = api.adminKubeconfig;
+    const ramp = (...args: string[]) => runCli(['ramp', ...args, 'billing', '--config', listeners, '--config', source]);
+    const text = async (): Promise<string> => (await api.admin.getConfigMap(namespace, 'routes')).data!['routes.yaml']!;
+    try {
+      assert.equal((await billing(sy)).ramp.state, 'pending');
+      let r = await ramp('start');
+      assert.equal(r.code, 0, r.stderr);
+      let now = await text();
+      assert.match(now, /^# billing moves to the new cluster\n/);
+      assert.ok(now.startsWith(routes), now);
+      assert.match(now.slice(routes.length), /^ {6}startedAt: \S+\n$/);
+      await until(async () => (await billing(sy)).ramp.state === 'ramping', 5_000, 'the replica ramping');
+      assert.deepEqual((await billing(sy)).backends.map((x) => x.weight), [50, 50]);
+
+      r = await ramp('pause');
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(await text(), /\n {6}pausedAt: \S+\n/);
+      await until(async () => (await billing(sy)).ramp.state === 'paused', 5_000, 'the replica paused');
+
+      r = await ramp('abort');
+      assert.equal(r.code, 0, r.stderr);
+      now = await text();
+      assert.match(now, /\n {6}halted: \{ at: \S+, reason: aborted \}\n$/);
+      assert.ok(now.startsWith(routes), 'comments and layout kept');
+      await until(async () => (await billing(sy)).ramp.state === 'halted', 5_000, 'the replica halted');
+      assert.deepEqual((await billing(sy)).backends.map((x) => x.weight), [100, 0]);
+
+      const before = (await api.admin.getConfigMap(namespace, 'routes')).metadata.resourceVersion;
+      r = await ramp('resume');
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /^switchyard ramp: cannot resume the ramp of route "billing": it is halted/);
+      assert.equal((await api.admin.getConfigMap(namespace, 'routes')).metadata.resourceVersion, before, 'nothing written');
+    } finally {
+      if (saved === undefined) delete process.env['KUBECONFIG'];
+      else process.env['KUBECONFIG'] = saved;
+      await sy.shutdown();
     }
   });
 });
