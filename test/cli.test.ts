@@ -4,7 +4,6 @@
 // commands (weights, routes, status, ramp) editing files in place.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync, chmodSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -480,7 +479,7 @@ describe('against a real kube-apiserver (kubernetes://NAMESPACE/CONFIGMAP)', () 
 
   test('weights patches the key in place: comments kept, an invalid edit refused before writing', async () => {
     const source = `kubernetes://${namespace}/routes`;
-    let r = await runCliEnv(['weights', 'billing', 'old=75', 'new=25', '--config', listeners, '--config', source], env());
+    let r = await runCli(['weights', 'billing', 'old=75', 'new=25', '--config', listeners, '--config', source], env());
     assert.equal(r.stderr, '');
     assert.equal(r.stdout, `billing: old 90→75, new 10→25 (${source}/routes.yaml)\n`);
     const edited = await routesYaml();
@@ -488,15 +487,15 @@ describe('against a real kube-apiserver (kubernetes://NAMESPACE/CONFIGMAP)', () 
       .replace('weight: 90       # the old cluster', 'weight: 75       # the old cluster')
       .replace('"http://127.0.0.1:9002", weight: 10 }', '"http://127.0.0.1:9002", weight: 25 }'));
 
-    r = await runCliEnv(['weights', 'billing', 'new=2000000', '--config', listeners, '--config', source], env());
+    r = await runCli(['weights', 'billing', 'new=2000000', '--config', listeners, '--config', source], env());
     assert.equal(r.code, 1);
     assert.match(r.stderr, new RegExp(`^${source}/routes.yaml:\\d+:\\d+: routes\\[0\\]\\.backends\\[1\\]\\.weight: must be <= 1000000\\n`));
     assert.deepEqual(await routesYaml(), edited);
 
-    r = await runCliEnv(['routes', '--config', listeners, '--config', source], env());
+    r = await runCli(['routes', '--config', listeners, '--config', source], env());
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /\nbilling .* old +75 +75% /);
-    r = await runCliEnv(['validate', listeners, source], env());
+    r = await runCli(['validate', listeners, source], env());
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, new RegExp(`files: ${listeners}, ${source}/routes.yaml\\)`));
   });
@@ -516,7 +515,7 @@ describe('against a real kube-apiserver (kubernetes://NAMESPACE/CONFIGMAP)', () 
     delete process.env['KUBECONFIG'];
     assert.ok(results.reduce((sum, r) => sum + r.attempts - 1, 0) > 0, 'some writer met a conflict');
     // And as processes.
-    const cli = await Promise.all(Array.from({ length: 3 }, () => runCliEnv(['weights', 'ledger', '--shift', 'new=+1', '--config', listeners, '--config', source], env())));
+    const cli = await Promise.all(Array.from({ length: 3 }, () => runCli(['weights', 'ledger', '--shift', 'new=+1', '--config', listeners, '--config', source], env())));
     for (const r of cli) assert.equal(r.code, 0, r.stderr);
     const after = await routesYaml();
     assert.match(after.text, new RegExp(`url: http://127\\.0\\.0\\.1:9102\\n {8}weight: ${start + n + 3}\\n`));
@@ -530,9 +529,9 @@ describe('against a real kube-apiserver (kubernetes://NAMESPACE/CONFIGMAP)', () 
     });
     try {
       const admin = `http://127.0.0.1:${sy.addresses.admin.port}`;
-      let r = await runCliEnv(['weights', 'billing', 'old=60', 'new=40', '--config', listeners, '--config', source], env());
+      let r = await runCli(['weights', 'billing', 'old=60', 'new=40', '--config', listeners, '--config', source], env());
       assert.equal(r.code, 0, r.stderr);
-      r = await runCliEnv(['status', '--config', listeners, '--config', source, '--admin', admin, '--wait', '20s'], env());
+      r = await runCli(['status', '--config', listeners, '--config', source, '--admin', admin, '--wait', '20s'], env());
       assert.equal(r.code, 0, r.stdout);
       assert.match(r.stdout, /\nbilling +ramping 40% +old=60 new=40 +same\n/);
       assert.match(r.stdout, /\nconverged: all 1 replicas run version [0-9a-f]{12}\n$/);
@@ -544,10 +543,10 @@ describe('against a real kube-apiserver (kubernetes://NAMESPACE/CONFIGMAP)', () 
         metadata: { name: 'sy-0', labels: { 'app.kubernetes.io/name': 'switchyard' } },
         spec: { automountServiceAccountToken: false, containers: [{ name: 'switchyard', image: 'switchyard:test' }] },
       } });
-      r = await runCliEnv(['status', '--config', listeners, '--config', source], env());
+      r = await runCli(['status', '--config', listeners, '--config', source], env());
       assert.equal(r.code, 1);
       assert.match(r.stdout, /\npod\/sy-0 +- +unreachable: HTTP \d{3}\n/);
-      r = await runCliEnv(['status', '--config', listeners, '--config', source, '--selector', 'app=none'], env());
+      r = await runCli(['status', '--config', listeners, '--config', source, '--selector', 'app=none'], env());
       assert.equal(r.code, 1);
       assert.equal(r.stderr, `switchyard status: no pods match app=none in namespace ${namespace} (--selector, --namespace)\n`);
     } finally {
@@ -572,9 +571,9 @@ describe('three replicas on one ConfigMap, moved with weights and confirmed with
       const admins = replicas.flatMap((sy) => ['--admin', `http://127.0.0.1:${sy.addresses.admin.port}`]);
       const env = { KUBECONFIG: api.adminKubeconfig };
       for (let step = 1; step <= 4; step++) {
-        const w = await runCliEnv(['weights', 'ledger', '--shift', 'new=+25', '--config', listeners, '--config', source], env);
+        const w = await runCli(['weights', 'ledger', '--shift', 'new=+25', '--config', listeners, '--config', source], env);
         assert.equal(w.code, 0, w.stderr);
-        const r = await runCliEnv(['status', 'ledger', '--config', listeners, '--config', source, ...admins, '--wait', '20s'], env);
+        const r = await runCli(['status', 'ledger', '--config', listeners, '--config', source, ...admins, '--wait', '20s'], env);
         assert.equal(r.code, 0, r.stdout);
         const stage = step === 4 ? 'new only' : `ramping ${step * 25}%`;
         assert.match(r.stdout, new RegExp(`\\nledger +${stage} +old=${100 - step * 25} new=${step * 25} +same +same +same\\n`));
@@ -585,15 +584,3 @@ describe('three replicas on one ConfigMap, moved with weights and confirmed with
     }
   });
 });
-
-function runCliEnv(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => { stdout += c.toString(); });
-    child.stderr.on('data', (c: Buffer) => { stderr += c.toString(); });
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}

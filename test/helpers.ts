@@ -191,9 +191,9 @@ export async function scrape(adminUrl: string): Promise<Map<string, number>> {
 }
 
 /** Runs a command to completion, collecting its output. */
-export function run(cmd: string, args: string[], input?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function run(cmd: string, args: string[], input?: string, env?: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env: env === undefined ? undefined : { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => { stdout += c.toString(); });
@@ -218,9 +218,9 @@ export async function waitForLog(proc: RouterProcess, msg: string, timeoutMs = 1
   }
 }
 
-/** Runs `src/cli/main.ts` with `args` under this Node (24) and collects its exit code and output. */
-export function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return run(process.execPath, [CLI, ...args]);
+/** Runs `src/cli/main.ts` with `args` under this Node (24), `env` added to the environment, and collects its exit code and output. */
+export function runCli(args: string[], env?: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return run(process.execPath, [CLI, ...args], undefined, env);
 }
 
 export interface Balancer {
