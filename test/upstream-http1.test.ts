@@ -235,6 +235,14 @@ class Recorder implements H1Call {
   }
 }
 
+/** Dispatches a call on `p` and waits until it is over. */
+async function send(p: H1Pool, head: string, opts: Partial<SendOptions> = {}): Promise<Recorder> {
+  const call = new Recorder(head, opts);
+  p.dispatch(call);
+  await call.done;
+  return call;
+}
+
 function get(path: string, extra = ''): string {
   return `GET ${path} HTTP/1.1\r\nhost: test\r\n${extra}\r\n`;
 }
@@ -290,19 +298,13 @@ describe('HTTP/1.1 upstream pool', () => {
     const p = pool(await listen(server));
     pools.push(p);
     for (let i = 0; i < 5; i++) {
-      const call = new Recorder(get(`/r${i}`));
-      p.dispatch(call);
-      await call.done;
+      const call = await send(p, get(`/r${i}`));
       assert.equal(call.status, 200);
       assert.equal(call.text(), `/r${i}  cl`);
     }
-    const post = new Recorder('POST /p HTTP/1.1\r\nhost: test\r\ncontent-length: 5\r\n\r\n', { body: Readable.from([Buffer.from('he'), Buffer.from('llo')]) });
-    p.dispatch(post);
-    await post.done;
+    const post = await send(p, 'POST /p HTTP/1.1\r\nhost: test\r\ncontent-length: 5\r\n\r\n', { body: Readable.from([Buffer.from('he'), Buffer.from('llo')]) });
     assert.equal(post.text(), '/p hello cl');
-    const chunked = new Recorder('POST /c HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\n\r\n', { body: Readable.from([Buffer.from('a'), Buffer.alloc(0), Buffer.from('bc')]), chunked: true });
-    p.dispatch(chunked);
-    await chunked.done;
+    const chunked = await send(p, 'POST /c HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\n\r\n', { body: Readable.from([Buffer.from('a'), Buffer.alloc(0), Buffer.from('bc')]), chunked: true });
     assert.equal(chunked.text(), '/c abc chunked');
     assert.equal(connections, 1);
     assert.equal(p.size, 1);
@@ -333,9 +335,7 @@ describe('HTTP/1.1 upstream pool', () => {
     await new Promise((r) => s.close(r));
     const p = pool(port);
     pools.push(p);
-    const call = new Recorder(get('/'));
-    p.dispatch(call);
-    await call.done;
+    const call = await send(p, get('/'));
     assert.equal(call.error?.code, 'ECONNREFUSED');
   });
 
@@ -350,9 +350,7 @@ describe('HTTP/1.1 upstream pool', () => {
     servers.push(server);
     const p = pool(await listen(server));
     pools.push(p);
-    const short = new Recorder(get('/silent'), { responseMs: 200 });
-    p.dispatch(short);
-    await short.done;
+    const short = await send(p, get('/silent'), { responseMs: 200 });
     assert.equal(short.error?.code, 'SY_RESPONSE_TIMEOUT');
     assert.equal(short.responseStarted, false);
     const long = new Recorder(get('/silent'), { responseMs: 2000 });
@@ -361,9 +359,7 @@ describe('HTTP/1.1 upstream pool', () => {
     await long.done;
     assert.equal(long.error?.code, 'SY_RESPONSE_TIMEOUT');
     assert.ok(Date.now() - t0 >= 2000, 'the coarse clock never fires early');
-    const idle = new Recorder(get('/trickle'), { idleMs: 200 });
-    p.dispatch(idle);
-    await idle.done;
+    const idle = await send(p, get('/trickle'), { idleMs: 200 });
     assert.equal(idle.status, 200);
     assert.equal(idle.error?.code, 'UND_ERR_BODY_TIMEOUT');
     assert.equal(idle.responseStarted, true);
@@ -383,9 +379,7 @@ describe('HTTP/1.1 upstream pool', () => {
         yield Buffer.from('x');
       }
     }
-    const call = new Recorder('POST / HTTP/1.1\r\nhost: test\r\ncontent-length: 6\r\n\r\n', { body: Readable.from(trickle()), responseMs: 250 });
-    p.dispatch(call);
-    await call.done;
+    const call = await send(p, 'POST / HTTP/1.1\r\nhost: test\r\ncontent-length: 6\r\n\r\n', { body: Readable.from(trickle()), responseMs: 250 });
     assert.equal(call.error, undefined);
     assert.equal(call.text(), '6');
   });
@@ -395,9 +389,7 @@ describe('HTTP/1.1 upstream pool', () => {
     servers.push(s.server);
     const p = pool(s.port);
     pools.push(p);
-    const call = new Recorder(get('/'));
-    p.dispatch(call);
-    await call.done;
+    const call = await send(p, get('/'));
     assert.ok(['UND_ERR_SOCKET', 'ECONNRESET'].includes(call.error?.code ?? ''), String(call.error?.code));
     assert.equal(call.responseStarted, false);
   });
@@ -410,9 +402,7 @@ describe('HTTP/1.1 upstream pool', () => {
     servers.push(s.server);
     const p = pool(s.port);
     pools.push(p);
-    const call = new Recorder(get('/'));
-    p.dispatch(call);
-    await call.done;
+    const call = await send(p, get('/'));
     assert.equal(call.status, 200);
     assert.equal(call.error?.code, 'UND_ERR_SOCKET');
     assert.equal(call.responseStarted, true);
@@ -423,13 +413,9 @@ describe('HTTP/1.1 upstream pool', () => {
     servers.push(s.server);
     const p = pool(s.port);
     pools.push(p);
-    const bad = new Recorder(get('/'));
-    p.dispatch(bad);
-    await bad.done;
+    const bad = await send(p, get('/'));
     assert.equal(bad.error?.code, 'SY_UPSTREAM_PARSE');
-    const good = new Recorder(get('/'));
-    p.dispatch(good);
-    await good.done;
+    const good = await send(p, get('/'));
     assert.equal(good.text(), 'ok');
     assert.equal(s.connections, 2);
   });
@@ -440,9 +426,7 @@ describe('HTTP/1.1 upstream pool', () => {
     const p = pool(s.port);
     pools.push(p);
     for (let i = 0; i < 2; i++) {
-      const call = new Recorder(get('/'));
-      p.dispatch(call);
-      await call.done;
+      const call = await send(p, get('/'));
       assert.equal(call.text(), 'ok');
     }
     assert.equal(s.connections, 2);
@@ -457,14 +441,10 @@ describe('HTTP/1.1 upstream pool', () => {
     servers.push(s.server);
     const p = pool(s.port);
     pools.push(p);
-    const a = new Recorder(get('/'));
-    p.dispatch(a);
-    await a.done;
+    const a = await send(p, get('/'));
     assert.equal(a.error, undefined);
     assert.equal(a.text(), 'until close');
-    const b = new Recorder(get('/'));
-    p.dispatch(b);
-    await b.done;
+    const b = await send(p, get('/'));
     assert.equal(b.text(), 'done');
     assert.equal(s.connections, 2);
   });
@@ -477,21 +457,15 @@ describe('HTTP/1.1 upstream pool', () => {
     servers.push(server);
     const p = pool(await listen(server), { keepAliveTimeoutMs: 600 });
     pools.push(p);
-    const a = new Recorder(get('/'));
-    p.dispatch(a);
-    await a.done;
+    assert.equal((await send(p, get('/'))).status, 200);
     assert.equal(p.idle, 1);
     await new Promise((r) => setTimeout(r, 1200));
     assert.equal(p.size, 0);
-    const b = new Recorder(get('/'));
-    p.dispatch(b);
-    await b.done;
+    assert.equal((await send(p, get('/'))).status, 200);
     server.closeIdleConnections();
     await new Promise((r) => setTimeout(r, 100));
     assert.equal(p.size, 0, 'the FIN of an idle connection takes it out of the pool');
-    const c = new Recorder(get('/'));
-    p.dispatch(c);
-    await c.done;
+    const c = await send(p, get('/'));
     assert.equal(c.text(), 'ok');
     assert.equal(connections, 3);
   });
@@ -524,9 +498,7 @@ describe('HTTP/1.1 upstream pool', () => {
     servers.push(s.server);
     const p = pool(s.port);
     pools.push(p);
-    const call = new Recorder(get('/', 'connection: upgrade\r\nupgrade: echo\r\n'), { upgrade: true });
-    p.dispatch(call);
-    await call.done;
+    const call = await send(p, get('/', 'connection: upgrade\r\nupgrade: echo\r\n'), { upgrade: true });
     assert.equal(call.status, 101);
     assert.equal(call.headers['upgrade'], 'echo');
     assert.equal(p.size, 0, 'an upgraded socket leaves the pool');
@@ -551,9 +523,7 @@ describe('HTTP/1.1 upstream pool', () => {
     const closing = p.close().then(() => { closed = true; });
     await new Promise((r) => setTimeout(r, 50));
     assert.equal(closed, false);
-    const refused = new Recorder(get('/'));
-    p.dispatch(refused);
-    await refused.done;
+    const refused = await send(p, get('/'));
     assert.equal(refused.error?.code, 'UND_ERR_CLOSED');
     answer();
     await call.done;
