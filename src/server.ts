@@ -21,7 +21,8 @@ import type { Verdict } from './ramp/guard.ts';
 import type { RampChange } from './ramp/runner.ts';
 import type { Route } from './routing/route.ts';
 import { RouteTable } from './routing/table.ts';
-import { Upstreams, type Upstream } from './upstream/registry.ts';
+import { Upstreams } from './upstream/registry.ts';
+import type { Upstream } from './upstream/upstream.ts';
 import { DEFAULT_WATCH, type WatchOptions } from './config/watch.ts';
 
 export interface Addresses {

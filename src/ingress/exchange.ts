@@ -1,6 +1,6 @@
 // An Exchange is one client request and its response, whatever the client
-// spoke (HTTP/1.1 or HTTP/2). Upstream forwarders see only this interface, so
-// each upstream protocol is written once for both kinds of client.
+// spoke (HTTP/1.1 or HTTP/2). Upstream forwarders see only this class, so
+// each upstream protocol is written once for every kind of client.
 import { randomUUID } from 'node:crypto';
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { Readable, Duplex } from 'node:stream';
@@ -29,58 +29,12 @@ export interface Peer {
   readonly trusted: boolean;
 }
 
-export interface Exchange {
-  readonly method: string;
-  readonly path: string;
-  /** Raw Host / :authority, as the client sent it. */
-  readonly authority: string | undefined;
-  readonly grpc: boolean;
-  /** Value of x-switchyard-backend, if any. */
-  readonly override: string | undefined;
-  readonly hasBody: boolean;
-  /** The declared Content-Length, -1 when none. */
-  readonly contentLength: number;
-  /** The protocol of an HTTP/1.1 Upgrade request (e.g. "websocket"). */
-  readonly upgrade: string | undefined;
-  /** False once request bytes were read that could not be kept for a retry. */
-  readonly bodyReplayable: boolean;
-  /** True once the response status was sent to the client. */
-  readonly responded: boolean;
-  /** True once the proxy gave its own answer (an error): later upstream outcomes are moot. */
-  readonly settled: boolean;
-  readonly clientGone: boolean;
-  /** Fires when the client goes away or the proxy has answered (settled): upstream work stops. */
-  readonly signal: ExchangeSignal;
-  /** Metrics the outcome is counted under; set once the route/backend is known. */
-  metrics: BackendMetrics;
-
-  /** A request header's value by lowercase name (the first, if repeated). */
-  header(name: string): string | undefined;
-  /** A cookie's value by name. */
-  cookie(name: string): string | undefined;
-  /** A fresh body stream for one upstream attempt; it may be destroyed by its consumer. */
-  body(): Readable | null;
-  /** The whole request body once it was read and kept (up to 64 KiB; empty without a body); null when it was not. */
-  keptBody(): Buffer | null;
-  /** Runs `fn` once the exchange is over (after it was counted): a mirror's copy goes out then. */
-  whenDone(fn: () => void): void;
-  /** Cuts the body past `max` bytes and answers `err` (413). */
-  limitBody(max: number, err: ProxyError): void;
-  /** Answers 504 (or cuts the response) if the exchange is not over in `ms`. */
-  deadline(ms: number, exemptEventStreams?: boolean): void;
-  headersForH1(hostHeader: string | undefined): string[];
-  headersForH2(hostHeader: string | undefined): OutgoingHttpHeaders;
-  /** Starts the response; `trailersFollow` when the upstream may send trailers (HTTP/2). */
-  respond(status: number, headers: ResponseHeaders, trailersFollow: boolean): void;
-  /** A complete response without body (HTTP/2: one HEADERS frame with END_STREAM, as gRPC's Trailers-Only). */
-  respondOnly(status: number, headers: ResponseHeaders): void;
-  /** Trailers the client sent after its body, if any (read once the body has ended). */
-  requestTrailers(): ResponseHeaders | null;
-  write(chunk: Buffer): boolean;
-  onceDrain(fn: () => void): void;
-  end(trailers: ResponseHeaders | null): void;
-  /** Answers with the error's status (gRPC: Trailers-Only) or, if the response began, cuts it. Once; then `signal` fires. */
-  fail(err: ProxyError): void;
+/** What an HTTP/1.1 Upgrade request offers the upstream side. */
+export interface Upgrade {
+  /** The protocol asked for (e.g. "websocket"). */
+  readonly protocol: string;
+  /** The upstream switched protocols (101): passes its head on and joins the two sockets. */
+  upgraded(status: number, headers: ResponseHeaders, socket: Duplex): void;
 }
 
 export function textBody(err: ProxyError): string {
@@ -100,20 +54,33 @@ const EMPTY = Buffer.alloc(0);
 
 const DEADLINE = new UpstreamError('timeout', false, new Error('the route\'s overall timeout passed'));
 
-/** What every exchange shares: request facts, body, lifecycle, forwarding headers. */
-export abstract class BaseExchange {
+/**
+ * One client request and its response, whatever the client spoke. What every
+ * exchange shares is here (request facts, body, lifecycle, forwarding
+ * headers); each client protocol answers in its own subclass (h1.ts,
+ * upgrade.ts, h2.ts). Upstreams are written against this class alone.
+ */
+export abstract class Exchange {
   readonly method: string;
   readonly path: string;
+  /** Raw Host / :authority, as the client sent it. */
   readonly authority: string | undefined;
   readonly grpc: boolean;
+  /** Value of x-switchyard-backend, if any. */
   readonly override: string | undefined;
   readonly hasBody: boolean;
+  /** The declared Content-Length, -1 when none. */
   readonly contentLength: number;
-  upgrade: string | undefined = undefined;
+  /** Set for an HTTP/1.1 Upgrade request (WebSocket). */
+  upgrade: Upgrade | undefined = undefined;
+  /** True once the response status was sent to the client. */
   responded = false;
+  /** True once the proxy gave its own answer (an error): later upstream outcomes are moot. */
   settled = false;
   clientGone = false;
+  /** Fires when the client goes away or the proxy has answered (settled): upstream work stops. */
   readonly signal = new ExchangeSignal();
+  /** Metrics the outcome is counted under; set once the route/backend is known. */
   metrics!: BackendMetrics;
   protected readonly start = performance.now();
   protected readonly owner: ExchangeOwner;
@@ -125,19 +92,19 @@ export abstract class BaseExchange {
   #body: RequestBody | undefined;
   #timer: NodeJS.Timeout | undefined;
 
-  /** `forwarded`: the client's own X-Forwarded-For (repeats joined), -Proto and -Host, if any. */
+  /** `xff`, `xfProto`, `xfHost`: the client's own X-Forwarded-For (repeats joined), -Proto and -Host, if any. */
   constructor(owner: ExchangeOwner, peer: Peer, f: {
     method: string; path: string; authority: string | undefined; contentType: string | undefined;
     override: string | undefined; hasBody: boolean; contentLength: number; requestId: string | undefined;
-    forwarded: { for: string | undefined; proto: string | undefined; host: string | undefined };
+    xff: string | undefined; xfProto: string | undefined; xfHost: string | undefined;
   }) {
     this.owner = owner;
     // From a trusted proxy the client's values are kept (XFF appended to);
     // from anyone else they are replaced, so a client cannot forge its address.
     if (peer.trusted) {
-      this.#xff = appendForwardedFor(f.forwarded.for, peer.ip);
-      this.#xfProto = f.forwarded.proto ?? 'http';
-      this.#xfHost = f.forwarded.host ?? f.authority;
+      this.#xff = appendForwardedFor(f.xff, peer.ip);
+      this.#xfProto = f.xfProto ?? 'http';
+      this.#xfHost = f.xfHost ?? f.authority;
     } else {
       this.#xff = peer.ip;
       this.#xfProto = 'http';
@@ -153,6 +120,22 @@ export abstract class BaseExchange {
     this.#requestId = f.requestId ?? randomUUID();
   }
 
+  /** A request header's value by lowercase name (the first, if repeated). */
+  abstract header(name: string): string | undefined;
+  /** Trailers the client sent after its body, if any (read once the body has ended). */
+  abstract requestTrailers(): ResponseHeaders | null;
+  /** The request headers for an HTTP/1.1 upstream, flat [name, value, ...]. */
+  abstract headersForH1(hostHeader: string | undefined): string[];
+  /** The request headers for an HTTP/2 upstream. */
+  abstract headersForH2(hostHeader: string | undefined): OutgoingHttpHeaders;
+  /** Starts the response; `trailersFollow` when the upstream may send trailers (HTTP/2). */
+  abstract respond(status: number, headers: ResponseHeaders, trailersFollow: boolean): void;
+  /** A complete response without body (HTTP/2: one HEADERS frame with END_STREAM, as gRPC's Trailers-Only). */
+  abstract respondOnly(status: number, headers: ResponseHeaders): void;
+  abstract write(chunk: Buffer): boolean;
+  abstract onceDrain(fn: () => void): void;
+  abstract end(trailers: ResponseHeaders | null): void;
+
   protected abstract bodySource(): Readable;
   /** Mid-response, when no status can be sent any more: cut the response. */
   protected abstract cut(err: ProxyError): void;
@@ -164,6 +147,7 @@ export abstract class BaseExchange {
     return false;
   }
 
+  /** Answers with the error's status (gRPC: Trailers-Only) or, if the response began, cuts it. Once; then `signal` fires. */
   fail(err: ProxyError): void {
     if (this.settled || this.clientGone || this.isClosed()) return;
     this.settled = true;
@@ -172,25 +156,30 @@ export abstract class BaseExchange {
     this.signal.abort();
   }
 
+  /** A fresh body stream for one upstream attempt; it may be destroyed by its consumer. */
   body(): Readable | null {
     if (!this.hasBody) return null;
     return (this.#body ??= new RequestBody(this.bodySource())).attempt();
   }
 
+  /** The whole request body once it was read and kept (up to 64 KiB; empty without a body); null when it was not. */
   keptBody(): Buffer | null {
     if (!this.hasBody) return EMPTY;
     return this.#body?.kept() ?? null;
   }
 
   #done: (() => void) | undefined;
+  /** Runs `fn` once the exchange is over (after it was counted): a mirror's copy goes out then. */
   whenDone(fn: () => void): void {
     this.#done = fn;
   }
 
+  /** False once request bytes were read that could not be kept for a retry. */
   get bodyReplayable(): boolean {
     return this.#body?.replayable ?? true;
   }
 
+  /** Cuts the body past `max` bytes and answers `err` (413). */
   limitBody(max: number, err: ProxyError): void {
     if (!this.hasBody) return;
     const body = (this.#body ??= new RequestBody(this.bodySource()));
@@ -198,6 +187,7 @@ export abstract class BaseExchange {
     body.onLimit = () => this.fail(err);
   }
 
+  /** Answers 504 (or cuts the response) if the exchange is not over in `ms`. */
   deadline(ms: number, exemptEventStreams = false): void {
     this.#sseExempt = exemptEventStreams;
     this.#timer = setTimeout(() => this.fail(DEADLINE), ms);
@@ -210,11 +200,10 @@ export abstract class BaseExchange {
     if (this.#sseExempt && typeof ct === 'string' && ct.startsWith('text/event-stream')) clearTimeout(this.#timer);
   }
 
+  /** A cookie's value by name. */
   cookie(name: string): string | undefined {
     return cookieValue(this.header('cookie'), name);
   }
-
-  abstract header(name: string): string | undefined;
 
   /** Common end of every exchange: cancel upstream if the client left early, count, tell the owner. */
   protected closed(finished: boolean, code: number, h2: boolean): void {

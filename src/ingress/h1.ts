@@ -3,7 +3,7 @@
 import type { IncomingMessage, ServerResponse, OutgoingHttpHeaders } from 'node:http';
 import type { Readable, Duplex } from 'node:stream';
 import { BadRequestError, type ProxyError } from '../errors.ts';
-import { BaseExchange, textBody, type Exchange, type ExchangeOwner, type Peer, type ResponseHeaders } from './exchange.ts';
+import { Exchange, textBody, type ExchangeOwner, type Peer, type ResponseHeaders } from './exchange.ts';
 import { resolveTarget, unsupportedTransferEncoding } from './h1-head.ts';
 import { connectionNamed, DROP_REQUEST, stripResponseHeaders } from './hygiene.ts';
 
@@ -12,7 +12,7 @@ import { connectionNamed, DROP_REQUEST, stripResponseHeaders } from './hygiene.t
  * into what goes upstream. Subclasses answer on a ServerResponse or, for an
  * Upgrade, on the raw socket.
  */
-export abstract class H1Request extends BaseExchange {
+export abstract class H1Request extends Exchange {
   readonly req: IncomingMessage;
   /** Set when the head breaks a rule of RFC 9112 (h1-head.ts): the request is answered 400, never forwarded. */
   readonly malformed: BadRequestError | undefined;
@@ -66,7 +66,7 @@ export abstract class H1Request extends BaseExchange {
     const target = resolveTarget(req.httpVersion, req.url ?? '/', host, hosts);
     super(owner, peer, {
       method: req.method ?? 'GET', path: target.ok ? target.path : req.url ?? '/', authority: target.ok ? target.authority : host, contentType: ctype,
-      override, hasBody, contentLength, requestId, forwarded: { for: xff, proto: xfProto, host: xfHost },
+      override, hasBody, contentLength, requestId, xff, xfProto, xfHost,
     });
     if (requestId === undefined) headers.push(idHeader, this.requestId);
     this.req = req;
@@ -115,7 +115,7 @@ export abstract class H1Request extends BaseExchange {
 }
 
 /** A request from an HTTP/1.1 client (node:http), answered on its ServerResponse. */
-export class H1Exchange extends H1Request implements Exchange {
+export class H1Exchange extends H1Request {
   readonly res: ServerResponse;
   // req.socket is already null when the response emits 'close'.
   readonly #socket: Duplex;

@@ -3,7 +3,7 @@ import type { OutgoingHttpHeaders } from 'node:http';
 import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import type { Readable } from 'node:stream';
 import type { ProxyError } from '../errors.ts';
-import { BaseExchange, textBody, type Exchange, type ExchangeOwner, type Peer, type ResponseHeaders } from './exchange.ts';
+import { Exchange, textBody, type ExchangeOwner, type Peer, type ResponseHeaders } from './exchange.ts';
 import { connectionNamed, DROP_REQUEST, stripResponseHeaders } from './hygiene.ts';
 import { GRPC_CODE_UNKNOWN } from '../observe/metrics.ts';
 
@@ -21,7 +21,7 @@ function onWantTrailers(this: ExchangeStream): void {
 }
 
 /** A request on an HTTP/2 stream (node:http2 core API). */
-export class H2Exchange extends BaseExchange implements Exchange {
+export class H2Exchange extends Exchange {
   readonly stream: ServerHttp2Stream;
   readonly #headers: IncomingHttpHeaders;
   #finished = false;
@@ -46,7 +46,7 @@ export class H2Exchange extends BaseExchange implements Exchange {
       hasBody: !stream.readableEnded && !(stream as { endAfterHeaders?: boolean }).endAfterHeaders,
       contentLength: cl === undefined ? -1 : Number(cl),
       requestId: Array.isArray(id) ? id[0] : id,
-      forwarded: { for: Array.isArray(xff) ? xff.join(', ') : xff, proto: first(headers['x-forwarded-proto']), host: first(headers['x-forwarded-host']) },
+      xff: Array.isArray(xff) ? xff.join(', ') : xff, xfProto: first(headers['x-forwarded-proto']), xfHost: first(headers['x-forwarded-host']),
     });
     this.stream = stream;
     this.#headers = headers;

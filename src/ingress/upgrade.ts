@@ -2,7 +2,7 @@
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { ProxyError } from '../errors.ts';
-import { textBody, type Exchange, type ExchangeOwner, type Peer, type ResponseHeaders } from './exchange.ts';
+import { textBody, type ExchangeOwner, type Peer, type ResponseHeaders, type Upgrade } from './exchange.ts';
 import { H1Request } from './h1.ts';
 import { stripResponseHeaders } from './hygiene.ts';
 
@@ -11,7 +11,8 @@ import { stripResponseHeaders } from './hygiene.ts';
  * On 101 the proxy writes the upstream's head and splices the two sockets;
  * any other answer is passed on and the connection closed after it.
  */
-export class UpgradeExchange extends H1Request implements Exchange {
+export class UpgradeExchange extends H1Request implements Upgrade {
+  readonly protocol: string;
   readonly socket: Duplex;
   readonly #head: Buffer;
   #status = 0;
@@ -22,7 +23,8 @@ export class UpgradeExchange extends H1Request implements Exchange {
     this.socket = socket;
     this.#head = head;
     const upgrade = req.headers['upgrade'];
-    this.upgrade = typeof upgrade === 'string' ? upgrade : 'websocket';
+    this.protocol = typeof upgrade === 'string' ? upgrade : 'websocket';
+    this.upgrade = this;
     socket.on('error', () => socket.destroy());
     socket.once('close', this.#onClose);
   }
@@ -57,8 +59,13 @@ export class UpgradeExchange extends H1Request implements Exchange {
     this.end();
   }
 
+  upgraded(status: number, headers: ResponseHeaders, upstream: Duplex): void {
+    this.respond(status, headers);
+    this.#splice(upstream);
+  }
+
   /** Joins the client socket to the upgraded upstream socket, both ways. */
-  splice(upstream: Duplex): void {
+  #splice(upstream: Duplex): void {
     this.#finished = true;
     if (this.#head.length > 0) upstream.write(this.#head);
     const client = this.socket;

@@ -3,18 +3,13 @@
 // exchange is over, with the body the request path kept anyway (for retries),
 // so a mirror can neither delay nor fail the real request; concurrency is
 // bounded and what is not mirrored is counted, never queued.
-import type { OutgoingHttpHeaders } from 'node:http';
 import type { MirrorConfig } from '../config/model.ts';
 import type { Exchange } from '../ingress/exchange.ts';
 import type { OutcomeRecorder } from '../observe/metrics.ts';
 import type { Backend, RouteMirror } from '../routing/route.ts';
-import type { H2Upstream } from '../upstream/h2-pool.ts';
-import { sendCopy } from '../upstream/http1.ts';
 
 /** Counts mirrored requests by answer code (or skipped_body, skipped_busy, error). */
 export type MirrorCounter = (code: string) => void;
-
-const MIRROR_TIMEOUT_MS = 30_000;
 
 export class Mirror implements RouteMirror {
   readonly to: Backend;
@@ -76,41 +71,6 @@ export class Mirror implements RouteMirror {
       // A failed copy counts as an error on the mirrored side: 502 (gRPC 14).
       this.recorder?.outcome(code ?? (ex.grpc ? 14 : 502), ex.grpc, performance.now() - start);
     };
-    if (this.to.upstream.protocol === 'h2c') sendH2(this.to.upstream, ex.headersForH2(this.to.hostHeader), body, ex.grpc, done);
-    else sendCopy(this.to.upstream, ex, this.to.hostHeader, body, MIRROR_TIMEOUT_MS, done);
+    this.to.upstream.copy(ex, this.to.hostHeader, body, done);
   }
-}
-
-function sendH2(up: H2Upstream, headers: OutgoingHttpHeaders, body: Buffer, grpc: boolean, done: (code: number | null) => void): void {
-  up.acquire((err, slot) => {
-    if (err !== null || slot === null) {
-      done(null);
-      return;
-    }
-    let stream;
-    try {
-      stream = slot.session.request(headers, { endStream: body.length === 0 });
-    } catch {
-      done(null);
-      return;
-    }
-    up.track(slot);
-    let code: number | null = null;
-    const timer = setTimeout(() => stream.close(), MIRROR_TIMEOUT_MS);
-    stream.on('response', (h) => {
-      // gRPC: Trailers-Only answers carry grpc-status in the head; others in the trailers.
-      code = grpc && h['grpc-status'] !== undefined ? Number(h['grpc-status']) : grpc ? null : Number(h[':status']);
-    });
-    stream.on('trailers', (t) => {
-      if (grpc && t['grpc-status'] !== undefined) code = Number(t['grpc-status']);
-    });
-    stream.on('error', () => {});
-    stream.on('close', () => {
-      clearTimeout(timer);
-      up.release(slot);
-      done(code);
-    });
-    stream.resume();
-    if (body.length > 0) stream.end(body);
-  });
 }

@@ -1,17 +1,17 @@
 // The request path after the entrypoint: route lookup, backend choice
 // (override, sticky key, weighted pick over healthy backends), limits,
 // forwarding, retries and the overall timeout.
+import type { RouteConfig } from '../config/model.ts';
 import {
   NoBackendError, NoRouteError, PayloadTooLargeError, UnknownBackendError, type UpstreamError,
 } from '../errors.ts';
 import type { Exchange } from '../ingress/exchange.ts';
 import type { BackendMetrics } from '../observe/metrics.ts';
-import { choose } from './choose.ts';
-import { mayRetry } from './retry.ts';
 import type { Backend, Route } from '../routing/route.ts';
 import type { RouteTable } from '../routing/table.ts';
-import { forwardH2 } from '../upstream/h2-call.ts';
-import { forwardHttp } from '../upstream/http1.ts';
+import type { Attempt } from '../upstream/upstream.ts';
+import { choose } from './choose.ts';
+import { mayRetry } from './retry.ts';
 
 // These carry nothing request-specific, so one instance each saves a stack
 // capture per rejected request.
@@ -47,28 +47,59 @@ export function proxy(ex: Exchange, table: RouteTable, unmatched: BackendMetrics
   const { overallMs, overallIncludesStreams } = route.timeouts;
   // gRPC calls and WebSockets may be long streams: cut only if asked to.
   if (overallMs > 0 && (overallIncludesStreams || (!ex.grpc && ex.upgrade === undefined))) ex.deadline(overallMs, !overallIncludesStreams);
-  attempt(ex, route, backend, 0);
+  start(ex, route, backend, 0);
 }
 
-function attempt(ex: Exchange, route: Route, backend: Backend, n: number): void {
+function start(ex: Exchange, route: Route, backend: Backend, n: number): void {
   if (ex.signal.aborted) return;
   ex.metrics = backend.metrics;
-  if (backend.upstream.protocol === 'h2c') forwardH2(ex, route, backend, n, attemptFailed);
-  else forwardHttp(ex, route, backend, n, attemptFailed);
+  backend.upstream.forward(new ProxyAttempt(ex, route, backend, n));
 }
 
-/**
- * An attempt failed before or during the response. It counts against the
- * backend's health; it is retried (preferring another backend; an override
- * pins the backend) when retry.ts says that is safe and the budget allows.
- */
-export function attemptFailed(ex: Exchange, route: Route, backend: Backend, n: number, err: UpstreamError, responseStarted: boolean): void {
-  if (ex.signal.aborted) return; // the client left, or the proxy answered (limit, deadline) and cancelled this call
-  backend.metrics.upstreamError(err);
-  backend.health.failure(route.outlier);
-  if (mayRetry(route.retry, route.retryBudget, n, ex.method, err, responseStarted, ex.bodyReplayable, ex.clientGone)) {
-    attempt(ex, route, ex.override === undefined ? route.retryTarget(backend) : backend, n + 1);
-    return;
+/** One try of an exchange on one backend, as its upstream sees it. */
+class ProxyAttempt implements Attempt {
+  readonly exchange: Exchange;
+  readonly #route: Route;
+  readonly #backend: Backend;
+  /** 0 for the first try. */
+  readonly #n: number;
+
+  constructor(exchange: Exchange, route: Route, backend: Backend, n: number) {
+    this.exchange = exchange;
+    this.#route = route;
+    this.#backend = backend;
+    this.#n = n;
   }
-  ex.fail(err);
+
+  get hostHeader(): string | undefined {
+    return this.#backend.hostHeader;
+  }
+
+  get timeouts(): RouteConfig['timeouts'] {
+    return this.#route.timeouts;
+  }
+
+  observe(failed: boolean): void {
+    this.#backend.health.observe(this.#route.outlier, failed);
+  }
+
+  /**
+   * The attempt failed before or during the response. It counts against the
+   * backend's health; it is retried (preferring another backend; an override
+   * pins the backend) when retry.ts says that is safe and the budget allows.
+   */
+  failed(err: UpstreamError, responseStarted: boolean): void {
+    const ex = this.exchange;
+    // The client left, or the proxy answered (limit, deadline) and cancelled this call.
+    if (ex.signal.aborted) return;
+    const route = this.#route;
+    const backend = this.#backend;
+    backend.metrics.upstreamError(err);
+    backend.health.failure(route.outlier);
+    const retry = mayRetry(route.retry, route.retryBudget, {
+      attempt: this.#n, method: ex.method, err, responseStarted, bodyReplayable: ex.bodyReplayable, clientGone: ex.clientGone,
+    });
+    if (retry) start(ex, route, ex.override === undefined ? route.retryTarget(backend) : backend, this.#n + 1);
+    else ex.fail(err);
+  }
 }

@@ -56,18 +56,30 @@ export class RetryBudget {
   }
 }
 
+/** What decides whether a failed attempt may be tried again. */
+export interface FailedAttempt {
+  /** Which attempt failed, 0 for the first. */
+  readonly attempt: number;
+  readonly method: string;
+  readonly err: UpstreamError;
+  /** A response status already went to the client. */
+  readonly responseStarted: boolean;
+  /** Every request body byte read so far was kept, so the body can be sent again. */
+  readonly bodyReplayable: boolean;
+  readonly clientGone: boolean;
+}
+
 /**
- * Whether attempt `n` (0-based) that failed with `err` may be retried:
+ * Whether a failed attempt may be retried:
  * - nothing reached the backend (connect refused, REFUSED_STREAM): any method;
- * - reset or timed out before any response byte: idempotent methods only;
+ * - reset before any response byte: idempotent methods only;
+ * - a timeout: never (the backend may still be acting on the request);
  * and only with attempts left, a body that can be sent again, the client
  * still there, and the route's retry budget not spent.
  */
-export function mayRetry(
-  cfg: RetryConfig, budget: RetryBudget, n: number, method: string,
-  err: UpstreamError, responseStarted: boolean, bodyReplayable: boolean, clientGone: boolean,
-): boolean {
-  if (n + 1 >= cfg.attempts || responseStarted || !bodyReplayable || clientGone) return false;
-  if (!err.nothingSent && !(IDEMPOTENT.has(method) && (err.kind === 'reset' || err.kind === 'connect'))) return false;
+export function mayRetry(cfg: RetryConfig, budget: RetryBudget, f: FailedAttempt): boolean {
+  if (f.attempt + 1 >= cfg.attempts || f.responseStarted || !f.bodyReplayable || f.clientGone) return false;
+  const { err } = f;
+  if (!err.nothingSent && !(IDEMPOTENT.has(f.method) && (err.kind === 'reset' || err.kind === 'connect'))) return false;
   return budget.take();
 }

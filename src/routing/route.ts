@@ -5,7 +5,7 @@ import type { BackendHealth } from '../health/backend.ts';
 import type { Exchange } from '../ingress/exchange.ts';
 import type { BackendMetrics, OutcomeRecorder } from '../observe/metrics.ts';
 import { RetryBudget } from '../proxy/retry.ts';
-import type { Upstream } from '../upstream/registry.ts';
+import type { Upstream } from '../upstream/upstream.ts';
 
 export interface Backend {
   readonly name: string;

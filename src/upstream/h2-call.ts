@@ -3,10 +3,9 @@ import type { OutgoingHttpHeaders } from 'node:http';
 import http2, { type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2';
 import { streamResetError, UpstreamError, upstreamError } from '../errors.ts';
 import type { Exchange, ResponseHeaders } from '../ingress/exchange.ts';
-import type { Backend, Route } from '../routing/route.ts';
 import type { H2Upstream, Slot } from './h2-pool.ts';
 import { NATIVE_BELOW_MS, TICK_MS, deadlineIn, tick, unwatch, watch } from './clock.ts';
-import type { AttemptFailed } from './http1.ts';
+import { COPY_TIMEOUT_MS, type Attempt } from './upstream.ts';
 
 const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
 
@@ -58,12 +57,9 @@ const sweeper = {
  * One request on an h2c backend: headers and body upstream, response headers,
  * data and trailers back, cancellation both ways.
  */
-class H2Call {
+export class H2Call {
+  readonly #attempt: Attempt;
   readonly #ex: Exchange;
-  readonly #route: Route;
-  readonly #backend: Backend;
-  readonly #attempt: number;
-  readonly #failed: AttemptFailed;
   readonly #up: H2Upstream;
   #slot: Slot | null = null;
   #stream: CallStream | undefined;
@@ -77,13 +73,10 @@ class H2Call {
   trailers: ResponseHeaders | null = null;
   #done = false;
 
-  constructor(ex: Exchange, route: Route, backend: Backend, attempt: number, failed: AttemptFailed) {
-    this.#ex = ex;
-    this.#route = route;
-    this.#backend = backend;
+  constructor(attempt: Attempt, up: H2Upstream) {
     this.#attempt = attempt;
-    this.#failed = failed;
-    this.#up = backend.upstream as H2Upstream; // routes of protocol h2c get H2Upstreams
+    this.#ex = attempt.exchange;
+    this.#up = up;
   }
 
   readonly onSession = (err: Error | null, slot: Slot | null): void => {
@@ -97,7 +90,7 @@ class H2Call {
     let stream: CallStream;
     const hasBody = ex.hasBody;
     try {
-      stream = slot.session.request(ex.headersForH2(this.#backend.hostHeader), { endStream: !hasBody, waitForTrailers: hasBody }) as CallStream;
+      stream = slot.session.request(ex.headersForH2(this.#attempt.hostHeader), { endStream: !hasBody, waitForTrailers: hasBody }) as CallStream;
     } catch (e) {
       // The session went away between acquire and request: nothing was sent.
       this.#fail(new UpstreamError('reset', true, e));
@@ -121,7 +114,7 @@ class H2Call {
       body.on('error', () => { if (!stream.closed) stream.close(NGHTTP2_CANCEL); });
       body.pipe(stream);
     }
-    const { responseMs, idleMs } = this.#route.timeouts;
+    const { responseMs, idleMs } = this.#attempt.timeouts;
     this.#idleTicks = idleMs >= NATIVE_BELOW_MS ? Math.ceil(idleMs / TICK_MS) + 1 : 0;
     if (responseMs >= NATIVE_BELOW_MS) this.#setDeadline(deadlineIn(responseMs));
     else if (responseMs > 0) this.#timer = setTimeout(this.#timeout, responseMs);
@@ -154,7 +147,7 @@ class H2Call {
       this.#ex.respondOnly(status, headers);
       return;
     }
-    const idleMs = this.#route.timeouts.idleMs;
+    const idleMs = this.#attempt.timeouts.idleMs;
     if (this.#idleTicks > 0) this.deadline = tick + this.#idleTicks;
     else {
       this.deadline = 0;
@@ -165,7 +158,7 @@ class H2Call {
 
   /** Passive health: a 5xx or gRPC UNAVAILABLE counts against the backend. */
   #observe(h: ResponseHeaders): void {
-    this.#backend.health.observe(this.#route.outlier, this.#status >= 500 || h['grpc-status'] === '14');
+    this.#attempt.observe(this.#status >= 500 || h['grpc-status'] === '14');
   }
 
   /** The coarse-clock deadline passed: no response yet, or no data for the idle time. */
@@ -178,7 +171,7 @@ class H2Call {
   readonly #idle = (): void => {
     this.#done = true;
     this.#stream?.close(NGHTTP2_CANCEL);
-    this.#fail(new UpstreamError('timeout', false, new Error(`no data for ${this.#route.timeouts.idleMs} ms`)));
+    this.#fail(new UpstreamError('timeout', false, new Error(`no data for ${this.#attempt.timeouts.idleMs} ms`)));
   };
 
   data(chunk: Buffer): void {
@@ -224,7 +217,7 @@ class H2Call {
     if (this.#responded) return;
     this.#done = true;
     this.#stream?.close(NGHTTP2_CANCEL);
-    this.#fail(new UpstreamError('timeout', false, new Error(`no response within ${this.#route.timeouts.responseMs} ms`)));
+    this.#fail(new UpstreamError('timeout', false, new Error(`no response within ${this.#attempt.timeouts.responseMs} ms`)));
   };
 
   readonly #cancel = (): void => {
@@ -234,11 +227,35 @@ class H2Call {
   };
 
   #fail(err: UpstreamError): void {
-    this.#failed(this.#ex, this.#route, this.#backend, this.#attempt, err, this.#responded);
+    this.#attempt.failed(err, this.#responded);
   }
 }
 
-/** Sends `ex` to an h2c backend. `failed` decides between retry and error. */
-export function forwardH2(ex: Exchange, route: Route, backend: Backend, attempt: number, failed: AttemptFailed): void {
-  (backend.upstream as H2Upstream).acquire(new H2Call(ex, route, backend, attempt, failed).onSession);
+/** A mirror's copy on a session of `up`: sent whole, its answer's code passed to `done`, the rest dropped. */
+export function sendCopy(up: H2Upstream, slot: Slot, headers: OutgoingHttpHeaders, body: Buffer, grpc: boolean, done: (code: number | null) => void): void {
+  let stream: ClientHttp2Stream;
+  try {
+    stream = slot.session.request(headers, { endStream: body.length === 0 });
+  } catch {
+    done(null);
+    return;
+  }
+  up.track(slot);
+  let code: number | null = null;
+  const timer = setTimeout(() => stream.close(), COPY_TIMEOUT_MS);
+  stream.on('response', (h) => {
+    // gRPC: Trailers-Only answers carry grpc-status in the head; others in the trailers.
+    code = grpc && h['grpc-status'] !== undefined ? Number(h['grpc-status']) : grpc ? null : Number(h[':status']);
+  });
+  stream.on('trailers', (t) => {
+    if (grpc && t['grpc-status'] !== undefined) code = Number(t['grpc-status']);
+  });
+  stream.on('error', noop);
+  stream.on('close', () => {
+    clearTimeout(timer);
+    up.release(slot);
+    done(code);
+  });
+  stream.resume();
+  if (body.length > 0) stream.end(body);
 }

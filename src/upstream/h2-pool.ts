@@ -6,6 +6,9 @@
 import http2, { type ClientHttp2Session } from 'node:http2';
 import { UpstreamError } from '../errors.ts';
 import { H2_MAX_SESSION_MEMORY_MB, H2_SESSION_WINDOW, H2_STREAM_WINDOW } from '../h2-settings.ts';
+import { H2Call, sendCopy } from './h2-call.ts';
+import type { Exchange } from '../ingress/exchange.ts';
+import type { Attempt, Upstream } from './upstream.ts';
 
 export interface H2UpstreamOptions {
   readonly connectTimeoutMs: number;
@@ -44,8 +47,7 @@ export interface Slot {
 
 export type SessionCallback = (err: Error | null, slot: Slot | null) => void;
 
-export class H2Upstream {
-  readonly protocol = 'h2c' as const;
+export class H2Upstream implements Upstream {
   readonly origin: string;
   readonly #opts: H2UpstreamOptions;
   readonly #gauges: H2Gauges;
@@ -60,8 +62,21 @@ export class H2Upstream {
     this.#gauges = gauges;
   }
 
+  forward(attempt: Attempt): void {
+    if (attempt.exchange.signal.aborted) return;
+    this.#acquire(new H2Call(attempt, this).onSession);
+  }
+
+  copy(ex: Exchange, hostHeader: string | undefined, body: Buffer, done: (code: number | null) => void): void {
+    const headers = ex.headersForH2(hostHeader);
+    this.#acquire((err, slot) => {
+      if (err !== null || slot === null) done(null);
+      else sendCopy(this, slot, headers, body, ex.grpc, done);
+    });
+  }
+
   /** Calls back with a connected session that has room for one more stream. */
-  acquire(cb: SessionCallback): void {
+  #acquire(cb: SessionCallback): void {
     let best: Slot | undefined;
     for (const s of this.#slots) {
       if (s.ready && !s.retired && (best === undefined || s.active < best.active)) best = s;

@@ -5,11 +5,10 @@
 // before; its parser, header objects and dispatch cost ~23% more CPU per
 // request, measured with bench/cpu-cost.ts.)
 import type { Socket } from 'node:net';
-import { upstreamError, type UpstreamError } from '../errors.ts';
+import { upstreamError } from '../errors.ts';
 import type { Exchange, ResponseHeaders } from '../ingress/exchange.ts';
-import type { UpgradeExchange } from '../ingress/upgrade.ts';
-import type { Backend, Route } from '../routing/route.ts';
 import { H1Pool, type H1Call, type H1Connection } from './http1-pool.ts';
+import { COPY_TIMEOUT_MS, type Attempt, type Upstream } from './upstream.ts';
 
 export interface HttpUpstreamOptions {
   /** Upper bound of connections to this backend. */
@@ -24,15 +23,14 @@ export const DEFAULT_HTTP_UPSTREAM: Omit<HttpUpstreamOptions, 'connectTimeoutMs'
   keepAliveTimeoutMs: 4_000,
 };
 
-export class HttpUpstream {
-  readonly protocol = 'http' as const;
+export class HttpUpstream implements Upstream {
   readonly origin: string;
-  readonly pool: H1Pool;
+  readonly #pool: H1Pool;
 
   constructor(origin: string, opts: HttpUpstreamOptions) {
     this.origin = origin;
     const url = new URL(origin);
-    this.pool = new H1Pool({
+    this.#pool = new H1Pool({
       // URL keeps an IPv6 literal's brackets; net.connect wants it bare.
       host: url.hostname.replace(/^\[(.*)\]$/, '$1'),
       port: Number(url.port === '' ? 80 : url.port),
@@ -42,12 +40,28 @@ export class HttpUpstream {
     });
   }
 
+  forward(attempt: Attempt): void {
+    if (attempt.exchange.signal.aborted) return;
+    this.#pool.dispatch(new HttpCall(attempt));
+  }
+
+  copy(ex: Exchange, hostHeader: string | undefined, body: Buffer, done: (code: number | null) => void): void {
+    const h = ex.headersForH1(hostHeader);
+    let head = `${ex.method} ${ex.path} HTTP/1.1\r\n`;
+    for (let i = 0; i < h.length; i += 2) {
+      // The kept body is whole: its length replaces whatever framing the client used.
+      if (h[i] !== 'content-length') head += `${h[i]}: ${h[i + 1]}\r\n`;
+    }
+    if (ex.hasBody) head += `content-length: ${body.length}\r\n`;
+    this.#pool.dispatch(new CountingCall(`${head}\r\n`, ex.hasBody && body.length > 0 ? body : null, COPY_TIMEOUT_MS, done));
+  }
+
   close(): Promise<void> {
-    return this.pool.close();
+    return this.#pool.close();
   }
 
   destroy(): Promise<void> {
-    return this.pool.destroy();
+    return this.#pool.destroy();
   }
 }
 
@@ -59,29 +73,20 @@ export function requestHead(ex: Exchange, hostHeader: string | undefined): { hea
   // A body of unknown length (HTTP/1.1 chunked, HTTP/2 without content-length) goes chunked.
   const chunked = ex.hasBody && ex.contentLength < 0;
   if (chunked) head += 'transfer-encoding: chunked\r\n';
-  if (ex.upgrade !== undefined) head += `connection: upgrade\r\nupgrade: ${ex.upgrade}\r\n`;
+  if (ex.upgrade !== undefined) head += `connection: upgrade\r\nupgrade: ${ex.upgrade.protocol}\r\n`;
   return { head: `${head}\r\n`, chunked };
 }
 
-/** Reports a failed attempt to the request path, which retries or answers the error. */
-export type AttemptFailed = (ex: Exchange, route: Route, backend: Backend, attempt: number, err: UpstreamError, responseStarted: boolean) => void;
-
 /** One request to an HTTP/1.1 backend: the exchange on one side, a pooled connection on the other. */
 class HttpCall implements H1Call {
+  readonly #attempt: Attempt;
   readonly #ex: Exchange;
-  readonly #route: Route;
-  readonly #backend: Backend;
-  readonly #attempt: number;
-  readonly #failed: AttemptFailed;
   #conn: H1Connection | undefined;
   #started = false;
 
-  constructor(ex: Exchange, route: Route, backend: Backend, attempt: number, failed: AttemptFailed) {
-    this.#ex = ex;
-    this.#route = route;
-    this.#backend = backend;
+  constructor(attempt: Attempt) {
     this.#attempt = attempt;
-    this.#failed = failed;
+    this.#ex = attempt.exchange;
   }
 
   onConnection(conn: H1Connection): boolean {
@@ -90,8 +95,8 @@ class HttpCall implements H1Call {
     if (ex.signal.aborted) return false;
     this.#conn = conn;
     ex.signal.listen(this.#abort);
-    const { head, chunked } = requestHead(ex, this.#backend.hostHeader);
-    const { responseMs, idleMs } = this.#route.timeouts;
+    const { head, chunked } = requestHead(ex, this.#attempt.hostHeader);
+    const { responseMs, idleMs } = this.#attempt.timeouts;
     conn.send(this, head, {
       body: ex.body(), chunked, head: ex.method === 'HEAD', upgrade: ex.upgrade !== undefined, responseMs, idleMs,
     });
@@ -106,12 +111,12 @@ class HttpCall implements H1Call {
 
   onConnectError(err: Error): void {
     if (this.#ex.signal.aborted) return;
-    this.#failed(this.#ex, this.#route, this.#backend, this.#attempt, upstreamError(err), false);
+    this.#attempt.failed(upstreamError(err), false);
   }
 
   onResponse(status: number, headers: ResponseHeaders): void {
     this.#started = true;
-    this.#backend.health.observe(this.#route.outlier, status >= 500);
+    this.#attempt.observe(status >= 500);
     this.#ex.respond(status, headers, false);
   }
 
@@ -137,7 +142,7 @@ class HttpCall implements H1Call {
     ex.signal.unlisten(this.#abort);
     if (ex.signal.aborted) return;
     // Any response byte counts: only a request reset before one may be retried.
-    this.#failed(ex, this.#route, this.#backend, this.#attempt, upstreamError(err), this.#started || responseStarted);
+    this.#attempt.failed(upstreamError(err), this.#started || responseStarted);
   }
 
   onUpgrade(headers: ResponseHeaders, socket: Socket): void {
@@ -145,16 +150,8 @@ class HttpCall implements H1Call {
     this.#conn = undefined;
     this.#ex.signal.unlisten(this.#abort);
     // Only asked for (and so only reached) when the exchange is an Upgrade.
-    const ex = this.#ex as UpgradeExchange;
-    ex.respond(101, headers);
-    ex.splice(socket);
+    this.#ex.upgrade!.upgraded(101, headers, socket);
   }
-}
-
-/** Sends `ex` to an HTTP/1.1 backend. `failed` decides between retry and error. */
-export function forwardHttp(ex: Exchange, route: Route, backend: Backend, attempt: number, failed: AttemptFailed): void {
-  if (ex.signal.aborted) return;
-  (backend.upstream as HttpUpstream).pool.dispatch(new HttpCall(ex, route, backend, attempt, failed));
 }
 
 /**
@@ -191,16 +188,4 @@ class CountingCall implements H1Call {
     socket.destroy();
     this.#done(null);
   }
-}
-
-/** Sends a copy of `ex` with `body` (its whole body, kept) and reports only the answer's status. */
-export function sendCopy(up: HttpUpstream, ex: Exchange, hostHeader: string | undefined, body: Buffer, timeoutMs: number, done: (code: number | null) => void): void {
-  const h = ex.headersForH1(hostHeader);
-  let head = `${ex.method} ${ex.path} HTTP/1.1\r\n`;
-  for (let i = 0; i < h.length; i += 2) {
-    // The kept body is whole: its length replaces whatever framing the client used.
-    if (h[i] !== 'content-length') head += `${h[i]}: ${h[i + 1]}\r\n`;
-  }
-  if (ex.hasBody) head += `content-length: ${body.length}\r\n`;
-  up.pool.dispatch(new CountingCall(`${head}\r\n`, ex.hasBody && body.length > 0 ? body : null, timeoutMs, done));
 }

@@ -4,8 +4,7 @@
 import type { Protocol } from '../config/model.ts';
 import { DEFAULT_HTTP_UPSTREAM, HttpUpstream } from './http1.ts';
 import { DEFAULT_H2_UPSTREAM, H2Upstream, type H2Gauges } from './h2-pool.ts';
-
-export type Upstream = HttpUpstream | H2Upstream;
+import type { Upstream } from './upstream.ts';
 
 export class Upstreams {
   readonly #byKey = new Map<string, Upstream>();

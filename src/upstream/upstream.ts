@@ -1,0 +1,41 @@
+// What the proxy sees of a backend, whatever protocol it speaks: one
+// interface, so the proxy never branches on protocol and nothing downcasts.
+import type { RouteConfig } from '../config/model.ts';
+import type { UpstreamError } from '../errors.ts';
+import type { Exchange } from '../ingress/exchange.ts';
+
+/** One try of an exchange on one backend; the proxy makes one per attempt. */
+export interface Attempt {
+  readonly exchange: Exchange;
+  /** Host / :authority sent upstream; undefined keeps the client's. */
+  readonly hostHeader: string | undefined;
+  readonly timeouts: RouteConfig['timeouts'];
+  /** A response arrived (passive health): `failed` for a 5xx or gRPC UNAVAILABLE. */
+  observe(failed: boolean): void;
+  /** The attempt failed; the proxy retries or answers. `responseStarted` once a response status went to the client. */
+  failed(err: UpstreamError, responseStarted: boolean): void;
+}
+
+/** A copy that gets no answer in this long is dropped. */
+export const COPY_TIMEOUT_MS = 30_000;
+
+/** A connection pool to one backend origin. */
+export interface Upstream {
+  readonly origin: string;
+  /**
+   * Sends the attempt's exchange: the response goes to the exchange, a
+   * failure to `attempt.failed`. Nothing starts once the exchange's signal
+   * has fired, and the call stops when it fires.
+   */
+  forward(attempt: Attempt): void;
+  /**
+   * Sends a copy of an exchange that is over (a mirror) with its kept `body`;
+   * the answer is read and dropped. `done` gets its status (gRPC: its
+   * grpc-status; null when there was none) or null when the copy failed.
+   */
+  copy(exchange: Exchange, hostHeader: string | undefined, body: Buffer, done: (code: number | null) => void): void;
+  /** Closes once the requests in flight are done. */
+  close(): Promise<void>;
+  /** Closes now, cutting what is in flight. */
+  destroy(): Promise<void>;
+}
