@@ -408,7 +408,7 @@ export class Switchyard implements AdminState {
     const mirrors = new Map(this.#loaded.config.routes.map((r) => [r.name, r.mirror]));
     return table.routes.map((r: Route) => ({
       name: r.name,
-      hosts: r.hosts,
+      hosts: r.config.hosts,
       backends: r.backends.map((b, i) => ({ name: b.name, configuredWeight: b.weight, weight: r.weightOf(i), up: b.health.up, counters: b.metrics })),
       ramp: this.#ramps.status(r.name),
       mirror: mirrors.get(r.name) ?? null,

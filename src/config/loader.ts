@@ -3,7 +3,7 @@
 // parsers, ajv or the schema.
 import { Worker } from 'node:worker_threads';
 import { checkRemoval } from './guard.ts';
-import { ConfigError, type Config, type ConfigSource, type LoadedConfig, type RouteConfig } from './model.ts';
+import { ConfigError, type Config, type ConfigSource, type EffectiveConfig, type LoadedConfig, type RouteConfig } from './model.ts';
 import type { WorkerReply, WorkerRequest } from './protocol.ts';
 
 /**
@@ -93,13 +93,13 @@ export class ConfigLoader {
 
 /** The worker's reply as a LoadedConfig; `effective` (for /api/config only) is parsed when first read. */
 function fromWorker(reply: Extract<WorkerReply, { config: string }>, known: ReadonlyMap<string, RouteConfig>): LoadedConfig {
-  let effective: unknown;
+  let effective: EffectiveConfig | undefined;
   const config = JSON.parse(reply.config) as Config;
   const fresh = new Map<string, RouteConfig>();
   for (const r of config.routes) fresh.set(r.fingerprint, r);
   return {
     config: { ...config, routes: reply.fingerprints.map((fp) => fresh.get(fp) ?? known.get(fp)!) },
-    get effective() { return (effective ??= JSON.parse(reply.effective)); },
+    get effective() { return (effective ??= JSON.parse(reply.effective) as EffectiveConfig); },
     version: reply.version,
     files: reply.files,
   };

@@ -127,7 +127,7 @@ export interface Config {
 export interface LoadedConfig {
   readonly config: Config;
   /** The effective config in the YAML's own shape (durations as strings), defaults filled in: what /api/config shows. */
-  readonly effective: unknown;
+  readonly effective: EffectiveConfig;
   /** Short content hash of `effective`. */
   readonly version: string;
   readonly files: readonly string[];

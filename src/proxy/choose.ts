@@ -6,7 +6,7 @@ import type { Backend, Route } from '../routing/route.ts';
 /** The backend for this request, undefined when none can take it, 'unknown' for a bad override. */
 export function choose(ex: Exchange, route: Route): Backend | undefined | 'unknown' {
   if (ex.override !== undefined) return route.byName(ex.override) ?? 'unknown';
-  const sticky = route.sticky;
+  const sticky = route.config.sticky;
   if (sticky !== null) {
     const key = sticky.header !== null ? ex.header(sticky.header) : ex.cookie(sticky.cookie);
     if (key !== undefined) return route.stickyPick(key);

@@ -34,17 +34,18 @@ export function proxy(ex: Exchange, table: RouteTable, unmatched: BackendMetrics
     ex.fail(backend === undefined ? NO_BACKEND : UNKNOWN_BACKEND);
     return;
   }
-  if (route.maxBodyBytes > 0) {
-    if (ex.contentLength > route.maxBodyBytes) {
+  const { maxBodyBytes, timeouts } = route.config;
+  if (maxBodyBytes > 0) {
+    if (ex.contentLength > maxBodyBytes) {
       ex.metrics = route.none;
       ex.fail(TOO_LARGE);
       return;
     }
-    ex.limitBody(route.maxBodyBytes, TOO_LARGE);
+    ex.limitBody(maxBodyBytes, TOO_LARGE);
   }
   if (route.mirror !== null && backend !== route.mirror.to) route.mirror.offer(ex);
   route.retryBudget.request();
-  const { overallMs, overallIncludesStreams } = route.timeouts;
+  const { overallMs, overallIncludesStreams } = timeouts;
   // gRPC calls and WebSockets may be long streams: cut only if asked to.
   if (overallMs > 0 && (overallIncludesStreams || (!ex.grpc && ex.upgrade === undefined))) ex.deadline(overallMs, !overallIncludesStreams);
   start(ex, route, backend, 0);
@@ -72,15 +73,15 @@ class ProxyAttempt implements Attempt {
   }
 
   get hostHeader(): string | undefined {
-    return this.#backend.hostHeader;
+    return this.#backend.config.hostHeader;
   }
 
   get timeouts(): RouteConfig['timeouts'] {
-    return this.#route.timeouts;
+    return this.#route.config.timeouts;
   }
 
   observe(failed: boolean): void {
-    this.#backend.health.observe(this.#route.outlier, failed);
+    this.#backend.health.observe(this.#route.config.outlier, failed);
   }
 
   /**
@@ -95,8 +96,8 @@ class ProxyAttempt implements Attempt {
     const route = this.#route;
     const backend = this.#backend;
     backend.metrics.upstreamError(err);
-    backend.health.failure(route.outlier);
-    const retry = mayRetry(route.retry, route.retryBudget, {
+    backend.health.failure(route.config.outlier);
+    const retry = mayRetry(route.config.retry, route.retryBudget, {
       attempt: this.#n, method: ex.method, err, responseStarted, bodyReplayable: ex.bodyReplayable, clientGone: ex.clientGone,
     });
     if (retry) start(ex, route, ex.override === undefined ? route.retryTarget(backend) : backend, this.#n + 1);

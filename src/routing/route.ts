@@ -1,18 +1,14 @@
 // One route at run time: its backends with their upstreams, health and
 // metrics, and the weighted and sticky picks.
-import type { OutlierConfig, Protocol, RetryConfig, RouteConfig, StickyConfig } from '../config/model.ts';
+import type { BackendConfig, RouteConfig } from '../config/model.ts';
 import type { BackendHealth } from '../health/backend.ts';
 import type { Exchange } from '../ingress/exchange.ts';
 import type { BackendMetrics, OutcomeRecorder } from '../observe/metrics.ts';
 import { RetryBudget } from '../proxy/retry.ts';
 import type { Upstream } from '../upstream/upstream.ts';
 
-export interface Backend {
-  readonly name: string;
-  /** The configured weight; the one in force may differ (a ramp): Route.weightOf. */
-  readonly weight: number;
-  /** Host / :authority sent upstream; undefined keeps the client's. */
-  readonly hostHeader: string | undefined;
+/** What a backend is bound to at run time. */
+interface Bound {
   readonly upstream: Upstream;
   readonly metrics: BackendMetrics;
   /** Shared by every route naming the same URL with the same health settings, and kept across reloads. */
@@ -29,9 +25,33 @@ export interface RouteMirror {
   offer(ex: Exchange): void;
 }
 
+/** One backend of a route at run time: its config and what it is bound to. */
+export class Backend implements Bound {
+  readonly config: BackendConfig;
+  readonly upstream: Upstream;
+  readonly metrics: BackendMetrics;
+  readonly health: BackendHealth;
+
+  constructor(config: BackendConfig, bound: Bound) {
+    this.config = config;
+    this.upstream = bound.upstream;
+    this.metrics = bound.metrics;
+    this.health = bound.health;
+  }
+
+  get name(): string {
+    return this.config.name;
+  }
+
+  /** The configured weight; the one in force may differ (a ramp): Route.weightOf. */
+  get weight(): number {
+    return this.config.weight;
+  }
+}
+
 /** What the table builder needs from the rest of the router: upstreams, health and bound metrics. */
 export interface Binder {
-  backend(route: RouteConfig, backend: RouteConfig['backends'][number]): { upstream: Upstream; metrics: BackendMetrics; health: BackendHealth };
+  backend(route: RouteConfig, backend: BackendConfig): Bound;
   /** Metrics for requests of this route that reached no backend (label backend="none"). */
   none(route: RouteConfig): BackendMetrics;
 }
@@ -47,19 +67,10 @@ export interface Binder {
  * route, kept while the route's config is unchanged.
  */
 export class Route {
-  readonly name: string;
-  readonly protocol: Protocol;
-  readonly pathPrefix: string;
+  readonly config: RouteConfig;
   readonly backends: readonly Backend[];
-  readonly hosts: readonly string[];
-  readonly fingerprint: string;
-  readonly timeouts: RouteConfig['timeouts'];
-  readonly outlier: OutlierConfig;
-  readonly allUnhealthy: RouteConfig['allUnhealthy'];
-  readonly retry: RetryConfig;
   readonly retryBudget: RetryBudget;
-  readonly sticky: StickyConfig | null;
-  readonly maxBodyBytes: number;
+  /** Metrics of this route's requests that reached no backend. */
   readonly none: BackendMetrics;
   /** Weights in force: the configured ones, or a ramp's step (setWeights). */
   readonly #weights: Int32Array;
@@ -69,29 +80,13 @@ export class Route {
   mirror: RouteMirror | null = null;
 
   static build(rc: RouteConfig, bind: Binder): Route {
-    const backends = rc.backends.map((bc) => ({
-      name: bc.name,
-      weight: bc.weight,
-      hostHeader: bc.hostHeader,
-      ...bind.backend(rc, bc),
-    }));
-    return new Route(rc, backends, bind.none(rc));
+    return new Route(rc, rc.backends.map((bc) => new Backend(bc, bind.backend(rc, bc))), bind.none(rc));
   }
 
   constructor(cfg: RouteConfig, backends: readonly Backend[], none: BackendMetrics) {
-    this.name = cfg.name;
-    this.hosts = cfg.hosts;
-    this.fingerprint = cfg.fingerprint;
+    this.config = cfg;
     this.none = none;
-    this.protocol = cfg.protocol;
-    this.pathPrefix = cfg.pathPrefix;
-    this.timeouts = cfg.timeouts;
-    this.outlier = cfg.outlier;
-    this.allUnhealthy = cfg.allUnhealthy;
-    this.retry = cfg.retry;
     this.retryBudget = new RetryBudget(cfg.retry);
-    this.sticky = cfg.sticky;
-    this.maxBodyBytes = cfg.maxBodyBytes;
     this.backends = backends;
     this.#weights = Int32Array.from(backends, (b) => b.weight);
     this.#current = new Float64Array(backends.length);
@@ -117,7 +112,7 @@ export class Route {
       total += w[i]!;
       if (best < 0 || cur[i]! > cur[best]!) best = i;
     }
-    if (best < 0) return this.allUnhealthy === 'serve' ? this.#leastBad() : undefined;
+    if (best < 0) return this.config.allUnhealthy === 'serve' ? this.#leastBad() : undefined;
     cur[best] -= total;
     return b[best];
   }
@@ -134,6 +129,10 @@ export class Route {
     }
     this.#current.fill(0);
     this.#total = total;
+  }
+
+  get name(): string {
+    return this.config.name;
   }
 
   /** The weight in force of backend i. */

@@ -41,8 +41,8 @@ export class RouteTable {
 
   constructor(routes: readonly Route[]) {
     for (const route of routes) {
-      this.#byFingerprint.set(route.fingerprint, route);
-      for (const host of route.hosts) {
+      this.#byFingerprint.set(route.config.fingerprint, route);
+      for (const host of route.config.hosts) {
         const [map, key] = host.startsWith('*.') ? [this.#wildcard, host.slice(2)] : [this.#exact, host];
         let list = map.get(key);
         if (list === undefined) map.set(key, (list = []));
@@ -51,7 +51,7 @@ export class RouteTable {
     }
     // Longest prefix first, so the first prefix that matches wins.
     for (const map of [this.#exact, this.#wildcard]) {
-      for (const list of map.values()) list.sort((a, b) => b.pathPrefix.length - a.pathPrefix.length);
+      for (const list of map.values()) list.sort((a, b) => b.config.pathPrefix.length - a.config.pathPrefix.length);
     }
     this.routes = routes;
   }
@@ -70,7 +70,7 @@ export class RouteTable {
       this.#cache.set(rawHost, candidates);
     }
     if (candidates === null) return undefined;
-    for (const r of candidates) if (path.startsWith(r.pathPrefix)) return r;
+    for (const r of candidates) if (path.startsWith(r.config.pathPrefix)) return r;
     return undefined;
   }
 
