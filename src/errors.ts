@@ -10,6 +10,11 @@ export class ProxyError extends Error {
   readonly grpcStatus: number = 14;
   /** The client's connection is closed after this answer (HTTP/1.1): what follows on it cannot be trusted. */
   readonly closesConnection: boolean = false;
+
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+  }
 }
 
 /** A request head two parsers could read differently (RFC 9112): 400 and the connection closed, gRPC 3. */
@@ -76,8 +81,6 @@ export class UpstreamError extends ProxyError {
   readonly kind: UpstreamErrorKind;
   /** True when nothing of the request reached the backend, so any method may be retried. */
   readonly nothingSent: boolean;
-  /** For an HTTP/2 stream reset by the upstream: its code, passed on to an HTTP/2 client. */
-  rstCode: number | undefined;
   constructor(kind: UpstreamErrorKind, nothingSent: boolean, cause: unknown, grpcStatus?: number) {
     // The message is what clients see (body, grpc-message): a short reason only.
     // The cause names addresses and errno text, so it goes to the log only.
@@ -102,9 +105,7 @@ const REFUSED_STREAM = 0x7;
 export function streamResetError(code: number): UpstreamError {
   const grpc = code === REFUSED_STREAM ? 14 : code === 0x8 ? 1 : code === 0xb ? 8 : code === 0xc ? 7 : 13;
   // REFUSED_STREAM: the peer did no work on it (RFC 9113 §8.7), so it is as if nothing was sent.
-  const err = new UpstreamError('reset', code === REFUSED_STREAM, new Error(`upstream stream reset with code ${code}`), grpc);
-  err.rstCode = code === 0 ? 0x2 : code; // NO_ERROR before the end is not a clean end: INTERNAL_ERROR
-  return err;
+  return new UpstreamError('reset', code === REFUSED_STREAM, new Error(`upstream stream reset with code ${code}`), grpc);
 }
 
 // Connect-phase errors: the request never left the proxy.
@@ -112,7 +113,7 @@ const CONNECT_CODES = new Set([
   'ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL',
 ]);
 const TIMEOUT_CODES = new Set([
-  'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT',
+  'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT',
   'SY_RESPONSE_TIMEOUT',
 ]);
 const RESET_CODES = new Set([

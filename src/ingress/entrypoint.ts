@@ -134,11 +134,6 @@ export class Entrypoint implements ExchangeOwner {
     return this.#inflight;
   }
 
-  /** Open HTTP/2 streams from clients. */
-  get openStreams(): number {
-    return this.#inflightH2;
-  }
-
   // --- connections ---------------------------------------------------------
 
   readonly #onConnection = (socket: Socket): void => {

@@ -7,7 +7,7 @@ import type { H2Upstream, Slot } from './h2-pool.ts';
 import { NATIVE_BELOW_MS, TICK_MS, deadlineIn, tick, unwatch, watch } from './clock.ts';
 import { COPY_TIMEOUT_MS, type Attempt } from './upstream.ts';
 
-const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
+const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR } = http2.constants;
 
 // Per-RPC allocations are what GC time is made of here: the stream's
 // listeners are shared functions that find their call through the stream
@@ -205,9 +205,7 @@ export class H2Call {
     const session = this.#slot!.session;
     const code = this.#stream!.rstCode;
     if (code === undefined || session.destroyed) {
-      const err = new UpstreamError('reset', false, new Error('upstream session closed'));
-      err.rstCode = NGHTTP2_INTERNAL_ERROR;
-      this.#fail(err);
+      this.#fail(new UpstreamError('reset', false, new Error('upstream session closed')));
       return;
     }
     this.#fail(streamResetError(code));
