@@ -9,7 +9,8 @@ import { Upstreams } from '../src/upstream/registry.ts';
 import { HealthRegistry, healthKey } from '../src/health/registry.ts';
 import { createLogger } from '../src/observe/log.ts';
 import { UpstreamError } from '../src/errors.ts';
-import { RetryBudget, mayRetry } from '../src/proxy/retry.ts';
+import { mayRetry } from '../src/proxy/retry.ts';
+import { RetryBudget } from '../src/routing/retry-budget.ts';
 
 const metrics = new Metrics();
 const health = new HealthRegistry(createLogger('silent'));

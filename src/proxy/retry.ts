@@ -4,57 +4,10 @@
 // backends that are left (the Envoy/Finagle "retry budget").
 import type { RetryConfig } from '../config/model.ts';
 import type { UpstreamError } from '../errors.ts';
+import type { RetryBudget } from '../routing/retry-budget.ts';
 
 // Methods that RFC 9110 §9.2.2 calls idempotent: safe to resend after a reset.
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
-
-const WINDOW_SECONDS = 10;
-
-/** Requests and retries of one route over the last 10 s, in one-second slots. */
-export class RetryBudget {
-  readonly #cfg: RetryConfig;
-  readonly #requests = new Uint32Array(WINDOW_SECONDS);
-  readonly #retries = new Uint32Array(WINDOW_SECONDS);
-  #second = 0;
-
-  constructor(cfg: RetryConfig) {
-    this.#cfg = cfg;
-  }
-
-  /** Moves the window to now, clearing the slots of the seconds that passed. */
-  #advance(): number {
-    const now = Math.floor(Date.now() / 1000);
-    if (now !== this.#second) {
-      const passed = Math.min(now - this.#second, WINDOW_SECONDS);
-      for (let i = 1; i <= passed; i++) {
-        const slot = (this.#second + i) % WINDOW_SECONDS;
-        this.#requests[slot] = 0;
-        this.#retries[slot] = 0;
-      }
-      this.#second = now;
-    }
-    return now % WINDOW_SECONDS;
-  }
-
-  request(): void {
-    this.#requests[this.#advance()]!++;
-  }
-
-  /** Takes one retry from the budget, if there is one left. */
-  take(): boolean {
-    const slot = this.#advance();
-    let requests = 0;
-    let retries = 0;
-    for (let i = 0; i < WINDOW_SECONDS; i++) {
-      requests += this.#requests[i]!;
-      retries += this.#retries[i]!;
-    }
-    const allowed = Math.max(this.#cfg.minPerSecond * WINDOW_SECONDS, (requests * this.#cfg.budgetPercent) / 100);
-    if (retries >= allowed) return false;
-    this.#retries[slot]!++;
-    return true;
-  }
-}
 
 /** What decides whether a failed attempt may be tried again. */
 export interface FailedAttempt {

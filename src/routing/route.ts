@@ -4,8 +4,8 @@ import type { BackendConfig, RouteConfig } from '../config/model.ts';
 import type { BackendHealth } from '../health/backend.ts';
 import type { Exchange } from '../ingress/exchange.ts';
 import type { BackendMetrics, OutcomeRecorder } from '../observe/metrics.ts';
-import { RetryBudget } from '../proxy/retry.ts';
 import type { Upstream } from '../upstream/upstream.ts';
+import { RetryBudget } from './retry-budget.ts';
 
 /** What a backend is bound to at run time. */
 interface Bound {
