@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { chromium } from 'playwright-core';
 import { request } from 'undici';
@@ -82,7 +82,7 @@ async function eventually(read: () => Promise<string>, re: RegExp, ms = 10_000):
 describe('the live page in a real browser', () => {
   const CHROMIUM = '/usr/bin/chromium';
 
-  it('shows the traffic a test sends, then the guard\'s rollback as it happens', { skip: !existsSync(CHROMIUM) && 'needs Debian\'s chromium (.ci/run installs it)' }, async () => {
+  it('shows the traffic a test sends, then the guard\'s rollback as it happens, and a failed reload in its header', { skip: !existsSync(CHROMIUM) && 'needs Debian\'s chromium (.ci/run installs it)' }, async () => {
     const old = await startBackend('old');
     let failing = false;
     const nw = await startBackend('new', (req, res) => {
@@ -131,6 +131,22 @@ describe('the live page in a real browser', () => {
       await eventually(() => card.locator('.reason').innerText(), /^guard: (?:error rate new|new is down).*; new \d+\.\d\d% errors.* old 0\.00% errors/);
       await eventually(() => card.locator('table.backends').innerText(), /weight in force\s+100 \(100%\)\s+0 \(0%\)[^]*health\s+up\s+down/);
       if (process.env['LIVE_PAGE_SCREENSHOT']) await page.screenshot({ path: process.env['LIVE_PAGE_SCREENSHOT'], fullPage: true });
+      // The header names the config version in force, and says when a reload
+      // fails. The halt is written into the config file, so wait for the
+      // version that holds it before breaking the file.
+      let version = '';
+      const deadline2 = Date.now() + 10_000;
+      while (version === '' && Date.now() < deadline2) {
+        const api = await (await request(`${router.adminUrl}/api/config`)).body.json() as { version: string; config: { routes: { name: string; ramp?: { halted?: unknown } }[] } };
+        if ((api.config.routes.find((r) => r.name === 'billing')?.ramp?.halted ?? null) !== null) version = api.version;
+        else await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.match(version, /^[0-9a-f]{12}$/, 'the halt written into the config is in force');
+      await eventually(() => page.locator('#version').innerText(), new RegExp(`^${version}$`));
+      assert.equal(await page.locator('#error').innerText(), '');
+      writeFileSync(router.path, readFileSync(router.path, 'utf8').replace(/weight: 1\n/, 'weight: -1\n'));
+      await eventually(() => page.locator('#error').innerText(), /^last reload failed: .*routes\[1\]\.backends\[0\]\.weight: must be >= 0/);
+      assert.equal(await page.locator('#version').innerText(), version, 'the old config stays in force');
       assert.deepEqual(failed, [], 'the page loads nothing from elsewhere');
     } finally {
       await browser.close();
