@@ -17,7 +17,8 @@ import { ROOT, closedPort, metric, runCli, scrape, spawnRouter, startBackend, st
 type Log = Record<string, unknown>;
 
 /** Resolves with the first log line with `msg` after the first `skip` log lines; rejects after `ms`. */
-async function logAfter(logs: readonly Log[], msg: string, skip: number, ms = 10_000): Promise<Log> {
+// Generous: on a loaded machine a reload (worker parse, checks) may take seconds.
+async function logAfter(logs: readonly Log[], msg: string, skip: number, ms = 30_000): Promise<Log> {
   const deadline = Date.now() + ms;
   for (;;) {
     const entry = logs.slice(skip).find((e) => e['msg'] === msg);
