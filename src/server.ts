@@ -233,7 +233,7 @@ export class Switchyard implements AdminState {
     this.metrics.rampBreaches.labels(route).inc();
     const action = 'halted' in change ? 'rolled back and halted' : 'paused';
     const log = this.#log.child({ component: 'ramp', route });
-    log.warn({ kind: verdict.kind, new: verdict.to, old: verdict.from, errorZ: verdict.errorZ, latencyZ: verdict.latencyZ, p99Ratio: verdict.p99Ratio },
+    log.warn({ kind: verdict.kind, new: verdict.to, old: verdict.from, errorZ: verdict.errorZ, latencyZ: verdict.latencyZ, tailZ: verdict.tailZ, p99Z: verdict.p99Z },
       `ramp guard breach on route ${route}: ${action}; ${verdict.reason}`);
     this.#persist(route, change).then(
       (file) => log.info({ file }, file === null ? 'ramp verdict already in the config source' : 'ramp verdict written to the config source'),

@@ -174,7 +174,7 @@ describe('ramp guard', () => {
     feed(g, 2000, 'to', 0.01, 20, 4);
     const v = g.judge();
     assert.equal(v.status, 'pass');
-    assert.ok(v.errorZ! < 0 && v.latencyZ! < 0 && v.p99Ratio! < 1, JSON.stringify(v));
+    assert.ok(v.errorZ! < 0 && v.latencyZ! < 0 && (v.tailZ === null || v.tailZ < 0) && (v.p99Z === null || v.p99Z < 0), JSON.stringify(v));
   });
 
   it('passes an increase inside the limits (+0.3 points, +10 % latency)', () => {
@@ -207,6 +207,52 @@ describe('ramp guard', () => {
     feed(ok, 20_000, 'from', 0, 20, 9);
     feed(ok, 2000, 'to', 0, 22, 10);
     assert.equal(ok.judge().status, 'pass');
+  });
+
+  /**
+   * Old: lognormal body (median 20 ms) with a 3 % slow mode (median 70 ms), p99
+   * ~87 ms. New: the same, with every request over 40 ms (old's p95) `factor`
+   * slower: every quantile above p95 × factor, p50 unchanged.
+   */
+  function feedTail(g: Guard, n: number, side: 'from' | 'to', factor: number, seed: number): void {
+    const r = rng(seed);
+    const normal = () => Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r());
+    for (let i = 0; i < n; i++) {
+      const x = r() < 0.03 ? 70 * Math.exp(0.5 * normal()) : 20 * Math.exp(0.35 * normal());
+      g[side].record(x > 40 ? x * factor : x, false);
+    }
+  }
+
+  it('breaches when only the tail is 30 % slower (p99 +30 %, median equal), not at +10 % or with identical sides', () => {
+    const tail = new Guard(cfg);
+    feedTail(tail, 30_000, 'from', 1, 17);
+    feedTail(tail, 10_000, 'to', 1.3, 18);
+    const v = tail.judge();
+    assert.equal(v.status, 'breach', JSON.stringify(v));
+    assert.equal(v.kind, 'latency');
+    assert.match(v.reason, /^latency tail \(slowest 5%\) new slower than old by more than \+20%/);
+    assert.ok(Math.abs(v.to.p50Ms - v.from.p50Ms) < 1 && v.to.p99Ms > v.from.p99Ms * 1.2, JSON.stringify(v));
+    assert.ok(v.latencyZ! < 0, 'the whole-distribution rank test alone does not see it');
+    for (const [factor, seed] of [[1.1, 19], [1, 21]] as const) {
+      const ok = new Guard(cfg);
+      feedTail(ok, 30_000, 'from', 1, 17);
+      feedTail(ok, 10_000, 'to', factor, seed);
+      const w = ok.judge();
+      assert.equal(w.status, 'pass', `factor ${factor}: ${w.reason}`);
+      assert.ok(w.tailZ! < 0 && (w.p99Z === null || w.p99Z < 0), JSON.stringify(w));
+    }
+  });
+
+  it('breaches on p99 alone when 2 % are far out and the rest of the tail is faster', () => {
+    const g = new Guard(cfg);
+    feedTail(g, 30_000, 'from', 1, 23);
+    const r = rng(24);
+    // 2 % at 2-3 × old p99, the rest without the slow mode: 2 % above 1.2 × old p99 where 1 % is allowed.
+    for (let i = 0; i < 10_000; i++) g.to.record(r() < 0.02 ? 180 + 100 * r() : 20 * Math.exp(0.35 * Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r())), false);
+    const v = g.judge();
+    assert.equal(v.status, 'breach', JSON.stringify(v));
+    assert.ok(v.p99Z! > 3.09 && v.tailZ! < 0 && v.latencyZ! < 0, JSON.stringify(v));
+    assert.match(v.reason, /^latency new p99 above old p99 \+20%/);
   });
 
   it('does not call sub-millisecond differences a latency regression', () => {
