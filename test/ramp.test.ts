@@ -225,18 +225,20 @@ describe('ramp guard', () => {
 
   it('breaches when only the tail is 30 % slower (p99 +30 %, median equal), not at +10 % or with identical sides', () => {
     const tail = new Guard(cfg);
-    feedTail(tail, 30_000, 'from', 1, 17);
-    feedTail(tail, 10_000, 'to', 1.3, 18);
+    // 40,000 requests of new (a 25 % step at 500 req/s for ~5 min): a tail-only change needs that many.
+    feedTail(tail, 100_000, 'from', 1, 17);
+    feedTail(tail, 40_000, 'to', 1.3, 18);
     const v = tail.judge();
     assert.equal(v.status, 'breach', JSON.stringify(v));
     assert.equal(v.kind, 'latency');
     assert.match(v.reason, /^latency tail \(slowest 5%\) new slower than old by more than \+20%/);
+    assert.ok(v.tailZ! > 3.09, JSON.stringify(v));
     assert.ok(Math.abs(v.to.p50Ms - v.from.p50Ms) < 1 && v.to.p99Ms > v.from.p99Ms * 1.2, JSON.stringify(v));
     assert.ok(v.latencyZ! < 0, 'the whole-distribution rank test alone does not see it');
     for (const [factor, seed] of [[1.1, 19], [1, 21]] as const) {
       const ok = new Guard(cfg);
-      feedTail(ok, 30_000, 'from', 1, 17);
-      feedTail(ok, 10_000, 'to', factor, seed);
+      feedTail(ok, 100_000, 'from', 1, 17);
+      feedTail(ok, 40_000, 'to', factor, seed);
       const w = ok.judge();
       assert.equal(w.status, 'pass', `factor ${factor}: ${w.reason}`);
       assert.ok(w.tailZ! < 0 && (w.p99Z === null || w.p99Z < 0), JSON.stringify(w));

@@ -8,10 +8,10 @@
 // which breaches:
 //  - whole distribution: Mann–Whitney U (Kayenta's judge) on reservoir samples
 //    of `to` shrunk by the allowed increase against `from`;
-//  - tail: the same rank test on each side's slowest 5 %, from histograms of
+//  - tail: a rank test scoring only the pooled slowest 5 %, from histograms of
 //    every request. A slowdown confined to the tail (p99 +30 %, median equal)
 //    moves a whole-distribution rank test by a few percent of its pairs only;
-//    here it moves every pair;
+//    this test sees nothing else;
 //  - p99: the share of `to` above (1 + allowed) × `from`'s p99 against the share
 //    of `from` above its p99 (two-proportion). Exact where it is asked, weak
 //    (a 1 % quantile has few requests beyond it): the tail test does the work.
@@ -29,12 +29,13 @@ const MIN_ERRORS = 5;
 export const LATENCY_FLOOR_MS = 1;
 /** Latency samples kept per side and step (uniform over the step's requests). */
 export const RESERVOIR = 2048;
-/** The tail the tail test compares: each side's slowest 5 %. */
+/** The tail the tail test scores: the pooled slowest 5 %. */
 export const TAIL = 0.05;
-/** The tail test waits for this many requests in `to`'s tail (normal approximation of U). */
+/** The tail test waits until TAIL × `to`'s requests reaches this (normal approximation). */
 const MIN_TAIL = 40;
-/** The p99 test waits for this many requests of `to` above the threshold. */
+/** The p99 test waits for this many requests of `to` above the threshold, and for ~10 expected above p99: fewer is not normal enough for z. */
 const MIN_OVER = 5;
+const MIN_P99 = 1000;
 // Histogram: bucket i holds [BASE·R^i, BASE·R^(i+1)) ms; 3150 buckets of 0.5 % reach from 50 µs to ~340 s.
 // Fine enough that rounding to a bucket costs the tests ~0.5 % of a 20 % limit.
 const BASE_MS = 0.05;
@@ -141,7 +142,7 @@ export interface Verdict {
   readonly errorZ: number | null;
   /** z of the Mann–Whitney test on shifted log latency; null while waiting. */
   readonly latencyZ: number | null;
-  /** z of the rank test on each side's slowest 5 %, `to` shrunk by the allowed increase; null until `to`'s tail has enough requests. */
+  /** z of the tail rank test (pooled slowest 5 %), `to` shrunk by the allowed increase; null until `to` has enough requests. */
   readonly tailZ: number | null;
   /** z of the p99 test (share of `to` above the allowed p99 vs share of `from` above its p99); null until enough of `to` is above. */
   readonly p99Z: number | null;
@@ -192,7 +193,7 @@ export class Guard {
     const figures = bothSides(f, t);
     const allowed = `+${Math.round(config.maxLatencyIncrease * 100)}%`;
     const why = latencyZ !== null && latencyZ > Z ? `latency new slower than old by more than ${allowed} (Mann-Whitney z ${latencyZ.toFixed(2)})`
-      : tailZ !== null && tailZ > Z ? `latency tail (slowest ${TAIL * 100}%) new slower than old by more than ${allowed} (Mann-Whitney z ${tailZ.toFixed(2)})`
+      : tailZ !== null && tailZ > Z ? `latency tail (slowest ${TAIL * 100}%) new slower than old by more than ${allowed} (tail rank z ${tailZ.toFixed(2)})`
       : p99Z !== null && p99Z > Z ? `latency new p99 above old p99 ${allowed} (share above it z ${p99Z.toFixed(2)})`
       : null;
     if (why !== null) return { status: 'breach', kind: 'latency', reason: `${why}; ${figures}`, from: f, to: t, errorZ, latencyZ, tailZ, p99Z };
@@ -244,49 +245,66 @@ export class Guard {
   }
 
   /**
-   * Mann–Whitney U of `to`'s slowest TAIL against `from`'s, from the
-   * histograms (every request, not a sample), `to` shrunk by the allowed
-   * increase. Each `to` bucket moves down to the bucket holding its low edge
-   * shrunk, so `to` is never made slower than it is; values sharing a bucket
-   * tie. Each side's tail starts at its own (1 − TAIL) quantile, part of that
-   * bucket counted. O(BUCKETS), no allocation.
+   * A two-sample linear rank test whose score counts only the tail: the
+   * pooled values (`to` shrunk by the allowed increase, and `from`) are
+   * ranked, a value at pooled quantile u scores max(0, u − (1 − TAIL)) / TAIL,
+   * and z compares `to`'s score sum with its permutation mean and variance.
+   * So `to` is judged by how many of its requests reach the pooled tail and
+   * how far up they rank there, and by nothing below it. Exact in
+   * distribution when `to` shrunk is distributed like `from` (exactly at the
+   * limit); the score rises with the value, so a `to` that is faster after
+   * shrinking scores lower. Ranks come from the histograms (every request, not
+   * a sample); a bucket's values tie and share their ranks' mean score. Each
+   * `to` bucket moves down to the bucket holding its low edge shrunk, so `to`
+   * is never made slower than it is. O(BUCKETS), no per-request work.
    */
   #tailTest(max: number): number | null {
     const a = this.from.hist;
     const b = this.to.hist;
-    const m = this.to.seen * TAIL;
-    if (m < MIN_TAIL) return null;
-    const n = this.from.seen * TAIL;
-    const [fromCut, fromPart] = tailStart(a, n);
-    const [toCut, toPart] = tailStart(b, m);
+    const n = this.from.seen;
+    const m = this.to.seen;
+    if (m * TAIL < MIN_TAIL) return null;
     const shifted = this.#shifted;
     shifted.fill(0);
-    let under = 0; // `to` requests shrunk below every bucket
-    for (let j = toCut; j < BUCKETS; j++) {
-      const w = j === toCut ? toPart : b[j]!;
+    let under = 0; // `to` shrunk below every bucket: lowest ranks, score 0
+    for (let j = 0; j < BUCKETS; j++) {
+      const w = b[j]!;
       if (w === 0) continue;
       const low = bucketLow(j);
       const target = bucketOf(Math.min(low / (1 + max), low - LATENCY_FLOOR_MS));
       if (target < 0) under += w;
       else shifted[target]! += w;
     }
-    // U = pairs with to > from, ties half; tie groups are the buckets.
-    let u = 0;
-    let below = 0;
-    let ties = under ** 3 - under;
-    for (let i = 0; i < BUCKETS; i++) {
-      const x = i < fromCut ? 0 : i === fromCut ? fromPart : a[i]!;
-      const y = shifted[i]!;
-      if (x === 0 && y === 0) continue;
-      u += y * (below + x / 2);
-      below += x;
-      const t = x + y;
-      ties += t * t * t - t;
-    }
     const total = n + m;
-    const variance = ((n * m) / 12) * (total + 1 - ties / (total * (total - 1)));
-    return variance > 0 ? (u - (n * m) / 2) / Math.sqrt(variance) : null;
+    // Mean score of the pooled ranks (r0, r0 + t]: the integral of the score over (r0/N, (r0 + t)/N] over its width.
+    const integral = (u: number) => (u <= 1 - TAIL ? 0 : (u - (1 - TAIL)) ** 2 / (2 * TAIL));
+    const score = (r0: number, t: number) => (integral((r0 + t) / total) - integral(r0 / total)) / (t / total);
+    // Two passes: the mean score, then to's score sum and the scores' spread.
+    let rank = under;
+    let sum = 0;
+    for (let i = 0; i < BUCKETS; i++) {
+      const t = a[i]! + shifted[i]!;
+      if (t === 0) continue;
+      sum += t * score(rank, t);
+      rank += t;
+    }
+    const mean = sum / total;
+    let s = 0;
+    let spread = under * mean * mean;
+    rank = under;
+    for (let i = 0; i < BUCKETS; i++) {
+      const t = a[i]! + shifted[i]!;
+      if (t === 0) continue;
+      const sc = score(rank, t);
+      s += shifted[i]! * sc;
+      spread += t * (sc - mean) ** 2;
+      rank += t;
+    }
+    const variance = ((n * m) / (total * (total - 1))) * spread;
+    return variance > 0 ? (s - m * mean) / Math.sqrt(variance) : null;
   }
+
+
 }
 
 function bothSides(f: SideFigures, t: SideFigures): string {
@@ -310,9 +328,11 @@ function proportionZ(k1: number, n1: number, k2: number, n2: number, allowed: nu
  * bucket, under H0 the share of `to` above (1 + max)·c is no larger than the
  * share of `from` above c; z of the two-proportion test of that (Agresti–Caffo
  * adjusted). `to` is counted only from the first bucket wholly above the
- * threshold, so it is never overcounted. Null until MIN_OVER requests are above.
+ * threshold, so it is never overcounted. Null until each side has MIN_P99
+ * requests and MIN_OVER of `to` are above.
  */
 function p99Test(from: GuardSide, to: GuardSide, max: number): number | null {
+  if (to.seen < MIN_P99 || from.seen < MIN_P99) return null;
   const cutBucket = rankBucket(from.hist, Math.min(from.seen - 1, Math.floor(0.99 * from.seen)));
   const c = bucketLow(cutBucket + 1);
   const fromOver = countFrom(from.hist, cutBucket + 1);
@@ -327,17 +347,6 @@ function countFrom(hist: Uint32Array, i: number): number {
   let n = 0;
   for (let k = Math.max(0, i); k < hist.length; k++) n += hist[k]!;
   return n;
-}
-
-/** The first bucket of the slowest `tail` requests and how many of them it holds. */
-function tailStart(hist: Uint32Array, tail: number): [number, number] {
-  let acc = 0;
-  for (let i = hist.length - 1; i >= 0; i--) {
-    const c = hist[i]!;
-    if (acc + c >= tail) return [i, tail - acc];
-    acc += c;
-  }
-  return [0, hist[0]!];
 }
 
 /** The bucket holding ms; −1 below the first bucket's range (0 and less). */
