@@ -95,6 +95,24 @@ function docRows(markdown: string): Map<string, { type: string; def: string }> {
   return rows;
 }
 
+describe('npm ci on a fresh machine', () => {
+  // npm 11.16+ lists install scripts package.json's allowScripts does not
+  // cover, and npm 12 skips them: without the `node` devDependency's
+  // preinstall there is no Node 24, and `npm start` on an older system Node
+  // fails on the first .ts import.
+  test('allowScripts decides on every install script in the lockfile, and lets the node devDependency run its own', () => {
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { allowScripts?: Record<string, boolean> };
+    const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8')) as { packages: Record<string, { hasInstallScript?: boolean }> };
+    const withScripts = Object.entries(lock.packages)
+      .filter(([, p]) => p.hasInstallScript === true)
+      .map(([path]) => path.slice(path.lastIndexOf('node_modules/') + 'node_modules/'.length));
+    assert.ok(withScripts.includes('node'), 'the lockfile knows node\'s preinstall');
+    const allowed = pkg.allowScripts ?? {};
+    assert.deepEqual(withScripts.filter((name) => !(name in allowed)), [], 'install scripts allowScripts does not decide on');
+    assert.equal(allowed['node'], true);
+  });
+});
+
 describe('docs', () => {
   const schema = JSON.parse(readFileSync(join(ROOT, 'config/switchyard.schema.json'), 'utf8')) as SchemaNode;
   const reference = readFileSync(join(ROOT, 'docs/configuration.md'), 'utf8');
