@@ -329,6 +329,25 @@ describe('HTTP/1.1 upstream pool', () => {
     assert.equal(p.size, 2);
   });
 
+  test('a response whose last bytes met backpressure leaves its connection reading for the next call', async () => {
+    // The whole response comes in one read; the call asks to pause on it (its
+    // client is slow) and is complete at once, so nobody resumes the socket:
+    // the next call on that connection must still get its answer.
+    const s = await rawServer((n) => n === 0 ? 'HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello' : 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
+    servers.push(s.server);
+    const p = pool(s.port, { connections: 1 });
+    pools.push(p);
+    const first = new Recorder(get('/slow-client'));
+    first.pauseAfter = 1;
+    p.dispatch(first);
+    await first.done;
+    assert.equal(first.text(), 'hello');
+    const next = await send(p, get('/next'), { responseMs: 1000 });
+    assert.equal(next.error, undefined, `the next call: ${next.error?.message}`);
+    assert.equal(next.text(), 'ok');
+    assert.equal(s.connections, 1, 'the connection was reused');
+  });
+
   test('connect refused: onConnectError with ECONNREFUSED', async () => {
     const s = net.createServer();
     const port = await listen(s);

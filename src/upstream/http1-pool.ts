@@ -247,8 +247,13 @@ export class H1Connection implements ResponseSink {
     this.#timer = undefined;
     // An answer that came before the whole request body was sent leaves the
     // backend mid-request: that connection cannot be reused.
-    if (clean && this.#parser.keepAlive && this.#bodyDone) this.#pool.release(this);
-    else this.#destroy();
+    if (clean && this.#parser.keepAlive && this.#bodyDone) {
+      // The call may have paused the socket on the last bytes (its client was
+      // slow) and will not resume it now that it is over: the next call's
+      // answer, and a close while idle, must be read.
+      this.socket.resume();
+      this.#pool.release(this);
+    } else this.#destroy();
     // After the release: the client's next request, which ending this
     // response may let in at once, finds the connection idle.
     call.onEnd();
