@@ -150,6 +150,7 @@ async function main(): Promise<number> {
   try {
     const bin = join(dir, 'bin');
     buildGoTools(ROOT, bin);
+    armWatchdog();
     const settings: Settings = { warmupS, measureS, idleConns, dir, bin, ghz: tools.ghz, root: ROOT };
     const backends = await startBackends(dir, bin);
     const results: Measurement[] = [];
@@ -236,11 +237,14 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     void stopAll().finally(() => process.exit(130));
   });
 }
-const watchdog = setTimeout(() => {
-  console.error(`bench: over the time budget of ${budgetSeconds()} s, stopping everything`);
-  void stopAll().finally(() => process.exit(1));
-}, budgetSeconds() * 1000);
-watchdog.unref();
+// Armed once the tools are installed and built: on a fresh machine apt-get,
+// `go install` and the Go module downloads alone can take longer than a smoke run.
+function armWatchdog(): void {
+  setTimeout(() => {
+    console.error(`bench: over the time budget of ${budgetSeconds()} s, stopping everything`);
+    void stopAll().finally(() => process.exit(1));
+  }, budgetSeconds() * 1000).unref();
+}
 
 main().then((code) => {
   process.exitCode = code;
