@@ -26,18 +26,12 @@ export type RampChange =
   | { readonly halted: { readonly at: number; readonly reason: string } }
   | { readonly pausedAt: number; readonly pauseReason: string };
 
-export interface RampStatus {
+/** The schedule's position plus what the runner knows: the ramp's settings, the pause or halt, the guard. */
+export interface RampStatus extends RampPosition {
   readonly from: string;
   readonly to: string;
   readonly steps: RampConfig['steps'];
   readonly intervalMs: number;
-  readonly state: RampPosition['state'];
-  readonly step: number;
-  readonly percent: number;
-  readonly mirror: boolean;
-  readonly stepStartedAt: number | null;
-  readonly nextChangeAt: number | null;
-  readonly weights: readonly number[];
   readonly halted: RampConfig['halted'];
   readonly pausedAt: number | null;
   readonly pauseReason: string | null;
