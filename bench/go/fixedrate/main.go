@@ -14,6 +14,9 @@
 // Waits use a timerfd: Go's time.Sleep wakes up to ~1 ms late here, which is
 // as much as the latency being measured.
 //
+// With -grpc it makes gRPC unary calls instead (-path is the method, -host
+// the :authority): see grpc.go.
+//
 // Prints one JSON object; latencies in microseconds.
 package main
 
@@ -202,6 +205,7 @@ func main() {
 	conns := flag.Int("conns", 50, "keep-alive connections")
 	warmup := flag.Duration("warmup", 2*time.Second, "sent at the rate but not counted")
 	duration := flag.Duration("duration", 10*time.Second, "measured time after the warm-up")
+	grpcMode := flag.Bool("grpc", false, "gRPC unary calls over h2c (-path: the method, e.g. /bench.Echo/Unary)")
 	flag.Parse()
 	if *host == "" {
 		*host = *addr
@@ -210,33 +214,44 @@ func main() {
 		fmt.Fprintln(os.Stderr, "fixedrate: -rate and -conns must be > 0")
 		os.Exit(2)
 	}
-	req := []byte("GET " + *path + " HTTP/1.1\r\nHost: " + *host + "\r\nUser-Agent: switchyard-bench-fixedrate\r\n\r\n")
-	period := time.Duration(float64(*conns) / *rate * float64(time.Second))
-	start := time.Now().Add(50 * time.Millisecond)
-	warmEnd := start.Add(*warmup)
-	end := warmEnd.Add(*duration)
-
-	results := make([]tally, *conns)
-	var wg sync.WaitGroup
-	for k := 0; k < *conns; k++ {
-		wg.Add(1)
-		go func(k int) {
-			defer wg.Done()
-			results[k] = worker(*addr, req, start, time.Duration(k)*period/time.Duration(*conns), period, warmEnd, end)
-		}(k)
-	}
-	wg.Wait()
-	elapsed := time.Since(warmEnd)
-
-	var all []int64
+	var all, lag []int64
 	var errs, non2xx int
 	lastErr := ""
-	for _, t := range results {
-		all = append(all, t.lat...)
-		errs += t.errors
-		non2xx += t.non2xx
-		if t.lastErr != "" {
-			lastErr = t.lastErr
+	var elapsed time.Duration
+	if *grpcMode {
+		measureFrom := time.Now()
+		r, err := runGRPC(*addr, *host, *path, *rate, *conns, *warmup, *duration)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "fixedrate:", err)
+			os.Exit(1)
+		}
+		all, lag, errs, lastErr = r.lat, r.lag, r.errors, r.lastErr
+		elapsed = time.Since(measureFrom) - *warmup
+	} else {
+		req := []byte("GET " + *path + " HTTP/1.1\r\nHost: " + *host + "\r\nUser-Agent: switchyard-bench-fixedrate\r\n\r\n")
+		period := time.Duration(float64(*conns) / *rate * float64(time.Second))
+		start := time.Now().Add(50 * time.Millisecond)
+		warmEnd := start.Add(*warmup)
+		end := warmEnd.Add(*duration)
+
+		results := make([]tally, *conns)
+		var wg sync.WaitGroup
+		for k := 0; k < *conns; k++ {
+			wg.Add(1)
+			go func(k int) {
+				defer wg.Done()
+				results[k] = worker(*addr, req, start, time.Duration(k)*period/time.Duration(*conns), period, warmEnd, end)
+			}(k)
+		}
+		wg.Wait()
+		elapsed = time.Since(warmEnd)
+		for _, t := range results {
+			all = append(all, t.lat...)
+			errs += t.errors
+			non2xx += t.non2xx
+			if t.lastErr != "" {
+				lastErr = t.lastErr
+			}
 		}
 	}
 	out := map[string]any{
@@ -257,13 +272,20 @@ func main() {
 		sum += float64(v)
 	}
 	us := func(ns float64) float64 { return math.Round(ns/10) / 100 } // µs, 2 decimals
-	pct := func(q float64) float64 { return us(float64(all[int(math.Ceil(q*float64(len(all))))-1])) }
+	pctOf := func(v []int64, q float64) float64 { return us(float64(v[int(math.Ceil(q*float64(len(v))))-1])) }
+	pct := func(q float64) float64 { return pctOf(all, q) }
 	out["meanUs"] = us(sum / float64(len(all)))
 	out["p50Us"] = pct(0.50)
 	out["p90Us"] = pct(0.90)
 	out["p99Us"] = pct(0.99)
 	out["p999Us"] = pct(0.999)
 	out["maxUs"] = us(float64(all[len(all)-1]))
+	if len(lag) > 0 {
+		// How late the client started calls against the schedule: its own delay, not the server's.
+		sort.Slice(lag, func(a, b int) bool { return lag[a] < lag[b] })
+		out["lagP99Us"] = pctOf(lag, 0.99)
+		out["lagMaxUs"] = us(float64(lag[len(lag)-1]))
+	}
 	if err := json.NewEncoder(os.Stdout).Encode(out); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
