@@ -16,7 +16,8 @@ import { PROXY_CORE, freePort, logTail, startProcess, stopProcess, treeRss, wait
 import { traefikBinary } from './traefik.ts';
 
 export const PEER_NAMES = ['direct', 'haproxy', 'nginx', 'caddy', 'traefik', 'switchyard'] as const;
-export type PeerName = (typeof PEER_NAMES)[number];
+/** 'switchyard-before': a second switchyard checkout in the same run (run.ts --before DIR), for before/after on equal terms. */
+export type PeerName = (typeof PEER_NAMES)[number] | 'switchyard-before';
 
 /** Hosts the peers route by. */
 export const HOSTS = { h1: 'h1.bench', split: 'split.bench', h2c: 'h2c.bench', grpc: 'grpc.bench' } as const;
@@ -44,6 +45,8 @@ export interface PeerContext {
   readonly dir: string;
   readonly backends: Backends;
   readonly root: string;
+  /** The checkout the 'switchyard-before' peer runs. */
+  readonly beforeRoot?: string;
   /** Client connections a proxy must accept at once (the memory scenario's, plus room). */
   readonly maxConns: number;
   /** Extra switchyard routes (the many-routes scenario). */
@@ -59,7 +62,10 @@ export async function startPeer(name: PeerName, ctx: PeerContext): Promise<Runni
     case 'nginx': return nginx(ctx);
     case 'caddy': return caddy(ctx);
     case 'traefik': return traefik(ctx);
-    case 'switchyard': return switchyard(ctx);
+    case 'switchyard': return switchyard(ctx, 'switchyard', ctx.root);
+    case 'switchyard-before':
+      if (ctx.beforeRoot === undefined) throw new Error('switchyard-before: no checkout given (--before DIR)');
+      return switchyard(ctx, 'switchyard-before', ctx.beforeRoot);
   }
 }
 
@@ -339,7 +345,7 @@ export function manyHost(i: number): string {
   return `svc-${i}.bench`;
 }
 
-async function switchyard({ dir, backends: b, root, extraRoutes = 0, nodeArgs = [] }: PeerContext): Promise<RunningPeer> {
+async function switchyard({ dir, backends: b, extraRoutes = 0, nodeArgs = [] }: PeerContext, name: PeerName, root: string): Promise<RunningPeer> {
   const [port, admin] = [await freePort(), await freePort()];
   const nginxBackend = (port: number): { name: string; url: string; weight: number } => ({ name: 'nginx', url: `http://127.0.0.1:${port}`, weight: 1 });
   const routes: object[] = [
@@ -358,7 +364,7 @@ async function switchyard({ dir, backends: b, root, extraRoutes = 0, nodeArgs = 
   for (let i = 0; i < extraRoutes; i++) {
     routes.push({ name: `svc-${i}`, hosts: [manyHost(i)], protocol: 'http', backends: [nginxBackend(b.h1)] });
   }
-  const file = join(dir, extraRoutes > 0 ? `switchyard-${extraRoutes}.yaml` : 'switchyard.yaml');
+  const file = join(dir, extraRoutes > 0 ? `${name}-${extraRoutes}.yaml` : `${name}.yaml`);
   // JSON is YAML; a file of 10,000 routes is generated faster this way.
   writeFileSync(file, JSON.stringify({
     version: 1,
@@ -371,11 +377,11 @@ async function switchyard({ dir, backends: b, root, extraRoutes = 0, nodeArgs = 
   // the pinned `node` devDependency first on the PATH).
   // src/cli/main.ts since the layout of issue 10; src/cli.ts in older checkouts (A/B runs).
   const cli = existsSync(join(root, 'src/cli/main.ts')) ? join(root, 'src/cli/main.ts') : join(root, 'src/cli.ts');
-  const proc = startProcess('switchyard', process.execPath, [...nodeArgs, cli, 'serve', '--config', file],
-    join(dir, extraRoutes > 0 ? 'switchyard-many.log' : 'switchyard.log'), {
+  const proc = startProcess(name, process.execPath, [...nodeArgs, cli, 'serve', '--config', file],
+    join(dir, extraRoutes > 0 ? `${name}-many.log` : `${name}.log`), {
       core: PROXY_CORE,
       cwd: root,
       env: { SWITCHYARD_LOG_LEVEL: 'warn', NODE_ENV: 'production' },
     });
-  return running('switchyard', proc, port, port, true);
+  return running(name, proc, port, port, true);
 }

@@ -8,24 +8,28 @@
 //   options: --peers a,b,c  --scenarios h1-small,grpc,...  --warmup S  --duration S
 //            --no-install (fail instead of installing missing tools)
 //            --switchyard DIR (benchmark another checkout of switchyard)
+//            --before DIR (one more peer, "switchyard (before)": that checkout, run beside this one, with a
+//                          before/after section; a checkout with src/cli.ts, the flat layout, works too)
+//            --compare RUN.json (a before/after section against an earlier run's switchyard figures)
+//            --report-from RUN.json (no run: writes RUN.md and RUN.svg again from RUN.json, with --compare if given)
 //
 // Layout (2 cores): the proxy alone on core 1, load generators and backends on
 // core 0. One peer runs at a time; every process is killed at the end.
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startBackends } from './backends.ts';
-import { PEER_NAMES, startPeer, type PeerName, type RunningPeer } from './peers.ts';
+import { PEER_NAMES, startPeer, type PeerContext, type PeerName, type RunningPeer } from './peers.ts';
 import { LOAD_CORE, killAllNow, pinSelf, stopAll } from './procs.ts';
-import { markdown, svg, verdicts, type Run } from './report.ts';
+import { markdown, readRun, svg, verdicts, type Compared, type Run } from './report.ts';
 import * as sc from './scenarios.ts';
-import type { Measurement, ScenarioId, Settings } from './scenarios.ts';
+import type { FreshMemory, Measurement, ScenarioId, Settings } from './scenarios.ts';
 import { buildGoTools, ensureTools, fdHardLimit, machine, versions } from './tools.ts';
 import { traefikBinary } from './traefik.ts';
 
 const ROOT = resolve(dirname(new URL(import.meta.url).pathname), '..');
-const ALL_SCENARIOS: ScenarioId[] = ['h1-small', 'h1-1k', 'h1-64k', 'h2c', 'grpc', 'grpc-ghz', 'latency', 'split', 'routes', 'memory'];
+const ALL_SCENARIOS: ScenarioId[] = ['h1-small', 'h1-1k', 'h1-64k', 'h2c', 'grpc', 'grpc-ghz', 'latency', 'grpc-latency', 'split', 'routes', 'memory'];
 const MANY_ROUTES = 10_000;
 const IDLE_CONNS = 10_000;
 
@@ -38,6 +42,9 @@ const { values: opts } = parseArgs({
     duration: { type: 'string' },
     install: { type: 'boolean', default: true },
     switchyard: { type: 'string' },
+    before: { type: 'string' },
+    compare: { type: 'string' },
+    'report-from': { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
   allowNegative: true,
@@ -45,7 +52,8 @@ const { values: opts } = parseArgs({
 
 if (opts.help) {
   process.stdout.write(`usage: npm run bench [-- --smoke] [--peers ${PEER_NAMES.join(',')}] [--scenarios ${ALL_SCENARIOS.join(',')}]
-                 [--warmup S] [--duration S] [--no-install] [--switchyard DIR]\n`);
+                 [--warmup S] [--duration S] [--no-install] [--switchyard DIR] [--before DIR] [--compare RUN.json]
+       npm run bench -- --report-from RUN.json [--compare RUN.json]   (rewrite a run's report, no run)\n`);
   process.exit(0);
 }
 
@@ -59,13 +67,27 @@ function list<T extends string>(value: string | undefined, all: readonly T[], fa
 
 const smoke = opts.smoke;
 // The smoke run keeps one real peer: HAProxy, the HTTP/1.1 reference.
-const peers = list(opts.peers, PEER_NAMES, smoke ? ['direct', 'haproxy', 'switchyard'] : PEER_NAMES);
+const beforeRoot = opts.before === undefined ? undefined : resolve(opts.before);
+if (beforeRoot !== undefined && !existsSync(join(beforeRoot, 'package.json'))) throw new Error(`--before ${beforeRoot}: not a switchyard checkout`);
+const peers: PeerName[] = list(opts.peers, PEER_NAMES, smoke ? ['direct', 'haproxy', 'switchyard'] : PEER_NAMES);
+// The earlier checkout runs just before this one, so the two sit side by side in every table.
+if (beforeRoot !== undefined) peers.splice(peers.includes('switchyard') ? peers.indexOf('switchyard') : peers.length, 0, 'switchyard-before');
+const compared = opts.compare === undefined ? undefined : comparedRun(resolve(opts.compare));
 const scenarios = list(opts.scenarios, ALL_SCENARIOS, ALL_SCENARIOS);
 const warmupS = Number(opts.warmup ?? (smoke ? 1 : 5));
 const measureS = Number(opts.duration ?? (smoke ? 1 : 15));
 const switchyardRoot = resolve(opts.switchyard ?? ROOT);
 if (!Number.isInteger(warmupS) || !Number.isInteger(measureS) || warmupS < 1 || measureS < 1) {
   throw new Error('--warmup and --duration are whole seconds >= 1 (wrk takes no fractions)');
+}
+
+/** An earlier run's figures (switchyard's, and direct's to scale them by), for the before/after section. */
+function comparedRun(file: string): Compared {
+  const old = readRun(file);
+  return {
+    file: basename(file), startedAt: old.startedAt.toISOString(), version: old.versions['switchyard'] ?? 'unknown',
+    results: old.results.filter((m) => m.peer === 'switchyard' || m.peer === 'direct'),
+  };
 }
 
 /** Which scenarios a peer runs: direct has no proxy (no split, no memory); routes is switchyard's alone. */
@@ -81,13 +103,18 @@ function scenariosOf(peer: PeerName): ScenarioId[] {
 /** An upper bound on the whole run: the watchdog kills everything past it. */
 function budgetSeconds(): number {
   let runs = 0;
-  for (const p of peers) runs += scenariosOf(p).length + (p === 'switchyard' && scenarios.includes('routes') ? 2 : 0);
+  // (The memory scenario counts twice: a fresh instance of its own, then the loaded one.)
+  for (const p of peers) {
+    const own = scenariosOf(p);
+    runs += own.length + (own.includes('memory') ? 1 : 0) + (p === 'switchyard' && scenarios.includes('routes') ? 2 : 0);
+  }
   // A Traefik not built yet is built first (~8 min on 2 quiet cores, more on a busy machine).
   const build = peers.includes('traefik') && !existsSync(traefikBinary()) ? 3600 : 0;
-  return (smoke ? 115 : 180 + runs * (warmupS + measureS + 15)) + build;
+  // Smoke: ~1.5 min on a quiet machine; the budget leaves room for a busy one.
+  return (smoke ? 60 + runs * 5 : 180 + runs * (warmupS + measureS + 15)) + build;
 }
 
-async function runPeer(peer: RunningPeer, s: Settings, backends: Awaited<ReturnType<typeof startBackends>>): Promise<Measurement[]> {
+async function runPeer(peer: RunningPeer, s: Settings, backends: Awaited<ReturnType<typeof startBackends>>, fresh: FreshMemory | Error | undefined): Promise<Measurement[]> {
   const out: Measurement[] = [];
   for (const id of scenariosOf(peer.name)) {
     let m: Measurement;
@@ -97,8 +124,9 @@ async function runPeer(peer: RunningPeer, s: Settings, backends: Awaited<ReturnT
       case 'grpc': m = await sc.grpc(s, peer); break;
       case 'grpc-ghz': m = await sc.grpcGhz(s, peer); break;
       case 'latency': m = await sc.latency(s, peer); break;
+      case 'grpc-latency': m = await sc.grpcLatency(s, peer); break;
       case 'split': m = await sc.split(s, peer, backends); break;
-      case 'memory': m = await sc.memory(s, peer); break;
+      case 'memory': m = await sc.memory(s, peer, fresh); break;
       case 'routes': continue; // its own phase: see main()
     }
     progress(m);
@@ -116,7 +144,11 @@ function progress(m: Measurement): void {
   let figure = `${Math.round(m.rps ?? 0).toLocaleString('en-US')} req/s`;
   if (m.latency !== undefined) figure = `mean ${(m.latency.meanUs / 1000).toFixed(3)} ms, p99 ${(m.latency.p99Us / 1000).toFixed(3)} ms, p99.9 ${(m.latency.p999Us / 1000).toFixed(3)} ms`;
   if (m.split !== undefined) figure += `, a ${m.split.a} / b ${m.split.b}`;
-  if (m.memory !== undefined) figure = `${m.memory.conns} conns: RSS ${(m.memory.idleBytes / 2 ** 20).toFixed(1)} → ${(m.memory.loadedBytes / 2 ** 20).toFixed(1)} MiB`;
+  if (m.memory !== undefined) {
+    const f = m.memory.fresh;
+    const mb = (b: number): string => (b / 2 ** 20).toFixed(1);
+    figure = `${m.memory.conns} conns: ${f === undefined ? '' : `fresh: start ${mb(f.startBytes)}, idle ${mb(f.idleBytes)} → ${mb(f.loadedBytes)} MiB; `}after load: idle ${mb(m.memory.idleBytes)} → ${mb(m.memory.loadedBytes)} MiB`;
+  }
   const cpu = m.loadCore === undefined ? '' : `  (${m.proxyCpu === undefined ? '' : `proxy CPU ${Math.round(m.proxyCpu * 100)}%, `}load core ${Math.round(m.loadCore * 100)}%)`;
   console.log(`  ${what} ${figure}${cpu}`);
 }
@@ -154,9 +186,10 @@ async function main(): Promise<number> {
     const settings: Settings = { warmupS, measureS, idleConns, dir, bin, ghz: tools.ghz, root: ROOT };
     const backends = await startBackends(dir, bin);
     const results: Measurement[] = [];
-    const ctx = { dir, backends, root: switchyardRoot, maxConns: idleConns + 500 };
+    const ctx: PeerContext = { dir, backends, root: switchyardRoot, ...(beforeRoot === undefined ? {} : { beforeRoot }), maxConns: idleConns + 500 };
     for (const name of peers) {
       console.log(`bench: ${name}`);
+      const fresh = scenariosOf(name).includes('memory') ? await memoryOfFresh(name, ctx, settings) : undefined;
       let peer: RunningPeer;
       try {
         peer = await startPeer(name, ctx);
@@ -168,7 +201,7 @@ async function main(): Promise<number> {
         continue;
       }
       try {
-        results.push(...await runPeer(peer, settings, backends));
+        results.push(...await runPeer(peer, settings, backends, fresh));
       } finally {
         await peer.stop();
       }
@@ -196,13 +229,14 @@ async function main(): Promise<number> {
     const run: Run = {
       startedAt, elapsedS: (Date.now() - startedAt.getTime()) / 1000, smoke, peers,
       settings: { warmupS, measureS, idleConns, ...(idleConnsNote === undefined ? {} : { idleConnsNote }) },
-      machine: mach, versions: versions(ROOT, switchyardRoot, peers, tools.ghz), results,
+      machine: mach, versions: versions(ROOT, switchyardRoot, peers, tools.ghz, beforeRoot), results,
+      ...(compared === undefined ? {} : { compared }),
     };
     writeReport(run);
     const failures = results.filter((m) => !m.ok);
     if (failures.length > 0) keepDir = true;
     console.log(`bench: done in ${Math.round(run.elapsedS)} s; ${results.length - failures.length} figures, ${failures.length} failed`);
-    for (const v of verdicts(run)) console.log(`  target ${v.result.padEnd(12)} ${v.figure.padStart(9)}  ${v.target}`);
+    printVerdicts(run);
     return failures.length > 0 ? 1 : 0;
   } catch (err) {
     keepDir = true;
@@ -211,6 +245,19 @@ async function main(): Promise<number> {
     await stopAll();
     if (keepDir) console.log(`bench: logs and generated configs kept in ${dir}`);
     else rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The memory scenario's fresh half: an instance started for it alone, stopped after. */
+async function memoryOfFresh(name: PeerName, ctx: PeerContext, s: Settings): Promise<FreshMemory | Error> {
+  let fresh: RunningPeer | undefined;
+  try {
+    fresh = await startPeer(name, ctx);
+    return await sc.memoryFresh(s, fresh);
+  } catch (err) {
+    return err instanceof Error ? err : new Error(String(err));
+  } finally {
+    await fresh?.stop();
   }
 }
 
@@ -246,7 +293,22 @@ function armWatchdog(): void {
   }, budgetSeconds() * 1000).unref();
 }
 
-main().then((code) => {
+function printVerdicts(run: Run): void {
+  for (const v of verdicts(run)) console.log(`  target ${v.result.padEnd(12)} ${v.figure.padStart(9)}  ${v.target}${v.miss === undefined ? '' : ` — ${v.miss}`}`);
+}
+
+/** --report-from: the report of a recorded run, written again (new report code, or a --compare added). */
+function rewriteReport(file: string): number {
+  const run: Run = { ...readRun(file), ...(compared === undefined ? {} : { compared }) };
+  const base = file.replace(/\.json$/, '');
+  writeFileSync(`${base}.svg`, svg(run));
+  writeFileSync(`${base}.md`, markdown(run, `${basename(base)}.svg`));
+  console.log(`bench: wrote ${base}.md and ${base}.svg`);
+  printVerdicts(run);
+  return 0;
+}
+
+(opts['report-from'] === undefined ? main() : Promise.resolve(rewriteReport(resolve(opts['report-from'])))).then((code) => {
   process.exitCode = code;
 }, async (err: unknown) => {
   console.error(`bench: ${err instanceof Error ? err.message : String(err)}`);

@@ -7,9 +7,11 @@
 //   h2load     h2c, multiplexed (8 connections x 32 streams); also gRPC-framed
 //              unary calls at saturation (a gRPC client library costs ~7x more per call)
 //   ghz        real gRPC unary calls (grpc-go client, 8 connections, 64 workers)
-//   fixedrate  HTTP/1.1 at a fixed rate with latency percentiles (bench/go/fixedrate)
+//   fixedrate  HTTP/1.1 or gRPC unary at a fixed rate, open loop, with latency
+//              percentiles (bench/go/fixedrate)
 //   the harness itself, for the memory scenario's idle connections
 import { writeFileSync } from 'node:fs';
+import http2 from 'node:http2';
 import net, { type Socket } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -17,7 +19,7 @@ import type { Backends, BodyPath } from './backends.ts';
 import { HOSTS, type RunningPeer } from './peers.ts';
 import { CpuMeter, LOAD_CORE, runCommand, treeRss } from './procs.ts';
 
-export type ScenarioId = 'h1-small' | 'h1-1k' | 'h1-64k' | 'h2c' | 'grpc' | 'grpc-ghz' | 'latency' | 'split' | 'routes' | 'memory';
+export type ScenarioId = 'h1-small' | 'h1-1k' | 'h1-64k' | 'h2c' | 'grpc' | 'grpc-ghz' | 'latency' | 'grpc-latency' | 'split' | 'routes' | 'memory';
 
 export interface ScenarioInfo {
   readonly title: string;
@@ -33,12 +35,19 @@ export const SCENARIOS: Record<ScenarioId, ScenarioInfo> = {
   grpc: { title: 'gRPC unary, saturation', how: 'h2load -t1 -c8 -m32 posting gRPC-framed requests to bench.Echo/Unary; grpc-go backend; responses without the echoed message count as failures' },
   'grpc-ghz': { title: 'gRPC unary, real client (ghz)', how: 'ghz --connections 8 -c 64 (grpc-go client); ghz itself is costly per call, so this figure is bounded by the client — it checks the real gRPC path (status in trailers) end to end' },
   latency: { title: 'HTTP/1.1 latency at a fixed rate', how: 'bench/go/fixedrate, 50 connections, open loop (no coordinated omission)' },
+  'grpc-latency': {
+    title: 'gRPC unary latency at a fixed rate',
+    how: 'bench/go/fixedrate -grpc: grpc-go client, 8 h2c connections, each call started when due whatever is in flight (open loop, no coordinated omission); calls whose echo is wrong count as failures',
+  },
   split: { title: 'Weighted split 90/10 under load', how: 'wrk -t1 -c64 on split.bench; each backend counts what it got' },
   routes: { title: 'Route lookup cost: 1 vs 10,000 hosts', how: 'wrk -t1 -c64 with a Lua request table cycling over the hosts (switchyard only)' },
-  memory: { title: 'Memory with idle keep-alive connections', how: 'N connections, one request each, then held idle; RSS of the proxy process tree' },
+  memory: { title: 'Memory: idle RSS and idle keep-alive connections', how: 'RSS of the proxy process tree. A freshly started proxy (an instance of its own, before the load scenarios): RSS 1 s after start, then idle RSS 1 s after one request on each route (HTTP/1.1, split, h2c, gRPC), then with N idle connections (one request each, then held open). The instance that ran the load scenarios: idle RSS after them, then with N idle connections' },
 };
 
 export const FIXED_RATE = 5000;
+/** Issue 15's gRPC tail-latency rate. */
+export const GRPC_FIXED_RATE = 2000;
+const GRPC_LATENCY_CONNS = 8;
 const WRK_CONNS = 64;
 
 export interface Settings {
@@ -52,9 +61,22 @@ export interface Settings {
   readonly root: string;
 }
 
+/** Memory of a freshly started proxy (no load scenarios before it). */
+export interface FreshMemory {
+  readonly conns: number;
+  /** 1 s after start, no request yet. */
+  readonly startBytes: number;
+  /** 1 s after one request on each route: the idle RSS the issue-15 target is judged on. */
+  readonly idleBytes: number;
+  /** With `conns` idle keep-alive connections open. */
+  readonly loadedBytes: number;
+}
+
 export interface Latency {
   readonly meanUs: number; readonly p50Us: number; readonly p90Us: number;
   readonly p99Us: number; readonly p999Us: number; readonly maxUs: number;
+  /** gRPC mode: how late the client started calls against the schedule (its own delay, not charged to the server). */
+  readonly lagP99Us?: number;
 }
 
 export interface Measurement {
@@ -71,8 +93,14 @@ export interface Measurement {
   readonly mbPerS?: number;
   readonly latency?: Latency;
   readonly split?: { readonly a: number; readonly b: number };
-  /** RSS right after start, after the other scenarios' load (idle), and with the idle connections open. */
-  readonly memory?: { readonly conns: number; readonly startBytes: number; readonly idleBytes: number; readonly loadedBytes: number };
+  /**
+   * RSS right after start (the instance that ran the load), after the other scenarios' load (idle), and with the
+   * idle connections open; `fresh`: the same on a freshly started instance (absent in runs before 2026-11-30 09:00).
+   */
+  readonly memory?: {
+    readonly conns: number; readonly startBytes: number; readonly idleBytes: number; readonly loadedBytes: number;
+    readonly fresh?: FreshMemory;
+  };
   /** Share of one core the proxy used during the measured run. */
   readonly proxyCpu?: number;
   /** Share of the load core (generator + backend) that was busy. */
@@ -221,7 +249,9 @@ async function h2loadRun(run: H2Run, seconds: number): Promise<H2Result> {
   }
   const unit = { B: 1e-6, KB: 1024 / 1e6, MB: 1024 * 1024 / 1e6, GB: 1024 ** 3 / 1e6 }[finished[3]!] ?? 0;
   const done = Number(reqs[3]);
-  let failures = Number(reqs[5]) + Number(reqs[6]) + Number(reqs[7]) + (done - Number(codes[1]));
+  // (done can be below the 2xx count: h2load counts a status when the response head arrives, and stops
+  // with some of those responses unfinished; that made the failures of earlier runs negative.)
+  let failures = Number(reqs[5]) + Number(reqs[6]) + Number(reqs[7]) + Math.max(0, done - Number(codes[1]));
   if (run.bytesPerResponse !== undefined) {
     // A response without its message (a Trailers-Only gRPC error) is still a 200 to h2load.
     // (Why the warm-up is a run of its own: h2load's --warm-up-time does not reset the byte counters.)
@@ -303,14 +333,13 @@ export async function grpcGhz(s: Settings, peer: RunningPeer): Promise<Measureme
 
 // --- fixed-rate latency ----------------------------------------------------
 
-export async function latency(s: Settings, peer: RunningPeer): Promise<Measurement> {
+/** Runs bench/go/fixedrate (warm-up included) with the CPU meter on for the measured part. */
+async function fixedRate(s: Settings, peer: RunningPeer, scenario: 'latency' | 'grpc-latency', args: string[]): Promise<Measurement> {
   try {
     const meter = new CpuMeter(peer.pid);
     const measuring = sleep(s.warmupS * 1000 + 100).then(() => meter.start());
-    const r = await runCommand(join(s.bin, 'fixedrate'), [
-      '-addr', `127.0.0.1:${peer.targets.h1}`, '-host', HOSTS.h1, '-path', '/small',
-      '-rate', String(FIXED_RATE), '-conns', '50', '-warmup', `${s.warmupS}s`, '-duration', `${s.measureS}s`,
-    ], { core: LOAD_CORE, timeoutMs: (s.warmupS + s.measureS + 20) * 1000 });
+    const r = await runCommand(join(s.bin, 'fixedrate'), [...args, '-warmup', `${s.warmupS}s`, '-duration', `${s.measureS}s`],
+      { core: LOAD_CORE, timeoutMs: (s.warmupS + s.measureS + 20) * 1000 });
     await measuring;
     const cpu = meter.stop();
     let j: Record<string, number | string>;
@@ -322,26 +351,42 @@ export async function latency(s: Settings, peer: RunningPeer): Promise<Measureme
     if (j['meanUs'] === undefined) throw new Error(`fixedrate: no successful requests (${j['lastError'] ?? 'no error reported'})`);
     const n = (k: string): number => Number(j[k]);
     return judged({
-      scenario: 'latency', peer: peer.name, requests: n('requests'), failures: n('errors') + n('non2xx'), rps: n('achievedRps'),
-      latency: { meanUs: n('meanUs'), p50Us: n('p50Us'), p90Us: n('p90Us'), p99Us: n('p99Us'), p999Us: n('p999Us'), maxUs: n('maxUs') },
+      scenario, peer: peer.name, requests: n('requests'), failures: n('errors') + n('non2xx'), rps: n('achievedRps'),
+      latency: {
+        meanUs: n('meanUs'), p50Us: n('p50Us'), p90Us: n('p90Us'), p99Us: n('p99Us'), p999Us: n('p999Us'), maxUs: n('maxUs'),
+        ...(j['lagP99Us'] === undefined ? {} : { lagP99Us: n('lagP99Us') }),
+      },
       ...cpu,
     });
   } catch (err) {
-    return failed('latency', peer.name, err);
+    return failed(scenario, peer.name, err);
   }
+}
+
+export function latency(s: Settings, peer: RunningPeer): Promise<Measurement> {
+  return fixedRate(s, peer, 'latency', [
+    '-addr', `127.0.0.1:${peer.targets.h1}`, '-host', HOSTS.h1, '-path', '/small', '-rate', String(FIXED_RATE), '-conns', '50',
+  ]);
+}
+
+export function grpcLatency(s: Settings, peer: RunningPeer): Promise<Measurement> {
+  return fixedRate(s, peer, 'grpc-latency', [
+    '-grpc', '-addr', `127.0.0.1:${peer.targets.grpc}`, '-host', HOSTS.grpc, '-path', '/bench.Echo/Unary',
+    '-rate', String(GRPC_FIXED_RATE), '-conns', String(GRPC_LATENCY_CONNS),
+  ]);
 }
 
 // --- memory ----------------------------------------------------------------
 
 /** Opens a connection, makes one request on it, and resolves with the socket kept open (idle). */
-function idleConnection(port: number): Promise<Socket> {
+function idleConnection(port: number, host: string): Promise<Socket> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(port, '127.0.0.1');
     let head = '';
     const fail = (err: Error): void => { socket.destroy(); reject(err); };
     socket.setTimeout(15_000, () => fail(new Error('no response within 15 s')));
     socket.on('error', fail);
-    socket.once('connect', () => socket.write(`GET /small HTTP/1.1\r\nHost: ${HOSTS.h1}\r\n\r\n`));
+    socket.once('connect', () => socket.write(`GET /small HTTP/1.1\r\nHost: ${host}\r\n\r\n`));
     socket.on('data', (chunk: Buffer) => {
       head += chunk.toString('latin1');
       const end = head.indexOf('\r\n\r\n');
@@ -356,26 +401,100 @@ function idleConnection(port: number): Promise<Socket> {
   });
 }
 
-export async function memory(s: Settings, peer: RunningPeer): Promise<Measurement> {
+/** One request on each route the peer carries, so lazily built state (upstream pools, h2 sessions) exists. */
+async function touchRoutes(peer: RunningPeer): Promise<void> {
+  const h1 = async (port: number, host: string): Promise<void> => {
+    (await idleConnection(port, host)).destroy();
+  };
+  await h1(peer.targets.h1, HOSTS.h1);
+  if (peer.targets.split !== undefined) await h1(peer.targets.split, HOSTS.split);
+  await h2Request(peer.targets.h2c, HOSTS.h2c, '/small', {}, undefined);
+  await h2Request(peer.targets.grpc, HOSTS.grpc, '/bench.Echo/Unary', { 'content-type': 'application/grpc', te: 'trailers' }, GRPC_FRAME);
+}
+
+/** One h2c request; throws unless it is answered 200 (and, for gRPC, with grpc-status 0). */
+async function h2Request(port: number, authority: string, path: string, headers: Record<string, string>, body: Buffer | undefined): Promise<void> {
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      session.once('error', reject);
+      const req = session.request({ ':method': body === undefined ? 'GET' : 'POST', ':path': path, ':authority': authority, ...headers });
+      let status = 0;
+      let grpcStatus: string | undefined;
+      req.setTimeout(15_000, () => req.close(http2.constants.NGHTTP2_CANCEL));
+      req.on('response', (h) => { status = Number(h[':status']); grpcStatus = h['grpc-status'] as string | undefined; });
+      req.on('trailers', (t) => { grpcStatus = t['grpc-status'] as string | undefined; });
+      req.on('error', reject);
+      req.on('end', () => {
+        if (status !== 200 || (headers['te'] !== undefined && grpcStatus !== '0')) reject(new Error(`${authority}${path}: status ${status}, grpc-status ${grpcStatus}`));
+        else resolve();
+      });
+      req.resume();
+      req.end(body);
+    });
+  } finally {
+    session.destroy();
+  }
+}
+
+/** Opens `n` idle keep-alive connections (one request each) to `port`. */
+async function openIdle(port: number, n: number, sockets: Socket[]): Promise<void> {
+  // 200 in flight at a time: fast, without overrunning accept queues.
+  for (let i = 0; i < n; i += 200) {
+    const batch = await Promise.allSettled(Array.from({ length: Math.min(200, n - i) }, () => idleConnection(port, HOSTS.h1)));
+    for (const r of batch) if (r.status === 'fulfilled') sockets.push(r.value);
+    const rejected = batch.find((r) => r.status === 'rejected');
+    if (rejected !== undefined) throw rejected.reason;
+  }
+}
+
+async function closeAll(sockets: Socket[]): Promise<void> {
+  for (const socket of sockets) socket.destroy();
+  await sleep(500);
+}
+
+/**
+ * Memory of a freshly started proxy (an instance started for this alone):
+ * RSS 1 s after start, idle RSS 1 s after one request per route, and RSS with
+ * N idle connections. Throws on failure.
+ */
+export async function memoryFresh(s: Settings, peer: RunningPeer): Promise<FreshMemory> {
+  if (peer.pid === undefined) throw new Error('no proxy process');
+  const sockets: Socket[] = [];
+  try {
+    await sleep(1000);
+    const startBytes = treeRss(peer.pid);
+    await touchRoutes(peer);
+    await sleep(1000);
+    const idleBytes = treeRss(peer.pid);
+    await openIdle(peer.targets.h1, s.idleConns, sockets);
+    await sleep(1000); // let the proxy settle (and collect garbage) with the connections idle
+    return { conns: sockets.length, startBytes, idleBytes, loadedBytes: treeRss(peer.pid) };
+  } catch (err) {
+    throw new Error(`fresh instance, ${sockets.length} connections open, then: ${err instanceof Error ? err.message : String(err)}`);
+  } finally {
+    await closeAll(sockets);
+  }
+}
+
+/** Memory of the instance that ran the load scenarios, with the fresh instance's figures (or why they are missing) attached. */
+export async function memory(s: Settings, peer: RunningPeer, fresh: FreshMemory | Error | undefined): Promise<Measurement> {
   if (peer.pid === undefined) return failed('memory', peer.name, 'no proxy process');
+  if (fresh instanceof Error) return failed('memory', peer.name, fresh);
   const sockets: Socket[] = [];
   try {
     await sleep(500);
     const idleBytes = treeRss(peer.pid);
-    // 200 in flight at a time: fast, without overrunning accept queues.
-    for (let i = 0; i < s.idleConns; i += 200) {
-      const batch = await Promise.allSettled(Array.from({ length: Math.min(200, s.idleConns - i) }, () => idleConnection(peer.targets.h1)));
-      for (const r of batch) if (r.status === 'fulfilled') sockets.push(r.value);
-      const rejected = batch.find((r) => r.status === 'rejected');
-      if (rejected !== undefined) throw rejected.reason;
-    }
+    await openIdle(peer.targets.h1, s.idleConns, sockets);
     await sleep(1000); // let the proxy settle (and collect garbage) with the connections idle
     const loadedBytes = treeRss(peer.pid);
-    return judged({ scenario: 'memory', peer: peer.name, requests: sockets.length, failures: 0, memory: { conns: sockets.length, startBytes: peer.startRss, idleBytes, loadedBytes } });
+    return judged({
+      scenario: 'memory', peer: peer.name, requests: sockets.length, failures: 0,
+      memory: { conns: sockets.length, startBytes: peer.startRss, idleBytes, loadedBytes, ...(fresh === undefined ? {} : { fresh }) },
+    });
   } catch (err) {
     return failed('memory', peer.name, `${sockets.length} connections open, then: ${err instanceof Error ? err.message : String(err)}`);
   } finally {
-    for (const socket of sockets) socket.destroy();
-    await sleep(500);
+    await closeAll(sockets);
   }
 }

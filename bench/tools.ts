@@ -112,14 +112,20 @@ function firstLine(cmd: string, args: string[], pattern?: RegExp): string {
   return line.trim() || 'unknown';
 }
 
-/** Versions of everything measured or measuring, for the report. */
-export function versions(root: string, switchyardRoot: string, peers: readonly PeerName[], ghz: string): Record<string, string> {
-  const v: Record<string, string> = {};
-  const pkg = JSON.parse(readFileSync(join(switchyardRoot, 'package.json'), 'utf8')) as { version: string };
-  const git = sh('git', ['-C', switchyardRoot, 'rev-parse', '--short', 'HEAD']);
+/** A switchyard checkout's package version and commit, e.g. "0.1.0 (92c03bd, src modified)". */
+function checkoutVersion(dir: string): string {
+  const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { version: string };
+  const git = sh('git', ['-C', dir, 'rev-parse', '--short', 'HEAD']);
   const rev = git.code === 0 ? git.out : '';
-  const dirty = git.code === 0 && sh('git', ['-C', switchyardRoot, 'status', '--porcelain', '--untracked-files=no', 'src']).out !== '';
-  v['switchyard'] = `${pkg.version} (${rev || 'no git'}${dirty ? ', src modified' : ''})`;
+  const dirty = git.code === 0 && sh('git', ['-C', dir, 'status', '--porcelain', '--untracked-files=no', 'src']).out !== '';
+  return `${pkg.version} (${rev || 'no git'}${dirty ? ', src modified' : ''})`;
+}
+
+/** Versions of everything measured or measuring, for the report. */
+export function versions(root: string, switchyardRoot: string, peers: readonly PeerName[], ghz: string, beforeRoot?: string): Record<string, string> {
+  const v: Record<string, string> = {};
+  v['switchyard'] = checkoutVersion(switchyardRoot);
+  if (beforeRoot !== undefined) v['switchyard (before)'] = `${checkoutVersion(beforeRoot)} ${beforeRoot}`;
   v['node'] = process.version;
   v['nginx'] = firstLine('nginx', ['-v']).replace(/^nginx version: /, '');
   if (peers.includes('haproxy')) v['haproxy'] = firstLine('haproxy', ['-v']).replace(/ - https?:.*$/, '');
