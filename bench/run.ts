@@ -2,8 +2,8 @@
 // nginx, Caddy and Traefik (built once by bench/traefik.ts), under the same
 // conditions, with a Markdown report and an SVG chart.
 //
-//   npm run bench                      full run (~18 min; the first one also builds Traefik, ~8 min), report in bench/results/
-//   npm run bench -- --smoke           ~1 min: 1 s warm-up + 1 s per scenario, direct + HAProxy + switchyard,
+//   npm run bench                      full run (~22 min; the first one also builds Traefik, ~8 min), report in bench/results/
+//   npm run bench -- --smoke           ~1.5 min: 1 s warm-up + 1 s per scenario, direct + HAProxy + switchyard,
 //                                      report in bench/results/smoke/ (git-ignored); for CI
 //   options: --peers a,b,c  --scenarios h1-small,grpc,...  --warmup S  --duration S
 //            --no-install (fail instead of installing missing tools)
