@@ -24,7 +24,8 @@ export interface Run {
   readonly machine: Machine;
   readonly versions: Record<string, string>;
   readonly results: readonly Measurement[];
-  readonly compared?: Compared;
+  /** Earlier runs (--compare), each with a before/after section. */
+  readonly compared?: readonly Compared[];
 }
 
 /** A run as run.ts wrote it (bench/results/*.json; every run since 2026-11-26 has this shape). */
@@ -352,8 +353,7 @@ function beforeAfterSections(run: Run): string[] {
   if (run.peers.includes('switchyard-before')) {
     out.push(`### Before/after, same run: switchyard (before) → switchyard\n\nBoth checkouts ran in this run under the same conditions, one after the other (before: ${run.versions['switchyard (before)'] ?? 'unknown'}; now: ${run.versions['switchyard'] ?? 'unknown'}). The route-lookup phase runs for the current checkout only.\n\n${beforeAfterTable({ lookup: here, peer: 'switchyard-before' }, { lookup: here, peer: 'switchyard' }, true)}\n`);
   }
-  const c = run.compared;
-  if (c !== undefined) {
+  for (const c of run.compared ?? []) {
     const old: Lookup = (scenario, peer, variant) => c.results.find((m) => m.scenario === scenario && m.peer === peer && m.variant === variant);
     const when = c.startedAt.replace('T', ' ').slice(0, 16);
     out.push(`### Before/after against the run of ${when} UTC (${c.file})\n\nThen: switchyard ${c.version}; now: ${run.versions['switchyard'] ?? 'unknown'}. Two runs: the machine and its load may differ between them, so throughput is also given as a share of direct (no proxy) in its own run. "—": not measured in that run (the gRPC fixed-rate scenario and the fresh-instance memory figures are new since 2026-11-30; before them "RSS at start" was taken 0.3 s after start instead of 1 s).\n\n${beforeAfterTable({ lookup: old, peer: 'switchyard' }, { lookup: here, peer: 'switchyard' }, false)}\n`);

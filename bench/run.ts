@@ -10,7 +10,7 @@
 //            --switchyard DIR (benchmark another checkout of switchyard)
 //            --before DIR (one more peer, "switchyard (before)": that checkout, run beside this one, with a
 //                          before/after section; a checkout with src/cli.ts, the flat layout, works too)
-//            --compare RUN.json (a before/after section against an earlier run's switchyard figures)
+//            --compare RUN.json (a before/after section against an earlier run's switchyard figures; may be repeated)
 //            --report-from RUN.json (no run: writes RUN.md and RUN.svg again from RUN.json, with --compare if given)
 //
 // Layout (2 cores): the proxy alone on core 1, load generators and backends on
@@ -43,7 +43,7 @@ const { values: opts } = parseArgs({
     install: { type: 'boolean', default: true },
     switchyard: { type: 'string' },
     before: { type: 'string' },
-    compare: { type: 'string' },
+    compare: { type: 'string', multiple: true },
     'report-from': { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -72,7 +72,7 @@ if (beforeRoot !== undefined && !existsSync(join(beforeRoot, 'package.json'))) t
 const peers: PeerName[] = list(opts.peers, PEER_NAMES, smoke ? ['direct', 'haproxy', 'switchyard'] : PEER_NAMES);
 // The earlier checkout runs just before this one, so the two sit side by side in every table.
 if (beforeRoot !== undefined) peers.splice(peers.includes('switchyard') ? peers.indexOf('switchyard') : peers.length, 0, 'switchyard-before');
-const compared = opts.compare === undefined ? undefined : comparedRun(resolve(opts.compare));
+const compared = opts.compare?.map((file) => comparedRun(resolve(file)));
 const scenarios = list(opts.scenarios, ALL_SCENARIOS, ALL_SCENARIOS);
 const warmupS = Number(opts.warmup ?? (smoke ? 1 : 5));
 const measureS = Number(opts.duration ?? (smoke ? 1 : 15));
@@ -268,12 +268,16 @@ function writeReport(run: Run): void {
   writeFileSync(join(outDir, `${name}.json`), `${JSON.stringify(run, null, 1)}\n`);
   writeFileSync(join(outDir, `${name}.svg`), svg(run));
   writeFileSync(join(outDir, `${name}.md`), markdown(run, `${name}.svg`));
-  if (name !== 'latest') {
-    // Stable names for README to embed; the dated files keep each run's own.
-    copyFileSync(join(outDir, `${name}.svg`), join(outDir, 'latest.svg'));
-    writeFileSync(join(outDir, 'latest.md'), markdown(run, 'latest.svg'));
-  }
   console.log(`bench: report ${join(outDir, `${name}.md`)}`);
+  if (name === 'latest') return;
+  // Stable names for README to embed; the dated files keep each run's own.
+  // A narrowed run (--peers, --scenarios) leaves them to the last full one.
+  if (PEER_NAMES.some((p) => !peers.includes(p)) || scenarios.length < ALL_SCENARIOS.length) {
+    console.log('bench: not every peer and scenario ran, so latest.md and latest.svg stay as they were');
+    return;
+  }
+  copyFileSync(join(outDir, `${name}.svg`), join(outDir, 'latest.svg'));
+  writeFileSync(join(outDir, 'latest.md'), markdown(run, 'latest.svg'));
 }
 
 // Whatever happens, nothing the bench started outlives it.

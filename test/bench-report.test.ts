@@ -12,7 +12,7 @@ const run1126 = readRun(join(RESULTS, '2026-11-26-0718.json'));
 const run1130 = readRun(join(RESULTS, '2026-11-30-0646.json'));
 
 function compared(old: Run): Run['compared'] {
-  return { file: 'old.json', startedAt: old.startedAt.toISOString(), version: old.versions['switchyard'] ?? '', results: old.results };
+  return [{ file: 'old.json', startedAt: old.startedAt.toISOString(), version: old.versions['switchyard'] ?? '', results: old.results }];
 }
 
 test('targets: issue 15 bars, the shortfall of a missed one, and what the run did not measure', () => {
