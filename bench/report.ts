@@ -426,6 +426,7 @@ function esc(s: string): string {
 const WIDTH = 960;
 const LEFT = 190; // group labels
 const BAR_W = 520; // longest bar
+const MEM_BAR_W = 360; // longest memory bar: its label is longer
 const ROW = 16;
 
 class Svg {
@@ -451,6 +452,7 @@ class Svg {
 
 /** Throughput bars, as a multiple of direct (the ceiling). */
 function throughputPanel(svg: Svg, run: Run): void {
+  if (!THROUGHPUT.some((id) => ran(run, id))) return;
   svg.heading('Throughput relative to direct (no proxy) — higher is better', 'bar: req/s ÷ direct\'s req/s in the same run; label: ratio and req/s');
   for (const s of THROUGHPUT.filter((id) => ran(run, id))) {
     const direct = good(run, s, 'direct')?.rps;
@@ -507,17 +509,17 @@ function memoryPanel(svg: Svg, run: Run): void {
   const mem = (p: PeerName) => good(run, 'memory', p)!.memory!;
   const max = Math.max(...peers.map((p) => mem(p).loadedBytes));
   svg.heading(`Memory: idle, and with ${int(run.settings.idleConns)} idle keep-alive connections — lower is better`,
-    'RSS of the proxy process tree; light: a fresh instance after one request per route; dark: after the load scenarios, with the connections open');
+    'RSS of the proxy process tree; light: idle, a fresh instance after one request per route; whole bar: after the load scenarios, with the connections open');
   svg.y += 6;
   for (const p of peers) {
     svg.y += ROW + 2;
     const m = mem(p);
-    const w = m.loadedBytes / max * BAR_W;
+    const w = m.loadedBytes / max * MEM_BAR_W;
     svg.text(12, svg.y - 4, LABEL[p], 'font-weight="bold"');
     svg.rect(LEFT, svg.y - ROW + 2, w, ROW - 4, COLOR[p]);
-    if (m.fresh !== undefined) svg.rect(LEFT, svg.y - ROW + 2, m.fresh.idleBytes / max * BAR_W, ROW - 4, '#fff', 'fill-opacity="0.55"');
-    const idle = m.fresh === undefined ? '' : `idle ${mib(m.fresh.idleBytes)}, `;
-    svg.text(LEFT + w + 6, svg.y - 4, `${idle}${mib(m.loadedBytes)} with the connections (${kib((m.loadedBytes - m.idleBytes) / m.conns)} each)`);
+    if (m.fresh !== undefined) svg.rect(LEFT, svg.y - ROW + 2, m.fresh.idleBytes / max * MEM_BAR_W, ROW - 4, '#fff', 'fill-opacity="0.55"');
+    const fresh = m.fresh === undefined ? '' : `idle ${mib(m.fresh.idleBytes)} (${kib((m.fresh.loadedBytes - m.fresh.idleBytes) / m.fresh.conns)}/conn) · `;
+    svg.text(LEFT + w + 6, svg.y - 4, `${fresh}after load ${mib(m.loadedBytes)} (${kib((m.loadedBytes - m.idleBytes) / m.conns)}/conn)`, 'font-size="11"');
   }
 }
 
