@@ -274,7 +274,7 @@ function memorySection(run: Run): string {
     ];
   });
   const note = run.settings.idleConnsNote === undefined ? '' : ` ${run.settings.idleConnsNote}`;
-  return `### ${info.title}\n\n${info.how} (N = ${int(run.settings.idleConns)}).${note} "Per connection" is the growth from the idle RSS just before the connections were opened, divided by N. The idle-RSS target is judged on the fresh instance after one request per route. (Runs before 2026-11-30 09:00 had no fresh instance: their "RSS at start" is the load instance's, 0.3 s after start.)\n\n${table(
+  return `### ${info.title}\n\n${info.how} (N = ${int(run.settings.idleConns)}).${note} "Per connection" is the growth from the idle RSS just before the connections were opened, divided by N. Both memory targets are judged on the fresh instance: after the load scenarios a garbage-collected heap keeps free space from them that absorbs the connections, so the growth there can understate what a connection costs. (Runs up to 2026-11-30 06:46 had no fresh instance: their "RSS at start" is the load instance's, 0.3 s after start.)\n\n${table(
     ['peer', 'N', 'RSS at start', 'fresh: idle RSS', 'fresh: with N connections', 'fresh: per connection',
       'after load: idle RSS', 'after load: with N connections', 'after load: per connection'], rows)}\n`;
 }

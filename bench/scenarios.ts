@@ -95,7 +95,7 @@ export interface Measurement {
   readonly split?: { readonly a: number; readonly b: number };
   /**
    * RSS right after start (the instance that ran the load), after the other scenarios' load (idle), and with the
-   * idle connections open; `fresh`: the same on a freshly started instance (absent in runs before 2026-11-30 09:00).
+   * idle connections open; `fresh`: the same on a freshly started instance (absent in runs up to 2026-11-30 06:46).
    */
   readonly memory?: {
     readonly conns: number; readonly startBytes: number; readonly idleBytes: number; readonly loadedBytes: number;
@@ -369,6 +369,13 @@ export function latency(s: Settings, peer: RunningPeer): Promise<Measurement> {
   ]);
 }
 
+/**
+ * gRPC at issue 15's fixed 2,000 RPC/s. Not ghz --rps: that paces ghz's -c
+ * workers, each of which waits for its call before taking the next tick, so
+ * a stall holds back the calls behind it and they are timed from when they
+ * were finally sent (coordinated omission); fixedrate starts every call when
+ * it is due.
+ */
 export function grpcLatency(s: Settings, peer: RunningPeer): Promise<Measurement> {
   return fixedRate(s, peer, 'grpc-latency', [
     '-grpc', '-addr', `127.0.0.1:${peer.targets.grpc}`, '-host', HOSTS.grpc, '-path', '/bench.Echo/Unary',
