@@ -370,11 +370,13 @@ export function latency(s: Settings, peer: RunningPeer): Promise<Measurement> {
 }
 
 /**
- * gRPC at issue 15's fixed 2,000 RPC/s. Not ghz --rps: that paces ghz's -c
- * workers, each of which waits for its call before taking the next tick, so
- * a stall holds back the calls behind it and they are timed from when they
- * were finally sent (coordinated omission); fixedrate starts every call when
- * it is due.
+ * gRPC at issue 15's fixed 2,000 RPC/s. Not ghz --rps: without --async it
+ * paces ghz's -c workers, each of which waits for its call before taking the
+ * next tick, so a stall holds back the calls behind it and they are timed
+ * from when they were finally sent (coordinated omission). ghz --async would
+ * be open loop too; fixedrate also reports how late the client itself was,
+ * and costs less per call on the shared load core (raw bytes, no dynamic
+ * protobuf messages).
  */
 export function grpcLatency(s: Settings, peer: RunningPeer): Promise<Measurement> {
   return fixedRate(s, peer, 'grpc-latency', [
