@@ -4,8 +4,12 @@
 // module that import resolved.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { ROOT } from './helpers.ts';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { CLI, ROOT, writeConfig } from './helpers.ts';
 
 const LIST_LOADS = `
 import { registerHooks } from 'node:module';
@@ -17,9 +21,51 @@ process.stdout.write(JSON.stringify([...new Set(seen)]));
 
 const HEAVY = /\/node_modules\/(?:ajv|yaml|js-yaml)\/|\/switchyard\.schema\.json$/;
 
-function heavyLoadedBy(module: string): string[] {
+// The Kubernetes API client and undici, needed only for kubernetes:// sources.
+const KUBE = /\/node_modules\/undici\/|\/src\/kube\//;
+
+function loadedBy(module: string, which: RegExp): string[] {
   const out = execFileSync(process.execPath, ['--input-type=module', '-e', LIST_LOADS, new URL(module, `file://${ROOT}`).href], { encoding: 'utf8' });
-  return (JSON.parse(out) as string[]).filter((url) => HEAVY.test(url));
+  return (JSON.parse(out) as string[]).filter((url) => which.test(url));
+}
+
+function heavyLoadedBy(module: string): string[] {
+  return loadedBy(module, HEAVY);
+}
+
+// Preloaded into `switchyard serve`: records every module resolved, dynamic
+// imports included, and prints the list as one stdout line on SIGUSR2 and at
+// exit (its own handler, so it is there before the router's are).
+const RECORD_LOADS = `data:text/javascript,${encodeURIComponent(`
+import { registerHooks } from 'node:module';
+import { writeSync } from 'node:fs';
+const seen = new Set();
+registerHooks({ resolve(spec, ctx, next) { const r = next(spec, ctx); seen.add(r.url); return r; } });
+const print = () => writeSync(1, 'LOADS ' + JSON.stringify([...seen]) + '\\n');
+process.on('SIGUSR2', print);
+process.on('exit', print);
+`)}`;
+
+/** Runs `serve --config source` until it has started or exited: the modules it had loaded, and whether it started. */
+async function serveLoads(source: string): Promise<{ started: boolean; code: number | null; loads: string[] }> {
+  const dir = mkdtempSync(join(tmpdir(), 'switchyard-loads-'));
+  // No credentials anywhere: a kubernetes:// source fails at once.
+  const env = { ...process.env, HOME: dir, KUBECONFIG: join(dir, 'none'), KUBERNETES_SERVICE_HOST: '' };
+  const child = spawn(process.execPath, ['--import', RECORD_LOADS, CLI, 'serve', '--config', source], { stdio: ['ignore', 'pipe', 'ignore'], env });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  let started = false;
+  const loads = new Promise<string[]>((resolve) => {
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      if (line.startsWith('LOADS ')) resolve(JSON.parse(line.slice(6)) as string[]);
+      else if (line.includes('"switchyard started"')) {
+        started = true;
+        child.kill('SIGUSR2');
+      }
+    });
+  });
+  const list = await loads;
+  if (started) child.kill('SIGKILL');
+  return { started, code: await exited, loads: list };
 }
 
 describe('module loading', () => {
@@ -28,6 +74,35 @@ describe('module loading', () => {
       assert.deepEqual(heavyLoadedBy(module), []);
     });
   }
+
+  for (const module of ['src/server.ts', 'src/config/sources.ts', 'src/cli/serve.ts', 'src/cli/args.ts']) {
+    test(`${module} loads no Kubernetes client or undici`, () => {
+      assert.deepEqual(loadedBy(module, KUBE), []);
+    });
+  }
+
+  test('the check sees the Kubernetes client where it is used (src/config/kubernetes.ts)', () => {
+    const kube = loadedBy('src/config/kubernetes.ts', KUBE);
+    for (const name of ['/node_modules/undici/', '/src/kube/client.ts']) {
+      assert.ok(kube.some((url) => url.includes(name)), name);
+    }
+  });
+
+  test('serve with a file config runs without loading the Kubernetes client or undici', async () => {
+    const { started, loads } = await serveLoads(writeConfig({ routes: [{ name: 'r', hosts: ['r.test'], backends: [{ name: 'b', url: 'http://127.0.0.1:9', weight: 1 }] }] }));
+    assert.ok(started);
+    assert.ok(loads.some((url) => url.endsWith('/src/server.ts')), 'the recorder saw the router load');
+    assert.deepEqual(loads.filter((url) => KUBE.test(url)), []);
+  });
+
+  test('serve with a kubernetes:// source loads them (and fails here: no credentials)', async () => {
+    const { started, code, loads } = await serveLoads('kubernetes://default/switchyard');
+    assert.equal(started, false);
+    assert.equal(code, 1);
+    for (const name of ['/node_modules/undici/', '/src/kube/client.ts']) {
+      assert.ok(loads.some((url) => url.includes(name)), name);
+    }
+  });
 
   test('the check sees them where they are used (src/config/load.ts)', () => {
     const heavy = heavyLoadedBy('src/config/load.ts');

@@ -6,7 +6,7 @@ import { request } from 'undici';
 import { loadConfigSources } from '../config/load.ts';
 import type { EffectiveConfig } from '../config/model.ts';
 import { parseDuration } from '../config/parse.ts';
-import { parseKubernetesSource } from '../config/kubernetes.ts';
+import { parseKubernetesSource } from '../config/source-spec.ts';
 import { SourceAccess } from '../config/update.ts';
 import { configSources, parse, UsageError } from './args.ts';
 import { table } from './table.ts';

@@ -15,36 +15,7 @@ import { loadCredentials, type KubeCredentials } from '../kube/credentials.ts';
 import { EventRecorder } from '../kube/events.ts';
 import { ConfigMapWatch, type ConfigMapWatchOptions, type WatchState } from '../kube/watch.ts';
 import { ConfigError, formatIssue, type ConfigIssue, type ConfigSource } from './model.ts';
-
-export const KUBERNETES_SCHEME = 'kubernetes://';
-
-// DNS-1123 subdomain (ConfigMap names) and label (namespaces).
-const NAME = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
-const NAMESPACE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-
-export interface ConfigMapRef {
-  readonly namespace: string;
-  readonly name: string;
-}
-
-/**
- * `kubernetes://NAMESPACE/NAME` → its parts; undefined for anything not of
- * that scheme (a file or directory). A malformed one throws, naming the form.
- */
-export function parseKubernetesSource(spec: string): ConfigMapRef | undefined {
-  if (!spec.startsWith(KUBERNETES_SCHEME)) return undefined;
-  const parts = spec.slice(KUBERNETES_SCHEME.length).split('/');
-  const [namespace, name] = parts;
-  if (parts.length !== 2 || namespace === undefined || name === undefined || !NAMESPACE.test(namespace) || !NAME.test(name)) {
-    throw new Error(`config source "${spec}": expected kubernetes://NAMESPACE/CONFIGMAP`);
-  }
-  return { namespace, name };
-}
-
-/** The file name a key's issues are reported under: `kubernetes://NS/NAME/KEY`. */
-export function keyFile(ref: ConfigMapRef, key: string): string {
-  return `${KUBERNETES_SCHEME}${ref.namespace}/${ref.name}/${key}`;
-}
+import { KUBERNETES_SCHEME, keyFile, type ConfigMapRef } from './source-spec.ts';
 
 /** The config files of a ConfigMap: its visible `*.yaml`/`*.yml` keys in name order, as a mounted volume shows them. */
 export function configMapFiles(ref: ConfigMapRef, cm: ConfigMap | null): ConfigSource[] {
@@ -55,6 +26,11 @@ export function configMapFiles(ref: ConfigMapRef, cm: ConfigMap | null): ConfigS
     .filter((k) => !k.startsWith('.') && /\.ya?ml$/.test(k))
     .sort()
     .map((k) => ({ file: keyFile(ref, k), text: cm.data![k]! }));
+}
+
+/** A client with the default credentials: in-cluster, else KUBECONFIG / ~/.kube/config. */
+export async function defaultClient(): Promise<KubeClient> {
+  return new KubeClient(await loadCredentials());
 }
 
 /** One read of the ConfigMap (for `switchyard validate` and the migration commands); a missing one is a ConfigError. */

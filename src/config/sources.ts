@@ -5,14 +5,11 @@
 import { realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Logger } from 'pino';
-import { KubeClient, type ConfigMap } from '../kube/client.ts';
-import { loadCredentials } from '../kube/credentials.ts';
-import {
-  KubernetesSource, parseKubernetesSource, readConfigMapSource,
-  type ConfigMapRef, type KubernetesSourceOptions, type KubernetesSourceStatus,
-} from './kubernetes.ts';
+import type { ConfigMap, KubeClient } from '../kube/client.ts';
+import type { KubernetesSource, KubernetesSourceOptions, KubernetesSourceStatus } from './kubernetes.ts';
 import type { ConfigIssue, ConfigSource } from './model.ts';
 import { readConfigSources } from './read.ts';
+import { parseKubernetesSource, type ConfigMapRef } from './source-spec.ts';
 import { ConfigWatcher, type WatchOptions } from './watch.ts';
 
 export type SourceStatus = { readonly kind: 'files'; readonly path: string } | KubernetesSourceStatus;
@@ -48,8 +45,9 @@ export async function readSourcesOnce(specs: readonly string[], client?: KubeCli
         out.push({ spec, files: await readConfigSources(spec) });
         continue;
       }
-      const c = client ?? (own ??= new KubeClient(await loadCredentials()));
-      const { files, configMap } = await readConfigMapSource(c, ref);
+      const kube = await import('./kubernetes.ts');
+      const c = client ?? (own ??= await kube.defaultClient());
+      const { files, configMap } = await kube.readConfigMapSource(c, ref);
       out.push({ spec, files, configMap: { ref, object: configMap } });
     }
     return out;
@@ -90,6 +88,8 @@ export class ConfigSources {
           sources.push({ kind: 'files', path: spec });
           continue;
         }
+        // Loaded only here: a router reading files never loads the API client (undici).
+        const { KubernetesSource } = await import('./kubernetes.ts');
         const source = new KubernetesSource(ref, {
           ...opts.kubernetes,
           log: opts.log.child({ component: 'kubernetes' }),

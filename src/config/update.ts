@@ -11,10 +11,11 @@ import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { KubeClient, KubeError } from '../kube/client.ts';
 import { loadCredentials } from '../kube/credentials.ts';
-import { keyFile, parseKubernetesSource, readConfigMapSource, type ConfigMapRef } from './kubernetes.ts';
+import { readConfigMapSource } from './kubernetes.ts';
 import { loadConfigSources } from './load.ts';
 import { ConfigError, type ConfigSource } from './model.ts';
 import { readConfigSources } from './read.ts';
+import { keyFile, parseKubernetesSource, type ConfigMapRef } from './source-spec.ts';
 import { applyEdits, ChangeError, findRoute, routeNames, type EditOp, type RouteData } from './edit.ts';
 
 export { ChangeError };
