@@ -12,7 +12,7 @@
 // peer's window does not admit waits on the stream.
 //
 //   node bench/frame-proxy/proxy.ts --listen 127.0.0.1:PORT --backend 127.0.0.1:P1=90 [--backend 127.0.0.1:P2=10]
-//                                   [--host grpc.bench] [--conns 1]
+//                                   [--host grpc.bench] [--streams-per-conn 100]
 //
 // Prints "listening PORT" once it accepts connections.
 import net from 'node:net';
@@ -83,6 +83,9 @@ class Leg {
   unacked = 0;
   remoteEnded = false;
   localEnded = false;
+  /** A request's declared content-length (-1: none) and the DATA received against it (RFC 9113 §8.1.1). */
+  contentLength = -1;
+  received = 0;
   readonly rpc: Rpc;
 
   constructor(conn: Conn, id: number, rpc: Rpc) {
@@ -118,6 +121,11 @@ abstract class Conn {
   /** Connection-level bytes received and passed on, not yet given back. */
   unacked = 0;
   closed = false;
+  /**
+   * DATA on a closed stream gets RST_STREAM(STREAM_CLOSED) (RFC 9113 §5.1); not
+   * from a backend, whose late frames on streams we reset are expected and ignored.
+   */
+  protected answerClosed = true;
   #blocked = new Set<Leg>();
   #rbuf: Buffer | null = null;
   // Output: frames are written into a slab; each flush writes what was added since.
@@ -191,12 +199,20 @@ abstract class Conn {
           if (this.idle(sid)) throw new ConnError(PROTOCOL_ERROR, 'DATA on an idle stream');
           this.giveBack(null, len);
           if (leg !== undefined) this.reset(leg, STREAM_CLOSED);
-          else this.rst(sid, STREAM_CLOSED);
+          else if (this.answerClosed) this.rst(sid, STREAM_CLOSED);
           return;
         }
         // Padding goes back at once; the data when it has gone on.
         if (len !== e - s) this.giveBack(leg, len - (e - s));
         const endStream = (flags & END_STREAM) !== 0;
+        if (leg.contentLength >= 0) {
+          leg.received += e - s;
+          if (leg.received > leg.contentLength || (endStream && leg.received !== leg.contentLength)) {
+            this.giveBack(null, e - s);
+            this.reset(leg, PROTOCOL_ERROR);
+            return;
+          }
+        }
         if (endStream) leg.remoteEnded = true;
         const out = leg.other;
         if (out === null || out.localEnded) { this.giveBack(leg, e - s); return; }
@@ -588,7 +604,6 @@ class Backend {
   readonly weight: number;
   current = 0;
   readonly pool: UpConn[] = [];
-  #next = 0;
 
   constructor(host: string, port: number, weight: number) {
     this.host = host;
@@ -596,17 +611,14 @@ class Backend {
     this.weight = weight;
   }
 
-  /** A pooled connection with room for one more stream; a new one if all are full or draining. */
-  conn(max: number): UpConn {
-    const n = this.pool.length;
-    if (n >= max) {
-      for (let k = 0; k < n; k++) {
-        const c = this.pool[(this.#next + k) % n]!;
-        if (!c.draining && c.streams.size < c.peerMaxStreams && c.nextId < MAX_WINDOW) {
-          this.#next = (this.#next + k + 1) % n;
-          return c;
-        }
-      }
+  /**
+   * The first pooled connection with room for one more stream (at most
+   * `perConn`, as switchyard's pool: a burst of cancels on one connection
+   * trips the backend's rapid-reset limit); a new one if all are full.
+   */
+  conn(perConn: number): UpConn {
+    for (const c of this.pool) {
+      if (!c.draining && c.streams.size < perConn && c.streams.size < c.peerMaxStreams && c.nextId < MAX_WINDOW) return c;
     }
     const c = new UpConn(this);
     this.pool.push(c);
@@ -618,6 +630,7 @@ class UpConn extends Conn {
   readonly backend: Backend;
   nextId = 1;
   draining = false;
+  protected override answerClosed = false;
 
   constructor(backend: Backend) {
     super(net.connect(backend.port, backend.host));
@@ -728,7 +741,8 @@ interface Config {
   hosts: Set<string> | null;
   backends: Backend[];
   total: number;
-  conns: number;
+  /** Streams per upstream connection at most. */
+  perConn: number;
 }
 
 /** Smooth weighted round-robin (nginx's): over every window of sum(weights) picks, each backend gets its weight. */
@@ -814,6 +828,7 @@ class ClientConn extends Conn {
     if (this.streams.size >= MAX_CLIENT_STREAMS) { this.rst(sid, REFUSED_STREAM); return; }
     // Validate (RFC 9113 §8.2, §8.3) and build the upstream list in one pass.
     let authority = '';
+    let contentLength = -1;
     let grpc = false;
     let method = false, scheme = false, path = false, regular = false;
     let n = 0;
@@ -835,6 +850,10 @@ class ClientConn extends Conn {
         if (REPLACED.has(name)) continue;
         if (name === 'host' && authority === '') authority = value;
         if (name === 'content-type' && value.startsWith('application/grpc')) grpc = true;
+        else if (name === 'content-length') {
+          if (!/^\d{1,15}$/.test(value) || (contentLength >= 0 && Number(value) !== contentLength)) { this.rst(sid, PROTOCOL_ERROR); return; }
+          contentLength = Number(value);
+        }
       }
       outHdrs[n++] = name;
       outHdrs[n++] = value;
@@ -848,8 +867,10 @@ class ClientConn extends Conn {
     const rpc = new Rpc();
     rpc.grpc = grpc;
     rpc.start = performance.now();
+    if (end && contentLength > 0) { this.rst(sid, PROTOCOL_ERROR); return; }
     const leg = new Leg(this, sid, rpc);
     leg.remoteEnded = end;
+    leg.contentLength = contentLength;
     this.streams.set(sid, leg);
     if (this.cfg.hosts !== null && !this.cfg.hosts.has(hostOf(authority))) {
       const h = grpc
@@ -861,7 +882,7 @@ class ClientConn extends Conn {
       return;
     }
     const backend = pick(this.cfg);
-    backend.conn(this.cfg.conns).open(leg, outHdrs, n, end);
+    backend.conn(this.cfg.perConn).open(leg, outHdrs, n, end);
   }
 }
 
@@ -891,7 +912,7 @@ function main(): void {
       listen: { type: 'string', default: '127.0.0.1:0' },
       backend: { type: 'string', multiple: true },
       host: { type: 'string', multiple: true },
-      conns: { type: 'string', default: '1' },
+      'streams-per-conn': { type: 'string', default: '100' },
     },
   });
   const backends = (values.backend ?? []).map((spec) => {
@@ -904,7 +925,7 @@ function main(): void {
     hosts: values.host === undefined ? null : new Set(values.host),
     backends,
     total: backends.reduce((s, b) => s + b.weight, 0),
-    conns: Number(values.conns),
+    perConn: Number(values['streams-per-conn']),
   };
   const m = /^(.+):(\d+)$/.exec(values.listen!);
   if (m === null) throw new Error(`--listen ${values.listen}: expected HOST:PORT`);
