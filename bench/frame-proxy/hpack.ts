@@ -2,12 +2,13 @@
 // (static and dynamic table, Huffman, size updates) and a minimal encoder.
 //
 // Written here rather than taken from npm: the two HPACK packages there are
-// hpack.js 2.1.6 (stream-based API over readable-stream 2, one object per
-// header and per block; unmaintained since 2016) and hpack 1.0.0 (one release,
-// no users); measured against this decoder on h2load's gRPC request block
-// (bench/frame-proxy/README.md). This one decodes into a caller's flat array of
-// strings; a header the peer sends as a dynamic-table reference (every header
-// of a repeated RPC after the first) costs no allocation at all.
+// hpack.js 2.1.6 (a stream API over readable-stream 2, an object per header;
+// no release since 2016) and hpack 1.0.0 (a single release, arrays per block),
+// and on h2load's gRPC request blocks they decode 4-20x slower than this one
+// (bench/frame-proxy/hpack-compare.ts; bench/results/frame-prototype-2026-11-30.md).
+// This one decodes into a caller's flat array of strings; a header the peer
+// sends as a dynamic-table reference (every header of a repeated RPC after the
+// first) costs no allocation at all.
 //
 // Header strings are latin1 (one char per octet): values cross the proxy as
 // the same octets, whatever their encoding.
