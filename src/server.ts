@@ -8,6 +8,7 @@ import { startAdmin, type AdminState, type ConfigStatus } from './observe/admin.
 import { diffConfigs } from './config/diff.ts';
 import { ConfigRefused } from './config/guard.ts';
 import { ConfigLoader } from './config/loader.ts';
+import { parseDuration } from './config/parse.ts';
 import { ConfigError, type ConfigSource, type LoadedConfig } from './config/model.ts';
 import { sourcesDigest } from './config/read.ts';
 import { ConfigSources, type ConfigSourcesOptions } from './config/sources.ts';
@@ -185,7 +186,7 @@ export class Switchyard implements AdminState {
   async #build(loaded: LoadedConfig): Promise<RouteTable> {
     const table = await RouteTable.build(loaded.config, {
       backend: (rc, bc) => ({
-        upstream: this.#upstreams.get(rc.protocol, bc.url, rc.timeouts.connectMs),
+        upstream: this.#upstreams.get(rc.protocol, bc.url, parseDuration(rc.timeouts.connect)),
         metrics: this.metrics.backend(rc.name, bc.name, rc.protocol),
         health: this.#health.backend(healthKey(bc.url, rc), bc.url),
       }),
@@ -204,7 +205,7 @@ export class Switchyard implements AdminState {
     this.metrics.retain(bound);
     const health = new Map<string, WantedHealth>();
     for (const r of loaded.config.routes) {
-      for (const b of r.backends) health.set(healthKey(b.url, r), { url: b.url, check: r.healthCheck });
+      for (const b of r.backends) health.set(healthKey(b.url, r), { url: b.url, check: r.healthCheck ?? null });
     }
     this.#health.retain(health);
     table.routes.forEach((route, i) => {
@@ -212,10 +213,10 @@ export class Switchyard implements AdminState {
       const to = rc.mirror?.to ?? (rc.ramp?.steps.includes('mirror') ? rc.ramp.to : undefined);
       // A route kept from the last table keeps its mirror (same config).
       if (to === undefined || route.mirror !== null) return;
-      route.mirror = new Mirror(route.backends.find((b) => b.name === to)!, rc.mirror, this.metrics.mirrorCounter(route.name, to));
+      route.mirror = new Mirror(route.backends.find((b) => b.name === to)!, rc.mirror ?? null, this.metrics.mirrorCounter(route.name, to));
     });
     // Breach counters exist from the start, so rate() and increase() see the first one.
-    for (const rc of loaded.config.routes) if (rc.ramp !== null) this.metrics.rampBreaches.labels(rc.name).inc(0);
+    for (const rc of loaded.config.routes) if (rc.ramp !== undefined) this.metrics.rampBreaches.labels(rc.name).inc(0);
     // Ramps put their step's weights (and mirror steps) in force before the table serves.
     this.#ramps.sync(table.routes, loaded.config.routes);
     this.#publishWeights(table);
@@ -351,7 +352,7 @@ export class Switchyard implements AdminState {
   }
 
   configStatus(): ConfigStatus {
-    const checked = new Set(this.#loaded.config.routes.filter((r) => r.healthCheck !== null).map((r) => r.name));
+    const checked = new Set(this.#loaded.config.routes.filter((r) => r.healthCheck !== undefined).map((r) => r.name));
     const routes = (this.#entrypoint?.table.routes ?? []).map((r) => ({
       name: r.name,
       backends: r.backends.map((b, i) => ({

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { BlockList } from 'node:net';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { checkConfig, loadConfig, loadConfigSources, validateConfigText } from '../src/config/load.ts';
+import { loadConfig, loadConfigSources } from '../src/config/load.ts';
 import { ConfigError, formatIssue } from '../src/config/model.ts';
 import { parseCidr, parseDuration } from '../src/config/parse.ts';
 import type { ConfigIssue, EffectiveConfig } from '../src/config/model.ts';
@@ -47,10 +47,22 @@ async function dirWith(files: Record<string, string>): Promise<string> {
   return dir;
 }
 
+/** The issues `switchyard validate PATH` reports (it throws the ConfigError of loadConfigSources). */
 async function issuesOf(path: string): Promise<readonly ConfigIssue[]> {
-  const result = await checkConfig(path);
-  assert.equal(result.ok, false, 'expected the config to be rejected');
-  return result.ok ? [] : result.issues;
+  const err = await loadConfig(path).then(() => undefined, (e: unknown) => e);
+  assert.ok(err instanceof ConfigError, 'expected the config to be rejected');
+  return err.issues;
+}
+
+/** The issues of one file's text on its own (no routes is fine: a config may be spread over files). */
+function validateConfigText(text: string, file: string): readonly ConfigIssue[] {
+  try {
+    loadConfigSources([{ file, text }], { guard: false });
+    return [];
+  } catch (err) {
+    if (err instanceof ConfigError) return err.issues;
+    throw err;
+  }
 }
 
 /** The one issue whose path is `path`. */
@@ -62,7 +74,7 @@ function issueAt(issues: readonly ConfigIssue[], path: string): ConfigIssue {
 
 describe('loading', () => {
   test('a route\'s fingerprint changes with its resilience settings too', () => {
-    const fingerprint = (...extra: string[]) => loadConfigSources([{ file: 'f.yaml', text: lines('routes:', ...route('a', 'a.com'), ...extra) }]).config.routes[0]!.fingerprint;
+    const fingerprint = (...extra: string[]) => loadConfigSources([{ file: 'f.yaml', text: lines('routes:', ...route('a', 'a.com'), ...extra) }]).fingerprints[0]!;
     const base = fingerprint();
     assert.equal(fingerprint('    retries: { attempts: 2 }'), base, 'writing out a default changes nothing');
     const variants = [
@@ -83,11 +95,11 @@ describe('loading', () => {
   });
 
   test('a route\'s fingerprint changes with its config and only with it', () => {
-    const load = (w: number) => loadConfigSources([{ file: 'a.yaml', text: lines('routes:', ...route('a', 'a.com'), ...route('b', 'b.com').map((l) => l.replace('weight: 1', `weight: ${w}`))) }]).config.routes;
+    const load = (w: number) => loadConfigSources([{ file: 'a.yaml', text: lines('routes:', ...route('a', 'a.com'), ...route('b', 'b.com').map((l) => l.replace('weight: 1', `weight: ${w}`))) }]).fingerprints;
     const [a1, b1] = load(1);
     const [a2, b2] = load(2);
-    assert.equal(a1!.fingerprint, a2!.fingerprint);
-    assert.notEqual(b1!.fingerprint, b2!.fingerprint);
+    assert.equal(a1, a2);
+    assert.notEqual(b1, b2);
   });
 
   test('a minimal file loads with every default filled in', () => {
@@ -113,20 +125,15 @@ describe('loading', () => {
       hosts: ['billing.example.com'],
       pathPrefix: '/',
       protocol: 'http',
-      backends: [{ name: 'old', url: 'http://old.internal:80', weight: 1 }],
-      timeouts: { connectMs: 5_000, responseMs: 30_000, idleMs: 60_000, overallMs: 0, overallIncludesStreams: false },
-      healthCheck: null,
-      outlier: { consecutiveFailures: 5, ejectionMs: 30_000, maxEjectionMs: 300_000 },
+      timeouts: { connect: '5s', response: '30s', idle: '60s', overall: '0s', overallIncludesStreams: false },
+      retries: { attempts: 2, budget: 20, minRetriesPerSecond: 10 },
+      outlierDetection: { consecutiveFailures: 5, ejectionTime: '30s', maxEjectionTime: '5m' },
       allUnhealthy: 'serve',
-      retry: { attempts: 2, budgetPercent: 20, minPerSecond: 10 },
-      sticky: null,
       maxBodyBytes: 0,
-      ramp: null,
-      mirror: null,
-      file: 'min.yaml',
-      fingerprint: config.routes[0]!.fingerprint,
+      backends: [{ name: 'old', url: 'http://old.internal:80', weight: 1 }],
     }]);
-    assert.match(config.routes[0]!.fingerprint, /^[0-9a-f]{16}$/);
+    assert.equal(config.routes[0], loaded.effective.routes[0], 'one object: the route as configured');
+    assert.match(loaded.fingerprints[0]!, /^[0-9a-f]{16}$/);
     assert.deepEqual(loaded.files, ['min.yaml']);
     assert.match(loaded.version, /^[0-9a-f]{12}$/);
   });
@@ -200,10 +207,7 @@ describe('loading', () => {
 
     const loaded = await loadConfig(dir);
     assert.deepEqual(loaded.files, [join(dir, 'billing.yaml'), join(dir, 'ledger.yaml')]);
-    assert.deepEqual(loaded.config.routes.map((r) => [r.name, r.file]), [
-      ['billing', join(dir, 'billing.yaml')],
-      ['ledger', join(dir, 'ledger.yaml')],
-    ]);
+    assert.deepEqual(loaded.config.routes.map((r) => r.name), ['billing', 'ledger']);
     assert.equal(loaded.config.entrypoint.port, 8081);
   });
 
@@ -370,7 +374,7 @@ describe('semantic checks', () => {
   test('per-route timeouts override the defaults', () => {
     const text = lines('routes:', ...route('a', 'a.com'), '    timeouts:', '      connect: 250ms');
     const { config } = loadConfigSources([{ file: 't.yaml', text }]);
-    assert.deepEqual(config.routes[0]!.timeouts, { connectMs: 250, responseMs: 30_000, idleMs: 60_000, overallMs: 0, overallIncludesStreams: false });
+    assert.deepEqual(config.routes[0]!.timeouts, { connect: '250ms', response: '30s', idle: '60s', overall: '0s', overallIncludesStreams: false });
   });
 
   test('backend URLs must be http://host[:port] and are normalised', () => {
@@ -544,8 +548,8 @@ describe('resilience settings', () => {
 
   test('an http health check: defaults, and every field read', () => {
     assert.deepEqual(routeWith('    healthCheck:', '      http: {}').healthCheck, {
-      kind: 'http', path: '/healthz', expectStatus: [200, 399], grpcService: '',
-      intervalMs: 5_000, timeoutMs: 1_000, healthyThreshold: 2, unhealthyThreshold: 3,
+      http: { path: '/healthz', expectStatus: [200, 399] },
+      interval: '5s', timeout: '1s', healthyThreshold: 2, unhealthyThreshold: 3,
     });
     assert.deepEqual(routeWith(
       '    healthCheck:',
@@ -557,15 +561,15 @@ describe('resilience settings', () => {
       '        path: /ready?full=1',
       '        expectStatus: [200, 204]',
     ).healthCheck, {
-      kind: 'http', path: '/ready?full=1', expectStatus: [200, 204], grpcService: '',
-      intervalMs: 10_000, timeoutMs: 500, healthyThreshold: 1, unhealthyThreshold: 100,
+      http: { path: '/ready?full=1', expectStatus: [200, 204] },
+      interval: '10s', timeout: '500ms', healthyThreshold: 1, unhealthyThreshold: 100,
     });
   });
 
   test('a grpc health check, written as a bare key or with a service', () => {
-    const placeholder = { kind: 'grpc', path: '', expectStatus: [200, 299], intervalMs: 5_000, timeoutMs: 1_000, healthyThreshold: 2, unhealthyThreshold: 3 };
-    assert.deepEqual(routeWith('    healthCheck:', '      grpc:').healthCheck, { ...placeholder, grpcService: '' });
-    assert.deepEqual(routeWith('    healthCheck: { grpc: { service: ledger.v1.Ledger } }').healthCheck, { ...placeholder, grpcService: 'ledger.v1.Ledger' });
+    const timing = { interval: '5s', timeout: '1s', healthyThreshold: 2, unhealthyThreshold: 3 };
+    assert.deepEqual(routeWith('    healthCheck:', '      grpc:').healthCheck, { grpc: { service: '' }, ...timing });
+    assert.deepEqual(routeWith('    healthCheck: { grpc: { service: ledger.v1.Ledger } }').healthCheck, { grpc: { service: 'ledger.v1.Ledger' }, ...timing });
   });
 
   test('outlier detection, allUnhealthy, retries, timeouts, sticky and maxBodyBytes are read', () => {
@@ -577,14 +581,14 @@ describe('resilience settings', () => {
       '    sticky: { header: X-User-ID }',
       '    maxBodyBytes: 1048576',
     );
-    assert.deepEqual(r.outlier, { consecutiveFailures: 0, ejectionMs: 10_000, maxEjectionMs: 10_000 });
+    assert.deepEqual(r.outlierDetection, { consecutiveFailures: 0, ejectionTime: '10s', maxEjectionTime: '10s' });
     assert.equal(r.allUnhealthy, 'fail');
-    assert.deepEqual(r.retry, { attempts: 1, budgetPercent: 12.5, minPerSecond: 0 });
-    assert.deepEqual(r.timeouts, { connectMs: 5_000, responseMs: 30_000, idleMs: 0, overallMs: 120_000, overallIncludesStreams: true });
-    assert.deepEqual(r.sticky, { header: 'x-user-id', cookie: null });
+    assert.deepEqual(r.retries, { attempts: 1, budget: 12.5, minRetriesPerSecond: 0 });
+    assert.deepEqual(r.timeouts, { connect: '5s', response: '30s', idle: '0s', overall: '2m', overallIncludesStreams: true });
+    assert.deepEqual(r.sticky, { header: 'x-user-id' });
     assert.equal(r.maxBodyBytes, 1_048_576);
     // Cookie names are case-sensitive, so they are kept as written.
-    assert.deepEqual(routeWith('    sticky: { cookie: SessionID }').sticky, { header: null, cookie: 'SessionID' });
+    assert.deepEqual(routeWith('    sticky: { cookie: SessionID }').sticky, { cookie: 'SessionID' });
   });
 
   test('the effective config shows the blocks in YAML form and reloads as itself', () => {
@@ -603,8 +607,8 @@ describe('resilience settings', () => {
     assert.deepEqual(r.sticky, { header: 'x-user' });
     const again = loadConfigSources([{ file: 'e2.yaml', text: stringify(loaded.effective) }]);
     assert.equal(again.version, loaded.version);
-    assert.deepEqual(again.config.routes[0]!.fingerprint, loaded.config.routes[0]!.fingerprint);
-    // The runtime config crosses the worker boundary as JSON.
+    assert.deepEqual(again.fingerprints, loaded.fingerprints);
+    // The config crosses the worker boundary as JSON.
     assert.deepEqual(JSON.parse(JSON.stringify(loaded.config)), loaded.config);
   });
 

@@ -2,10 +2,21 @@ import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
 import { Guard, isGuardError } from '../src/ramp/guard.ts';
 import { RampRun, type RampChange, type RampHooks } from '../src/ramp/runner.ts';
-import { loadConfigSources, validateConfigText } from '../src/config/load.ts';
+import { loadConfigSources } from '../src/config/load.ts';
 import { rampWrite } from '../src/config/ramp-write.ts';
-import { formatIssue, type EffectiveConfig, type RampConfig } from '../src/config/model.ts';
-import { rampPosition } from '../src/ramp/schedule.ts';
+import { ConfigError, formatIssue, type ConfigIssue, type EffectiveConfig } from '../src/config/model.ts';
+import { rampPlan, rampPosition, type RampPlan } from '../src/ramp/schedule.ts';
+
+/** The issues of one file's text on its own, as `switchyard validate` reports them. */
+function validateConfigText(text: string, file: string): readonly ConfigIssue[] {
+  try {
+    loadConfigSources([{ file, text }], { guard: false });
+    return [];
+  } catch (err) {
+    if (err instanceof ConfigError) return err.issues;
+    throw err;
+  }
+}
 
 const T0 = Date.parse('2026-12-01T10:00:00Z');
 const MIN = 60_000;
@@ -14,7 +25,7 @@ const backends = [
   { name: 'new', weight: 0 },
 ];
 
-function ramp(over: Partial<RampConfig> = {}): RampConfig {
+function ramp(over: Partial<RampPlan> = {}): RampPlan {
   return {
     from: 'old',
     to: 'new',
@@ -404,7 +415,7 @@ describe('ramp and mirror config', () => {
       '      onBreach: rollback',
     ) }]);
     const r = loaded.config.routes[0]!;
-    assert.deepEqual(r.ramp, {
+    assert.deepEqual(rampPlan(r.ramp!), {
       from: 'old', to: 'new', steps: ['mirror', 1, 5, 25, 50, 100], intervalMs: 300_000,
       startedAt: T0, pausedAt: null, pauseReason: null, halted: null,
       guard: { minRequests: 200, maxErrorRateIncrease: 0.005, maxLatencyIncrease: 0.2 }, onBreach: 'rollback',
@@ -413,8 +424,8 @@ describe('ramp and mirror config', () => {
     const eff = (loaded.effective as EffectiveConfig).routes[0]!;
     assert.equal(eff.ramp?.startedAt, '2026-12-01T10:00:00Z');
     const minimal = loadConfigSources([{ file: 'c.yaml', text: text('    ramp: { from: old, to: new, steps: [100], interval: 1s, halted: { at: "2026-12-01T10:00:00+01:00", reason: aborted } }') }]);
-    assert.deepEqual(minimal.config.routes[0]!.ramp!.guard, { minRequests: 200, maxErrorRateIncrease: 0.005, maxLatencyIncrease: 0.2 });
-    assert.equal(minimal.config.routes[0]!.ramp!.halted!.at, T0 - 3_600_000);
+    assert.deepEqual(rampPlan(minimal.config.routes[0]!.ramp!).guard, { minRequests: 200, maxErrorRateIncrease: 0.005, maxLatencyIncrease: 0.2 });
+    assert.equal(rampPlan(minimal.config.routes[0]!.ramp!).halted!.at, T0 - 3_600_000);
   });
 
   it('names file, line and field of every mistake', () => {
@@ -473,7 +484,7 @@ describe('writing a verdict into the config', () => {
     assert.match(next!.text, /name: billing # the team's service/);
     assert.match(next!.text, /from: old # baseline/);
     const loaded = loadConfigSources([{ file: 'b.yaml', text: next!.text }]);
-    assert.deepEqual(loaded.config.routes[0]!.ramp!.halted, { at: Date.parse('2026-12-01T10:12:31Z'), reason: 'guard: error rate new 2.61% vs old 0.48%' });
+    assert.deepEqual(rampPlan(loaded.config.routes[0]!.ramp!).halted, { at: Date.parse('2026-12-01T10:12:31Z'), reason: 'guard: error rate new 2.61% vs old 0.48%' });
     // Another replica's verdict is already there: nothing to write.
     assert.equal(rampWrite([{ file: 'b.yaml', text: next!.text }], 'billing', { halted: { at: 'x', reason: 'y' } }, 'halted'), null);
     assert.equal(rampWrite([{ file: 'b.yaml', text }], 'nosuch', { halted: {} }, 'halted'), null);

@@ -23,16 +23,12 @@ const binder: Binder = {
 function route(name: string, hosts: string[], weights: number[], pathPrefix = '/', extra: Partial<RouteConfig> & { basePort?: number } = {}): RouteConfig {
   const { basePort = 10000, ...overrides } = extra;
   return {
-    name, hosts, pathPrefix, protocol: 'http', file: 'test.yaml', fingerprint: `${name} ${weights.join('/')} ${hosts.join(',')} ${pathPrefix}`,
-    timeouts: { connectMs: 1000, responseMs: 1000, idleMs: 60_000, overallMs: 0, overallIncludesStreams: false },
-    healthCheck: null,
-    outlier: { consecutiveFailures: 5, ejectionMs: 30_000, maxEjectionMs: 300_000 },
+    name, hosts, pathPrefix, protocol: 'http',
+    timeouts: { connect: '1s', response: '1s', idle: '60s', overall: '0s', overallIncludesStreams: false },
+    outlierDetection: { consecutiveFailures: 5, ejectionTime: '30s', maxEjectionTime: '5m' },
     allUnhealthy: 'serve',
-    retry: { attempts: 2, budgetPercent: 20, minPerSecond: 10 },
-    sticky: null,
+    retries: { attempts: 2, budget: 20, minRetriesPerSecond: 10 },
     maxBodyBytes: 0,
-    ramp: null,
-    mirror: null,
     backends: weights.map((weight, i) => ({ name: `b${i}`, url: `http://127.0.0.1:${basePort + i}`, weight })),
     ...overrides,
   };
@@ -160,7 +156,7 @@ test('all backends down: the least bad one (serve), or none (fail)', async () =>
 });
 
 test('sticky keys stay put, split by weight, and only move old -> new as the new weight rises', async () => {
-  const at = async (weights: number[]) => (await table(route('k', ['k.example.com'], weights, '/', { basePort: 20200, sticky: { header: 'x-user', cookie: null } }))).match('k.example.com', '/')!;
+  const at = async (weights: number[]) => (await table(route('k', ['k.example.com'], weights, '/', { basePort: 20200, sticky: { header: 'x-user' } }))).match('k.example.com', '/')!;
   const users = Array.from({ length: 2000 }, (_, i) => `user-${i}`);
   const assign = (r: Awaited<ReturnType<typeof at>>) => users.map((u) => r.stickyPick(u)!.name);
   const r10 = await at([90, 10]);
@@ -178,12 +174,24 @@ test('sticky keys stay put, split by weight, and only move old -> new as the new
   }
 });
 
+test('a route reads its config in place and derives its durations in ms once', async () => {
+  const rc = route('d', ['d.example.com'], [1], '/', {
+    timeouts: { connect: '250ms', response: '1.5s', idle: '0s', overall: '2m', overallIncludesStreams: true },
+    outlierDetection: { consecutiveFailures: 3, ejectionTime: '10s', maxEjectionTime: '1h' },
+  });
+  const r = (await table(rc)).match('d.example.com', '/')!;
+  assert.equal(r.config, rc);
+  assert.equal(r.backends[0]!.config, rc.backends[0]);
+  assert.deepEqual(r.timeouts, { connectMs: 250, responseMs: 1_500, idleMs: 0, overallMs: 120_000, overallIncludesStreams: true });
+  assert.deepEqual(r.ejection, { consecutiveFailures: 3, ejectionMs: 10_000, maxEjectionMs: 3_600_000 });
+});
+
 test('the retry budget: a percentage of requests over 10 s, with a floor per second', () => {
-  const floor = new RetryBudget({ attempts: 2, budgetPercent: 0, minPerSecond: 1 });
+  const floor = new RetryBudget({ attempts: 2, budget: 0, minRetriesPerSecond: 1 });
   let granted = 0;
   for (let i = 0; i < 50; i++) if (floor.take()) granted++;
   assert.equal(granted, 10, '1 per second over a 10 s window');
-  const pct = new RetryBudget({ attempts: 2, budgetPercent: 20, minPerSecond: 0 });
+  const pct = new RetryBudget({ attempts: 2, budget: 20, minRetriesPerSecond: 0 });
   for (let i = 0; i < 100; i++) pct.request();
   granted = 0;
   for (let i = 0; i < 50; i++) if (pct.take()) granted++;
@@ -191,7 +199,7 @@ test('the retry budget: a percentage of requests over 10 s, with a floor per sec
 });
 
 test('only safe failures are retried', () => {
-  const cfg = { attempts: 2, budgetPercent: 100, minPerSecond: 100 };
+  const cfg = { attempts: 2, budget: 100, minRetriesPerSecond: 100 };
   const budget = new RetryBudget(cfg);
   const refused = new UpstreamError('connect', true, new Error('refused'));
   const reset = new UpstreamError('reset', false, new Error('reset'));

@@ -1,11 +1,11 @@
 // Building the effective config (YAML shape, defaults written out) and the
-// runtime config from checked files. Only reached when every check passed,
+// router-wide runtime settings from checked files. Only reached when every check passed,
 // so the parsers cannot throw here.
 import { createHash } from 'node:crypto';
 import type { Sections, RouteRef } from './checks.ts';
 import { DEFAULTS } from './defaults.ts';
-import type { Config, EffectiveConfig, EffectiveHealthCheck, EffectiveRamp, EffectiveRoute, HealthCheckConfig, LoadedConfig, RampConfig, RouteConfig } from './model.ts';
-import { normalizeBackendUrl, normalizeCidr, parseAddress, parseDuration, parsePercent, parseTimestamp } from './parse.ts';
+import type { Config, EffectiveConfig, HealthCheckConfig, LoadedConfig, RampConfig, RouteConfig } from './model.ts';
+import { normalizeBackendUrl, normalizeCidr, parseAddress, parseDuration } from './parse.ts';
 import type { RawHealthCheck, RawRamp, RawRoute } from './schema.ts';
 
 export function build(sections: Sections, routes: readonly RouteRef[], files: readonly string[]): LoadedConfig {
@@ -46,14 +46,15 @@ export function build(sections: Sections, routes: readonly RouteRef[], files: re
       timeoutMs: parseDuration(effective.shutdown.timeout),
     },
     removal: { allowRouteRemoval: effective.allowRouteRemoval, maxRemovedHostsPercent: effective.removalGuard.maxRemovedHostsPercent },
-    routes: effectiveRoutes.map((route, i) => runtimeRoute(route, routes[i]!.src.file, hash(routeJson[i]!, 16))),
+    routes: effectiveRoutes,
   };
-  return { config, effective, version: configVersion(effective, routeJson), files: [...files] };
+  const fingerprints = routeJson.map((json) => hash(json, 16));
+  return { config, effective, fingerprints, version: configVersion(effective, routeJson), files: [...files] };
 }
 
 // Every per-route field is written out here, so that a change to any of them
 // changes the route's JSON and with it its fingerprint.
-function effectiveRoute(raw: RawRoute): EffectiveRoute {
+function effectiveRoute(raw: RawRoute): RouteConfig {
   return {
     name: raw.name,
     hosts: raw.hosts.map((h) => h.toLowerCase()),
@@ -80,11 +81,11 @@ function withoutTo<T extends { to: string }>(m: T): Omit<T, 'to'> {
   return rest;
 }
 
-function effectiveRamp(raw: RawRamp): EffectiveRamp {
+function effectiveRamp(raw: RawRamp): RampConfig {
   return {
     from: raw.from,
     to: raw.to,
-    steps: raw.steps as EffectiveRamp['steps'],
+    steps: raw.steps,
     interval: raw.interval,
     ...(raw.startedAt === undefined ? {} : { startedAt: raw.startedAt }),
     ...(raw.pausedAt === undefined ? {} : { pausedAt: raw.pausedAt }),
@@ -95,26 +96,7 @@ function effectiveRamp(raw: RawRamp): EffectiveRamp {
   };
 }
 
-function runtimeRamp(r: EffectiveRamp): RampConfig {
-  return {
-    from: r.from,
-    to: r.to,
-    steps: r.steps,
-    intervalMs: parseDuration(r.interval),
-    startedAt: r.startedAt === undefined ? null : parseTimestamp(r.startedAt),
-    pausedAt: r.pausedAt === undefined ? null : parseTimestamp(r.pausedAt),
-    pauseReason: r.pauseReason ?? null,
-    halted: r.halted === undefined ? null : { at: parseTimestamp(r.halted.at), reason: r.halted.reason },
-    guard: {
-      minRequests: r.guard.minRequests,
-      maxErrorRateIncrease: parsePercent(r.guard.maxErrorRateIncrease),
-      maxLatencyIncrease: parsePercent(r.guard.maxLatencyIncrease),
-    },
-    onBreach: r.onBreach,
-  };
-}
-
-function effectiveHealthCheck(raw: RawHealthCheck): EffectiveHealthCheck {
+function effectiveHealthCheck(raw: RawHealthCheck): HealthCheckConfig {
   const { interval, timeout, healthyThreshold, unhealthyThreshold } = { ...DEFAULTS.healthCheck, ...raw };
   const probe = raw.http !== undefined
     ? { http: { ...DEFAULTS.httpCheck, ...raw.http } }
@@ -122,52 +104,8 @@ function effectiveHealthCheck(raw: RawHealthCheck): EffectiveHealthCheck {
   return { ...probe, interval, timeout, healthyThreshold, unhealthyThreshold };
 }
 
-function effectiveSticky(raw: { header?: string; cookie?: string }): NonNullable<EffectiveRoute['sticky']> {
+function effectiveSticky(raw: { header?: string; cookie?: string }): NonNullable<RouteConfig['sticky']> {
   return raw.header !== undefined ? { header: raw.header.toLowerCase() } : { cookie: raw.cookie! };
-}
-
-function runtimeRoute(route: EffectiveRoute, file: string, fingerprint: string): RouteConfig {
-  const { timeouts, retries, healthCheck, outlierDetection: outlier, sticky } = route;
-  return {
-    name: route.name,
-    hosts: route.hosts,
-    pathPrefix: route.pathPrefix,
-    protocol: route.protocol,
-    backends: route.backends,
-    timeouts: {
-      connectMs: parseDuration(timeouts.connect),
-      responseMs: parseDuration(timeouts.response),
-      idleMs: parseDuration(timeouts.idle),
-      overallMs: parseDuration(timeouts.overall),
-      overallIncludesStreams: timeouts.overallIncludesStreams,
-    },
-    healthCheck: healthCheck === undefined ? null : runtimeHealthCheck(healthCheck),
-    outlier: {
-      consecutiveFailures: outlier.consecutiveFailures,
-      ejectionMs: parseDuration(outlier.ejectionTime),
-      maxEjectionMs: parseDuration(outlier.maxEjectionTime),
-    },
-    allUnhealthy: route.allUnhealthy,
-    retry: { attempts: retries.attempts, budgetPercent: retries.budget, minPerSecond: retries.minRetriesPerSecond },
-    sticky: sticky === undefined ? null : 'header' in sticky ? { header: sticky.header, cookie: null } : { header: null, cookie: sticky.cookie },
-    maxBodyBytes: route.maxBodyBytes,
-    ramp: route.ramp === undefined ? null : runtimeRamp(route.ramp),
-    mirror: route.mirror ?? null,
-    file,
-    fingerprint,
-  };
-}
-
-function runtimeHealthCheck(hc: EffectiveHealthCheck): HealthCheckConfig {
-  const timing = {
-    intervalMs: parseDuration(hc.interval),
-    timeoutMs: parseDuration(hc.timeout),
-    healthyThreshold: hc.healthyThreshold,
-    unhealthyThreshold: hc.unhealthyThreshold,
-  };
-  return 'http' in hc
-    ? { kind: 'http', path: hc.http.path, expectStatus: [hc.http.expectStatus[0], hc.http.expectStatus[1]], grpcService: '', ...timing }
-    : { kind: 'grpc', path: '', expectStatus: [200, 299], grpcService: hc.grpc.service, ...timing };
 }
 
 /** First 12 hex digits of sha256 over the effective config (sections, then each route's JSON). */

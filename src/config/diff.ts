@@ -1,7 +1,7 @@
 // What a new config changes against the one in force, in the terms an
 // operator reads in a reload log: routes added and removed, hosts no route
 // serves any more, and each weight that moved.
-import type { Config } from './model.ts';
+import type { Config, RouteConfig } from './model.ts';
 
 export interface ConfigDiff {
   readonly routesAdded: readonly string[];
@@ -30,7 +30,8 @@ export function diffConfigs(before: Config, after: Config): ConfigDiff {
   const weights: string[] = [];
   for (const r of after.routes) {
     const prev = old.get(r.name);
-    if (prev === undefined || prev.fingerprint === r.fingerprint) continue;
+    // The loader hands back an unchanged route as the same object.
+    if (prev === undefined || prev === r) continue;
     const was = new Map(prev.backends.map((b) => [b.name, b.weight]));
     const is = new Map(r.backends.map((b) => [b.name, b.weight]));
     for (const b of prev.backends) {
@@ -45,12 +46,10 @@ export function diffConfigs(before: Config, after: Config): ConfigDiff {
   return { routesAdded, routesRemoved, routesChanged, hostsRemoved, weights };
 }
 
-type Route = Config['routes'][number];
-
-// The fingerprint covers everything; a route whose only change is weights is
-// not reported as changed, since the weights line says it all.
-function sameExceptWeights(a: Route, b: Route): boolean {
-  const strip = (r: Route) => JSON.stringify({ ...r, fingerprint: '', file: '', backends: r.backends.map((x) => ({ ...x, weight: 0 })) });
+// A route whose only change is weights is not reported as changed, since the
+// weights line says it all.
+function sameExceptWeights(a: RouteConfig, b: RouteConfig): boolean {
+  const strip = (r: RouteConfig) => JSON.stringify({ ...r, backends: r.backends.map((x) => ({ ...x, weight: 0 })) });
   return strip(a) === strip(b);
 }
 

@@ -11,7 +11,7 @@
 import { checkAddresses, checkEntrypoint, checkRoutes, pickSections, routesOf } from './checks.ts';
 import { build } from './compile.ts';
 import { checkRemoval } from './guard.ts';
-import { ConfigError, type CheckResult, type ConfigIssue, type ConfigSource, type LoadedConfig } from './model.ts';
+import { ConfigError, type ConfigIssue, type ConfigSource, type LoadedConfig } from './model.ts';
 import { sortIssues } from './positions.ts';
 import { readConfigSources } from './read.ts';
 import { parseSource } from './schema.ts';
@@ -19,16 +19,6 @@ import { parseSource } from './schema.ts';
 /** Loads PATH: a YAML file, or a directory (a mounted ConfigMap) whose *.yaml/*.yml files are merged. Throws ConfigError. */
 export async function loadConfig(path: string): Promise<LoadedConfig> {
   return loadConfigSources(await readConfigSources(path));
-}
-
-/** loadConfig, with a validation failure as a value: what `switchyard validate` needs. */
-export async function checkConfig(path: string): Promise<CheckResult> {
-  try {
-    return { ok: true, loaded: await loadConfig(path) };
-  } catch (err) {
-    if (err instanceof ConfigError) return { ok: false, issues: err.issues };
-    throw err;
-  }
 }
 
 /**
@@ -49,15 +39,4 @@ export function loadConfigSources(sources: readonly ConfigSource[], { guard = tr
   const loaded = build(sections, routes, sources.map((s) => s.file));
   if (guard) checkRemoval(undefined, loaded);
   return loaded;
-}
-
-/** The issues of one file's text on its own (a config may be spread over files, so no routes is fine); empty when it is a valid config. */
-export function validateConfigText(text: string, file: string): readonly ConfigIssue[] {
-  try {
-    loadConfigSources([{ file, text }], { guard: false });
-    return [];
-  } catch (err) {
-    if (err instanceof ConfigError) return err.issues;
-    throw err;
-  }
 }

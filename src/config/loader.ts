@@ -23,6 +23,8 @@ export class ConfigLoader {
   readonly #idleMs: number;
   #next = 0;
   readonly #pending = new Map<number, { resolve: (l: LoadedConfig) => void; reject: (e: Error) => void; known: ReadonlyMap<string, RouteConfig> }>();
+  /** The fingerprint of every route this loader handed out, so a later load can send back only new ones. */
+  readonly #fingerprints = new WeakMap<RouteConfig, string>();
 
   /**
    * Validates `sources` and applies the removal guard against `current`, the
@@ -44,7 +46,10 @@ export class ConfigLoader {
     clearTimeout(this.#idleTimer);
     const id = this.#next++;
     const known = new Map<string, RouteConfig>();
-    for (const r of current?.routes ?? []) known.set(r.fingerprint, r);
+    for (const r of current?.routes ?? []) {
+      const fp = this.#fingerprints.get(r);
+      if (fp !== undefined) known.set(fp, r);
+    }
     const loaded = await new Promise<LoadedConfig>((resolve, reject) => {
       this.#pending.set(id, { resolve, reject, known });
       this.#start().postMessage({ id, sources, known: [...known.keys()] } satisfies WorkerRequest);
@@ -61,7 +66,11 @@ export class ConfigLoader {
       const p = this.#pending.get(reply.id);
       this.#pending.delete(reply.id);
       if ('issues' in reply) p?.reject(new ConfigError(reply.issues));
-      else p?.resolve(fromWorker(reply, p.known));
+      else if (p !== undefined) {
+        const loaded = fromWorker(reply, p.known);
+        loaded.config.routes.forEach((r, i) => this.#fingerprints.set(r, loaded.fingerprints[i]!));
+        p.resolve(loaded);
+      }
       if (this.#pending.size === 0) {
         this.#idleTimer = setTimeout(() => void this.close(), this.#idleMs);
         this.#idleTimer.unref();
@@ -91,15 +100,18 @@ export class ConfigLoader {
   }
 }
 
-/** The worker's reply as a LoadedConfig; `effective` (for /api/config only) is parsed when first read. */
+/** The worker's reply as a LoadedConfig: routes the main thread has are reused as they are. */
 function fromWorker(reply: Extract<WorkerReply, { config: string }>, known: ReadonlyMap<string, RouteConfig>): LoadedConfig {
-  let effective: EffectiveConfig | undefined;
   const config = JSON.parse(reply.config) as Config;
   const fresh = new Map<string, RouteConfig>();
-  for (const r of config.routes) fresh.set(r.fingerprint, r);
+  let i = 0;
+  for (const fp of reply.fingerprints) if (!known.has(fp)) fresh.set(fp, config.routes[i++]!);
+  const routes = reply.fingerprints.map((fp) => fresh.get(fp) ?? known.get(fp)!);
+  const sections = JSON.parse(reply.effective) as Omit<EffectiveConfig, 'routes'>;
   return {
-    config: { ...config, routes: reply.fingerprints.map((fp) => fresh.get(fp) ?? known.get(fp)!) },
-    get effective() { return (effective ??= JSON.parse(reply.effective) as EffectiveConfig); },
+    config: { ...config, routes },
+    effective: { ...sections, routes },
+    fingerprints: reply.fingerprints,
     version: reply.version,
     files: reply.files,
   };

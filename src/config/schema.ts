@@ -5,57 +5,27 @@ import { Ajv } from 'ajv';
 import type { AnySchemaObject, ErrorObject } from 'ajv';
 import { CORE_SCHEMA, load as loadYaml } from 'js-yaml';
 import schema from '../../config/switchyard.schema.json' with { type: 'json' };
-import type { ConfigIssue, ConfigSource, EffectiveConfig, Protocol } from './model.ts';
+import type { ConfigIssue, ConfigSource, EffectiveConfig, HealthCheckConfig, MirrorConfig, RampConfig, RouteConfig } from './model.ts';
 import { escapePointer, fieldPath, issueAt, issueAtOffset, LazyLocated, splitPointer, type Located } from './positions.ts';
 
-// Shapes of a file's data as far as the schema accepted it.
-export interface RawBackend { name: string; url: string; weight: number; hostHeader?: string }
-export interface RawHealthCheck {
-  // null: written as a bare `http:` / `grpc:`, all defaults
-  http?: { path?: string; expectStatus?: [number, number] } | null;
-  grpc?: { service?: string } | null;
-  interval?: string;
-  timeout?: string;
-  healthyThreshold?: number;
-  unhealthyThreshold?: number;
-}
-export interface RawRoute {
-  name: string;
-  hosts: string[];
-  pathPrefix?: string;
-  protocol?: Protocol;
-  timeouts?: { connect?: string; response?: string; idle?: string; overall?: string; overallIncludesStreams?: boolean };
-  retries?: { attempts?: number; budget?: number; minRetriesPerSecond?: number };
-  healthCheck?: RawHealthCheck;
-  outlierDetection?: { consecutiveFailures?: number; ejectionTime?: string; maxEjectionTime?: string };
-  allUnhealthy?: 'serve' | 'fail';
-  sticky?: { header?: string; cookie?: string };
-  maxBodyBytes?: number;
-  mirror?: { to: string; percent?: number; maxBodyBytes?: number; maxInFlight?: number };
-  ramp?: RawRamp;
-  backends: RawBackend[];
-}
-export interface RawRamp {
-  from: string;
-  to: string;
-  steps: (number | string)[];
-  interval: string;
-  startedAt?: string;
-  pausedAt?: string;
-  pauseReason?: string;
-  halted?: { at: string; reason: string };
-  guard?: { minRequests?: number; maxErrorRateIncrease?: string; maxLatencyIncrease?: string };
-  onBreach?: 'rollback' | 'pause';
-}
-export interface RawFile {
-  version?: 1;
-  entrypoint?: Partial<EffectiveConfig['entrypoint']>;
-  admin?: Partial<EffectiveConfig['admin']>;
-  shutdown?: Partial<EffectiveConfig['shutdown']>;
-  allowRouteRemoval?: boolean;
-  removalGuard?: Partial<EffectiveConfig['removalGuard']>;
-  routes?: RawRoute[];
-}
+// A file's data as far as the schema accepted it: the config types with
+// every field optional that defaults.ts fills in.
+type DeepPartial<T> = T extends readonly unknown[] ? T : T extends object ? { readonly [K in keyof T]?: DeepPartial<T[K]> } : T;
+type Probes = Extract<HealthCheckConfig, { http: unknown }>['http'] | Extract<HealthCheckConfig, { grpc: unknown }>['grpc'];
+export type RawHealthCheck = DeepPartial<Omit<HealthCheckConfig, 'http' | 'grpc'>> & {
+  // null: written as a bare `http:` / `grpc:`, all defaults; both written is an issue (checks.ts)
+  readonly http?: DeepPartial<Extract<Probes, { path: string }>> | null;
+  readonly grpc?: DeepPartial<Extract<Probes, { service: string }>> | null;
+};
+export type RawRamp = DeepPartial<RampConfig> & Pick<RampConfig, 'from' | 'to' | 'steps' | 'interval' | 'halted'>;
+export type RawRoute = DeepPartial<Omit<RouteConfig, 'healthCheck' | 'sticky' | 'mirror' | 'ramp'>> & Pick<RouteConfig, 'name' | 'hosts' | 'backends'> & {
+  readonly healthCheck?: RawHealthCheck;
+  // Both written is an issue (checks.ts).
+  readonly sticky?: { readonly header?: string; readonly cookie?: string };
+  readonly mirror?: DeepPartial<MirrorConfig> & Pick<MirrorConfig, 'to'>;
+  readonly ramp?: RawRamp;
+};
+export type RawFile = DeepPartial<Omit<EffectiveConfig, 'routes'>> & { readonly routes?: readonly RawRoute[] };
 
 export interface Source extends Located {
   /** Typed as the schema promises; read only values that are `usable`. */

@@ -9,12 +9,12 @@ parentPort!.on('message', ({ id, sources, known }: WorkerRequest) => {
   let reply: WorkerReply;
   try {
     // The removal guard needs the config in force, which only the main thread has (loader.ts).
-    const { config, effective, version, files } = loadConfigSources(sources, { guard: false });
+    const { config, effective, fingerprints, version, files } = loadConfigSources(sources, { guard: false });
     const have = new Set(known);
-    const fresh = { ...config, routes: config.routes.filter((r) => !have.has(r.fingerprint)) };
+    const fresh = { ...config, routes: config.routes.filter((_, i) => !have.has(fingerprints[i]!)) };
     reply = {
-      id, config: JSON.stringify(fresh), fingerprints: config.routes.map((r) => r.fingerprint),
-      effective: JSON.stringify(effective), version, files,
+      id, config: JSON.stringify(fresh), fingerprints,
+      effective: JSON.stringify({ ...effective, routes: undefined }), version, files,
     };
   } catch (err) {
     const issues: ConfigIssue[] = err instanceof ConfigError

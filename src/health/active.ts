@@ -2,6 +2,7 @@
 // interval, with healthy/unhealthy thresholds.
 import { request, type Agent } from 'node:http';
 import type { HealthCheckConfig } from '../config/model.ts';
+import { parseDuration } from '../config/parse.ts';
 import type { BackendHealth } from './backend.ts';
 
 // grpc.health.v1.HealthCheckRequest { string service = 1; } and
@@ -20,13 +21,14 @@ function decodeHealthStatus(b: Buffer): number {
 
 type Probe = () => Promise<boolean>;
 
-function httpProbe(url: string, cfg: HealthCheckConfig, agent: Agent): Probe {
-  const target = new URL(cfg.path, url);
+function httpProbe(url: string, http: { path: string; expectStatus: readonly [number, number] }, timeoutMs: number, agent: Agent): Probe {
+  const target = new URL(http.path, url);
+  const [low, high] = http.expectStatus;
   return () => new Promise((resolve) => {
-    const req = request(target, { agent, timeout: cfg.timeoutMs }, (res) => {
+    const req = request(target, { agent, timeout: timeoutMs }, (res) => {
       const status = res.statusCode ?? 0;
       res.resume();
-      res.once('end', () => resolve(status >= cfg.expectStatus[0] && status <= cfg.expectStatus[1]));
+      res.once('end', () => resolve(status >= low && status <= high));
       res.once('error', () => resolve(false));
     });
     // No answer in time (the socket's idle timeout covers connect and response): a failed probe.
@@ -41,7 +43,7 @@ function httpProbe(url: string, cfg: HealthCheckConfig, agent: Agent): Probe {
 type Grpc = typeof import('@grpc/grpc-js');
 let grpcModule: Promise<Grpc> | undefined;
 
-function grpcProbe(url: string, cfg: HealthCheckConfig): { probe: Probe; close(): void } {
+function grpcProbe(url: string, service: string, timeoutMs: number): { probe: Probe; close(): void } {
   let client: InstanceType<Grpc['Client']> | undefined;
   let closed = false;
   const ready = (grpcModule ??= import('@grpc/grpc-js')).then((grpc) => {
@@ -53,8 +55,8 @@ function grpcProbe(url: string, cfg: HealthCheckConfig): { probe: Probe; close()
     const c = client;
     if (c === undefined) return false;
     return new Promise((resolve) => {
-      c.makeUnaryRequest('/grpc.health.v1.Health/Check', encodeHealthRequest, decodeHealthStatus, cfg.grpcService,
-        { deadline: Date.now() + cfg.timeoutMs }, (err: Error | null, status?: number) => resolve(err === null && status === SERVING));
+      c.makeUnaryRequest('/grpc.health.v1.Health/Check', encodeHealthRequest, decodeHealthStatus, service,
+        { deadline: Date.now() + timeoutMs }, (err: Error | null, status?: number) => resolve(err === null && status === SERVING));
     });
   };
   return { probe, close: () => { closed = true; client?.close(); } };
@@ -64,6 +66,7 @@ function grpcProbe(url: string, cfg: HealthCheckConfig): { probe: Probe; close()
 export class ActiveCheck {
   readonly #health: BackendHealth;
   readonly #cfg: HealthCheckConfig;
+  readonly #intervalMs: number;
   readonly #probe: Probe;
   readonly #closeProbe: () => void;
   #timer: NodeJS.Timeout | undefined;
@@ -74,12 +77,14 @@ export class ActiveCheck {
   constructor(health: BackendHealth, cfg: HealthCheckConfig, agent: Agent) {
     this.#health = health;
     this.#cfg = cfg;
-    if (cfg.kind === 'grpc') {
-      const g = grpcProbe(health.url, cfg);
+    this.#intervalMs = parseDuration(cfg.interval);
+    const timeoutMs = parseDuration(cfg.timeout);
+    if ('grpc' in cfg) {
+      const g = grpcProbe(health.url, cfg.grpc.service, timeoutMs);
       this.#probe = g.probe;
       this.#closeProbe = g.close;
     } else {
-      this.#probe = httpProbe(health.url, cfg, agent);
+      this.#probe = httpProbe(health.url, cfg.http, timeoutMs, agent);
       this.#closeProbe = () => {};
     }
   }
@@ -103,7 +108,7 @@ export class ActiveCheck {
       this.#successes = 0;
       if (++this.#failures >= this.#cfg.unhealthyThreshold) this.#health.setActive(false);
     }
-    this.#timer = setTimeout(() => void this.#run(), this.#cfg.intervalMs);
+    this.#timer = setTimeout(() => void this.#run(), this.#intervalMs);
     this.#timer.unref();
   }
 

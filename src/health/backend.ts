@@ -2,7 +2,13 @@
 // outlier ejection (consecutive failures, doubling back-off) combined with the
 // verdict of active checks (active.ts).
 import type { Logger } from 'pino';
-import type { OutlierConfig } from '../config/model.ts';
+
+/** A route's outlierDetection in milliseconds (the Route derives it once from its config). */
+export interface Ejection {
+  readonly consecutiveFailures: number; // 0 disables ejection
+  readonly ejectionMs: number;
+  readonly maxEjectionMs: number;
+}
 
 /** The health of one backend URL, as the request path reads it. */
 export class BackendHealth {
@@ -24,20 +30,20 @@ export class BackendHealth {
   }
 
   /** A finished upstream response (passive): `failed` for a 5xx or gRPC UNAVAILABLE. */
-  observe(cfg: OutlierConfig, failed: boolean): void {
+  observe(cfg: Ejection, failed: boolean): void {
     if (failed) this.failure(cfg);
     else this.success(cfg);
   }
 
   /** A response that counts as healthy (passive). */
-  success(cfg: OutlierConfig): void {
+  success(cfg: Ejection): void {
     this.#consecutiveFailures = 0;
     // Back-off doubles per ejection; it is forgiven after a clean ejection period.
     if (this.#ejections > 0 && this.ejectedUntil === 0 && Date.now() - this.#readmittedAt > cfg.ejectionMs) this.#ejections = 0;
   }
 
   /** A connect failure, timeout, reset, 5xx or gRPC UNAVAILABLE (passive). */
-  failure(cfg: OutlierConfig): void {
+  failure(cfg: Ejection): void {
     if (cfg.consecutiveFailures === 0 || this.ejectedUntil !== 0) return;
     if (++this.#consecutiveFailures < cfg.consecutiveFailures) return;
     const ms = Math.min(cfg.ejectionMs * 2 ** this.#ejections, cfg.maxEjectionMs);

@@ -14,8 +14,8 @@ import { BackendHealth } from './backend.ts';
  * count); a route with other settings gets its own, so one route's check
  * never decides for another (the last route's settings used to win for all).
  */
-export function healthKey(url: string, route: Pick<RouteConfig, 'healthCheck' | 'outlier'>): string {
-  return `${url} ${JSON.stringify(route.healthCheck)} ${JSON.stringify(route.outlier)}`;
+export function healthKey(url: string, route: Pick<RouteConfig, 'healthCheck' | 'outlierDetection'>): string {
+  return `${url} ${JSON.stringify(route.healthCheck ?? null)} ${JSON.stringify(route.outlierDetection)}`;
 }
 
 /** A health state wanted after a (re)load: its URL and its active check, if any. */

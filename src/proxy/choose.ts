@@ -7,8 +7,8 @@ import type { Backend, Route } from '../routing/route.ts';
 export function choose(ex: Exchange, route: Route): Backend | undefined | 'unknown' {
   if (ex.override !== undefined) return route.byName(ex.override) ?? 'unknown';
   const sticky = route.config.sticky;
-  if (sticky !== null) {
-    const key = sticky.header !== null ? ex.header(sticky.header) : ex.cookie(sticky.cookie);
+  if (sticky !== undefined) {
+    const key = 'header' in sticky ? ex.header(sticky.header) : ex.cookie(sticky.cookie);
     if (key !== undefined) return route.stickyPick(key);
   }
   return route.pick();

@@ -1,7 +1,6 @@
 // The request path after the entrypoint: route lookup, backend choice
 // (override, sticky key, weighted pick over healthy backends), limits,
 // forwarding, retries and the overall timeout.
-import type { RouteConfig } from '../config/model.ts';
 import {
   NoBackendError, NoRouteError, PayloadTooLargeError, UnknownBackendError, type UpstreamError,
 } from '../errors.ts';
@@ -9,7 +8,7 @@ import type { Exchange } from '../ingress/exchange.ts';
 import type { BackendMetrics } from '../observe/metrics.ts';
 import type { Backend, Route } from '../routing/route.ts';
 import type { RouteTable } from '../routing/table.ts';
-import type { Attempt } from '../upstream/upstream.ts';
+import type { Attempt, Timeouts } from '../upstream/upstream.ts';
 import { choose } from './choose.ts';
 import { mayRetry } from './retry.ts';
 
@@ -34,7 +33,7 @@ export function proxy(ex: Exchange, table: RouteTable, unmatched: BackendMetrics
     ex.fail(backend === undefined ? NO_BACKEND : UNKNOWN_BACKEND);
     return;
   }
-  const { maxBodyBytes, timeouts } = route.config;
+  const { maxBodyBytes } = route.config;
   if (maxBodyBytes > 0) {
     if (ex.contentLength > maxBodyBytes) {
       ex.metrics = route.none;
@@ -45,7 +44,7 @@ export function proxy(ex: Exchange, table: RouteTable, unmatched: BackendMetrics
   }
   if (route.mirror !== null && backend !== route.mirror.to) route.mirror.offer(ex);
   route.retryBudget.request();
-  const { overallMs, overallIncludesStreams } = timeouts;
+  const { overallMs, overallIncludesStreams } = route.timeouts;
   // gRPC calls and WebSockets may be long streams: cut only if asked to.
   if (overallMs > 0 && (overallIncludesStreams || (!ex.grpc && ex.upgrade === undefined))) ex.deadline(overallMs, !overallIncludesStreams);
   start(ex, route, backend, 0);
@@ -76,12 +75,12 @@ class ProxyAttempt implements Attempt {
     return this.#backend.config.hostHeader;
   }
 
-  get timeouts(): RouteConfig['timeouts'] {
-    return this.#route.config.timeouts;
+  get timeouts(): Timeouts {
+    return this.#route.timeouts;
   }
 
   observe(failed: boolean): void {
-    this.#backend.health.observe(this.#route.config.outlier, failed);
+    this.#backend.health.observe(this.#route.ejection, failed);
   }
 
   /**
@@ -96,8 +95,8 @@ class ProxyAttempt implements Attempt {
     const route = this.#route;
     const backend = this.#backend;
     backend.metrics.upstreamError(err);
-    backend.health.failure(route.config.outlier);
-    const retry = mayRetry(route.config.retry, route.retryBudget, {
+    backend.health.failure(route.ejection);
+    const retry = mayRetry(route.config.retries, route.retryBudget, {
       attempt: this.#n, method: ex.method, err, responseStarted, bodyReplayable: ex.bodyReplayable, clientGone: ex.clientGone,
     });
     if (retry) start(ex, route, ex.override === undefined ? route.retryTarget(backend) : backend, this.#n + 1);

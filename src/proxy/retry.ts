@@ -2,7 +2,7 @@
 // the backend cannot have acted on the request, and they are capped per route
 // by a budget, so that during an outage they cannot multiply the load on the
 // backends that are left (the Envoy/Finagle "retry budget").
-import type { RetryConfig } from '../config/model.ts';
+import type { RouteConfig } from '../config/model.ts';
 import type { UpstreamError } from '../errors.ts';
 import type { RetryBudget } from '../routing/retry-budget.ts';
 
@@ -30,7 +30,7 @@ export interface FailedAttempt {
  * and only with attempts left, a body that can be sent again, the client
  * still there, and the route's retry budget not spent.
  */
-export function mayRetry(cfg: RetryConfig, budget: RetryBudget, f: FailedAttempt): boolean {
+export function mayRetry(cfg: RouteConfig['retries'], budget: RetryBudget, f: FailedAttempt): boolean {
   if (f.attempt + 1 >= cfg.attempts || f.responseStarted || !f.bodyReplayable || f.clientGone) return false;
   const { err } = f;
   if (!err.nothingSent && !(IDEMPOTENT.has(f.method) && (err.kind === 'reset' || err.kind === 'connect'))) return false;

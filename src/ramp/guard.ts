@@ -16,7 +16,6 @@
 //    of `from` above its p99 (two-proportion). Exact where it is asked, weak
 //    (a 1 % quantile has few requests beyond it): the tail test does the work.
 // Latency changes under LATENCY_FLOOR_MS never breach.
-import type { RampGuardConfig } from '../config/model.ts';
 
 /** One-sided z for 99.9 %: a look trips by chance about once in a thousand when the true change is exactly at the limit. */
 const Z = 3.09;
@@ -148,16 +147,23 @@ export interface Verdict {
   readonly p99Z: number | null;
 }
 
+/** What the guard tolerates: a ramp's `guard` block, percentages as fractions. */
+export interface GuardLimits {
+  readonly minRequests: number;          // per side, in the current step
+  readonly maxErrorRateIncrease: number; // 0.005 is 0.5 percentage points
+  readonly maxLatencyIncrease: number;   // 0.2 is +20 %
+}
+
 export class Guard {
   readonly from: GuardSide;
   readonly to: GuardSide;
-  readonly config: RampGuardConfig;
+  readonly config: GuardLimits;
   // Scratch for the rank tests, allocated once.
   readonly #x = new Float64Array(RESERVOIR);
   readonly #y = new Float64Array(RESERVOIR);
   readonly #shifted = new Float64Array(BUCKETS);
 
-  constructor(config: RampGuardConfig, seed = 0x9e3779b9) {
+  constructor(config: GuardLimits, seed = 0x9e3779b9) {
     this.config = config;
     this.from = new GuardSide(seed);
     this.to = new GuardSide(seed ^ 0x5bd1e995);

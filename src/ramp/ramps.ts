@@ -5,6 +5,7 @@ import type { RouteConfig } from '../config/model.ts';
 import type { Route } from '../routing/route.ts';
 import type { Verdict } from './guard.ts';
 import { RampRun, type RampChange, type RampStatus } from './runner.ts';
+import { rampPlan } from './schedule.ts';
 
 export interface RampsOptions {
   /** The weights in force of a route changed (step boundary, breach). */
@@ -32,11 +33,12 @@ export class Ramps {
   sync(routes: readonly Route[], configs: readonly RouteConfig[]): void {
     const seen = new Set<string>();
     routes.forEach((route, i) => {
-      const ramp = configs[i]!.ramp;
-      if (ramp === null) return;
+      const config = configs[i]!.ramp;
+      if (config === undefined) return;
       seen.add(route.name);
       const old = this.#entries.get(route.name);
       if (old?.route === route) return;
+      const ramp = rampPlan(config);
       old?.run.stop();
       const own: Entry['own'] = { change: null };
       const run = new RampRun(route.name, ramp, route.backends, {

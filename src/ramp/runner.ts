@@ -3,8 +3,7 @@
 // a second, and on a breach rolls this replica back at once — before any
 // config source has carried the halt to the others.
 import { Guard, type GuardSide, type Verdict } from './guard.ts';
-import type { RampConfig } from '../config/model.ts';
-import { rampPosition, type RampPosition } from './schedule.ts';
+import { rampPosition, type RampPlan, type RampPosition } from './schedule.ts';
 
 const JUDGE_EVERY_MS = 1000;
 
@@ -30,9 +29,9 @@ export type RampChange =
 export interface RampStatus extends RampPosition {
   readonly from: string;
   readonly to: string;
-  readonly steps: RampConfig['steps'];
+  readonly steps: RampPlan['steps'];
   readonly intervalMs: number;
-  readonly halted: RampConfig['halted'];
+  readonly halted: RampPlan['halted'];
   readonly pausedAt: number | null;
   readonly pauseReason: string | null;
   /** The guard's latest verdict in this step (null when not judging). */
@@ -46,14 +45,14 @@ export class RampRun {
   readonly #backends: readonly { readonly name: string; readonly weight: number }[];
   readonly #hooks: RampHooks;
   readonly #now: () => number;
-  #ramp: RampConfig;
+  #ramp: RampPlan;
   #pos: RampPosition | undefined;
   #verdict: Verdict | null = null;
   #breaches = 0;
   #stepTimer: NodeJS.Timeout | undefined;
   #judgeTimer: NodeJS.Timeout | undefined;
 
-  constructor(route: string, ramp: RampConfig, backends: readonly { name: string; weight: number }[], hooks: RampHooks, now: () => number = Date.now) {
+  constructor(route: string, ramp: RampPlan, backends: readonly { name: string; weight: number }[], hooks: RampHooks, now: () => number = Date.now) {
     this.route = route;
     this.#ramp = ramp;
     this.#backends = backends;
@@ -62,7 +61,7 @@ export class RampRun {
     this.guard = new Guard(ramp.guard);
   }
 
-  get ramp(): RampConfig {
+  get ramp(): RampPlan {
     return this.#ramp;
   }
 

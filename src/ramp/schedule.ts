@@ -2,6 +2,45 @@
 // config, the route's configured weights and the wall clock. Every replica
 // computes the same answer for the same moment without talking to the others.
 import type { RampConfig, RampStep } from '../config/model.ts';
+import { parseDuration, parsePercent, parseTimestamp } from '../config/parse.ts';
+import type { GuardLimits } from './guard.ts';
+
+/**
+ * A ramp's config in the units the schedule and the guard compute in (epoch
+ * ms, fractions, null for absent): derived once per config (rampPlan), and
+ * what a breach overlays its halt or pause on (RampRun.overlay).
+ */
+export interface RampPlan {
+  readonly from: string;
+  readonly to: string;
+  readonly steps: readonly RampStep[];
+  readonly intervalMs: number;
+  readonly startedAt: number | null;
+  readonly pausedAt: number | null;
+  readonly pauseReason: string | null;
+  readonly halted: { readonly at: number; readonly reason: string } | null;
+  readonly guard: GuardLimits;
+  readonly onBreach: RampConfig['onBreach'];
+}
+
+export function rampPlan(r: RampConfig): RampPlan {
+  return {
+    from: r.from,
+    to: r.to,
+    steps: r.steps,
+    intervalMs: parseDuration(r.interval),
+    startedAt: r.startedAt === undefined ? null : parseTimestamp(r.startedAt),
+    pausedAt: r.pausedAt === undefined ? null : parseTimestamp(r.pausedAt),
+    pauseReason: r.pauseReason ?? null,
+    halted: r.halted === undefined ? null : { at: parseTimestamp(r.halted.at), reason: r.halted.reason },
+    guard: {
+      minRequests: r.guard.minRequests,
+      maxErrorRateIncrease: parsePercent(r.guard.maxErrorRateIncrease),
+      maxLatencyIncrease: parsePercent(r.guard.maxLatencyIncrease),
+    },
+    onBreach: r.onBreach,
+  };
+}
 
 export const RAMP_STATES = ['pending', 'ramping', 'paused', 'halted', 'done'] as const;
 export type RampState = (typeof RAMP_STATES)[number];
@@ -27,7 +66,7 @@ interface WeightedBackend {
   readonly weight: number;
 }
 
-export function rampPosition(ramp: RampConfig, backends: readonly WeightedBackend[], now: number): RampPosition {
+export function rampPosition(ramp: RampPlan, backends: readonly WeightedBackend[], now: number): RampPosition {
   const n = ramp.steps.length;
   const start = ramp.startedAt;
   const configured = backends.map((b) => b.weight);
@@ -63,7 +102,7 @@ export function rampPosition(ramp: RampConfig, backends: readonly WeightedBacken
   };
 }
 
-function stepAt(ramp: RampConfig, start: number, at: number): number {
+function stepAt(ramp: RampPlan, start: number, at: number): number {
   return Math.floor((at - start) / ramp.intervalMs);
 }
 
@@ -82,7 +121,7 @@ function percentOf(s: RampStep): number {
  * everything is multiplied by 100 and divided by the common divisor of W and
  * the other weights.
  */
-function split(backends: readonly WeightedBackend[], ramp: RampConfig, percent: number): number[] {
+function split(backends: readonly WeightedBackend[], ramp: RampPlan, percent: number): number[] {
   let shared = 0;
   for (const b of backends) if (b.name === ramp.from || b.name === ramp.to) shared += b.weight;
   if (shared === 0) shared = 100;

@@ -2,18 +2,18 @@
 // over the last 10 s (plus a floor per second), so that during an outage
 // retries cannot multiply the load on the backends that are left (the
 // Envoy/Finagle "retry budget"). Per-route state, kept with the route.
-import type { RetryConfig } from '../config/model.ts';
+import type { RouteConfig } from '../config/model.ts';
 
 const WINDOW_SECONDS = 10;
 
 /** Requests and retries of one route over the last 10 s, in one-second slots. */
 export class RetryBudget {
-  readonly #cfg: RetryConfig;
+  readonly #cfg: RouteConfig['retries'];
   readonly #requests = new Uint32Array(WINDOW_SECONDS);
   readonly #retries = new Uint32Array(WINDOW_SECONDS);
   #second = 0;
 
-  constructor(cfg: RetryConfig) {
+  constructor(cfg: RouteConfig['retries']) {
     this.#cfg = cfg;
   }
 
@@ -45,7 +45,7 @@ export class RetryBudget {
       requests += this.#requests[i]!;
       retries += this.#retries[i]!;
     }
-    const allowed = Math.max(this.#cfg.minPerSecond * WINDOW_SECONDS, (requests * this.#cfg.budgetPercent) / 100);
+    const allowed = Math.max(this.#cfg.minRetriesPerSecond * WINDOW_SECONDS, (requests * this.#cfg.budget) / 100);
     if (retries >= allowed) return false;
     this.#retries[slot]!++;
     return true;

@@ -1,10 +1,11 @@
 // One route at run time: its backends with their upstreams, health and
 // metrics, and the weighted and sticky picks.
 import type { BackendConfig, RouteConfig } from '../config/model.ts';
-import type { BackendHealth } from '../health/backend.ts';
+import { parseDuration } from '../config/parse.ts';
+import type { BackendHealth, Ejection } from '../health/backend.ts';
 import type { Exchange } from '../ingress/exchange.ts';
 import type { BackendMetrics, OutcomeRecorder } from '../observe/metrics.ts';
-import type { Upstream } from '../upstream/upstream.ts';
+import type { Timeouts, Upstream } from '../upstream/upstream.ts';
 import { RetryBudget } from './retry-budget.ts';
 
 /** What a backend is bound to at run time. */
@@ -68,6 +69,9 @@ export interface Binder {
  */
 export class Route {
   readonly config: RouteConfig;
+  /** The config's durations in ms, derived once: the request path reads these. */
+  readonly timeouts: Timeouts;
+  readonly ejection: Ejection;
   readonly backends: readonly Backend[];
   readonly retryBudget: RetryBudget;
   /** Metrics of this route's requests that reached no backend. */
@@ -85,8 +89,14 @@ export class Route {
 
   constructor(cfg: RouteConfig, backends: readonly Backend[], none: BackendMetrics) {
     this.config = cfg;
+    const { timeouts: t, outlierDetection: o } = cfg;
+    this.timeouts = {
+      connectMs: parseDuration(t.connect), responseMs: parseDuration(t.response), idleMs: parseDuration(t.idle),
+      overallMs: parseDuration(t.overall), overallIncludesStreams: t.overallIncludesStreams,
+    };
+    this.ejection = { consecutiveFailures: o.consecutiveFailures, ejectionMs: parseDuration(o.ejectionTime), maxEjectionMs: parseDuration(o.maxEjectionTime) };
     this.none = none;
-    this.retryBudget = new RetryBudget(cfg.retry);
+    this.retryBudget = new RetryBudget(cfg.retries);
     this.backends = backends;
     this.#weights = Int32Array.from(backends, (b) => b.weight);
     this.#current = new Float64Array(backends.length);

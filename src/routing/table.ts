@@ -2,7 +2,7 @@
 // A RouteTable is built whole on every (re)load and swapped as one reference;
 // a request looks its route up in the table it started with.
 import { setImmediate } from 'node:timers/promises';
-import type { Config } from '../config/model.ts';
+import type { Config, RouteConfig } from '../config/model.ts';
 import { Route, type Binder } from './route.ts';
 
 // Hostnames seen in requests, mapped to their candidate routes. Bounded so a
@@ -16,11 +16,12 @@ export class RouteTable {
   readonly #exact = new Map<string, Route[]>();
   readonly #wildcard = new Map<string, Route[]>();
   readonly #cache = new Map<string, readonly Route[] | null>();
-  readonly #byFingerprint = new Map<string, Route>();
+  readonly #byConfig = new Map<RouteConfig, Route>();
 
   /**
    * Builds the table for `config`. Routes whose config is unchanged since
-   * `previous` are carried over as they are (with their weighted-pick state),
+   * `previous` (the config loader hands an unchanged route back as the same
+   * object) are carried over as they are (with their weighted-pick state),
    * so a reload that moves one weight among thousands of routes costs little.
    * New routes are built in slices with a turn of the event loop between
    * them, so even a config where every route changed never stalls requests.
@@ -29,7 +30,7 @@ export class RouteTable {
     const routes: Route[] = [];
     let built = 0;
     for (const rc of config.routes) {
-      let route = previous?.byFingerprint(rc.fingerprint);
+      let route = previous === undefined ? undefined : previous.#byConfig.get(rc);
       if (route === undefined) {
         route = Route.build(rc, bind);
         if (++built % BUILD_SLICE === 0) await setImmediate();
@@ -41,7 +42,7 @@ export class RouteTable {
 
   constructor(routes: readonly Route[]) {
     for (const route of routes) {
-      this.#byFingerprint.set(route.config.fingerprint, route);
+      this.#byConfig.set(route.config, route);
       for (const host of route.config.hosts) {
         const [map, key] = host.startsWith('*.') ? [this.#wildcard, host.slice(2)] : [this.#exact, host];
         let list = map.get(key);
@@ -54,10 +55,6 @@ export class RouteTable {
       for (const list of map.values()) list.sort((a, b) => b.config.pathPrefix.length - a.config.pathPrefix.length);
     }
     this.routes = routes;
-  }
-
-  byFingerprint(fingerprint: string): Route | undefined {
-    return this.#byFingerprint.get(fingerprint);
   }
 
   /** The route for a raw Host / :authority value and a request path. */

@@ -1,15 +1,23 @@
 // What the proxy sees of a backend, whatever protocol it speaks: one
 // interface, so the proxy never branches on protocol and nothing downcasts.
-import type { RouteConfig } from '../config/model.ts';
 import type { UpstreamError } from '../errors.ts';
 import type { Exchange } from '../ingress/exchange.ts';
+
+/** A route's timeouts in milliseconds (the Route derives them once from its config). */
+export interface Timeouts {
+  readonly connectMs: number;
+  readonly responseMs: number;
+  readonly idleMs: number;           // 0 = none
+  readonly overallMs: number;        // 0 = none
+  readonly overallIncludesStreams: boolean;
+}
 
 /** One try of an exchange on one backend; the proxy makes one per attempt. */
 export interface Attempt {
   readonly exchange: Exchange;
   /** Host / :authority sent upstream; undefined keeps the client's. */
   readonly hostHeader: string | undefined;
-  readonly timeouts: RouteConfig['timeouts'];
+  readonly timeouts: Timeouts;
   /** A response arrived (passive health): `failed` for a 5xx or gRPC UNAVAILABLE. */
   observe(failed: boolean): void;
   /** The attempt failed; the proxy retries or answers. `responseStarted` once a response status went to the client. */
