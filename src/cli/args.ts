@@ -16,6 +16,9 @@ interface Parsed<T> {
 
 const HELP_OPTION = { help: { type: 'boolean', short: 'h' } } as const;
 
+/** `-c, --config SOURCE`, repeatable: the option every command that reads a config takes (see configSources). */
+export const CONFIG_OPTION = { config: { type: 'string', short: 'c', multiple: true } } as const;
+
 /**
  * Parses ARGS against OPTIONS; undefined after printing HELP when `--help` is
  * among them (the caller exits 0). Throws UsageError for anything parseArgs refuses.

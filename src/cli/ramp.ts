@@ -4,7 +4,7 @@
 import { parseDuration } from '../config/parse.ts';
 import type { EditOp, RouteData } from '../config/edit.ts';
 import { ChangeError, updateRoute } from '../config/update.ts';
-import { configSources, parse, UsageError } from './args.ts';
+import { CONFIG_OPTION, configSources, parse, UsageError } from './args.ts';
 
 export const HELP = `usage: switchyard ramp start|pause|resume|abort ROUTE --config SOURCE [--reason TEXT]
 
@@ -31,10 +31,7 @@ const ACTIONS = ['start', 'pause', 'resume', 'abort'] as const;
 type Action = (typeof ACTIONS)[number];
 
 export async function run(args: readonly string[]): Promise<number> {
-  const parsed = parse<{ config?: string[]; reason?: string }>(args, {
-    config: { type: 'string', short: 'c', multiple: true },
-    reason: { type: 'string' },
-  }, HELP);
+  const parsed = parse<{ config?: string[]; reason?: string }>(args, { ...CONFIG_OPTION, reason: { type: 'string' } }, HELP);
   if (!parsed) return 0;
   const [action, route, ...extra] = parsed.positionals;
   if (action === undefined || !(ACTIONS as readonly string[]).includes(action)) {

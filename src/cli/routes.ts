@@ -1,8 +1,7 @@
 // switchyard routes: what the config routes where, and by which weights.
 import { loadConfigSources } from '../config/load.ts';
-import type { EffectiveConfig } from '../config/model.ts';
 import { readSources } from '../config/update.ts';
-import { configSources, parse } from './args.ts';
+import { CONFIG_OPTION, configSources, parse } from './args.ts';
 import { table } from './table.ts';
 
 export const HELP = `usage: switchyard routes --config SOURCE
@@ -18,10 +17,10 @@ validated first (as serve does); an invalid one prints its errors, exit 1.
 `;
 
 export async function run(args: readonly string[]): Promise<number> {
-  const parsed = parse<{ config?: string[] }>(args, { config: { type: 'string', short: 'c', multiple: true } }, HELP, { positionals: false });
+  const parsed = parse<{ config?: string[] }>(args, CONFIG_OPTION, HELP, { positionals: false });
   if (!parsed) return 0;
   const loaded = loadConfigSources(await readSources(configSources(parsed.values.config)));
-  const effective = loaded.effective as EffectiveConfig;
+  const { effective } = loaded;
   const rows: string[][] = [['ROUTE', 'HOSTS', 'PREFIX', 'PROTOCOL', 'BACKEND', 'WEIGHT', 'SHARE', 'URL']];
   for (const r of effective.routes) {
     const total = r.backends.reduce((sum, b) => sum + b.weight, 0);

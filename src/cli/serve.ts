@@ -3,7 +3,7 @@ import { DEFAULT_WATCH } from '../config/watch.ts';
 import { ConfigError } from '../config/model.ts';
 import { createLogger } from '../observe/log.ts';
 import { ListenError, Switchyard } from '../server.ts';
-import { configSources, parse } from './args.ts';
+import { CONFIG_OPTION, configSources, parse } from './args.ts';
 
 export const HELP = `usage: switchyard serve --config SOURCE ... [--no-watch]
 
@@ -23,10 +23,7 @@ Exit status: 1 invalid config or a listener that cannot bind, 2 usage error.
 `;
 
 export async function run(args: readonly string[]): Promise<number | undefined> {
-  const parsed = parse<{ config?: string[]; watch?: boolean }>(args, {
-    config: { type: 'string', short: 'c', multiple: true },
-    watch: { type: 'boolean' },
-  }, HELP, { positionals: false, allowNegative: true });
+  const parsed = parse<{ config?: string[]; watch?: boolean }>(args, { ...CONFIG_OPTION, watch: { type: 'boolean' } }, HELP, { positionals: false, allowNegative: true });
   if (!parsed) return 0;
   const sources = configSources(parsed.values.config);
   const log = createLogger();

@@ -4,11 +4,10 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { loadConfigSources } from '../config/load.ts';
-import type { EffectiveConfig } from '../config/model.ts';
 import { parseDuration } from '../config/parse.ts';
 import { parseKubernetesSource } from '../config/source-spec.ts';
 import { SourceAccess } from '../config/update.ts';
-import { configSources, parse, UsageError } from './args.ts';
+import { CONFIG_OPTION, configSources, parse, UsageError } from './args.ts';
 import { table } from './table.ts';
 
 export const HELP = `usage: switchyard status [ROUTE] --config SOURCE [--admin URL ...] [--wait DURATION] [--json]
@@ -97,7 +96,7 @@ interface Replica {
 
 export async function run(args: readonly string[]): Promise<number> {
   const parsed = parse<Values>(args, {
-    config: { type: 'string', short: 'c', multiple: true },
+    ...CONFIG_OPTION,
     admin: { type: 'string', multiple: true },
     selector: { type: 'string' },
     namespace: { type: 'string' },
@@ -146,7 +145,7 @@ function adminUrl(text: string): string {
 
 async function collect(access: SourceAccess, values: Values, admins: readonly string[], only: string | undefined): Promise<Status> {
   const loaded = loadConfigSources((await access.read()).files);
-  const effective = loaded.effective as EffectiveConfig;
+  const { effective } = loaded;
   const all = effective.routes as unknown as readonly Route[];
   const routes = only === undefined ? all : all.filter((r) => r.name === only);
   if (only !== undefined && routes.length === 0) throw new UsageError(`no route "${only}" in the config (routes: ${all.map((r) => r.name).join(', ')})`);

@@ -1,7 +1,7 @@
 // switchyard weights ROUTE BACKEND=W ... | --shift BACKEND=+N
 import type { EditOp, RouteData } from '../config/edit.ts';
 import { ChangeError, updateRoute, type UpdateResult } from '../config/update.ts';
-import { configSources, parse, UsageError } from './args.ts';
+import { CONFIG_OPTION, configSources, parse, UsageError } from './args.ts';
 
 export const HELP = `usage: switchyard weights ROUTE BACKEND=WEIGHT ... --config SOURCE
        switchyard weights ROUTE --shift BACKEND=+N|-N --config SOURCE
@@ -25,10 +25,7 @@ such route or backend, write failed), 2 usage error.
 `;
 
 export async function run(args: readonly string[]): Promise<number> {
-  const parsed = parse<{ config?: string[]; shift?: string }>(args, {
-    config: { type: 'string', short: 'c', multiple: true },
-    shift: { type: 'string' },
-  }, HELP);
+  const parsed = parse<{ config?: string[]; shift?: string }>(args, { ...CONFIG_OPTION, shift: { type: 'string' } }, HELP);
   if (!parsed) return 0;
   const [route, ...assignments] = parsed.positionals;
   if (route === undefined) throw new UsageError('ROUTE is required (switchyard weights ROUTE BACKEND=WEIGHT ... or --shift BACKEND=+N)');
