@@ -92,155 +92,87 @@ export class BackendMetrics {
   }
 }
 
-export class Metrics {
-  readonly registry = new Registry();
-  /** Where backends log their upstream errors (rate-limited); none in unit tests. */
-  readonly log: Logger | undefined;
-  readonly upstreamErrors: Counter<string>;
-  readonly backendWeight: Gauge<string>;
-  readonly backendUp: Gauge<string>;
-  readonly configReloads: Counter<string>;
-  readonly configReloadsRefused: Counter;
-  readonly configInfo: Gauge<string>;
-  readonly configLastReload: Gauge<string>;
-  readonly openConnections: Gauge<string>;
-  readonly openStreams: Gauge<string>;
-  readonly upstreamSessions: Gauge<string>;
-  readonly upstreamStreams: Gauge<string>;
-  readonly rampBreaches: Counter<string>;
-  readonly mirrorRequests: Counter<string>;
-  readonly #bound = new Map<string, BackendMetrics>();
-  /** Label values of the mirror counters created so far, by route: removed with the route. */
-  readonly #mirrorLabels = new Map<string, [backend: string, code: string][]>();
-  /** Read at scrape time: counts and states kept elsewhere (not updated per request). */
+/** What the scrape-time gauges read: counts and states kept elsewhere (not updated per request); set by the server. */
+interface Sources {
   openStreamsSource: (() => number) | undefined;
   backendUpSource: (() => Iterable<{ route: string; backend: string; up: boolean }>) | undefined;
   rampSource: (() => Iterable<[route: string, ramp: { readonly state: string; readonly step: number }]>) | undefined;
   /** The kubernetes:// config sources: reachable or not, and for how long not. */
   configSourceStatus: (() => Iterable<{ source: string; up: boolean; staleSeconds: number }>) | undefined;
+}
+
+/** Every metric but the request metrics (below), each declared once: name, help, labels, what it reads at scrape time. */
+function declare(registry: Registry, self: Readonly<Sources>) {
+  const registers = [registry];
+  // prom-client calls collect() with the metric as `this`.
+  const counter = (name: string, help: string, labelNames: readonly string[] = []) => new Counter({ name, help, labelNames, registers });
+  const gauge = (name: string, help: string, labelNames: readonly string[] = [], collect?: (this: Gauge<string>) => void) =>
+    new Gauge({ name, help, labelNames, registers, ...(collect === undefined ? {} : { collect }) });
+  /** A gauge set at scrape time from one value of each kubernetes:// config source. */
+  const sourceGauge = (name: string, help: string, value: (s: { up: boolean; staleSeconds: number }) => number) =>
+    gauge(name, help, ['source'], function () {
+      if (self.configSourceStatus === undefined) return;
+      this.reset();
+      for (const s of self.configSourceStatus()) this.labels(s.source).set(value(s));
+    });
+  return {
+    upstreamErrors: counter('switchyard_upstream_errors_total', 'Upstream failures by kind: connect, timeout, reset, protocol.', ['route', 'backend', 'kind']),
+    backendWeight: gauge('switchyard_backend_weight', 'The weight in force for each backend of each route.', ['route', 'backend']),
+    backendUp: gauge('switchyard_backend_up', '1 while a backend takes traffic: not ejected and passing its active health checks.', ['route', 'backend'], function () {
+      if (self.backendUpSource === undefined) return;
+      this.reset();
+      for (const { route, backend, up } of self.backendUpSource()) this.labels(route, backend).set(up ? 1 : 0);
+    }),
+    configReloads: counter('switchyard_config_reloads_total', 'Config loads and reloads by result.', ['result']),
+    configReloadsRefused: counter('switchyard_config_reloads_refused_total', 'Reloads the removal guard refused (they remove every route or too many hosts); also counted as result="failure".'),
+    configInfo: gauge('switchyard_config_info', 'Always 1; the version label is the hash of the config in force.', ['version']),
+    configLastReload: gauge('switchyard_config_last_reload_timestamp_seconds', 'When the config in force was loaded (Unix time).'),
+    configSourceUp: sourceGauge('switchyard_config_source_up',
+      '1 while a kubernetes:// config source is reachable (list/watch open), 0 while the API server is not: the last config read stays in force.',
+      (s) => (s.up ? 1 : 0)),
+    configSourceStale: sourceGauge('switchyard_config_source_stale_seconds',
+      'How long a kubernetes:// config source has been unreachable (0 while reachable): changes made since have not been seen.',
+      (s) => s.staleSeconds),
+    openConnections: gauge('switchyard_open_connections', 'Open client connections by protocol (http = HTTP/1.1, h2c = HTTP/2).', ['protocol']),
+    openStreams: gauge('switchyard_open_streams', 'Open HTTP/2 streams from clients.', ['protocol'], function () {
+      if (self.openStreamsSource !== undefined) this.labels('h2c').set(self.openStreamsSource());
+    }),
+    upstreamSessions: gauge('switchyard_upstream_h2_sessions', 'Open HTTP/2 sessions to h2c backends.'),
+    upstreamStreams: gauge('switchyard_upstream_h2_streams', 'Open HTTP/2 streams to h2c backends.'),
+    rampStep: gauge('switchyard_ramp_step', 'Index of the ramp step in force (0-based; -1 before the first).', ['route'], function () {
+      this.reset();
+      for (const [route, r] of self.rampSource?.() ?? []) this.labels(route).set(r.step);
+    }),
+    rampState: gauge('switchyard_ramp_state', '1 for the current state of each route\'s ramp: pending, ramping, paused, halted, done.', ['route', 'state'], function () {
+      this.reset();
+      for (const [route, r] of self.rampSource?.() ?? []) {
+        for (const state of RAMP_STATES) this.labels(route, state).set(r.state === state ? 1 : 0);
+      }
+    }),
+    rampBreaches: counter('switchyard_ramp_breaches_total', 'Guard breaches acted on (rollback or pause), by route.', ['route']),
+    mirrorRequests: counter('switchyard_mirror_requests_total',
+      'Mirrored copies by answer code (HTTP status or grpc-status), or skipped_body, skipped_busy, error.', ['route', 'backend', 'code']),
+  };
+}
+
+// The metrics declare() returns, set in the constructor, and the sources they read.
+export interface Metrics extends Readonly<ReturnType<typeof declare>>, Sources {}
+
+export class Metrics {
+  readonly registry = new Registry();
+  /** Where backends log their upstream errors (rate-limited); none in unit tests. */
+  readonly log: Logger | undefined;
+  readonly #bound = new Map<string, BackendMetrics>();
+  /** Label values of the mirror counters created so far, by route: removed with the route. */
+  readonly #mirrorLabels = new Map<string, [backend: string, code: string][]>();
   #weights = new Map<string, number>();
   #configVersion: string | undefined;
 
   constructor(log?: Logger) {
     this.log = log;
-    const registers = [this.registry];
-    // prom-client calls collect() with the metric as `this`.
-    const self = this;
     this.registry.registerMetric(requestsMetric(this.#bound) as never);
     this.registry.registerMetric(durationMetric(this.#bound) as never);
-    this.upstreamErrors = new Counter({
-      name: 'switchyard_upstream_errors_total',
-      help: 'Upstream failures by kind: connect, timeout, reset, protocol.',
-      labelNames: ['route', 'backend', 'kind'], registers,
-    });
-    this.backendWeight = new Gauge({
-      name: 'switchyard_backend_weight',
-      help: 'The weight in force for each backend of each route.',
-      labelNames: ['route', 'backend'], registers,
-    });
-    this.backendUp = new Gauge({
-      name: 'switchyard_backend_up',
-      help: '1 while a backend takes traffic: not ejected and passing its active health checks.',
-      labelNames: ['route', 'backend'], registers,
-      collect() {
-        if (self.backendUpSource === undefined) return;
-        this.reset();
-        for (const { route, backend, up } of self.backendUpSource()) this.labels(route, backend).set(up ? 1 : 0);
-      },
-    });
-    this.configReloads = new Counter({
-      name: 'switchyard_config_reloads_total',
-      help: 'Config loads and reloads by result.',
-      labelNames: ['result'], registers,
-    });
-    this.configReloadsRefused = new Counter({
-      name: 'switchyard_config_reloads_refused_total',
-      help: 'Reloads the removal guard refused (they remove every route or too many hosts); also counted as result="failure".',
-      registers,
-    });
-    this.configInfo = new Gauge({
-      name: 'switchyard_config_info',
-      help: 'Always 1; the version label is the hash of the config in force.',
-      labelNames: ['version'], registers,
-    });
-    this.configLastReload = new Gauge({
-      name: 'switchyard_config_last_reload_timestamp_seconds',
-      help: 'When the config in force was loaded (Unix time).',
-      registers,
-    });
-    new Gauge({
-      name: 'switchyard_config_source_up',
-      help: '1 while a kubernetes:// config source is reachable (list/watch open), 0 while the API server is not: the last config read stays in force.',
-      labelNames: ['source'], registers,
-      collect() {
-        if (self.configSourceStatus === undefined) return;
-        this.reset();
-        for (const { source, up } of self.configSourceStatus()) this.labels(source).set(up ? 1 : 0);
-      },
-    });
-    new Gauge({
-      name: 'switchyard_config_source_stale_seconds',
-      help: 'How long a kubernetes:// config source has been unreachable (0 while reachable): changes made since have not been seen.',
-      labelNames: ['source'], registers,
-      collect() {
-        if (self.configSourceStatus === undefined) return;
-        this.reset();
-        for (const { source, staleSeconds } of self.configSourceStatus()) this.labels(source).set(staleSeconds);
-      },
-    });
-    this.openConnections = new Gauge({
-      name: 'switchyard_open_connections',
-      help: 'Open client connections by protocol (http = HTTP/1.1, h2c = HTTP/2).',
-      labelNames: ['protocol'], registers,
-    });
-    this.openStreams = new Gauge({
-      name: 'switchyard_open_streams',
-      help: 'Open HTTP/2 streams from clients.',
-      labelNames: ['protocol'], registers,
-      collect() {
-        if (self.openStreamsSource !== undefined) this.labels('h2c').set(self.openStreamsSource());
-      },
-    });
-    this.upstreamSessions = new Gauge({
-      name: 'switchyard_upstream_h2_sessions',
-      help: 'Open HTTP/2 sessions to h2c backends.',
-      registers,
-    });
-    this.upstreamStreams = new Gauge({
-      name: 'switchyard_upstream_h2_streams',
-      help: 'Open HTTP/2 streams to h2c backends.',
-      registers,
-    });
-    new Gauge({
-      name: 'switchyard_ramp_step',
-      help: 'Index of the ramp step in force (0-based; -1 before the first).',
-      labelNames: ['route'], registers,
-      collect() {
-        this.reset();
-        for (const [route, r] of self.rampSource?.() ?? []) this.labels(route).set(r.step);
-      },
-    });
-    new Gauge({
-      name: 'switchyard_ramp_state',
-      help: '1 for the current state of each route\'s ramp: pending, ramping, paused, halted, done.',
-      labelNames: ['route', 'state'], registers,
-      collect() {
-        this.reset();
-        for (const [route, r] of self.rampSource?.() ?? []) {
-          for (const state of RAMP_STATES) this.labels(route, state).set(r.state === state ? 1 : 0);
-        }
-      },
-    });
-    this.rampBreaches = new Counter({
-      name: 'switchyard_ramp_breaches_total',
-      help: 'Guard breaches acted on (rollback or pause), by route.',
-      labelNames: ['route'], registers,
-    });
-    this.mirrorRequests = new Counter({
-      name: 'switchyard_mirror_requests_total',
-      help: 'Mirrored copies by answer code (HTTP status or grpc-status), or skipped_body, skipped_busy, error.',
-      labelNames: ['route', 'backend', 'code'], registers,
-    });
+    Object.assign(this, declare(this.registry, this));
     this.configReloads.labels('success').inc(0);
     this.configReloads.labels('failure').inc(0);
     collectDefaultMetrics({ register: this.registry });
@@ -333,43 +265,40 @@ export class Metrics {
 type Labels = Record<string, string>;
 interface Value { labels: Labels; value: number; metricName?: string }
 
+/** A metric that prom-client formats from `values()` at scrape time. */
+function scraped(name: string, help: string, type: 'counter' | 'histogram', values: () => Value[]): object {
+  return { name, help, type, aggregator: 'sum', get: () => ({ name, help, type, aggregator: 'sum', values: values() }) };
+}
+
 function requestsMetric(bound: ReadonlyMap<string, BackendMetrics>): object {
-  const name = 'switchyard_requests_total';
-  const help = 'Requests answered, by route, backend, upstream protocol and status (gRPC: grpc-status; 499: the client went away).';
-  return {
-    name, help, type: 'counter', aggregator: 'sum',
-    get: () => {
+  return scraped('switchyard_requests_total',
+    'Requests answered, by route, backend, upstream protocol and status (gRPC: grpc-status; 499: the client went away).', 'counter', () => {
       const values: Value[] = [];
       for (const m of bound.values()) {
         m.byCode.forEach((n, code) => {
           values.push({ labels: { route: m.route, backend: m.backend, protocol: m.protocol, code: code === GRPC_CODE_UNKNOWN ? 'unknown' : String(code) }, value: n });
         });
       }
-      return { name, help, type: 'counter', aggregator: 'sum', values };
-    },
-  };
+      return values;
+    });
 }
 
 function durationMetric(bound: ReadonlyMap<string, BackendMetrics>): object {
   const name = 'switchyard_request_duration_seconds';
-  const help = 'Time from request start to the end of the response.';
-  return {
-    name, help, type: 'histogram', aggregator: 'sum',
-    get: () => {
-      const values: Value[] = [];
-      for (const m of bound.values()) {
-        if (m.count === 0) continue;
-        const labels = { route: m.route, backend: m.backend, protocol: m.protocol };
-        let cumulative = 0;
-        DURATION_BUCKETS.forEach((le, i) => {
-          cumulative += m.buckets[i]!;
-          values.push({ metricName: `${name}_bucket`, labels: { le: String(le), ...labels }, value: cumulative });
-        });
-        values.push({ metricName: `${name}_bucket`, labels: { le: '+Inf', ...labels }, value: m.count });
-        values.push({ metricName: `${name}_sum`, labels, value: m.sum });
-        values.push({ metricName: `${name}_count`, labels, value: m.count });
-      }
-      return { name, help, type: 'histogram', aggregator: 'sum', values };
-    },
-  };
+  return scraped(name, 'Time from request start to the end of the response.', 'histogram', () => {
+    const values: Value[] = [];
+    for (const m of bound.values()) {
+      if (m.count === 0) continue;
+      const labels = { route: m.route, backend: m.backend, protocol: m.protocol };
+      let cumulative = 0;
+      DURATION_BUCKETS.forEach((le, i) => {
+        cumulative += m.buckets[i]!;
+        values.push({ metricName: `${name}_bucket`, labels: { le: String(le), ...labels }, value: cumulative });
+      });
+      values.push({ metricName: `${name}_bucket`, labels: { le: '+Inf', ...labels }, value: m.count });
+      values.push({ metricName: `${name}_sum`, labels, value: m.sum });
+      values.push({ metricName: `${name}_count`, labels, value: m.count });
+    }
+    return values;
+  });
 }
