@@ -27,5 +27,6 @@ USER 1000:1000
 EXPOSE 8080 9901
 # Exec form: node is PID 1 and gets SIGTERM itself (npm or a shell would not
 # pass it on), drains and exits 0. Nothing is written to the filesystem, so
-# the root filesystem may be read-only.
+# the root filesystem may be read-only. serve adds its V8 flags itself
+# (src/cli/node-flags.ts; override with NODE_OPTIONS, see docs/operations.md).
 CMD ["node", "src/cli/main.ts", "serve", "--config", "/etc/switchyard"]

@@ -376,6 +376,8 @@ async function switchyard({ dir, backends: b, extraRoutes = 0, nodeArgs = [] }: 
   // process.execPath: the Node 24 that runs this harness (the npm script puts
   // the pinned `node` devDependency first on the PATH).
   // src/cli/main.ts since the layout of issue 10; src/cli.ts in older checkouts (A/B runs).
+  // serve re-executes itself with its V8 flags (src/cli/node-flags.ts), so the
+  // bench runs what production runs; checkouts before 2026-11-30 lack them.
   const cli = existsSync(join(root, 'src/cli/main.ts')) ? join(root, 'src/cli/main.ts') : join(root, 'src/cli.ts');
   const proc = startProcess(name, process.execPath, [...nodeArgs, cli, 'serve', '--config', file],
     join(dir, extraRoutes > 0 ? `${name}-many.log` : `${name}.log`), {

@@ -6,6 +6,7 @@
 import pkg from '../../package.json' with { type: 'json' };
 import { ConfigError, formatIssue } from '../config/model.ts';
 import { UsageError } from './args.ts';
+import { relaunchWithFlags } from './node-flags.ts';
 
 interface Command {
   readonly HELP: string;
@@ -24,6 +25,9 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   status: () => import('./status.ts'),
   ramp: () => import('./ramp.ts'),
 };
+
+/** Commands that run the router, with the V8 flags of node-flags.ts. */
+const SERVERS = new Set(['serve', 'demo']);
 
 /** Commands that write the config: a refused change says that nothing was written. */
 const WRITERS = new Set(['weights', 'ramp']);
@@ -62,6 +66,7 @@ async function main(argv: readonly string[]): Promise<number | undefined> {
     process.stderr.write(`switchyard: unknown command "${name}" (commands: ${Object.keys(COMMANDS).join(', ')}; see switchyard --help)\n`);
     return 2;
   }
+  if (SERVERS.has(name)) relaunchWithFlags();
   try {
     return await (await load()).run(args);
   } catch (err) {

@@ -1,4 +1,5 @@
 // switchyard serve --config SOURCE: runs the router until SIGTERM/SIGINT.
+import { getHeapStatistics } from 'node:v8';
 import { DEFAULT_WATCH } from '../config/watch.ts';
 import { ConfigError } from '../config/model.ts';
 import { createLogger } from '../observe/log.ts';
@@ -27,6 +28,9 @@ export async function run(args: readonly string[]): Promise<number | undefined> 
   if (!parsed) return 0;
   const sources = configSources(parsed.values.config);
   const log = createLogger();
+  // The V8 flags in force (src/cli/node-flags.ts); heapSizeLimit includes the
+  // young generation's (3 semi-spaces), so it shows whether they took effect.
+  log.info({ pid: process.pid, node: process.version, execArgv: process.execArgv, heapSizeLimit: getHeapStatistics().heap_size_limit }, 'node runtime');
   // Listening from the start: SIGHUP's default action kills the process, and a
   // script may send one as soon as the router says it started. One that comes
   // while starting reloads once running.
