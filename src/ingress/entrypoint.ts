@@ -1,22 +1,21 @@
 // The entrypoint: one TCP port for HTTP/1.1 and h2c. A net.Server accepts,
 // reads just enough to tell an HTTP/2 prior-knowledge preface from an
-// HTTP/1.1 request line, puts the bytes back and hands the socket to node:http
-// or node:http2 (whose cleartext servers cannot share a port by themselves:
-// nodejs/node#26795). It also owns connection lifecycles: max age, drain.
+// HTTP/1.1 request line, and hands the socket to node:http2 (bytes put back)
+// or to a ClientConnection of our own (h1-conn.ts) with the bytes read. It
+// also owns connection lifecycles: max age, timeouts on one coarse clock, drain.
 import net, { BlockList, type Socket, type AddressInfo } from 'node:net';
-import http, { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import http2, { type Http2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
-import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { H2_MAX_SESSION_MEMORY_MB, H2_SESSION_WINDOW, H2_STREAM_WINDOW } from '../h2-settings.ts';
 import type { Config } from '../config/model.ts';
 import { parseCidr } from '../config/parse.ts';
 import { HeadersTooLargeError, UriTooLongError } from '../errors.ts';
-import type { Exchange, ExchangeOwner, Peer } from './exchange.ts';
-import { H1Exchange } from './h1.ts';
+import type { Exchange, Peer } from './exchange.ts';
+import type { H1Exchange } from './h1.ts';
+import { ClientConnection, TICK_MS, ticks, type H1Limits, type H1Owner } from './h1-conn.ts';
 import { H2Exchange } from './h2.ts';
 import { H2Guard } from './h2-guard.ts';
-import { UpgradeExchange } from './upgrade.ts';
+import type { UpgradeExchange } from './upgrade.ts';
 import type { BackendMetrics, Metrics } from '../observe/metrics.ts';
 import { proxy } from '../proxy/proxy.ts';
 import type { RouteTable } from '../routing/table.ts';
@@ -45,7 +44,7 @@ function jitter(ms: number): number {
   return Math.round(ms * (0.9 + Math.random() * 0.2));
 }
 
-export class Entrypoint implements ExchangeOwner {
+export class Entrypoint implements H1Owner {
   /** The route table in force; reload swaps this reference. */
   table: RouteTable;
   readonly #opts: EntrypointOptions;
@@ -54,13 +53,13 @@ export class Entrypoint implements ExchangeOwner {
   readonly #unmatchedH1: BackendMetrics;
   readonly #unmatchedH2: BackendMetrics;
   readonly #server: net.Server;
-  readonly #h1: http.Server;
   readonly #h2: http2.Http2Server;
   readonly #sessions = new Set<Http2Session>();
-  /** HTTP/1.1 sockets past their max age: their next response closes them. */
-  readonly #expired = new WeakSet<Duplex>();
-  /** HTTP/1.1 sockets that sent a malformed head: requests pipelined after it are never served. */
-  readonly #refused = new WeakSet<Duplex>();
+  readonly #h1 = new Set<ClientConnection>();
+  readonly #h1Limits: H1Limits;
+  /** The coarse clock HTTP/1.1 connection timeouts run on: one interval, no timer per connection or request. */
+  readonly #clock: NodeJS.Timeout;
+  tick = 1;
   /** Per client connection (socket or HTTP/2 session), computed once. */
   readonly #peers = new WeakMap<object, Peer>();
   /** The client of the HTTP/2 connection being handed to node:http2 now. */
@@ -69,7 +68,7 @@ export class Entrypoint implements ExchangeOwner {
   readonly requestIdHeader: string;
   #inflight = 0;
   #inflightH2 = 0;
-  #draining = false;
+  draining = false;
   #onIdle: (() => void) | undefined;
 
   constructor(opts: EntrypointOptions, table: RouteTable, metrics: Metrics, log: Logger) {
@@ -86,29 +85,13 @@ export class Entrypoint implements ExchangeOwner {
     this.#unmatchedH2 = metrics.backend('unmatched', 'none', 'h2c');
     metrics.openStreamsSource = () => this.#inflightH2;
 
-    this.#h1 = http.createServer({
-      keepAliveTimeout: opts.idleTimeoutMs,
-      maxHeaderSize: opts.maxHeaderBytes, // over it: 431
-      headersTimeout: opts.headersTimeoutMs, // slow clients
-      connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(opts.headersTimeoutMs / 2))),
-      // Whole-request time is bounded per route (timeouts.overall), not here:
-      // a large upload may rightly take long.
-      requestTimeout: 0,
-      // A missing Host is refused by h1-head.ts, which also stops requests
-      // pipelined behind it; node's own check answers 400 but serves those.
-      requireHostHeader: false,
-      // Only WebSocket upgrades are proxied as upgrades. Anything else (h2c
-      // above all: an upgraded h2c tunnel would bypass per-request routing)
-      // is served as a plain request, its Upgrade headers dropped as hop-by-hop.
-      shouldUpgradeCallback: (req) => req.headers.upgrade?.toLowerCase() === 'websocket',
-    }, this.#onRequest);
-    this.#h1.on('upgrade', this.#onUpgrade);
-    this.#h1.on('clientError', this.#onClientError);
-    // node:http starts its connection list, and the periodic check that
-    // enforces headersTimeout/requestTimeout (slowloris), on 'listening'. This
-    // server never listens (the net.Server in front does), so say it did:
-    // without it closeIdleConnections() is a no-op and slow clients linger.
-    this.#h1.emit('listening');
+    this.#h1Limits = {
+      maxHeaderBytes: opts.maxHeaderBytes, // over it: 431
+      headersTicks: ticks(opts.headersTimeoutMs), // slow clients: 408
+      idleTicks: ticks(opts.idleTimeoutMs), // keep-alive connections with nothing in flight
+    };
+    this.#clock = setInterval(this.#sweep, TICK_MS);
+    this.#clock.unref();
     this.#h2 = http2.createServer({
       settings: { initialWindowSize: H2_STREAM_WINDOW, maxConcurrentStreams: 1000, maxHeaderListSize: opts.maxHeaderBytes },
       maxSessionMemory: H2_MAX_SESSION_MEMORY_MB,
@@ -167,13 +150,21 @@ export class Entrypoint implements ExchangeOwner {
       this.#handing = undefined;
       return;
     }
-    this.#h1.emit('connection', socket);
+    // Whole-request time is bounded per route (timeouts.overall), not here: a large upload may rightly take long.
+    const conn = new ClientConnection(socket, this, this.#peer(socket, socket), this.#h1Limits);
+    if (this.#opts.maxConnectionAgeMs > 0) conn.expiresAt = this.tick + ticks(jitter(this.#opts.maxConnectionAgeMs));
+    this.#h1.add(conn);
     socket.resume();
-    if (this.#opts.maxConnectionAgeMs > 0) {
-      const timer = setTimeout(() => this.#expired.add(socket), jitter(this.#opts.maxConnectionAgeMs));
-      timer.unref();
-      socket.once('close', () => clearTimeout(timer));
-    }
+  }
+
+  readonly #sweep = (): void => {
+    const now = ++this.tick;
+    for (const conn of this.#h1) conn.sweep(now);
+  };
+
+  /** H1Owner: the connection closed or was handed over. */
+  forget(conn: ClientConnection): void {
+    this.#h1.delete(conn);
   }
 
   readonly #onSession = (session: Http2Session): void => {
@@ -182,7 +173,7 @@ export class Entrypoint implements ExchangeOwner {
     session.on('error', noop);
     session.once('close', () => this.#sessions.delete(session));
     session.setLocalWindowSize(H2_SESSION_WINDOW);
-    if (this.#draining) {
+    if (this.draining) {
       session.close();
       return;
     }
@@ -206,44 +197,16 @@ export class Entrypoint implements ExchangeOwner {
 
   // --- requests ------------------------------------------------------------
 
-  readonly #onRequest = (req: IncomingMessage, res: ServerResponse): void => {
-    // node:http parses ahead: a request pipelined behind a refused one is
-    // never served, whatever it says (its socket closes after the 400).
-    if (this.#refused.has(req.socket)) return;
+  /** H1Owner: a request head from an HTTP/1.1 client; a malformed one is answered 400 and its connection closed. */
+  dispatchH1(ex: H1Exchange | UpgradeExchange): void {
     this.#inflight++;
-    this.#dispatchH1(new H1Exchange(req, res, this, this.#peer(req.socket, req.socket)), req.socket);
-  };
-
-  readonly #onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
-    this.#inflight++;
-    this.#dispatchH1(new UpgradeExchange(req, socket, head, this, this.#peer(socket, socket as Socket)), socket);
-  };
-
-  #dispatchH1(ex: H1Exchange | UpgradeExchange, socket: Duplex): void {
     if (ex.malformed === undefined) {
       this.#dispatch(ex, this.#unmatchedH1);
       return;
     }
-    this.#refused.add(socket);
     ex.metrics = this.#unmatchedH1;
     ex.fail(ex.malformed);
   }
-
-  /**
-   * A message node:http's parser refused (bad framing, bad characters, a
-   * head over maxHeaderBytes, a slow head): every one is answered and its
-   * connection closed. Node's default would answer an oversized chunk
-   * extension 413; it is malformed framing like the rest, so 400.
-   */
-  readonly #onClientError = (err: NodeJS.ErrnoException, socket: Duplex): void => {
-    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-    // As node's own handler: answer only if no response has begun on this socket.
-    const current = (socket as { _httpMessage?: { headersSent: boolean } })._httpMessage;
-    if (err.code !== 'ECONNRESET' && socket.writable && current?.headersSent !== true) {
-      socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
-    }
-    socket.destroy();
-  };
 
   readonly #onStream = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, _flags: number, raw: string[]): void => {
     // node emits 'stream' a tick late: by then the stream may be gone (the
@@ -285,11 +248,6 @@ export class Entrypoint implements ExchangeOwner {
     return peer;
   }
 
-  /** ExchangeOwner: whether an HTTP/1.1 response should close its connection. */
-  shouldClose(socket: Duplex): boolean {
-    return this.#draining || this.#expired.has(socket);
-  }
-
   /** ExchangeOwner: one exchange is over. */
   exchangeDone(h2: boolean): void {
     this.#inflight--;
@@ -305,10 +263,10 @@ export class Entrypoint implements ExchangeOwner {
    * `Connection: close` on their current response.
    */
   drain(): void {
-    this.#draining = true;
+    this.draining = true;
     this.#server.close();
     for (const s of this.#sessions) s.close();
-    this.#h1.closeIdleConnections();
+    for (const conn of this.#h1) conn.drain();
   }
 
   /** Resolves with the number of exchanges still open when `timeoutMs` ran out (0 if all finished). */
@@ -331,8 +289,8 @@ export class Entrypoint implements ExchangeOwner {
   destroy(): void {
     this.#server.close();
     for (const s of this.#sessions) s.destroy();
-    this.#h1.closeAllConnections();
-    this.#h1.close(); // stops node:http's connection-checking interval
+    for (const conn of this.#h1) conn.socket.destroy();
+    clearInterval(this.#clock);
     this.#log.debug('entrypoint destroyed');
   }
 }

@@ -19,8 +19,6 @@ export interface ExchangeOwner {
   readonly requestIdHeader: string;
   /** One exchange is over; `h2` when it was an HTTP/2 stream. */
   exchangeDone(h2: boolean): void;
-  /** Whether a response on this HTTP/1.1 connection should close it (draining, or past max age). */
-  shouldClose(socket: Duplex): boolean;
 }
 
 /** The client connection's address, and whether it is a trusted proxy whose X-Forwarded-* may be kept. */

@@ -1,10 +1,10 @@
-// The request-head rules of RFC 9112 that node:http's parser leaves to the
-// server: exactly one valid Host, one plain `chunked` Transfer-Encoding, the
-// request target's own authority for absolute-form (§3.2.2). A head that
-// breaks one is a 400 and its connection is closed: two parsers could read
-// it differently, and the router must never be the one that guesses.
-// (The parser itself already rejects the framing shapes: two Content-Lengths,
-// Content-Length with Transfer-Encoding, bare CR/LF, obs-fold, bad chunks.)
+// The request-head rules of RFC 9112 about what a request is for: exactly one
+// valid Host, the request target's own authority for absolute-form (§3.2.2).
+// A head that breaks one is a 400 and its connection is closed: two parsers
+// could read it differently, and the router must never be the one that
+// guesses. (The parser, h1-parser.ts, already rejects the framing shapes: two
+// Content-Lengths, Content-Length with Transfer-Encoding, anything but one
+// plain chunked, bare CR/LF, obs-fold, bad chunks, unknown versions.)
 
 /** What the router routes and forwards by, or why the head is refused. */
 export type HeadVerdict =
@@ -17,19 +17,13 @@ const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+;=%]+)(?::[0-9]{0,5}
 // absolute-form: http(s)://authority followed by nothing, a path or a query.
 const ABSOLUTE = /^https?:\/\/([^/?#]*)([/?][^#]*)?$/i;
 
-/** A Transfer-Encoding value other than one plain `chunked`: a list or an unknown coding, which other parsers may frame another way. */
-export function unsupportedTransferEncoding(value: string): boolean {
-  return value.trim().toLowerCase() !== 'chunked';
-}
-
 /**
  * What to route an HTTP/1.x request by: `hosts` Host lines were sent, the
- * last being `host`; `url` is the request target as sent, `version` node's
- * httpVersion. Absolute-form targets carry their own authority, which wins
- * over Host; the upstream gets the origin-form path.
+ * last being `host`; `url` is the request target as sent. Absolute-form
+ * targets carry their own authority, which wins over Host; the upstream gets
+ * the origin-form path.
  */
-export function resolveTarget(version: string, url: string, host: string | undefined, hosts: number): HeadVerdict {
-  if (version !== '1.1' && version !== '1.0') return bad('unsupported HTTP version');
+export function resolveTarget(url: string, host: string | undefined, hosts: number): HeadVerdict {
   if (hosts !== 1) return bad(hosts === 0 ? 'no Host header' : 'more than one Host header');
   if (!HOST.test(host!)) return bad('invalid Host header');
   if (url.charCodeAt(0) === 47 /* '/' */) return { ok: true, authority: host!, path: url };

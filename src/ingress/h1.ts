@@ -1,61 +1,55 @@
-// Exchanges of HTTP/1.1 clients (node:http): the request head parsed once,
-// answered on a ServerResponse.
-import type { IncomingMessage, ServerResponse, OutgoingHttpHeaders } from 'node:http';
-import type { Readable, Duplex } from 'node:stream';
+// Exchanges of HTTP/1.1 clients: the request head as the parser read it
+// (h1-parser.ts), the response written on the client connection's socket
+// (h1-conn.ts) with its head, and a short body, in one write.
+import { STATUS_CODES, type OutgoingHttpHeaders } from 'node:http';
+import type { Readable } from 'node:stream';
 import { BadRequestError, type ProxyError } from '../errors.ts';
 import { Exchange, textBody, type ExchangeOwner, type Peer, type ResponseHeaders } from './exchange.ts';
-import { resolveTarget, unsupportedTransferEncoding } from './h1-head.ts';
+import type { ClientConnection } from './h1-conn.ts';
+import { resolveTarget } from './h1-head.ts';
+import type { RequestParser } from './h1-parser.ts';
 import { connectionNamed, DROP_REQUEST, stripResponseHeaders } from './hygiene.ts';
 
 /**
  * The request side of an HTTP/1.1 client's exchange: the head, parsed once
- * into what goes upstream. Subclasses answer on a ServerResponse or, for an
- * Upgrade, on the raw socket.
+ * into what goes upstream. Subclasses answer on the client connection or, for
+ * an Upgrade, on the raw socket.
  */
 export abstract class H1Request extends Exchange {
-  readonly req: IncomingMessage;
   /** Set when the head breaks a rule of RFC 9112 (h1-head.ts): the request is answered 400, never forwarded. */
   readonly malformed: BadRequestError | undefined;
   /** The client's headers minus hop-by-hop and proxy-set ones, flat [name, value, ...]. */
   readonly #headers: string[];
+  /** Trailers after a chunked body, once it ended. */
+  trailers: ResponseHeaders | null = null;
 
-  constructor(req: IncomingMessage, owner: ExchangeOwner, peer: Peer) {
-    // One pass over the raw headers: node builds req.headers lazily, and
-    // not touching it saves an object per request.
-    const raw = req.rawHeaders;
+  constructor(p: RequestParser, owner: ExchangeOwner, peer: Peer) {
+    // One pass over the parsed fields (names already lowercase).
+    const raw = p.headers;
     const idHeader = owner.requestIdHeader;
     let headers: string[] = [];
-    let host: string | undefined, ctype: string | undefined, override: string | undefined, requestId: string | undefined;
+    let ctype: string | undefined, override: string | undefined, requestId: string | undefined;
     let xff: string | undefined, xfProto: string | undefined, xfHost: string | undefined;
-    let connection: string | undefined, hasBody = false, contentLength = -1;
-    let hosts = 0, badFraming = false;
+    let hasBody = false;
     for (let i = 0; i < raw.length; i += 2) {
-      const name = raw[i]!.toLowerCase();
+      const name = raw[i]!;
       const value = raw[i + 1]!;
       if (!DROP_REQUEST.has(name)) {
         if (name === 'content-type') ctype = value;
-        else if (name === 'content-length') {
-          contentLength = Number(value);
-          hasBody ||= contentLength !== 0;
-        } else if (name === idHeader) requestId ??= value;
+        else if (name === 'content-length') hasBody ||= p.contentLength !== 0;
+        else if (name === idHeader) requestId ??= value;
         headers.push(name, value);
         continue;
       }
       switch (name) {
-        case 'host': host = value; hosts++; break;
         case 'x-switchyard-backend': override = value; break;
         case 'x-forwarded-for': xff = xff === undefined ? value : `${xff}, ${value}`; break;
         case 'x-forwarded-proto': xfProto ??= value; break;
         case 'x-forwarded-host': xfHost ??= value; break;
-        case 'connection': connection = value; break;
-        case 'transfer-encoding':
-          // A second line, not a plain chunked, or on HTTP/1.0 (RFC 9112 §6.1: faulty framing).
-          badFraming ||= hasBody || unsupportedTransferEncoding(value) || req.httpVersion === '1.0';
-          hasBody = true;
-          break;
+        case 'transfer-encoding': hasBody = true; break; // the parser allows only one plain chunked
       }
     }
-    const named = connectionNamed(connection);
+    const named = connectionNamed(p.connection);
     if (named !== undefined) {
       const kept: string[] = [];
       for (let i = 0; i < headers.length; i += 2) {
@@ -63,20 +57,15 @@ export abstract class H1Request extends Exchange {
       }
       headers = kept;
     }
-    const target = resolveTarget(req.httpVersion, req.url ?? '/', host, hosts);
+    const host = p.host;
+    const target = resolveTarget(p.target, host, p.hosts);
     super(owner, peer, {
-      method: req.method ?? 'GET', path: target.ok ? target.path : req.url ?? '/', authority: target.ok ? target.authority : host, contentType: ctype,
-      override, hasBody, contentLength, requestId, xff, xfProto, xfHost,
+      method: p.method, path: target.ok ? target.path : p.target, authority: target.ok ? target.authority : host, contentType: ctype,
+      override, hasBody, contentLength: p.contentLength, requestId, xff, xfProto, xfHost,
     });
     if (requestId === undefined) headers.push(idHeader, this.requestId);
-    this.req = req;
     this.#headers = headers;
-    this.malformed = badFraming ? new BadRequestError('Transfer-Encoding other than chunked')
-      : target.ok ? undefined : new BadRequestError(target.reason);
-  }
-
-  protected bodySource(): Readable {
-    return this.req;
+    this.malformed = target.ok ? undefined : new BadRequestError(target.reason);
   }
 
   header(name: string): string | undefined {
@@ -86,7 +75,7 @@ export abstract class H1Request extends Exchange {
   }
 
   requestTrailers(): ResponseHeaders | null {
-    return this.req.trailers;
+    return this.trailers;
   }
 
   headersForH1(hostHeader: string | undefined): string[] {
@@ -114,65 +103,139 @@ export abstract class H1Request extends Exchange {
   }
 }
 
-/** A request from an HTTP/1.1 client (node:http), answered on its ServerResponse. */
-export class H1Exchange extends H1Request {
-  readonly res: ServerResponse;
-  // req.socket is already null when the response emits 'close'.
-  readonly #socket: Duplex;
+// Status lines by status, built once.
+const STATUS_LINES: string[] = [];
+function statusLine(status: number): string {
+  return (STATUS_LINES[status] ??= `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n`);
+}
 
-  constructor(req: IncomingMessage, res: ServerResponse, owner: ExchangeOwner, peer: Peer) {
-    super(req, owner, peer);
-    this.res = res;
-    this.#socket = req.socket;
-    res.once('close', this.#onClose);
+const LAST_CHUNK = '0\r\n\r\n';
+
+function uncork(ex: H1Exchange): void {
+  ex.uncork();
+}
+
+/** A request from an HTTP/1.1 client, answered on its connection. */
+export class H1Exchange extends H1Request {
+  readonly #conn: ClientConnection;
+  /** The request body was read to its end (or there was none). */
+  bodyComplete = false;
+  #status = 0;
+  /** The response body goes chunked (HTTP/1.1, no Content-Length). */
+  #chunked = false;
+  /** The response has no body whatever is written (HEAD, 204, 304). */
+  #noBody = false;
+  /** The connection closes after this response. */
+  #close = false;
+  #corked = false;
+  #finished = false;
+
+  constructor(p: RequestParser, conn: ClientConnection, owner: ExchangeOwner, peer: Peer) {
+    super(p, owner, peer);
+    this.#conn = conn;
   }
 
-  readonly #onClose = (): void => {
-    this.closed(this.res.writableFinished, this.res.statusCode, false);
-  };
+  protected bodySource(): Readable {
+    return this.#conn.bodySource();
+  }
+
+  protected override isClosed(): boolean {
+    return this.#finished;
+  }
 
   respond(status: number, headers: ResponseHeaders): void {
-    if (this.settled) return;
+    if (this.settled || this.#finished) return;
     this.responded = true;
     this.responseHead(headers);
     stripResponseHeaders(headers);
-    if (this.owner.shouldClose(this.#socket)) headers['connection'] = 'close';
-    this.res.writeHead(status, headers as OutgoingHttpHeaders);
+    const conn = this.#conn;
+    let head = statusLine(status);
+    let framed = false;
+    for (const name in headers) {
+      const value = headers[name];
+      if (value === undefined) continue;
+      if (typeof value === 'string') head += `${name}: ${value}\r\n`;
+      else for (const v of value) head += `${name}: ${v}\r\n`;
+      if (name === 'content-length') framed = true;
+    }
+    this.#status = status;
+    this.#noBody = this.method === 'HEAD' || status === 204 || status === 304;
+    // No length: chunked for HTTP/1.1; for HTTP/1.0 the close ends the body.
+    this.#chunked = !framed && !this.#noBody && conn.minor === 1;
+    this.#close = conn.shouldClose() || (!framed && !this.#noBody && !this.#chunked);
+    if (this.#chunked) head += 'transfer-encoding: chunked\r\n';
+    if (this.#close) head += 'connection: close\r\n';
+    else if (conn.minor === 0) head += 'connection: keep-alive\r\n';
+    // Corked until the end or the next tick: head and a short body leave in one writev.
+    conn.socket.cork();
+    this.#corked = true;
+    process.nextTick(uncork, this);
+    conn.socket.write(`${head}\r\n`, 'latin1');
+  }
+
+  uncork(): void {
+    if (!this.#corked) return;
+    this.#corked = false;
+    this.#conn.socket.uncork();
   }
 
   respondOnly(status: number, headers: ResponseHeaders): void {
-    if (this.settled) return;
+    if (this.settled || this.#finished) return;
     this.respond(status, headers);
-    this.res.end();
+    this.end();
   }
 
   write(chunk: Buffer): boolean {
-    return this.settled || this.res.write(chunk);
+    if (this.settled || this.#finished || this.#noBody) return true;
+    const s = this.#conn.socket;
+    if (!this.#chunked) return s.write(chunk);
+    if (chunk.length === 0) return true; // an empty chunk would end the body
+    const corked = this.#corked;
+    if (!corked) s.cork();
+    s.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
+    s.write(chunk);
+    const ok = s.write('\r\n', 'latin1');
+    if (!corked) s.uncork();
+    return ok;
   }
 
   onceDrain(fn: () => void): void {
-    this.res.once('drain', fn);
+    this.#conn.socket.once('drain', fn);
   }
 
   end(): void {
-    if (!this.settled) this.res.end();
+    if (this.settled || this.#finished) return;
+    if (this.#chunked) this.#conn.socket.write(LAST_CHUNK, 'latin1');
+    this.uncork();
+    this.#finish();
+  }
+
+  #finish(): void {
+    this.#finished = true;
+    this.closed(true, this.#status, false);
+    this.#conn.responseDone(this, this.#close);
+  }
+
+  /** The client connection closed (client gone, or cut) before the response was done. */
+  socketClosed(): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.closed(false, this.#status, false);
   }
 
   protected cut(): void {
     // The status line is out: the only honest signal left is a cut connection.
-    this.res.destroy();
+    this.#conn.socket.destroy();
   }
 
   protected answer(err: ProxyError): void {
     this.responded = true;
     const body = textBody(err);
-    const headers: OutgoingHttpHeaders = {
-      'content-type': 'text/plain; charset=utf-8',
-      'content-length': Buffer.byteLength(body),
-    };
     // An unread request body would otherwise have to be drained first.
-    if (err.closesConnection || this.owner.shouldClose(this.#socket) || (this.hasBody && !this.req.complete)) headers['connection'] = 'close';
-    this.res.writeHead(err.httpStatus, headers);
-    this.res.end(body);
+    this.#close = err.closesConnection || this.#conn.shouldClose() || !this.bodyComplete;
+    this.#status = err.httpStatus;
+    const conn = this.#conn.minor === 0 && !this.#close ? 'connection: keep-alive\r\n' : this.#close ? 'connection: close\r\n' : '';
+    this.#conn.socket.write(`${statusLine(err.httpStatus)}content-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${conn}\r\n${body}`, 'latin1');
+    this.#finish();
   }
 }

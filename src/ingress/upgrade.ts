@@ -1,9 +1,10 @@
 // HTTP/1.1 Upgrade requests (WebSocket), answered on the raw client socket.
-import { STATUS_CODES, type IncomingMessage } from 'node:http';
-import type { Duplex } from 'node:stream';
+import { STATUS_CODES } from 'node:http';
+import { Readable, type Duplex } from 'node:stream';
 import type { ProxyError } from '../errors.ts';
 import { textBody, type ExchangeOwner, type Peer, type ResponseHeaders, type Upgrade } from './exchange.ts';
 import { H1Request } from './h1.ts';
+import type { RequestParser } from './h1-parser.ts';
 import { stripResponseHeaders } from './hygiene.ts';
 
 /**
@@ -18,12 +19,12 @@ export class UpgradeExchange extends H1Request implements Upgrade {
   #status = 0;
   #finished = false;
 
-  constructor(req: IncomingMessage, socket: Duplex, head: Buffer, owner: ExchangeOwner, peer: Peer) {
-    super(req, owner, peer);
+  /** `head`: bytes the client sent after the request head, already the new protocol's. */
+  constructor(p: RequestParser, socket: Duplex, head: Buffer, owner: ExchangeOwner, peer: Peer) {
+    super(p, owner, peer);
     this.socket = socket;
     this.#head = head;
-    const upgrade = req.headers['upgrade'];
-    this.protocol = typeof upgrade === 'string' ? upgrade : 'websocket';
+    this.protocol = p.upgrade ?? 'websocket';
     this.upgrade = this;
     socket.on('error', () => socket.destroy());
     socket.once('close', this.#onClose);
@@ -32,6 +33,11 @@ export class UpgradeExchange extends H1Request implements Upgrade {
   readonly #onClose = (): void => {
     this.closed(this.#finished || this.#status === 101, this.#status, false);
   };
+
+  protected bodySource(): Readable {
+    // Only requests without a body are taken as upgrades (h1-conn.ts).
+    return Readable.from([]);
+  }
 
   respond(status: number, headers: ResponseHeaders): void {
     if (this.settled) return;

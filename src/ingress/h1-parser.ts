@@ -1,0 +1,414 @@
+// The request side of HTTP/1.1 from clients, parsed by hand: the head once,
+// as one latin1 string scanned with charCodeAt, into what the exchange needs
+// (method, target, version, header fields with lowercase names, the framing);
+// then the body by Content-Length or by a strict chunked decoder.
+//
+// Why hand-written: node:http's server (llhttp's callbacks into JS,
+// IncomingMessage/ServerResponse, _storeHeader, a keep-alive timer re-armed
+// per response) was most of the router's own CPU on HTTP/1.1
+// (bench/results/cpu-cost-2026-11-30.md), and no maintained npm library offers
+// a strict server-side parser to use instead. Strict means: whatever two
+// parsers could frame or route differently (RFC 9112 §6.1, §6.3, §3.2; the
+// battery in test/smuggling.test.ts) is refused, never guessed at.
+import { BadRequestError, HeadersTooLargeError } from '../errors.ts';
+import type { ResponseHeaders } from './exchange.ts';
+
+const CR = 13;
+const LF = 10;
+const SP = 32;
+
+// RFC 9110 §5.6.2 tchar.
+const TOKEN = new Uint8Array(256);
+for (const c of "!#$%&'*+-.^_`|~") TOKEN[c.charCodeAt(0)] = 1;
+for (let c = 0x30; c <= 0x39; c++) TOKEN[c] = 1;
+for (let c = 0x41; c <= 0x5a; c++) TOKEN[c] = 1;
+for (let c = 0x61; c <= 0x7a; c++) TOKEN[c] = 1;
+// Methods: uppercase tokens (a lowercase `get` is refused, as llhttp does).
+const METHOD = new Uint8Array(256);
+for (let c = 0x41; c <= 0x5a; c++) METHOD[c] = 1;
+METHOD[0x2d] = METHOD[0x5f] = 1; // M-SEARCH, and _ for extension methods
+// Request-target bytes: visible ASCII. Raw UTF-8 or controls would reach the
+// upstream's request line as we got them; they are refused instead.
+const TARGET = new Uint8Array(256);
+for (let c = 0x21; c <= 0x7e; c++) TARGET[c] = 1;
+// Field value bytes (RFC 9110 §5.5): VCHAR, obs-text, SP, HTAB.
+const VALUE = new Uint8Array(256);
+for (let c = 0x20; c <= 0xff; c++) VALUE[c] = 1;
+VALUE[0x7f] = 0;
+VALUE[0x09] = 1;
+const HEX = new Int8Array(256).fill(-1);
+for (let c = 0; c < 10; c++) HEX[0x30 + c] = c;
+for (let c = 0; c < 6; c++) HEX[0x41 + c] = HEX[0x61 + c] = 10 + c;
+
+/** Chunk extensions are skipped; more than this on one chunk is an attack, not metadata (node's limit too). */
+const MAX_CHUNK_EXTENSION = 16 * 1024;
+const HEAD_END = Buffer.from('\r\n\r\n', 'latin1');
+
+// Buffer#latin1Slice is toString('latin1', ...) without the argument checks; untyped in @types/node.
+type Latin1 = { latin1Slice(start: number, end: number): string };
+function latin1(b: Buffer, start: number, end: number): string {
+  return (b as unknown as Latin1).latin1Slice(start, end);
+}
+
+/** A Content-Length value: 1-15 digits and nothing else, or -1. */
+function decimal(v: string): number {
+  if (v.length === 0 || v.length > 15) return -1;
+  let n = 0;
+  for (let i = 0; i < v.length; i++) {
+    const d = v.charCodeAt(i) - 0x30;
+    if (d < 0 || d > 9) return -1;
+    n = n * 10 + d;
+  }
+  return n;
+}
+
+// Header names as the exchange wants them (lowercase), kept for the names seen
+// before: one lookup instead of a new string per field.
+const NAMES = new Map<string, string>();
+const MAX_NAMES = 512;
+
+function lowerName(raw: string): string {
+  let name = NAMES.get(raw);
+  if (name === undefined) {
+    name = raw.toLowerCase();
+    // Bounded: clients sending ever new names must not grow it without end.
+    if (NAMES.size < MAX_NAMES) NAMES.set(raw, name);
+  }
+  return name;
+}
+
+/** The common methods as constants: no new string per request for them. */
+function methodOf(h: string, end: number): string {
+  switch (end) {
+    case 3: if (h.startsWith('GET')) return 'GET'; if (h.startsWith('PUT')) return 'PUT'; break;
+    case 4: if (h.startsWith('POST')) return 'POST'; if (h.startsWith('HEAD')) return 'HEAD'; break;
+  }
+  return h.slice(0, end);
+}
+
+function bad(reason: string): BadRequestError {
+  return new BadRequestError(reason);
+}
+
+const HEADERS_TOO_LARGE = new HeadersTooLargeError();
+
+/** Receives the decoded request body. */
+export interface BodySink {
+  /** Body bytes: a view into the buffer given to body(), valid until it returns. */
+  onBody(chunk: Buffer): void;
+  /** The body is complete (trailers, if any, are in `trailers`). */
+  onBodyEnd(): void;
+}
+
+// Body states.
+const LENGTH = 0;
+const CHUNK_SIZE = 1;
+const CHUNK_EXT = 2;
+const CHUNK_SIZE_LF = 3;
+const CHUNK_DATA = 4;
+const CHUNK_DATA_CR = 5;
+const CHUNK_DATA_LF = 6;
+const TRAILER = 7;
+const BODY_DONE = 8;
+
+/**
+ * One per client connection, reused for each request on it. head() finds and
+ * parses a request head; the fields below then describe that request until
+ * the next head(). body() decodes the body that follows.
+ */
+export class RequestParser {
+  readonly #maxHeadBytes: number;
+  readonly #sink: BodySink;
+  method = '';
+  target = '';
+  /** 1 for HTTP/1.1, 0 for HTTP/1.0. */
+  minor = 1;
+  /** Field lines in order, flat [name, value, ...], names lowercase. */
+  headers: string[] = [];
+  /** The declared Content-Length, -1 when none. */
+  contentLength = -1;
+  chunked = false;
+  /** Host lines seen, and the last one's value. */
+  hosts = 0;
+  host: string | undefined = undefined;
+  /** Connection values, joined. */
+  connection: string | undefined = undefined;
+  upgrade: string | undefined = undefined;
+  expect: string | undefined = undefined;
+  /** Trailer fields after a chunked body (rare: null when none). */
+  trailers: ResponseHeaders | null = null;
+  #state = BODY_DONE;
+  #remaining = 0;
+  #sizeDigits = 0;
+  #extBytes = 0;
+  #trailer: Buffer[] | null = null;
+  #trailerBytes = 0;
+
+  constructor(maxHeadBytes: number, sink: BodySink) {
+    this.#maxHeadBytes = maxHeadBytes;
+    this.#sink = sink;
+  }
+
+  /**
+   * Looks for a complete head in `data` from `start`: returns the offset just
+   * past it (the fields then describe it), or -1 when more bytes are needed.
+   * Throws the ProxyError to answer (400, 431) for a head that must be refused.
+   */
+  head(data: Buffer, start: number): number {
+    // Empty lines before a request line are skipped (RFC 9112 §2.2).
+    while (data[start] === CR && data[start + 1] === LF) start += 2;
+    const end = data.indexOf(HEAD_END, start);
+    if (end < 0) {
+      if (data.length - start > this.#maxHeadBytes) throw HEADERS_TOO_LARGE;
+      // A head with a bare LF never ends in CRLF CRLF: refuse it now, not at the headers timeout.
+      for (let lf = data.indexOf(LF, start); lf >= 0; lf = data.indexOf(LF, lf + 1)) {
+        if (lf === start || data[lf - 1] !== CR) throw bad('bare LF in the request head');
+      }
+      return -1;
+    }
+    if (end - start > this.#maxHeadBytes) throw HEADERS_TOO_LARGE;
+    this.#parse(latin1(data, start, end + 2));
+    return end + 4;
+  }
+
+  /** Parses a head: the request line and the field lines, each with its CRLF, without the final CRLF. */
+  #parse(h: string): void {
+    let i = 0;
+    let c = h.charCodeAt(0);
+    while (METHOD[c] === 1) c = h.charCodeAt(++i);
+    if (i === 0 || c !== SP) throw bad('malformed request line');
+    this.method = methodOf(h, i);
+    const tStart = ++i;
+    c = h.charCodeAt(i);
+    while (TARGET[c] === 1) c = h.charCodeAt(++i);
+    if (c !== SP || i === tStart) throw bad('malformed request target');
+    this.target = h.slice(tStart, i);
+    // "HTTP/1.0" or "HTTP/1.1", then CRLF.
+    const minor = h.charCodeAt(i + 8) - 0x30;
+    if (!h.startsWith('HTTP/1.', i + 1) || (minor !== 0 && minor !== 1)) throw bad('unsupported HTTP version');
+    if (h.charCodeAt(i + 9) !== CR || h.charCodeAt(i + 10) !== LF) throw bad('malformed request line');
+    this.minor = minor;
+    i += 11;
+
+    const headers: string[] = [];
+    let contentLength = -1;
+    let te = false;
+    let hosts = 0;
+    let host: string | undefined, connection: string | undefined, upgrade: string | undefined, expect: string | undefined;
+    const end = h.length;
+    while (i < end) {
+      const nameStart = i;
+      c = h.charCodeAt(i);
+      while (TOKEN[c] === 1) c = h.charCodeAt(++i);
+      // Also catches obs-fold (a line starting with SP/HT) and space before the colon.
+      if (i === nameStart || c !== 0x3a /* ':' */) throw bad('malformed header line');
+      const name = lowerName(h.slice(nameStart, i));
+      c = h.charCodeAt(++i);
+      while (c === SP || c === 0x09) c = h.charCodeAt(++i);
+      const valueStart = i;
+      while (VALUE[c] === 1) c = h.charCodeAt(++i);
+      if (c !== CR || h.charCodeAt(i + 1) !== LF) throw bad('invalid character in a header line');
+      let valueEnd = i;
+      for (c = h.charCodeAt(valueEnd - 1); valueEnd > valueStart && (c === SP || c === 0x09); c = h.charCodeAt(--valueEnd - 1));
+      const value = h.slice(valueStart, valueEnd);
+      i += 2;
+      switch (name) {
+        case 'host': hosts++; host = value; break;
+        case 'content-length':
+          // One line, one number: a repeat, even of the same value, or a list is refused.
+          if (contentLength !== -1) throw bad('more than one Content-Length');
+          contentLength = decimal(value);
+          if (contentLength < 0) throw bad('invalid Content-Length');
+          break;
+        case 'transfer-encoding':
+          // One plain `chunked` and nothing else: a list or an unknown coding may be framed another way elsewhere.
+          if (te) throw bad('more than one Transfer-Encoding');
+          if (value.length !== 7 || value.toLowerCase() !== 'chunked') throw bad('Transfer-Encoding other than chunked');
+          if (minor === 0) throw bad('Transfer-Encoding on HTTP/1.0'); // RFC 9112 §6.1: faulty framing
+          te = true;
+          break;
+        case 'connection': connection = connection === undefined ? value : `${connection}, ${value}`; break;
+        case 'upgrade': upgrade = value; break;
+        case 'expect': expect = value; break;
+      }
+      headers.push(name, value);
+    }
+    if (te && contentLength !== -1) throw bad('both Content-Length and Transfer-Encoding');
+    this.headers = headers;
+    this.contentLength = contentLength;
+    this.chunked = te;
+    this.hosts = hosts;
+    this.host = host;
+    this.connection = connection;
+    this.upgrade = upgrade;
+    this.expect = expect;
+    this.trailers = null;
+    if (te) {
+      this.#state = CHUNK_SIZE;
+      this.#remaining = 0;
+      this.#sizeDigits = 0;
+      this.#extBytes = 0;
+    } else if (contentLength > 0) {
+      this.#state = LENGTH;
+      this.#remaining = contentLength;
+    } else {
+      this.#state = BODY_DONE;
+    }
+  }
+
+  /** Whether the request just parsed has a body still to read. */
+  get bodyDone(): boolean {
+    return this.#state === BODY_DONE;
+  }
+
+  /** Decodes body bytes from `off`; returns the offset after them (the rest is the next request). Throws a BadRequestError. */
+  body(buf: Buffer, off: number): number {
+    while (off < buf.length) {
+      switch (this.#state) {
+        case LENGTH:
+        case CHUNK_DATA: {
+          const n = Math.min(this.#remaining, buf.length - off);
+          this.#remaining -= n;
+          const chunk = off === 0 && n === buf.length ? buf : buf.subarray(off, off + n);
+          off += n;
+          if (this.#remaining === 0) {
+            if (this.#state === LENGTH) {
+              this.#state = BODY_DONE;
+              this.#sink.onBody(chunk);
+              this.#sink.onBodyEnd();
+              return off;
+            }
+            this.#state = CHUNK_DATA_CR;
+          }
+          this.#sink.onBody(chunk);
+          break;
+        }
+        case BODY_DONE:
+          return off;
+        default:
+          off = this.#chunkFraming(buf, off);
+      }
+    }
+    return off;
+  }
+
+  /** The bytes around chunk data: size line, extensions, CRLFs, trailer section. */
+  #chunkFraming(buf: Buffer, off: number): number {
+    while (off < buf.length) {
+      const c = buf[off]!;
+      switch (this.#state) {
+        case CHUNK_SIZE: {
+          const h = HEX[c]!;
+          if (h >= 0) {
+            if (++this.#sizeDigits > 12) throw bad('chunk size too large');
+            this.#remaining = this.#remaining * 16 + h;
+          } else if (this.#sizeDigits === 0) {
+            throw bad('malformed chunk size');
+          } else if (c === CR) {
+            this.#state = CHUNK_SIZE_LF;
+          } else if (c === 0x3b /* ';' */) {
+            // No whitespace before it: BWS here is how size lines get read two ways.
+            this.#state = CHUNK_EXT;
+          } else {
+            throw bad('malformed chunk size');
+          }
+          break;
+        }
+        case CHUNK_EXT:
+          // Extensions are skipped (never passed on); only a CRLF ends the line.
+          if (c === CR) this.#state = CHUNK_SIZE_LF;
+          else if (c === LF || (c < 0x20 && c !== 0x09) || c === 0x7f) throw bad('malformed chunk extension');
+          else if (++this.#extBytes > MAX_CHUNK_EXTENSION) throw bad('chunk extension too long');
+          break;
+        case CHUNK_SIZE_LF:
+          if (c !== LF) throw bad('bare CR after a chunk size');
+          this.#extBytes = 0;
+          if (this.#remaining === 0) {
+            this.#state = TRAILER;
+            this.#trailer = null;
+            this.#trailerBytes = 0;
+            return this.#trailerSection(buf, off + 1);
+          }
+          this.#state = CHUNK_DATA;
+          return off + 1;
+        case CHUNK_DATA_CR:
+          if (c !== CR) throw bad('chunk data longer than its size');
+          this.#state = CHUNK_DATA_LF;
+          break;
+        case CHUNK_DATA_LF:
+          if (c !== LF) throw bad('bare CR after chunk data');
+          this.#state = CHUNK_SIZE;
+          this.#sizeDigits = 0;
+          break;
+        case TRAILER:
+          return this.#trailerSection(buf, off);
+        default:
+          return off;
+      }
+      off++;
+    }
+    return off;
+  }
+
+  /** The trailer section (RFC 9112 §7.1.2): field lines, then an empty line. Usually just the empty line. */
+  #trailerSection(buf: Buffer, off: number): number {
+    // The common case: no trailers, CRLF right here.
+    if (this.#trailer === null && buf[off] === CR && buf[off + 1] === LF) {
+      this.#finishBody(null);
+      return off + 2;
+    }
+    if (off >= buf.length) return off;
+    const part = buf.subarray(off);
+    (this.#trailer ??= []).push(Buffer.from(part));
+    this.#trailerBytes += part.length;
+    const all = this.#trailer.length === 1 ? this.#trailer[0]! : Buffer.concat(this.#trailer);
+    let end: number;
+    if (all[0] === CR && all[1] === LF) end = -2; // an empty trailer section that arrived split
+    else {
+      end = all.indexOf(HEAD_END);
+      if (end < 0) {
+        if (this.#trailerBytes > this.#maxHeadBytes) throw bad('trailers too large');
+        for (let lf = all.indexOf(LF); lf >= 0; lf = all.indexOf(LF, lf + 1)) {
+          if (lf === 0 || all[lf - 1] !== CR) throw bad('bare LF in trailers');
+        }
+        this.#trailer = [all];
+        return buf.length;
+      }
+    }
+    this.#finishBody(end === -2 ? null : this.#parseTrailers(latin1(all, 0, end + 2)));
+    // What followed the section in this buffer is the next request.
+    const used = end + 4;
+    return buf.length - (all.length - used);
+  }
+
+  #parseTrailers(h: string): ResponseHeaders {
+    const out: ResponseHeaders = {};
+    let i = 0;
+    while (i < h.length) {
+      const nameStart = i;
+      let c = h.charCodeAt(i);
+      while (TOKEN[c] === 1) c = h.charCodeAt(++i);
+      if (i === nameStart || c !== 0x3a) throw bad('malformed trailer line');
+      const name = lowerName(h.slice(nameStart, i));
+      c = h.charCodeAt(++i);
+      while (c === SP || c === 0x09) c = h.charCodeAt(++i);
+      const valueStart = i;
+      while (VALUE[c] === 1) c = h.charCodeAt(++i);
+      if (c !== CR || h.charCodeAt(i + 1) !== LF) throw bad('invalid character in a trailer line');
+      let valueEnd = i;
+      for (c = h.charCodeAt(valueEnd - 1); valueEnd > valueStart && (c === SP || c === 0x09); c = h.charCodeAt(--valueEnd - 1));
+      i += 2;
+      // Framing and routing fields have no meaning in trailers (RFC 9110 §6.5.1).
+      if (name === 'content-length' || name === 'transfer-encoding' || name === 'host' || name === 'trailer') continue;
+      out[name] = h.slice(valueStart, valueEnd);
+    }
+    return out;
+  }
+
+  #finishBody(trailers: ResponseHeaders | null): void {
+    this.#trailer = null;
+    this.trailers = trailers;
+    this.#state = BODY_DONE;
+    this.#sink.onBodyEnd();
+  }
+}
