@@ -65,7 +65,7 @@ function processPending(conn: ClientConnection): void {
 }
 
 /** The body of the request being read, for whoever reads it (RequestBody). */
-class BodyStream extends Readable {
+export class BodyStream extends Readable {
   readonly #conn: ClientConnection;
 
   constructor(conn: ClientConnection) {
@@ -197,22 +197,16 @@ export class ClientConnection implements BodySink {
       this.#owner.dispatchH1(ex);
       return;
     }
-    const ex = new H1Exchange(p, this, this.#owner, this.peer);
-    this.#ex = ex;
-    if (p.bodyDone) {
-      this.#state = WAIT;
-      ex.bodyComplete = true;
-    } else {
+    let body: BodyStream | undefined;
+    if (p.bodyDone) this.#state = WAIT;
+    else {
       this.#state = BODY;
-      this.#body = new BodyStream(this);
+      body = this.#body = new BodyStream(this);
       this.#continueDue = p.minor === 1 && p.expect !== undefined && p.expect.toLowerCase() === '100-continue';
     }
+    const ex = new H1Exchange(p, this, body, this.#owner, this.peer);
+    this.#ex = ex;
     this.#owner.dispatchH1(ex);
-  }
-
-  /** The exchange reads its body from here. */
-  bodySource(): Readable {
-    return this.#body ?? Readable.from([]);
   }
 
   /** The body reader wants more. */

@@ -5,7 +5,7 @@ import { STATUS_CODES, type OutgoingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
 import { BadRequestError, type ProxyError } from '../errors.ts';
 import { Exchange, textBody, type ExchangeOwner, type Peer, type ResponseHeaders } from './exchange.ts';
-import type { ClientConnection } from './h1-conn.ts';
+import type { BodyStream, ClientConnection } from './h1-conn.ts';
 import { resolveTarget } from './h1-head.ts';
 import type { RequestParser } from './h1-parser.ts';
 import { connectionNamed, DROP_REQUEST, stripResponseHeaders } from './hygiene.ts';
@@ -118,8 +118,9 @@ function uncork(ex: H1Exchange): void {
 /** A request from an HTTP/1.1 client, answered on its connection. */
 export class H1Exchange extends H1Request {
   readonly #conn: ClientConnection;
+  readonly #body: BodyStream | undefined;
   /** The request body was read to its end (or there was none). */
-  bodyComplete = false;
+  bodyComplete: boolean;
   #status = 0;
   /** The response body goes chunked (HTTP/1.1, no Content-Length). */
   #chunked = false;
@@ -130,13 +131,17 @@ export class H1Exchange extends H1Request {
   #corked = false;
   #finished = false;
 
-  constructor(p: RequestParser, conn: ClientConnection, owner: ExchangeOwner, peer: Peer) {
+  /** `body`: the request body as the connection reads it; undefined when there is none. */
+  constructor(p: RequestParser, conn: ClientConnection, body: BodyStream | undefined, owner: ExchangeOwner, peer: Peer) {
     super(p, owner, peer);
     this.#conn = conn;
+    this.#body = body;
+    this.bodyComplete = body === undefined;
   }
 
   protected bodySource(): Readable {
-    return this.#conn.bodySource();
+    // Only asked for when hasBody, which is exactly when there is a body stream.
+    return this.#body!;
   }
 
   protected override isClosed(): boolean {
@@ -205,6 +210,9 @@ export class H1Exchange extends H1Request {
 
   end(): void {
     if (this.settled || this.#finished) return;
+    // Ended without a head (an h2 upstream whose session died before it
+    // answered does this): what node:http's res.end() sent, an empty 200.
+    if (!this.responded) this.respond(200, { 'content-length': '0' });
     if (this.#chunked) this.#conn.socket.write(LAST_CHUNK, 'latin1');
     this.uncork();
     this.#finish();
