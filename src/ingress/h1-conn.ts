@@ -299,15 +299,11 @@ export class ClientConnection implements BodySink {
     }
     this.#state = HEAD;
     this.#deadline = this.#owner.tick + this.#limits.idleTicks;
-    if (this.#pending !== undefined) {
+    // Requests pipelined behind this one wait their turn. (Inside #consume the
+    // loop goes on with its buffer; nothing is held then.)
+    if (this.#pending !== undefined && !this.#consuming) {
       this.socket.resume();
-      if (!this.#consuming) process.nextTick(processPending, this);
-      else {
-        // #consume's loop goes on with the rest of its buffer; held bytes come after it.
-        const held = this.#pending;
-        this.#pending = undefined;
-        process.nextTick(consumeHeld, this, held);
-      }
+      process.nextTick(processPending, this);
     }
   }
 
@@ -317,15 +313,6 @@ export class ClientConnection implements BodySink {
     if (held === undefined || this.#state !== HEAD) return;
     this.#pending = undefined;
     this.#consume(held);
-  }
-
-  /** Bytes held during a response, parsed after the buffer that was being parsed. */
-  consumeHeld(held: Buffer): void {
-    if (this.#state === CLOSED || this.#state === GONE) return;
-    if (this.#pending !== undefined) held = Buffer.concat([this.#pending, held]);
-    this.#pending = undefined;
-    if (this.#state === HEAD) this.#consume(held);
-    else this.#hold(held, 0);
   }
 
   /** Our side is done: FIN after what was written; the client's FIN (or the linger deadline) ends it. */
@@ -384,10 +371,6 @@ export class ClientConnection implements BodySink {
     ex?.socketClosed();
     this.#owner.forget(this);
   };
-}
-
-function consumeHeld(conn: ClientConnection, held: Buffer): void {
-  conn.consumeHeld(held);
 }
 
 function isWebSocket(v: string): boolean {

@@ -243,7 +243,8 @@ export class H1Exchange extends H1Request {
     this.#close = err.closesConnection || this.#conn.shouldClose() || !this.bodyComplete;
     this.#status = err.httpStatus;
     const conn = this.#conn.minor === 0 && !this.#close ? 'connection: keep-alive\r\n' : this.#close ? 'connection: close\r\n' : '';
-    this.#conn.socket.write(`${statusLine(err.httpStatus)}content-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${conn}\r\n${body}`, 'latin1');
+    const head = `${statusLine(err.httpStatus)}content-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${conn}\r\n`;
+    this.#conn.socket.write(this.method === 'HEAD' ? head : head + body, 'latin1');
     this.#finish();
   }
 }
