@@ -413,3 +413,140 @@ describe('entrypoint', () => {
     }
   });
 });
+
+// The HTTP/1.1 connection semantics the raw-socket ingress (h1-conn.ts)
+// reproduces from node:http, each against real sockets: HTTP/1.0, framing of
+// responses without a length, Expect: 100-continue, HEAD, pipelining behind a
+// slow response, and the keep-alive idle timeout.
+describe('HTTP/1.1 client connections', () => {
+  let backend: Backend, router: Router;
+  const HOST = 'conn.test';
+
+  before(async () => {
+    backend = await startBackend('conn', (req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const body = Buffer.concat(chunks);
+        if (req.url === '/nolength') {
+          // No Content-Length: node sends it chunked; the router re-frames it for its client.
+          res.writeHead(200, { 'content-type': 'text/plain' });
+          res.write('first,');
+          setTimeout(() => res.end('second'), 20);
+          return;
+        }
+        const answer = (): void => {
+          res.writeHead(200, { 'content-type': 'text/plain', 'content-length': String(body.length + req.url!.length + 1) });
+          res.end(req.method === 'HEAD' ? undefined : `${req.url} ${body.toString()}`);
+        };
+        if (req.url === '/slow') setTimeout(answer, 300);
+        else answer();
+      });
+    });
+    router = await startRouter({
+      entrypoint: { idleTimeout: '1s' },
+      routes: [{ name: 'conn', hosts: [HOST], backends: [{ name: 'conn', url: backend.url, weight: 1 }] }],
+    });
+  });
+
+  after(async () => {
+    await router.close();
+    await backend.close();
+  });
+
+  /** Opens a connection; `read(n)` waits until `n` bytes-or-more of text arrived in total. */
+  async function connect(): Promise<{ sock: net.Socket; text: () => string; until: (f: (t: string) => boolean) => Promise<void>; closed: Promise<number> }> {
+    const sock = net.connect(router.port, '127.0.0.1');
+    sock.setNoDelay(true);
+    sock.on('error', () => {});
+    let text = '';
+    let wake = (): void => {};
+    sock.on('data', (c: Buffer) => { text += c.toString('latin1'); wake(); });
+    const closed = once(sock, 'close').then(() => Date.now());
+    await once(sock, 'connect');
+    return {
+      sock, closed, text: () => text,
+      until: async (f) => {
+        const deadline = Date.now() + 5_000;
+        while (!f(text)) {
+          if (Date.now() > deadline) throw new Error(`timed out; got ${JSON.stringify(text)}`);
+          await new Promise<void>((resolve) => { wake = resolve; setTimeout(resolve, 50); });
+        }
+      },
+    };
+  }
+
+  test('HTTP/1.0 without keep-alive: Connection: close, and a body without length is delimited by the close', async () => {
+    const c = await connect();
+    c.sock.write(`GET /nolength HTTP/1.0\r\nHost: ${HOST}\r\n\r\n`);
+    await c.closed;
+    const t = c.text();
+    assert.match(t, /^HTTP\/1\.1 200 /);
+    assert.match(t, /\r\nconnection: close\r\n/i);
+    assert.doesNotMatch(t, /transfer-encoding/i);
+    assert.ok(t.endsWith('\r\n\r\nfirst,second'), JSON.stringify(t));
+  });
+
+  test('HTTP/1.0 with keep-alive: answered with Connection: keep-alive, and the connection serves another request', async () => {
+    const c = await connect();
+    c.sock.write(`POST /a HTTP/1.0\r\nHost: ${HOST}\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nhi`);
+    await c.until((t) => t.endsWith('/a hi'));
+    assert.match(c.text(), /\r\nconnection: keep-alive\r\n/i);
+    c.sock.write(`GET /b HTTP/1.0\r\nHost: ${HOST}\r\nConnection: keep-alive\r\n\r\n`);
+    await c.until((t) => t.endsWith('/b '));
+    c.sock.destroy();
+  });
+
+  test('HTTP/1.1: a response without length goes chunked, and the connection stays open', async () => {
+    const c = await connect();
+    c.sock.write(`GET /nolength HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`);
+    await c.until((t) => t.endsWith('0\r\n\r\n'));
+    const t = c.text();
+    assert.match(t, /\r\ntransfer-encoding: chunked\r\n/i);
+    assert.equal(t.slice(t.indexOf('\r\n\r\n') + 4), '6\r\nfirst,\r\n6\r\nsecond\r\n0\r\n\r\n');
+    c.sock.write(`GET /again HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`);
+    await c.until((x) => x.endsWith('/again '));
+    c.sock.destroy();
+  });
+
+  test('Expect: 100-continue: the client gets 100 Continue before it sends the body, then the answer', async () => {
+    const c = await connect();
+    c.sock.write(`POST /upload HTTP/1.1\r\nHost: ${HOST}\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n`);
+    await c.until((t) => t.includes('\r\n\r\n'));
+    assert.equal(c.text(), 'HTTP/1.1 100 Continue\r\n\r\n');
+    c.sock.write('hello');
+    await c.until((t) => t.endsWith('/upload hello'));
+    assert.match(c.text().slice(25), /^HTTP\/1\.1 200 /);
+    c.sock.destroy();
+  });
+
+  test('HEAD: the length is passed on, no body follows, and the next request on the connection is served', async () => {
+    const c = await connect();
+    c.sock.write(`HEAD /h HTTP/1.1\r\nHost: ${HOST}\r\n\r\nGET /next HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`);
+    await c.until((t) => t.endsWith('/next '));
+    const heads = c.text().split('HTTP/1.1 ').slice(1);
+    assert.equal(heads.length, 2, c.text());
+    assert.match(heads[0]!, /content-length: 3\r\n/i);
+    assert.ok(heads[0]!.endsWith('\r\n\r\n'), 'no body after the HEAD response');
+    c.sock.destroy();
+  });
+
+  test('requests pipelined behind a slow one are answered after it, in order', async () => {
+    const c = await connect();
+    c.sock.write(`GET /slow HTTP/1.1\r\nHost: ${HOST}\r\n\r\nGET /p2 HTTP/1.1\r\nHost: ${HOST}\r\n\r\nPOST /p3 HTTP/1.1\r\nHost: ${HOST}\r\nContent-Length: 1\r\n\r\nx`);
+    await c.until((t) => t.endsWith('/p3 x'));
+    const bodies = c.text().split(/HTTP\/1\.1 200 OK\r\n[^]*?\r\n\r\n/).slice(1);
+    assert.deepEqual(bodies, ['/slow ', '/p2 ', '/p3 x']);
+    c.sock.destroy();
+  });
+
+  test('an idle keep-alive connection is closed after entrypoint.idleTimeout (1 s), not before', async () => {
+    const c = await connect();
+    c.sock.write(`GET /idle HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`);
+    await c.until((t) => t.endsWith('/idle '));
+    const idleFrom = Date.now();
+    const closedAt = await Promise.race([c.closed, sleep(10_000).then(() => 0)]);
+    assert.ok(closedAt > 0, 'closed');
+    assert.ok(closedAt - idleFrom >= 950, `closed after ${closedAt - idleFrom} ms`);
+  });
+});

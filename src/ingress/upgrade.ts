@@ -93,6 +93,7 @@ export class UpgradeExchange extends H1Request implements Upgrade {
     if (this.settled) return;
     this.#finished = true;
     this.socket.end();
+    this.socket.resume(); // read (and drop) to the client's FIN, so the socket closes
   }
 
   protected cut(): void {
@@ -104,5 +105,6 @@ export class UpgradeExchange extends H1Request implements Upgrade {
     this.#writeHead(err.httpStatus, { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(Buffer.byteLength(body)) });
     this.#finished = true;
     this.socket.end(body);
+    this.socket.resume(); // read (and drop) to the client's FIN, so the socket closes
   }
 }
