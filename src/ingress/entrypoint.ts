@@ -57,6 +57,9 @@ export class Entrypoint implements H1Owner {
   readonly #sessions = new Set<Http2Session>();
   readonly #h1 = new Set<ClientConnection>();
   readonly #h1Limits: H1Limits;
+  readonly #h1Open: ReturnType<Metrics['openConnections']['labels']>;
+  /** One listener for every HTTP/1.1 socket's close, rather than a closure each. */
+  readonly #h1Closed = (): void => { this.#h1Open.dec(); };
   /** The coarse clock HTTP/1.1 connection timeouts run on: one interval, no timer per connection or request. */
   readonly #clock: NodeJS.Timeout;
   tick = 1;
@@ -85,6 +88,7 @@ export class Entrypoint implements H1Owner {
     this.#unmatchedH2 = metrics.backend('unmatched', 'none', 'h2c');
     metrics.openStreamsSource = () => this.#inflightH2;
 
+    this.#h1Open = metrics.openConnections.labels('http');
     this.#h1Limits = {
       maxHeaderBytes: opts.maxHeaderBytes, // over it: 431
       headersTicks: ticks(opts.headersTimeoutMs), // slow clients: 408
@@ -127,7 +131,8 @@ export class Entrypoint implements H1Owner {
       const n = Math.min(buffered.length, PREFACE.length);
       const h2 = buffered.compare(PREFACE, 0, n, 0, n) === 0;
       if (h2 && buffered.length < PREFACE.length) return; // the preface may arrive in pieces
-      socket.off('data', onData).off('error', onError).setTimeout(0);
+      // The sniff timeout's listener too: left on, it would keep these bytes for the connection's life.
+      socket.off('data', onData).off('error', onError).off('timeout', onError).setTimeout(0);
       socket.pause();
       socket.unshift(buffered);
       this.#handOver(socket, h2);
@@ -137,11 +142,10 @@ export class Entrypoint implements H1Owner {
   };
 
   #handOver(socket: Socket, h2: boolean): void {
-    const protocol = h2 ? 'h2c' : 'http';
-    const gauge = this.#metrics.openConnections.labels(protocol);
-    gauge.inc();
-    socket.once('close', () => gauge.dec());
     if (h2) {
+      const gauge = this.#metrics.openConnections.labels('h2c');
+      gauge.inc();
+      socket.once('close', () => gauge.dec());
       // The session reads the unshifted preface through the guard. Its socket
       // is then node's wrapper around the guard, which has no address: the
       // client's is handed to the session here ('session' fires within emit).
@@ -150,8 +154,10 @@ export class Entrypoint implements H1Owner {
       this.#handing = undefined;
       return;
     }
+    this.#h1Open.inc();
+    socket.on('close', this.#h1Closed);
     // Whole-request time is bounded per route (timeouts.overall), not here: a large upload may rightly take long.
-    const conn = new ClientConnection(socket, this, this.#peer(socket, socket), this.#h1Limits);
+    const conn = new ClientConnection(socket, this, this.#peerOf(socket), this.#h1Limits);
     if (this.#opts.maxConnectionAgeMs > 0) conn.expiresAt = this.tick + ticks(jitter(this.#opts.maxConnectionAgeMs));
     this.#h1.add(conn);
     socket.resume();
@@ -240,12 +246,16 @@ export class Entrypoint implements H1Owner {
   #peer(key: object, socket: Socket): Peer {
     let peer = this.#peers.get(key);
     if (peer === undefined) {
-      const ip = socket.remoteAddress ?? '';
-      const family = socket.remoteFamily === 'IPv6' ? 'ipv6' : 'ipv4';
-      peer = { ip, trusted: ip !== '' && this.#trusted.check(ip, family) };
+      peer = this.#peerOf(socket);
       this.#peers.set(key, peer);
     }
     return peer;
+  }
+
+  #peerOf(socket: Socket): Peer {
+    const ip = socket.remoteAddress ?? '';
+    const family = socket.remoteFamily === 'IPv6' ? 'ipv6' : 'ipv4';
+    return { ip, trusted: ip !== '' && this.#trusted.check(ip, family) };
   }
 
   /** ExchangeOwner: one exchange is over. */

@@ -60,6 +60,13 @@ const REFUSE_408 = refusal(408);
 
 function noop(): void {}
 
+const CONN = Symbol('client connection');
+type Tagged = Socket & { [CONN]: ClientConnection };
+function onData(this: Tagged, chunk: Buffer): void { this[CONN].data(chunk); }
+function onEnd(this: Tagged): void { this[CONN].end(); }
+function onError(this: Tagged): void { this[CONN].error(); }
+function onClose(this: Tagged): void { this[CONN].close(); }
+
 function processPending(conn: ClientConnection): void {
   conn.processPending();
 }
@@ -110,15 +117,15 @@ export class ClientConnection implements BodySink {
     this.peer = peer;
     this.#limits = limits;
     this.#parser = new RequestParser(limits.maxHeaderBytes, this);
-    socket.on('data', this.#onData);
-    socket.on('end', this.#onEnd);
-    socket.on('error', this.#onError);
-    socket.on('close', this.#onClose);
+    // Shared listeners that find the connection on the socket: no closures per connection.
+    (socket as Tagged)[CONN] = this;
+    socket.on('data', onData).on('end', onEnd).on('error', onError).on('close', onClose);
   }
 
   // --- reading -------------------------------------------------------------
 
-  readonly #onData = (chunk: Buffer): void => {
+  /** Socket listener: bytes from the client. */
+  data(chunk: Buffer): void {
     const state = this.#state;
     if (state === CLOSED || state === GONE) return;
     if (state === WAIT) {
@@ -131,7 +138,7 @@ export class ClientConnection implements BodySink {
       this.#pending = undefined;
     }
     this.#consume(buf);
-  };
+  }
 
   /** Parses what `buf` holds, one request at a time. */
   #consume(buf: Buffer): void {
@@ -190,7 +197,8 @@ export class ClientConnection implements BodySink {
     if (p.upgrade !== undefined && p.bodyDone && isWebSocket(p.upgrade)) {
       this.#state = GONE;
       const s = this.socket;
-      s.off('data', this.#onData).off('end', this.#onEnd).off('error', this.#onError).off('close', this.#onClose);
+      s.off('data', onData).off('end', onEnd).off('error', onError).off('close', onClose);
+      (s as Partial<Tagged>)[CONN] = undefined;
       s.pause(); // read again when spliced to the upstream
       this.#owner.forget(this);
       const ex = new UpgradeExchange(p, s, off < buf.length ? Buffer.from(buf.subarray(off)) : Buffer.alloc(0), this.#owner, this.peer);
@@ -298,6 +306,7 @@ export class ClientConnection implements BodySink {
       return;
     }
     this.#state = HEAD;
+    this.#parser.release();
     this.#deadline = this.#owner.tick + this.#limits.idleTicks;
     // Requests pipelined behind this one wait their turn. (Inside #consume the
     // loop goes on with its buffer; nothing is held then.)
@@ -350,17 +359,20 @@ export class ClientConnection implements BodySink {
     if (this.#state === HEAD && this.#pending === undefined) this.socket.destroy();
   }
 
-  readonly #onEnd = (): void => {
+  /** Socket listener: the client's FIN. */
+  end(): void {
     // The client is done sending. Mid-request that means it left (node:http
     // aborted the request too); between requests, it is a close.
     this.socket.destroy();
-  };
+  }
 
-  readonly #onError = (): void => {
+  /** Socket listener. */
+  error(): void {
     this.socket.destroy();
-  };
+  }
 
-  readonly #onClose = (): void => {
+  /** Socket listener: the connection is gone. */
+  close(): void {
     this.#state = GONE;
     this.#pending = undefined;
     const body = this.#body;
@@ -370,7 +382,7 @@ export class ClientConnection implements BodySink {
     this.#ex = undefined;
     ex?.socketClosed();
     this.#owner.forget(this);
-  };
+  }
 }
 
 function isWebSocket(v: string): boolean {

@@ -91,6 +91,7 @@ function bad(reason: string): BadRequestError {
 }
 
 const HEADERS_TOO_LARGE = new HeadersTooLargeError();
+const NO_HEADERS: string[] = [];
 
 /** Receives the decoded request body. */
 export interface BodySink {
@@ -124,7 +125,7 @@ export class RequestParser {
   /** 1 for HTTP/1.1, 0 for HTTP/1.0. */
   minor = 1;
   /** Field lines in order, flat [name, value, ...], names lowercase. */
-  headers: string[] = [];
+  headers: string[] = NO_HEADERS;
   /** The declared Content-Length, -1 when none. */
   contentLength = -1;
   chunked = false;
@@ -254,6 +255,14 @@ export class RequestParser {
     } else {
       this.#state = BODY_DONE;
     }
+  }
+
+  /** The request is over: its strings are let go (an idle keep-alive connection holds nothing of it). */
+  release(): void {
+    this.headers = NO_HEADERS;
+    this.method = this.target = '';
+    this.host = this.connection = this.upgrade = this.expect = undefined;
+    this.trailers = null;
   }
 
   /** Whether the request just parsed has a body still to read. */
