@@ -12,6 +12,7 @@
 //   --scenario h1    bench/go/fixedrate at 5,000 req/s, 50 connections, to nginx
 //   --set            a setting: a name and the node flags it adds after --trace-gc
 //                    ('default=' is the router as it ships); repeatable
+//   --workers N      ghz's concurrent calls (-c; default 64, as in the bench)
 //   --log-dir DIR    keep each run's router log (the GC trace) there
 //   --no-defaults    do not drop the flags src/cli/main.ts applies by default
 //                    (SWITCHYARD_NODE_DEFAULTS=off is set otherwise, so each
@@ -41,6 +42,7 @@ const { values: opts } = parseArgs({
     latency: { type: 'boolean', default: false },
     'no-defaults': { type: 'boolean', default: false },
     'log-dir': { type: 'string' },
+    workers: { type: 'string', default: '64' },
   },
 });
 
@@ -97,7 +99,7 @@ interface Run {
   latency?: string;
 }
 
-const GRPC_WORKERS = 64;
+const GRPC_WORKERS = Number(opts.workers);
 
 async function load(peer: RunningPeer, secs: number, bin: string, ghz: string): Promise<{ requests: number; latency: string }> {
   if (scenario === 'grpc') {
