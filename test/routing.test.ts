@@ -186,6 +186,16 @@ test('a route reads its config in place and derives its durations in ms once', a
   assert.deepEqual(r.ejection, { consecutiveFailures: 3, ejectionMs: 10_000, maxEjectionMs: 3_600_000 });
 });
 
+test('routes naming one URL share health state when their health settings mean the same, however written', () => {
+  const outlier = (ejectionTime: string) => ({ consecutiveFailures: 5, ejectionTime, maxEjectionTime: '5m' });
+  const check = (interval: string) => ({ http: { path: '/healthz', expectStatus: [200, 399] as const }, interval, timeout: '1s', healthyThreshold: 2, unhealthyThreshold: 3 });
+  const url = 'http://127.0.0.1:1';
+  assert.equal(healthKey(url, { outlierDetection: outlier('30s') }), healthKey(url, { outlierDetection: outlier('30000ms') }));
+  assert.notEqual(healthKey(url, { outlierDetection: outlier('30s') }), healthKey(url, { outlierDetection: outlier('31s') }));
+  assert.equal(healthKey(url, { outlierDetection: outlier('30s'), healthCheck: check('5s') }), healthKey(url, { outlierDetection: outlier('30s'), healthCheck: check('5000ms') }));
+  assert.notEqual(healthKey(url, { outlierDetection: outlier('30s'), healthCheck: check('5s') }), healthKey(url, { outlierDetection: outlier('30s') }));
+});
+
 test('the retry budget: a percentage of requests over 10 s, with a floor per second', () => {
   const floor = new RetryBudget({ attempts: 2, budget: 0, minRetriesPerSecond: 1 });
   let granted = 0;

@@ -5,6 +5,7 @@
 import { Agent } from 'node:http';
 import type { Logger } from 'pino';
 import type { HealthCheckConfig, RouteConfig } from '../config/model.ts';
+import { parseDuration } from '../config/parse.ts';
 import { ActiveCheck } from './active.ts';
 import { BackendHealth } from './backend.ts';
 
@@ -15,7 +16,11 @@ import { BackendHealth } from './backend.ts';
  * never decides for another (the last route's settings used to win for all).
  */
 export function healthKey(url: string, route: Pick<RouteConfig, 'healthCheck' | 'outlierDetection'>): string {
-  return `${url} ${JSON.stringify(route.healthCheck ?? null)} ${JSON.stringify(route.outlierDetection)}`;
+  const { healthCheck: hc, outlierDetection: o } = route;
+  // Durations in ms, so "5s" and "5000ms" are the same settings.
+  const check = hc === undefined ? null : { ...hc, interval: parseDuration(hc.interval), timeout: parseDuration(hc.timeout) };
+  const outlier = { ...o, ejectionTime: parseDuration(o.ejectionTime), maxEjectionTime: parseDuration(o.maxEjectionTime) };
+  return `${url} ${JSON.stringify(check)} ${JSON.stringify(outlier)}`;
 }
 
 /** A health state wanted after a (re)load: its URL and its active check, if any. */
