@@ -13,6 +13,9 @@
 //   --set            a setting: a name and the node flags it adds after --trace-gc
 //                    ('default=' is the router as it ships); repeatable
 //   --workers N      ghz's concurrent calls (-c; default 64, as in the bench)
+//   --alloc-sites    also profile allocation by site (bench/alloc-sites.ts) and
+//                    print it after each run (the profiler costs CPU: CPU and
+//                    pause columns of such runs are not comparable)
 //   --log-dir DIR    keep each run's router log (the GC trace) there
 //   --no-defaults    do not drop the flags src/cli/main.ts applies by default
 //                    (SWITCHYARD_NODE_DEFAULTS=off is set otherwise, so each
@@ -20,7 +23,7 @@
 //
 // Settings alternate within each round, so drift on the machine hits all alike.
 // Prints one line per run and a Markdown table of the medians.
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -43,6 +46,7 @@ const { values: opts } = parseArgs({
     'no-defaults': { type: 'boolean', default: false },
     'log-dir': { type: 'string' },
     workers: { type: 'string', default: '64' },
+    'alloc-sites': { type: 'boolean', default: false },
   },
 });
 
@@ -138,7 +142,10 @@ async function main(): Promise<void> {
       for (const s of settings) {
         const logFile = join(dir, 'switchyard.log');
         writeFileSync(logFile, '');
-        const peer = await startPeer('switchyard', { dir, backends, root, maxConns: 1000, nodeArgs: ['--trace-gc', ...s.flags] });
+        const allocOut = join(dir, `alloc-${s.name}-${round + 1}.txt`);
+        if (opts['alloc-sites']) process.env['ALLOC_SITES_OUT'] = allocOut;
+        const profArgs = opts['alloc-sites'] ? [`--import=${join(ROOT, 'bench/alloc-sites.ts')}`] : [];
+        const peer = await startPeer('switchyard', { dir, backends, root, maxConns: 1000, nodeArgs: ['--trace-gc', ...profArgs, ...s.flags] });
         try {
           // Idle: after the config worker's idle end (5 s), before any request.
           await sleep(7000);
@@ -174,6 +181,12 @@ async function main(): Promise<void> {
             ...(opts.latency ? { latency: r.latency } : {}),
           };
           runs.push(run);
+          if (opts['alloc-sites']) {
+            process.kill(peer.pid!, 'SIGUSR2');
+            for (let i = 0; i < 100 && !existsSync(allocOut); i++) await sleep(100);
+            await sleep(200);
+            console.log(existsSync(allocOut) ? readFileSync(allocOut, 'utf8') : 'alloc-sites: no profile written');
+          }
           console.log(`round ${round + 1} ${s.name}: ${r.requests} req, scavenges/10k ${run.scavengesPer10k.toFixed(1)}, ` +
             `mark-compacts/10k ${run.markCompactsPer10k.toFixed(2)}, pause p50/p99/max ${run.pauseP50.toFixed(2)}/${run.pauseP99.toFixed(2)}/${run.pauseMax.toFixed(2)} ms, ` +
             `scavenge mean/p99 ${run.scavengeMean.toFixed(2)}/${run.scavengeP99.toFixed(2)} ms, mark-compact max ${run.markCompactMax.toFixed(1)} ms, ${run.pauseMsPerS.toFixed(1)} ms pause/s, ${run.cpuUsPerReq.toFixed(1)} µs CPU/req, ` +
