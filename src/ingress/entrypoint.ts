@@ -146,9 +146,9 @@ export class Entrypoint implements H1Owner {
       const gauge = this.#metrics.openConnections.labels('h2c');
       gauge.inc();
       socket.once('close', () => gauge.dec());
-      // The session reads the unshifted preface through the guard. Its socket
-      // is then node's wrapper around the guard, which has no address: the
-      // client's is handed to the session here ('session' fires within emit).
+      // The session reads the unshifted preface through the guard, its socket,
+      // which has no address: the client's is handed to the session here
+      // ('session' fires within emit).
       this.#handing = this.#peer(socket, socket);
       this.#h2.emit('connection', new H2Guard(socket, this.#opts));
       this.#handing = undefined;
