@@ -9,6 +9,7 @@ import type { Socket } from 'node:net';
 import { STATUS_CODES } from 'node:http';
 import { Readable } from 'node:stream';
 import { ProxyError } from '../errors.ts';
+import { listsToken } from '../http1-syntax.ts';
 import type { ExchangeOwner, Peer } from './exchange.ts';
 import { H1Exchange } from './h1.ts';
 import { RequestParser, type BodySink } from './h1-parser.ts';
@@ -387,13 +388,4 @@ export class ClientConnection implements BodySink {
 
 function isWebSocket(v: string): boolean {
   return v.length === 9 && v.toLowerCase() === 'websocket';
-}
-
-/** Whether a Connection value lists `token` (lowercase), case-insensitively. */
-function listsToken(value: string, token: string): boolean {
-  const v = value.toLowerCase();
-  if (v === token) return true;
-  if (v === 'keep-alive' || v === 'close') return false;
-  for (const t of v.split(',')) if (t.trim() === token) return true;
-  return false;
 }

@@ -11,18 +11,9 @@
 // parsers could frame or route differently (RFC 9112 §6.1, §6.3, §3.2; the
 // battery in test/smuggling.test.ts) is refused, never guessed at.
 import { BadRequestError, HeadersTooLargeError } from '../errors.ts';
+import { CR, HEAD_END, HEX, LF, SP, decimal, fieldLines, latin1 } from '../http1-syntax.ts';
 import type { ResponseHeaders } from './exchange.ts';
 
-const CR = 13;
-const LF = 10;
-const SP = 32;
-
-// RFC 9110 §5.6.2 tchar.
-const TOKEN = new Uint8Array(256);
-for (const c of "!#$%&'*+-.^_`|~") TOKEN[c.charCodeAt(0)] = 1;
-for (let c = 0x30; c <= 0x39; c++) TOKEN[c] = 1;
-for (let c = 0x41; c <= 0x5a; c++) TOKEN[c] = 1;
-for (let c = 0x61; c <= 0x7a; c++) TOKEN[c] = 1;
 // Methods: uppercase tokens (a lowercase `get` is refused, as llhttp does).
 const METHOD = new Uint8Array(256);
 for (let c = 0x41; c <= 0x5a; c++) METHOD[c] = 1;
@@ -31,51 +22,9 @@ METHOD[0x2d] = METHOD[0x5f] = 1; // M-SEARCH, and _ for extension methods
 // upstream's request line as we got them; they are refused instead.
 const TARGET = new Uint8Array(256);
 for (let c = 0x21; c <= 0x7e; c++) TARGET[c] = 1;
-// Field value bytes (RFC 9110 §5.5): VCHAR, obs-text, SP, HTAB.
-const VALUE = new Uint8Array(256);
-for (let c = 0x20; c <= 0xff; c++) VALUE[c] = 1;
-VALUE[0x7f] = 0;
-VALUE[0x09] = 1;
-const HEX = new Int8Array(256).fill(-1);
-for (let c = 0; c < 10; c++) HEX[0x30 + c] = c;
-for (let c = 0; c < 6; c++) HEX[0x41 + c] = HEX[0x61 + c] = 10 + c;
 
 /** Chunk extensions are skipped; more than this on one chunk is an attack, not metadata (node's limit too). */
 const MAX_CHUNK_EXTENSION = 16 * 1024;
-const HEAD_END = Buffer.from('\r\n\r\n', 'latin1');
-
-// Buffer#latin1Slice is toString('latin1', ...) without the argument checks; untyped in @types/node.
-type Latin1 = { latin1Slice(start: number, end: number): string };
-function latin1(b: Buffer, start: number, end: number): string {
-  return (b as unknown as Latin1).latin1Slice(start, end);
-}
-
-/** A Content-Length value: 1-15 digits and nothing else, or -1. */
-function decimal(v: string): number {
-  if (v.length === 0 || v.length > 15) return -1;
-  let n = 0;
-  for (let i = 0; i < v.length; i++) {
-    const d = v.charCodeAt(i) - 0x30;
-    if (d < 0 || d > 9) return -1;
-    n = n * 10 + d;
-  }
-  return n;
-}
-
-// Header names as the exchange wants them (lowercase), kept for the names seen
-// before: one lookup instead of a new string per field.
-const NAMES = new Map<string, string>();
-const MAX_NAMES = 512;
-
-function lowerName(raw: string): string {
-  let name = NAMES.get(raw);
-  if (name === undefined) {
-    name = raw.toLowerCase();
-    // Bounded: clients sending ever new names must not grow it without end.
-    if (NAMES.size < MAX_NAMES) NAMES.set(raw, name);
-  }
-  return name;
-}
 
 /** The common methods as constants: no new string per request for them. */
 function methodOf(h: string, end: number): string {
@@ -189,31 +138,16 @@ export class RequestParser {
     if (!h.startsWith('HTTP/1.', i + 1) || (minor !== 0 && minor !== 1)) throw bad('unsupported HTTP version');
     if (h.charCodeAt(i + 9) !== CR || h.charCodeAt(i + 10) !== LF) throw bad('malformed request line');
     this.minor = minor;
-    i += 11;
 
     const headers: string[] = [];
+    if (!fieldLines(h, i + 11, headers)) throw bad('malformed header line');
     let contentLength = -1;
     let te = false;
     let hosts = 0;
     let host: string | undefined, connection: string | undefined, upgrade: string | undefined, expect: string | undefined;
-    const end = h.length;
-    while (i < end) {
-      const nameStart = i;
-      c = h.charCodeAt(i);
-      while (TOKEN[c] === 1) c = h.charCodeAt(++i);
-      // Also catches obs-fold (a line starting with SP/HT) and space before the colon.
-      if (i === nameStart || c !== 0x3a /* ':' */) throw bad('malformed header line');
-      const name = lowerName(h.slice(nameStart, i));
-      c = h.charCodeAt(++i);
-      while (c === SP || c === 0x09) c = h.charCodeAt(++i);
-      const valueStart = i;
-      while (VALUE[c] === 1) c = h.charCodeAt(++i);
-      if (c !== CR || h.charCodeAt(i + 1) !== LF) throw bad('invalid character in a header line');
-      let valueEnd = i;
-      for (c = h.charCodeAt(valueEnd - 1); valueEnd > valueStart && (c === SP || c === 0x09); c = h.charCodeAt(--valueEnd - 1));
-      const value = h.slice(valueStart, valueEnd);
-      i += 2;
-      switch (name) {
+    for (let f = 0; f < headers.length; f += 2) {
+      const value = headers[f + 1]!;
+      switch (headers[f]) {
         case 'host': hosts++; host = value; break;
         case 'content-length':
           // One line, one number: a repeat, even of the same value, or a list is refused.
@@ -232,7 +166,6 @@ export class RequestParser {
         case 'upgrade': upgrade = value; break;
         case 'expect': expect = value; break;
       }
-      headers.push(name, value);
     }
     if (te && contentLength !== -1) throw bad('both Content-Length and Transfer-Encoding');
     this.headers = headers;
@@ -391,25 +324,14 @@ export class RequestParser {
   }
 
   #parseTrailers(h: string): ResponseHeaders {
+    const fields: string[] = [];
+    if (!fieldLines(h, 0, fields)) throw bad('malformed trailer line');
     const out: ResponseHeaders = {};
-    let i = 0;
-    while (i < h.length) {
-      const nameStart = i;
-      let c = h.charCodeAt(i);
-      while (TOKEN[c] === 1) c = h.charCodeAt(++i);
-      if (i === nameStart || c !== 0x3a) throw bad('malformed trailer line');
-      const name = lowerName(h.slice(nameStart, i));
-      c = h.charCodeAt(++i);
-      while (c === SP || c === 0x09) c = h.charCodeAt(++i);
-      const valueStart = i;
-      while (VALUE[c] === 1) c = h.charCodeAt(++i);
-      if (c !== CR || h.charCodeAt(i + 1) !== LF) throw bad('invalid character in a trailer line');
-      let valueEnd = i;
-      for (c = h.charCodeAt(valueEnd - 1); valueEnd > valueStart && (c === SP || c === 0x09); c = h.charCodeAt(--valueEnd - 1));
-      i += 2;
+    for (let i = 0; i < fields.length; i += 2) {
+      const name = fields[i]!;
       // Framing and routing fields have no meaning in trailers (RFC 9110 §6.5.1).
       if (name === 'content-length' || name === 'transfer-encoding' || name === 'host' || name === 'trailer') continue;
-      out[name] = h.slice(valueStart, valueEnd);
+      out[name] = fields[i + 1];
     }
     return out;
   }

@@ -4,6 +4,7 @@
 // Content-Length / chunked / close-delimited bodies, interim 1xx responses
 // skipped, 101 handed over. Strict: whatever could let two parties disagree on
 // where a response ends is an error, and the connection is not reused.
+import { CR, HEAD_END, HEX, LF, VALUE, decimal, fieldLines, latin1, listsToken } from '../http1-syntax.ts';
 import type { ResponseHeaders } from '../ingress/exchange.ts';
 
 /** Receives what the parser finds, in order: head, data chunks, end. */
@@ -37,52 +38,6 @@ const TRAILER = 9;
 const DONE = 10;
 const UPGRADED = 11;
 
-const CR = 13;
-const LF = 10;
-
-// RFC 9110 §5.6.2 tchar.
-const TOKEN = new Uint8Array(256);
-for (const c of "!#$%&'*+-.^_`|~") TOKEN[c.charCodeAt(0)] = 1;
-for (let c = 0x30; c <= 0x39; c++) TOKEN[c] = 1;
-for (let c = 0x41; c <= 0x5a; c++) TOKEN[c] = 1;
-for (let c = 0x61; c <= 0x7a; c++) TOKEN[c] = 1;
-// Field value bytes (RFC 9110 §5.5): VCHAR, obs-text, SP, HTAB. Node refuses
-// to write anything else, so it must not get this far.
-const VALUE = new Uint8Array(256);
-for (let c = 0x20; c <= 0xff; c++) VALUE[c] = 1;
-VALUE[0x7f] = 0;
-VALUE[0x09] = 1;
-const HEX = new Int8Array(256).fill(-1);
-for (let c = 0; c < 10; c++) HEX[0x30 + c] = c;
-for (let c = 0; c < 6; c++) HEX[0x41 + c] = HEX[0x61 + c] = 10 + c;
-
-// Buffer#latin1Slice is toString('latin1', ...) without the argument checks; untyped in @types/node.
-type Latin1 = { latin1Slice(start: number, end: number): string };
-function latin1(b: Buffer, start: number, end: number): string {
-  return (b as unknown as Latin1).latin1Slice(start, end);
-}
-
-/** A Content-Length value: 1-15 digits and nothing else, or -1. */
-function decimal(v: string): number {
-  if (v.length === 0 || v.length > 15) return -1;
-  let n = 0;
-  for (let i = 0; i < v.length; i++) {
-    const d = v.charCodeAt(i) - 0x30;
-    if (d < 0 || d > 9) return -1;
-    n = n * 10 + d;
-  }
-  return n;
-}
-
-/** Whether a Connection header value lists `token` (lowercase), case-insensitively. */
-function listsToken(value: string, token: string): boolean {
-  const v = value.toLowerCase();
-  if (v === token) return true;
-  if (v === 'keep-alive' || v === 'close') return false; // the usual values: no split
-  for (const t of v.split(',')) if (t.trim() === token) return true;
-  return false;
-}
-
 // Hop-by-hop response headers (RFC 9110 §7.6.1), not forwarded.
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'trailer', 'upgrade']);
 // Connection tokens that name no other header.
@@ -102,24 +57,6 @@ function dropNamed(headers: ResponseHeaders, connection: string): void {
  */
 const Headers = function Headers(): void {} as unknown as new () => ResponseHeaders;
 Headers.prototype = Object.create(null) as object;
-
-const HEAD_END = Buffer.from('\r\n\r\n', 'latin1');
-
-// Header names as the exchange wants them (lowercase), kept for the names seen
-// before: one lookup instead of a new string per field, and the object keys
-// are then the same strings every time.
-const NAMES = new Map<string, string>();
-const MAX_NAMES = 512;
-
-function lowerName(raw: string): string {
-  let name = NAMES.get(raw);
-  if (name === undefined) {
-    name = raw.toLowerCase();
-    // Bounded: a backend sending ever new names must not grow it without end.
-    if (NAMES.size < MAX_NAMES) NAMES.set(raw, name);
-  }
-  return name;
-}
 
 /**
  * One parser per upstream connection, restarted for each request. execute()
@@ -266,28 +203,16 @@ export class ResponseParser {
     if (h.charCodeAt(i + 1) !== LF) throw new ParseError('bare CR in status line');
     i += 2;
 
-    const end = h.length;
+    const fields: string[] = [];
+    if (!fieldLines(h, i, fields)) throw new ParseError('malformed header line');
     const headers = new Headers();
     let contentLength = -1;
     let chunked = false;
     let te = false;
     let connection: string | undefined;
-    while (i < end) {
-      const nameStart = i;
-      let c = h.charCodeAt(i);
-      while (TOKEN[c] === 1) c = h.charCodeAt(++i);
-      // Also catches obs-fold (a line starting with SP/HT) and space before the colon.
-      if (i === nameStart || c !== 0x3a /* ':' */) throw new ParseError('malformed header line');
-      const name = lowerName(h.slice(nameStart, i));
-      c = h.charCodeAt(++i);
-      while (c === 0x20 || c === 0x09) c = h.charCodeAt(++i);
-      const valueStart = i;
-      while (VALUE[c] === 1) c = h.charCodeAt(++i);
-      if (c !== CR || h.charCodeAt(i + 1) !== LF) throw new ParseError('invalid character in header value');
-      let valueEnd = i;
-      for (c = h.charCodeAt(valueEnd - 1); valueEnd > valueStart && (c === 0x20 || c === 0x09); c = h.charCodeAt(--valueEnd - 1));
-      const value = h.slice(valueStart, valueEnd);
-      i += 2;
+    for (let f = 0; f < fields.length; f += 2) {
+      const name = fields[f]!;
+      const value = fields[f + 1]!;
       switch (name) {
         case 'content-length': {
           const n = decimal(value);

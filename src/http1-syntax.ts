@@ -1,0 +1,98 @@
+// HTTP/1.1 message syntax shared by the two hand-written parsers: requests from
+// clients (ingress/h1-parser.ts) and responses from backends
+// (upstream/http1-parser.ts). Strict on both sides: bytes outside the grammar
+// of RFC 9110/9112 are refused, never repaired.
+
+export const CR = 13;
+export const LF = 10;
+export const SP = 32;
+const HTAB = 9;
+
+// RFC 9110 §5.6.2 tchar.
+export const TOKEN = new Uint8Array(256);
+for (const c of "!#$%&'*+-.^_`|~") TOKEN[c.charCodeAt(0)] = 1;
+for (let c = 0x30; c <= 0x39; c++) TOKEN[c] = 1;
+for (let c = 0x41; c <= 0x5a; c++) TOKEN[c] = 1;
+for (let c = 0x61; c <= 0x7a; c++) TOKEN[c] = 1;
+// Field value bytes (RFC 9110 §5.5): VCHAR, obs-text, SP, HTAB. Node refuses
+// to write anything else, so it must not get past a parser either.
+export const VALUE = new Uint8Array(256);
+for (let c = 0x20; c <= 0xff; c++) VALUE[c] = 1;
+VALUE[0x7f] = 0;
+VALUE[HTAB] = 1;
+export const HEX = new Int8Array(256).fill(-1);
+for (let c = 0; c < 10; c++) HEX[0x30 + c] = c;
+for (let c = 0; c < 6; c++) HEX[0x41 + c] = HEX[0x61 + c] = 10 + c;
+
+export const HEAD_END = Buffer.from('\r\n\r\n', 'latin1');
+
+// Buffer#latin1Slice is toString('latin1', ...) without the argument checks; untyped in @types/node.
+type Latin1 = { latin1Slice(start: number, end: number): string };
+export function latin1(b: Buffer, start: number, end: number): string {
+  return (b as unknown as Latin1).latin1Slice(start, end);
+}
+
+/** A Content-Length value: 1-15 digits and nothing else, or -1. */
+export function decimal(v: string): number {
+  if (v.length === 0 || v.length > 15) return -1;
+  let n = 0;
+  for (let i = 0; i < v.length; i++) {
+    const d = v.charCodeAt(i) - 0x30;
+    if (d < 0 || d > 9) return -1;
+    n = n * 10 + d;
+  }
+  return n;
+}
+
+/** Whether a Connection header value lists `token` (lowercase), case-insensitively. */
+export function listsToken(value: string, token: string): boolean {
+  const v = value.toLowerCase();
+  if (v === token) return true;
+  if (v === 'keep-alive' || v === 'close') return false; // the usual values: no split
+  for (const t of v.split(',')) if (t.trim() === token) return true;
+  return false;
+}
+
+// Header names as the exchange wants them (lowercase), kept for the names seen
+// before: one lookup instead of a new string per field, and the keys are then
+// the same strings every time.
+const NAMES = new Map<string, string>();
+const MAX_NAMES = 512;
+
+function lowerName(raw: string): string {
+  let name = NAMES.get(raw);
+  if (name === undefined) {
+    name = raw.toLowerCase();
+    // Bounded: a peer sending ever new names must not grow it without end.
+    if (NAMES.size < MAX_NAMES) NAMES.set(raw, name);
+  }
+  return name;
+}
+
+/**
+ * Parses field lines (RFC 9112 §5) from `h` at `i` to its end, each ending in
+ * CRLF, into `out` as flat [name, value, ...]: names lowercase, values
+ * without their surrounding whitespace. Returns false for a malformed line:
+ * obs-fold, whitespace before the colon, a bare CR or LF, a control byte.
+ */
+export function fieldLines(h: string, i: number, out: string[]): boolean {
+  const end = h.length;
+  while (i < end) {
+    const nameStart = i;
+    let c = h.charCodeAt(i);
+    while (TOKEN[c] === 1) c = h.charCodeAt(++i);
+    // Also catches obs-fold (a line starting with SP/HT) and space before the colon.
+    if (i === nameStart || c !== 0x3a /* ':' */) return false;
+    const name = lowerName(h.slice(nameStart, i));
+    c = h.charCodeAt(++i);
+    while (c === SP || c === HTAB) c = h.charCodeAt(++i);
+    const valueStart = i;
+    while (VALUE[c] === 1) c = h.charCodeAt(++i);
+    if (c !== CR || h.charCodeAt(i + 1) !== LF) return false;
+    let valueEnd = i;
+    for (c = h.charCodeAt(valueEnd - 1); valueEnd > valueStart && (c === SP || c === HTAB); c = h.charCodeAt(--valueEnd - 1));
+    out.push(name, h.slice(valueStart, valueEnd));
+    i += 2;
+  }
+  return true;
+}
