@@ -124,8 +124,8 @@ export abstract class Exchange {
   abstract requestTrailers(): ResponseHeaders | null;
   /** The request headers for an HTTP/1.1 upstream, flat [name, value, ...]. */
   abstract headersForH1(hostHeader: string | undefined): string[];
-  /** The request headers for an HTTP/2 upstream. */
-  abstract headersForH2(hostHeader: string | undefined): OutgoingHttpHeaders;
+  /** The request headers for an HTTP/2 upstream: an object, or flat [name, value, ...] (node:http2 takes both; a list spares it a copy). */
+  abstract headersForH2(hostHeader: string | undefined): OutgoingHttpHeaders | string[];
   /** Starts the response; `trailersFollow` when the upstream may send trailers (HTTP/2). */
   abstract respond(status: number, headers: ResponseHeaders, trailersFollow: boolean): void;
   /** A complete response without body (HTTP/2: one HEADERS frame with END_STREAM, as gRPC's Trailers-Only). */
@@ -217,7 +217,13 @@ export abstract class Exchange {
 
   /** Host (`hostHeader`, else the client's) and X-Forwarded-*, appended to a flat HTTP/1.1 header list. */
   protected pushForwarded(h: string[], hostHeader: string | undefined): void {
-    h.push('host', hostHeader ?? this.authority ?? '', 'x-forwarded-for', this.#xff, 'x-forwarded-proto', this.#xfProto);
+    h.push('host', hostHeader ?? this.authority ?? '');
+    this.pushXForwarded(h);
+  }
+
+  /** X-Forwarded-* appended to a flat header list. */
+  protected pushXForwarded(h: string[]): void {
+    h.push('x-forwarded-for', this.#xff, 'x-forwarded-proto', this.#xfProto);
     if (this.#xfHost !== undefined) h.push('x-forwarded-host', this.#xfHost);
   }
 

@@ -94,19 +94,22 @@ export class H2Exchange extends Exchange {
     return out;
   }
 
-  headersForH2(hostHeader: string | undefined): OutgoingHttpHeaders {
-    const out: OutgoingHttpHeaders = {};
+  // A flat list: node:http2's request() copies a header object into one of
+  // its own first (Object.assign, ~3 % of a gRPC call's allocation).
+  headersForH2(hostHeader: string | undefined): string[] {
+    const out: string[] = [':authority', hostHeader ?? this.authority ?? ''];
     const h = this.#headers;
     const named = connectionNamed(h['connection']);
     for (const name in h) {
-      if (DROP_REQUEST.has(name) || named?.has(name)) continue;
-      out[name] = h[name];
+      if (name === ':authority' || DROP_REQUEST.has(name) || named?.has(name)) continue;
+      const v = h[name];
+      if (Array.isArray(v)) for (const x of v) out.push(name, x);
+      else if (v !== undefined) out.push(name, v);
     }
-    out[':authority'] = hostHeader ?? this.authority ?? '';
     // "te: trailers" is the one TE value HTTP/2 allows, and gRPC servers require it.
-    if (h['te'] === 'trailers') out['te'] = 'trailers';
-    this.setForwarded(out);
-    out[this.owner.requestIdHeader] ??= this.requestId;
+    if (h['te'] === 'trailers') out.push('te', 'trailers');
+    this.pushXForwarded(out);
+    if (h[this.owner.requestIdHeader] === undefined) out.push(this.owner.requestIdHeader, this.requestId);
     return out;
   }
 

@@ -230,7 +230,7 @@ export class H2Call {
 }
 
 /** A mirror's copy on a session of `up`: sent whole, its answer's code passed to `done`, the rest dropped. */
-export function sendCopy(up: H2Upstream, slot: Slot, headers: OutgoingHttpHeaders, body: Buffer, grpc: boolean, done: (code: number | null) => void): void {
+export function sendCopy(up: H2Upstream, slot: Slot, headers: OutgoingHttpHeaders | string[], body: Buffer, grpc: boolean, done: (code: number | null) => void): void {
   let stream: ClientHttp2Stream;
   try {
     stream = slot.session.request(headers, { endStream: body.length === 0 });
