@@ -16,12 +16,24 @@ RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
 
 FROM node:24-slim
 ENV NODE_ENV=production
+# Node's compile cache (relative to WORKDIR): every module's compiled code,
+# .ts files after type stripping, so that a start neither strips types nor
+# loads the type stripper (~30 MB less idle RSS than without it).
+ENV NODE_COMPILE_CACHE=.node-compile-cache
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY package.json ./
 COPY src ./src
 # src/config/schema.ts imports the config's JSON Schema.
 COPY config/switchyard.schema.json ./config/
+# Fill the compile cache here, where the paths are those of run time (its
+# keys), with the Node and the flags of CMD (the cache is per Node version and
+# V8 flags): every src/ module and what it imports (config/worker.ts throws
+# outside a worker thread once compiled; that is all it needs), then main.ts.
+# At run time it is only read, so the root filesystem may stay read-only.
+RUN node --input-type=module -e "import { readdirSync } from 'node:fs'; for (const f of readdirSync('src', { recursive: true })) if (f.endsWith('.ts') && f !== 'cli/main.ts') await import('./src/' + f).catch(() => {});" \
+ && node src/cli/main.ts --version > /dev/null \
+ && chmod -R a+rX .node-compile-cache
 # The image's `node` user, numeric so that runAsNonRoot can be verified.
 USER 1000:1000
 EXPOSE 8080 9901

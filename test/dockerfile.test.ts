@@ -231,7 +231,11 @@ describe('Dockerfile', { timeout: 240_000 }, () => {
     const runs = stages.flatMap((s) => s.instructions.filter((i) => i.op === 'RUN').map((i) => i.args));
     assert.ok(runs.some((r) => /\bnpm ci\b/.test(r) && /--omit=dev\b/.test(r)), 'npm ci --omit=dev');
     assert.ok(!runs.some((r) => /\bnpm (i|install)\b/.test(r)), 'npm ci (the lockfile), not npm install');
-    assert.ok(!final.instructions.some((i) => i.op === 'RUN'), 'the final stage runs nothing: it only copies');
+    // The final stage installs nothing: its one RUN is node filling the compile cache.
+    const finalRuns = final.instructions.filter((i) => i.op === 'RUN').map((i) => i.args);
+    assert.equal(finalRuns.length, 1, 'one RUN in the final stage');
+    assert.ok(finalRuns[0]!.startsWith('node ') && !/\b(npm|npx|apt-get|curl)\b/.test(finalRuns[0]!), finalRuns[0]);
+    assert.ok(final.instructions.some((i) => i.op === 'ENV' && /\bNODE_COMPILE_CACHE=\.node-compile-cache\b/.test(i.args)), 'ENV NODE_COMPILE_CACHE, relative to WORKDIR');
     const copies = final.instructions.filter((i) => i.op === 'COPY').map((i) => copyArgs(i.args));
     assert.ok(copies.some((c) => c.flags.has('from') && c.sources.some((s) => s.endsWith('node_modules'))), 'node_modules from the build stage');
     const user = final.instructions.filter((i) => i.op === 'USER').at(-1)?.args;
@@ -263,8 +267,8 @@ describe('Dockerfile', { timeout: 240_000 }, () => {
       if (base) rmSync(base, { recursive: true, force: true });
     });
 
-    test('the final stage holds package.json, src/, the config schema and the production dependencies only', () => {
-      assert.deepEqual(readdirSync(app).sort(), ['config', 'node_modules', 'package.json', 'src']);
+    test('the final stage holds package.json, src/, the config schema, the production dependencies and the compile cache only', () => {
+      assert.deepEqual(readdirSync(app).sort(), ['.node-compile-cache', 'config', 'node_modules', 'package.json', 'src']);
       assert.deepEqual(readdirSync(join(app, 'config')), ['switchyard.schema.json'], 'the schema src/config/ imports, not the examples');
       assert.deepEqual(readdirSync(join(app, 'src')).sort(), readdirSync(join(ROOT, 'src')).sort());
       for (const dep of Object.keys(pkg.dependencies)) assert.ok(existsSync(join(app, 'node_modules', dep, 'package.json')), `dependency ${dep}`);
@@ -342,6 +346,8 @@ describe('Dockerfile', { timeout: 240_000 }, () => {
         if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       }
       assert.equal(stderr, '', 'nothing on stderr (no warnings from Node either)');
+      // The compile cache included: a module the build did not compile would be added to it at exit.
+      assert.ok([...before.keys()].filter((p) => p.startsWith(`${built.workdir.slice(1)}/.node-compile-cache/`)).length > 100, 'a filled compile cache');
       assert.deepEqual(snapshot(built.roots.at(-1)!), before, 'no file written: the root filesystem may be read-only');
     });
   });
