@@ -36,6 +36,8 @@ const { values: opts } = parseArgs({
     minutes: { type: 'string', default: '10' },
     root: { type: 'string' },
     out: { type: 'string' },
+    // A heap snapshot at each minute's sample, written into this directory (to diff when the heap grows).
+    'heap-snapshots': { type: 'string' },
   },
 });
 const MINUTES = Number(opts.minutes);
@@ -49,10 +51,14 @@ const HOST = { h1: 'h1.soak', split: 'split.soak', h2c: 'h2c.soak', grpc: 'grpc.
 // to $SOAK_PROBE (through a rename, so the harness never reads half a file).
 const PROBE = `data:text/javascript,${encodeURIComponent(`
 import { renameSync, writeFileSync } from 'node:fs';
+import { getHeapSpaceStatistics, writeHeapSnapshot } from 'node:v8';
+let n = 0;
 process.on('SIGUSR2', () => {
   globalThis.gc?.();
+  if (process.env.SOAK_SNAPSHOTS) writeHeapSnapshot(process.env.SOAK_SNAPSHOTS + '/minute-' + n++ + '.heapsnapshot');
   const m = process.memoryUsage();
-  writeFileSync(process.env.SOAK_PROBE + '.tmp', JSON.stringify(m));
+  const space = Object.fromEntries(getHeapSpaceStatistics().map((s) => [s.space_name, s.space_size]));
+  writeFileSync(process.env.SOAK_PROBE + '.tmp', JSON.stringify({ ...m, newSpace: space.new_space, oldSpace: space.old_space }));
   renameSync(process.env.SOAK_PROBE + '.tmp', process.env.SOAK_PROBE);
 });
 `)}`;
@@ -66,6 +72,9 @@ interface Sample {
   readonly heapTotal: number;
   readonly external: number;
   readonly arrayBuffers: number;
+  /** Committed sizes of V8's young generation and old space (both in heap total). */
+  readonly newSpace: number;
+  readonly oldSpace: number;
 }
 
 /** What each kind of traffic did: calls made, and those that did not end the way that kind should. */
@@ -194,8 +203,8 @@ async function drive(port: number, stop: () => boolean, tally: Tally): Promise<v
       // ~5/s gRPC errors from the backend (INTERNAL), and streams cancelled by their deadline half way.
       loop(stop, 200, 4, () => expect('grpc error status', unary(streams, { status: 13, message: 'soak' }), (r) => (r as { code: number }).code === 13)),
       loop(stop, 500, 4, () => expect('grpc cancelled', serverStream(streams, { count: 5, size: 256, hang: true }, { deadlineMs: 300 }), (r) => (r as { code: number }).code === grpc.status.DEADLINE_EXCEEDED)),
-      // ~5/s a backend that refuses connections (502), ~5/s clients that leave a 64 KiB response after its first bytes.
-      loop(stop, 200, 4, () => expect('h1 backend down', get(port, HOST.down, '/', keepAlive), (s) => s === 502)),
+      // ~5/s a backend that refuses connections (502; 503 while outlier detection has it ejected), ~5/s clients that leave a 64 KiB response after its first bytes.
+      loop(stop, 200, 4, () => expect('h1 backend down', get(port, HOST.down, '/', keepAlive), (s) => s === 502 || s === 503)),
       loop(stop, 200, 4, () => expect('h1 client abort', get(port, HOST.h1, '/64k', false, true), (s) => s === 200)),
     ]);
   } finally {
@@ -209,9 +218,9 @@ async function drive(port: number, stop: () => boolean, tally: Tally): Promise<v
 async function probe(router: Started, file: string): Promise<Omit<Sample, 'minute' | 'requests' | 'failures'>> {
   rmSync(file, { force: true });
   process.kill(router.pid, 'SIGUSR2');
-  for (let i = 0; i < 200 && !existsSync(file); i++) await sleep(25);
-  const m = JSON.parse(readFileSync(file, 'utf8')) as NodeJS.MemoryUsage;
-  return { rss: treeRss(router.pid), heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, arrayBuffers: m.arrayBuffers };
+  for (let i = 0; i < 1200 && !existsSync(file); i++) await sleep(25);
+  const m = JSON.parse(readFileSync(file, 'utf8')) as NodeJS.MemoryUsage & { newSpace: number; oldSpace: number };
+  return { rss: treeRss(router.pid), heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, arrayBuffers: m.arrayBuffers, newSpace: m.newSpace, oldSpace: m.oldSpace };
 }
 
 const mib = (b: number): string => (b / 2 ** 20).toFixed(1);
@@ -233,12 +242,12 @@ function slope(xs: number[], ys: number[]): number {
 function report(samples: Sample[], tally: Tally, reloads: number, idle: Sample): string {
   const lines: string[] = [];
   lines.push(`# Memory soak, ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC`, '');
-  lines.push(`\`npm run bench:soak -- --minutes ${MINUTES}\` on ${SWITCHYARD === ROOT ? 'this checkout' : SWITCHYARD}. The router (\`node --expose-gc\`, NODE_COMPILE_CACHE warm as in the image) on one core, the load from the harness on the other: HTTP/1.1 keep-alive (~100/s) and split (~25/s), a new connection per request (~20/s), h2c (~100/s on one session), gRPC unary to grpc-go (~50/s), gRPC server and bidi streams (~5/s each), gRPC error statuses (~5/s), streams cancelled by their deadline (~2/s), a backend refusing connections (502, ~5/s), clients leaving a 64 KiB response after its first bytes (~5/s), a config reload every 30 s. Figures after a forced full GC; RSS of the process.`, '');
-  lines.push(`Idle before the load (after start, worker ended): RSS ${mib(idle.rss)} MiB, heap used ${mib(idle.heapUsed)} MiB, heap total ${mib(idle.heapTotal)} MiB, external ${mib(idle.external)} MiB.`, '');
-  lines.push('| minute | requests | unexpected | RSS MiB | heap used MiB | heap total MiB | external MiB | array buffers MiB |');
-  lines.push('|---:|---:|---:|---:|---:|---:|---:|---:|');
+  lines.push(`\`npm run bench:soak -- --minutes ${MINUTES}\` on ${SWITCHYARD === ROOT ? 'this checkout' : SWITCHYARD}. The router (\`node --expose-gc\`, plus the --max-semi-space-size=8 that serve sets for itself; NODE_COMPILE_CACHE warm as in the image) on one core, the load from the harness on the other: HTTP/1.1 keep-alive (~100/s) and split (~25/s), a new connection per request (~20/s), h2c (~100/s on one session), gRPC unary to grpc-go (~50/s), gRPC server and bidi streams (~5/s each), gRPC error statuses (~5/s), streams cancelled by their deadline (~2/s), a backend refusing connections (502, or 503 while ejected; ~5/s), clients leaving a 64 KiB response after its first bytes (~5/s), a config reload every 30 s. Figures after a forced full GC; RSS of the process.`, '');
+  lines.push(`Idle before the load (20 s after start: the config worker has ended): RSS ${mib(idle.rss)} MiB, heap used ${mib(idle.heapUsed)} MiB, heap total ${mib(idle.heapTotal)} MiB (new space ${mib(idle.newSpace)}, old space ${mib(idle.oldSpace)}), external ${mib(idle.external)} MiB. RSS is sampled 28 s after a reload, when the reload's config worker has ended.`, '');
+  lines.push('| minute | requests | unexpected | RSS MiB | heap used MiB | heap total MiB | of which new space | of which old space | external MiB | array buffers MiB |');
+  lines.push('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const s of samples) {
-    lines.push(`| ${s.minute} | ${s.requests.toLocaleString('en-US')} | ${s.failures} | ${mib(s.rss)} | ${mib(s.heapUsed)} | ${mib(s.heapTotal)} | ${mib(s.external)} | ${mib(s.arrayBuffers)} |`);
+    lines.push(`| ${s.minute} | ${s.requests.toLocaleString('en-US')} | ${s.failures} | ${mib(s.rss)} | ${mib(s.heapUsed)} | ${mib(s.heapTotal)} | ${mib(s.newSpace)} | ${mib(s.oldSpace)} | ${mib(s.external)} | ${mib(s.arrayBuffers)} |`);
   }
   const base = samples.find((s) => s.minute === 2)!;
   const last = samples.at(-1)!;
@@ -275,9 +284,11 @@ async function main(): Promise<void> {
     const probeFile = join(dir, 'probe.json');
     const cache = join(dir, 'compile-cache');
     mkdirSync(cache);
+    const snapshots = opts['heap-snapshots'] === undefined ? '' : resolve(opts['heap-snapshots']);
+    if (snapshots !== '') mkdirSync(snapshots, { recursive: true });
     const start = async (): Promise<Started> => {
       const p = startProcess('switchyard', process.execPath, ['--expose-gc', '--import', PROBE, join(SWITCHYARD, 'src/cli/main.ts'), 'serve', '--config', file],
-        join(dir, 'switchyard.log'), { core: PROXY_CORE, cwd: SWITCHYARD, env: { SWITCHYARD_LOG_LEVEL: 'warn', NODE_ENV: 'production', NODE_COMPILE_CACHE: cache, SOAK_PROBE: probeFile } });
+        join(dir, 'switchyard.log'), { core: PROXY_CORE, cwd: SWITCHYARD, env: { SWITCHYARD_LOG_LEVEL: 'warn', NODE_ENV: 'production', NODE_COMPILE_CACHE: cache, SOAK_PROBE: probeFile, SOAK_SNAPSHOTS: snapshots } });
       await waitForPort(port, p);
       await waitForPort(admin, p);
       return p;
@@ -286,7 +297,7 @@ async function main(): Promise<void> {
     await stopProcess(await start());
     router = await start();
     await sleep(20_000); // past the config worker's idle end and V8's first memory-reducing GCs
-    const idle = { minute: 0, requests: 0, failures: 0, ...await probe(router, probeFile) };
+    const idle: Sample = { minute: 0, requests: 0, failures: 0, ...await probe(router, probeFile) };
     console.log(`idle: RSS ${mib(idle.rss)} MiB, heap used ${mib(idle.heapUsed)} MiB`);
 
     const tally = new Tally();
@@ -306,7 +317,7 @@ async function main(): Promise<void> {
       await sleep(Math.max(0, t0 + minute * 60_000 - 2_000 - Date.now()));
       const s: Sample = { minute, requests: tally.total, failures: tally.failures, ...await probe(router, probeFile) };
       samples.push(s);
-      console.log(`minute ${minute}: ${s.requests} requests (${s.failures} unexpected), RSS ${mib(s.rss)} MiB, heap used ${mib(s.heapUsed)} / total ${mib(s.heapTotal)} MiB, external ${mib(s.external)} MiB`);
+      console.log(`minute ${minute}: ${s.requests} requests (${s.failures} unexpected), RSS ${mib(s.rss)} MiB, heap used ${mib(s.heapUsed)} / total ${mib(s.heapTotal)} MiB (new ${mib(s.newSpace)}, old ${mib(s.oldSpace)}), external ${mib(s.external)} MiB`);
     }
     await running;
     clearInterval(reloader);
