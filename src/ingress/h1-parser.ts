@@ -1,7 +1,8 @@
 // The request side of HTTP/1.1 from clients, parsed by hand: the head once,
 // as one latin1 string scanned with charCodeAt, into what the exchange needs
 // (method, target, version, header fields with lowercase names, the framing);
-// then the body by Content-Length or by a strict chunked decoder.
+// then the body by Content-Length or chunked, with the strict rules of
+// http1-body.ts.
 //
 // Why hand-written: node:http's server (llhttp's callbacks into JS,
 // IncomingMessage/ServerResponse, _storeHeader, a keep-alive timer re-armed
@@ -11,7 +12,8 @@
 // parsers could frame or route differently (RFC 9112 §6.1, §6.3, §3.2; the
 // battery in test/smuggling.test.ts) is refused, never guessed at.
 import { BadRequestError, HeadersTooLargeError } from '../errors.ts';
-import { CR, HEAD_END, HEX, LF, SP, decimal, fieldLines, latin1 } from '../http1-syntax.ts';
+import { BodyDecoder, type BodyRules, type BodySink } from '../http1-body.ts';
+import { CR, HEAD_END, LF, SP, decimal, fieldLines, latin1 } from '../http1-syntax.ts';
 import type { ResponseHeaders } from './exchange.ts';
 
 // Methods: uppercase tokens (a lowercase `get` is refused, as llhttp does).
@@ -22,9 +24,6 @@ METHOD[0x2d] = METHOD[0x5f] = 1; // M-SEARCH, and _ for extension methods
 // upstream's request line as we got them; they are refused instead.
 const TARGET = new Uint8Array(256);
 for (let c = 0x21; c <= 0x7e; c++) TARGET[c] = 1;
-
-/** Chunk extensions are skipped; more than this on one chunk is an attack, not metadata (node's limit too). */
-const MAX_CHUNK_EXTENSION = 16 * 1024;
 
 /** The common methods as constants: no new string per request for them. */
 function methodOf(h: string, end: number): string {
@@ -42,24 +41,10 @@ function bad(reason: string): BadRequestError {
 const HEADERS_TOO_LARGE = new HeadersTooLargeError();
 const NO_HEADERS: string[] = [];
 
-/** Receives the decoded request body. */
-export interface BodySink {
-  /** Body bytes: a view into the buffer given to body(), valid until it returns. */
-  onBody(chunk: Buffer): void;
-  /** The body is complete (trailers, if any, are in `trailers`). */
-  onBodyEnd(): void;
-}
+export type { BodySink };
 
-// Body states.
-const LENGTH = 0;
-const CHUNK_SIZE = 1;
-const CHUNK_EXT = 2;
-const CHUNK_SIZE_LF = 3;
-const CHUNK_DATA = 4;
-const CHUNK_DATA_CR = 5;
-const CHUNK_DATA_LF = 6;
-const TRAILER = 7;
-const BODY_DONE = 8;
+/** Chunk extensions are skipped; more than this on one chunk is an attack, not metadata (node's limit too). */
+const MAX_CHUNK_EXTENSION = 16 * 1024;
 
 /**
  * One per client connection, reused for each request on it. head() finds and
@@ -68,7 +53,7 @@ const BODY_DONE = 8;
  */
 export class RequestParser {
   readonly #maxHeadBytes: number;
-  readonly #sink: BodySink;
+  readonly #body: BodyDecoder;
   method = '';
   target = '';
   /** 1 for HTTP/1.1, 0 for HTTP/1.0. */
@@ -85,18 +70,17 @@ export class RequestParser {
   connection: string | undefined = undefined;
   upgrade: string | undefined = undefined;
   expect: string | undefined = undefined;
-  /** Trailer fields after a chunked body (rare: null when none). */
-  trailers: ResponseHeaders | null = null;
-  #state = BODY_DONE;
-  #remaining = 0;
-  #sizeDigits = 0;
-  #extBytes = 0;
-  #trailer: Buffer[] | null = null;
-  #trailerBytes = 0;
 
   constructor(maxHeadBytes: number, sink: BodySink) {
     this.#maxHeadBytes = maxHeadBytes;
-    this.#sink = sink;
+    const rules: BodyRules = {
+      spaceAfterSize: false,
+      maxExtensionBytes: MAX_CHUNK_EXTENSION,
+      keepTrailers: true,
+      maxTrailerBytes: maxHeadBytes,
+      error: bad,
+    };
+    this.#body = new BodyDecoder(sink, rules);
   }
 
   /**
@@ -176,18 +160,8 @@ export class RequestParser {
     this.connection = connection;
     this.upgrade = upgrade;
     this.expect = expect;
-    this.trailers = null;
-    if (te) {
-      this.#state = CHUNK_SIZE;
-      this.#remaining = 0;
-      this.#sizeDigits = 0;
-      this.#extBytes = 0;
-    } else if (contentLength > 0) {
-      this.#state = LENGTH;
-      this.#remaining = contentLength;
-    } else {
-      this.#state = BODY_DONE;
-    }
+    if (te) this.#body.chunked();
+    else this.#body.length(contentLength); // -1 (none) and 0 alike: no body
   }
 
   /** The request is over: its strings are let go (an idle keep-alive connection holds nothing of it). */
@@ -195,151 +169,21 @@ export class RequestParser {
     this.headers = NO_HEADERS;
     this.method = this.target = '';
     this.host = this.connection = this.upgrade = this.expect = undefined;
-    this.trailers = null;
+    this.#body.trailers = null;
   }
 
   /** Whether the request just parsed has a body still to read. */
   get bodyDone(): boolean {
-    return this.#state === BODY_DONE;
+    return this.#body.done;
+  }
+
+  /** Trailer fields after a chunked body (rare: null when none). */
+  get trailers(): ResponseHeaders | null {
+    return this.#body.trailers;
   }
 
   /** Decodes body bytes from `off`; returns the offset after them (the rest is the next request). Throws a BadRequestError. */
   body(buf: Buffer, off: number): number {
-    while (off < buf.length) {
-      switch (this.#state) {
-        case LENGTH:
-        case CHUNK_DATA: {
-          const n = Math.min(this.#remaining, buf.length - off);
-          this.#remaining -= n;
-          const chunk = off === 0 && n === buf.length ? buf : buf.subarray(off, off + n);
-          off += n;
-          if (this.#remaining === 0) {
-            if (this.#state === LENGTH) {
-              this.#state = BODY_DONE;
-              this.#sink.onBody(chunk);
-              this.#sink.onBodyEnd();
-              return off;
-            }
-            this.#state = CHUNK_DATA_CR;
-          }
-          this.#sink.onBody(chunk);
-          break;
-        }
-        case BODY_DONE:
-          return off;
-        default:
-          off = this.#chunkFraming(buf, off);
-      }
-    }
-    return off;
-  }
-
-  /** The bytes around chunk data: size line, extensions, CRLFs, trailer section. */
-  #chunkFraming(buf: Buffer, off: number): number {
-    while (off < buf.length) {
-      const c = buf[off]!;
-      switch (this.#state) {
-        case CHUNK_SIZE: {
-          const h = HEX[c]!;
-          if (h >= 0) {
-            if (++this.#sizeDigits > 12) throw bad('chunk size too large');
-            this.#remaining = this.#remaining * 16 + h;
-          } else if (this.#sizeDigits === 0) {
-            throw bad('malformed chunk size');
-          } else if (c === CR) {
-            this.#state = CHUNK_SIZE_LF;
-          } else if (c === 0x3b /* ';' */) {
-            // No whitespace before it: BWS here is how size lines get read two ways.
-            this.#state = CHUNK_EXT;
-          } else {
-            throw bad('malformed chunk size');
-          }
-          break;
-        }
-        case CHUNK_EXT:
-          // Extensions are skipped (never passed on); only a CRLF ends the line.
-          if (c === CR) this.#state = CHUNK_SIZE_LF;
-          else if (c === LF || (c < 0x20 && c !== 0x09) || c === 0x7f) throw bad('malformed chunk extension');
-          else if (++this.#extBytes > MAX_CHUNK_EXTENSION) throw bad('chunk extension too long');
-          break;
-        case CHUNK_SIZE_LF:
-          if (c !== LF) throw bad('bare CR after a chunk size');
-          this.#extBytes = 0;
-          if (this.#remaining === 0) {
-            this.#state = TRAILER;
-            this.#trailer = null;
-            this.#trailerBytes = 0;
-            return this.#trailerSection(buf, off + 1);
-          }
-          this.#state = CHUNK_DATA;
-          return off + 1;
-        case CHUNK_DATA_CR:
-          if (c !== CR) throw bad('chunk data longer than its size');
-          this.#state = CHUNK_DATA_LF;
-          break;
-        case CHUNK_DATA_LF:
-          if (c !== LF) throw bad('bare CR after chunk data');
-          this.#state = CHUNK_SIZE;
-          this.#sizeDigits = 0;
-          break;
-        case TRAILER:
-          return this.#trailerSection(buf, off);
-        default:
-          return off;
-      }
-      off++;
-    }
-    return off;
-  }
-
-  /** The trailer section (RFC 9112 §7.1.2): field lines, then an empty line. Usually just the empty line. */
-  #trailerSection(buf: Buffer, off: number): number {
-    // The common case: no trailers, CRLF right here.
-    if (this.#trailer === null && buf[off] === CR && buf[off + 1] === LF) {
-      this.#finishBody(null);
-      return off + 2;
-    }
-    if (off >= buf.length) return off;
-    const part = buf.subarray(off);
-    (this.#trailer ??= []).push(Buffer.from(part));
-    this.#trailerBytes += part.length;
-    const all = this.#trailer.length === 1 ? this.#trailer[0]! : Buffer.concat(this.#trailer);
-    let end: number;
-    if (all[0] === CR && all[1] === LF) end = -2; // an empty trailer section that arrived split
-    else {
-      end = all.indexOf(HEAD_END);
-      if (end < 0) {
-        if (this.#trailerBytes > this.#maxHeadBytes) throw bad('trailers too large');
-        for (let lf = all.indexOf(LF); lf >= 0; lf = all.indexOf(LF, lf + 1)) {
-          if (lf === 0 || all[lf - 1] !== CR) throw bad('bare LF in trailers');
-        }
-        this.#trailer = [all];
-        return buf.length;
-      }
-    }
-    this.#finishBody(end === -2 ? null : this.#parseTrailers(latin1(all, 0, end + 2)));
-    // What followed the section in this buffer is the next request.
-    const used = end + 4;
-    return buf.length - (all.length - used);
-  }
-
-  #parseTrailers(h: string): ResponseHeaders {
-    const fields: string[] = [];
-    if (!fieldLines(h, 0, fields)) throw bad('malformed trailer line');
-    const out: ResponseHeaders = {};
-    for (let i = 0; i < fields.length; i += 2) {
-      const name = fields[i]!;
-      // Framing and routing fields have no meaning in trailers (RFC 9110 §6.5.1).
-      if (name === 'content-length' || name === 'transfer-encoding' || name === 'host' || name === 'trailer') continue;
-      out[name] = fields[i + 1];
-    }
-    return out;
-  }
-
-  #finishBody(trailers: ResponseHeaders | null): void {
-    this.#trailer = null;
-    this.trailers = trailers;
-    this.#state = BODY_DONE;
-    this.#sink.onBodyEnd();
+    return this.#body.decode(buf, off);
   }
 }

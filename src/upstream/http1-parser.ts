@@ -4,7 +4,8 @@
 // Content-Length / chunked / close-delimited bodies, interim 1xx responses
 // skipped, 101 handed over. Strict: whatever could let two parties disagree on
 // where a response ends is an error, and the connection is not reused.
-import { CR, HEAD_END, HEX, LF, VALUE, decimal, fieldLines, latin1, listsToken } from '../http1-syntax.ts';
+import { BodyDecoder, type BodyRules, type BodySink } from '../http1-body.ts';
+import { CR, HEAD_END, LF, VALUE, decimal, fieldLines, latin1, listsToken } from '../http1-syntax.ts';
 import type { ResponseHeaders } from '../ingress/exchange.ts';
 
 /** Receives what the parser finds, in order: head, data chunks, end. */
@@ -24,19 +25,21 @@ export class ParseError extends Error {
 /** Response heads larger than this are refused (node's default for requests is 16 KiB). */
 export const MAX_HEAD_BYTES = 64 * 1024;
 
+// A backend's body: whitespace after a chunk size and extensions of any
+// length are let through (they are skipped, never passed on); trailer fields
+// are dropped (an HTTP/1.1 upstream's trailers were never passed on).
+const RULES: BodyRules = {
+  spaceAfterSize: true,
+  maxExtensionBytes: Infinity,
+  keepTrailers: false,
+  maxTrailerBytes: MAX_HEAD_BYTES,
+  error: (reason) => new ParseError(reason),
+};
+
 // States.
 const HEAD = 0;
-const BODY_LENGTH = 1;
-const BODY_CLOSE = 2; // until the connection closes
-const CHUNK_SIZE = 3;
-const CHUNK_EXT = 4;
-const CHUNK_SIZE_LF = 5;
-const CHUNK_DATA = 6;
-const CHUNK_DATA_CR = 7;
-const CHUNK_DATA_LF = 8;
-const TRAILER = 9;
-const DONE = 10;
-const UPGRADED = 11;
+const BODY = 1; // then done when the body decoder is
+const UPGRADED = 2;
 
 // Hop-by-hop response headers (RFC 9110 §7.6.1), not forwarded.
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'trailer', 'upgrade']);
@@ -64,15 +67,12 @@ Headers.prototype = Object.create(null) as object;
  * given only after an upgrade (the rest belongs to the new protocol) or when
  * bytes follow a complete response (the caller must not reuse the connection).
  */
-export class ResponseParser {
+export class ResponseParser implements BodySink {
   readonly #sink: ResponseSink;
-  #state = DONE;
+  readonly #body: BodyDecoder;
+  #state = BODY;
   /** A head that arrived in pieces. */
   #partial: Buffer | undefined;
-  #remaining = 0;
-  #chunkSize = 0;
-  #sizeDigits = 0;
-  #sawCR = false;
   #noBody = false;
   #upgrade = false;
   /** Whether the connection may carry another request after this response. */
@@ -84,6 +84,7 @@ export class ResponseParser {
 
   constructor(sink: ResponseSink) {
     this.#sink = sink;
+    this.#body = new BodyDecoder(this, RULES);
   }
 
   /** Expects a new response. `noBody`: the request was HEAD; `upgrade`: it asked to switch protocols. */
@@ -99,7 +100,7 @@ export class ResponseParser {
 
   /** True when the response is complete (or the connection was upgraded). */
   get done(): boolean {
-    return this.#state === DONE || this.#state === UPGRADED;
+    return this.#state === UPGRADED || (this.#state === BODY && this.#body.done);
   }
 
   get upgraded(): boolean {
@@ -114,50 +115,22 @@ export class ResponseParser {
   execute(buf: Buffer): number {
     if (buf.length > 0) this.started = true;
     let off = 0;
-    while (off < buf.length) {
-      switch (this.#state) {
-        case HEAD: off = this.#head(buf, off); break;
-        case BODY_LENGTH: {
-          const n = Math.min(this.#remaining, buf.length - off);
-          this.#remaining -= n;
-          this.#sink.onData(off === 0 && n === buf.length ? buf : buf.subarray(off, off + n));
-          off += n;
-          if (this.#remaining === 0) this.#finish();
-          break;
-        }
-        case BODY_CLOSE:
-          this.#sink.onData(off === 0 ? buf : buf.subarray(off));
-          off = buf.length;
-          break;
-        case CHUNK_DATA: {
-          const n = Math.min(this.#remaining, buf.length - off);
-          this.#remaining -= n;
-          this.#sink.onData(buf.subarray(off, off + n));
-          off += n;
-          if (this.#remaining === 0) this.#state = CHUNK_DATA_CR;
-          break;
-        }
-        case DONE:
-        case UPGRADED:
-          return off;
-        default: off = this.#chunkFraming(buf, off);
-      }
-    }
+    // More than one head: interim (1xx) responses before the final one.
+    while (this.#state === HEAD && off < buf.length) off = this.#head(buf, off);
+    if (this.#state === BODY && off < buf.length) off = this.#body.decode(buf, off);
     return off;
   }
 
   /** The connection closed. Returns true if that completes the response (a close-delimited body). */
   eof(): boolean {
-    if (this.#state === BODY_CLOSE) {
-      this.#state = DONE;
-      this.#sink.onEnd();
-      return true;
-    }
-    return this.done;
+    return this.#state === UPGRADED || (this.#state === BODY && this.#body.eof());
   }
 
-  #finish(): void {
-    this.#state = DONE;
+  onBody(chunk: Buffer): void {
+    this.#sink.onData(chunk);
+  }
+
+  onBodyEnd(): void {
     this.#sink.onEnd();
   }
 
@@ -266,98 +239,17 @@ export class ResponseParser {
     // encoding wins and the connection is not reused (RFC 9112 §6.1).
     if (te) this.keepAlive &&= contentLength === -1;
     this.#sink.onHead(status, headers);
-    if (this.#noBody || status === 204 || status === 304) {
-      this.#finish();
-    } else if (te) {
-      if (chunked) {
-        this.#state = CHUNK_SIZE;
-        this.#sizeDigits = 0;
-        this.#chunkSize = 0;
-      } else {
-        this.keepAlive = false;
-        this.#state = BODY_CLOSE;
-      }
-    } else if (contentLength >= 0) {
-      this.#remaining = contentLength;
-      if (contentLength === 0) this.#finish();
-      else this.#state = BODY_LENGTH;
+    this.#state = BODY;
+    if (this.#noBody || status === 204 || status === 304 || (!te && contentLength === 0)) {
+      this.#body.none();
+      this.#sink.onEnd();
+    } else if (te && chunked) {
+      this.#body.chunked();
+    } else if (!te && contentLength > 0) {
+      this.#body.length(contentLength);
     } else {
       this.keepAlive = false;
-      this.#state = BODY_CLOSE;
+      this.#body.untilClose();
     }
-  }
-
-  /** The bytes around chunk data: size line, extensions, CRLFs, trailer section. */
-  #chunkFraming(buf: Buffer, off: number): number {
-    while (off < buf.length) {
-      const c = buf[off]!;
-      switch (this.#state) {
-        case CHUNK_SIZE: {
-          const h = HEX[c]!;
-          if (h >= 0) {
-            if (++this.#sizeDigits > 12) throw new ParseError('chunk size too large');
-            this.#chunkSize = this.#chunkSize * 16 + h;
-          } else if (this.#sizeDigits === 0) {
-            throw new ParseError('malformed chunk size');
-          } else if (c === CR) {
-            this.#state = CHUNK_SIZE_LF;
-          } else if (c === 0x3b /* ';' */ || c === 0x20 || c === 0x09) {
-            this.#state = CHUNK_EXT;
-          } else {
-            throw new ParseError('malformed chunk size');
-          }
-          break;
-        }
-        case CHUNK_EXT:
-          // Extensions are ignored; only a line end matters. A bare LF is not one.
-          if (c === CR) this.#state = CHUNK_SIZE_LF;
-          else if (c === LF || (c < 0x20 && c !== 0x09) || c === 0x7f) throw new ParseError('malformed chunk extension');
-          break;
-        case CHUNK_SIZE_LF:
-          if (c !== LF) throw new ParseError('bare CR after chunk size');
-          if (this.#chunkSize === 0) {
-            this.#state = TRAILER;
-            this.#remaining = 0; // bytes of the current trailer line
-            this.#sawCR = false;
-          } else {
-            this.#state = CHUNK_DATA;
-            this.#remaining = this.#chunkSize;
-          }
-          return off + 1;
-        case CHUNK_DATA_CR:
-          if (c !== CR) throw new ParseError('chunk longer than its size');
-          this.#state = CHUNK_DATA_LF;
-          break;
-        case CHUNK_DATA_LF:
-          if (c !== LF) throw new ParseError('bare CR after chunk data');
-          this.#state = CHUNK_SIZE;
-          this.#sizeDigits = 0;
-          this.#chunkSize = 0;
-          break;
-        case TRAILER:
-          // Trailer fields are dropped (an HTTP/1.1 upstream's trailers were never
-          // passed on); only the empty line that ends them matters.
-          if (c === CR) {
-            if (this.#sawCR) throw new ParseError('bare CR in trailers');
-            this.#sawCR = true;
-          } else if (c === LF) {
-            if (!this.#sawCR) throw new ParseError('bare LF in trailers');
-            this.#sawCR = false;
-            if (this.#remaining === 0) {
-              this.#finish();
-              return off + 1;
-            }
-            this.#remaining = 0;
-          } else {
-            if (this.#sawCR) throw new ParseError('bare CR in trailers');
-            if (++this.#remaining > MAX_HEAD_BYTES) throw new ParseError('trailers too large');
-          }
-          break;
-        default:
-          return off;
-      }
-      off++;
-    }
-    return off;
   }
 }
