@@ -1,6 +1,6 @@
 // Exchanges of HTTP/2 clients: one per stream (node:http2 core API).
 import type { OutgoingHttpHeaders } from 'node:http';
-import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
+import { sensitiveHeaders, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import type { Readable } from 'node:stream';
 import type { ProxyError } from '../errors.ts';
 import { Exchange, textBody, type ExchangeOwner, type Peer, type ResponseHeaders } from './exchange.ts';
@@ -118,10 +118,10 @@ export class H2Exchange extends Exchange {
     this.#prepare(status, headers);
     if (trailersFollow) {
       this.#trailersFollow = true;
-      this.stream.respond(headers as OutgoingHttpHeaders, { waitForTrailers: true });
+      this.stream.respond(flat(headers), { waitForTrailers: true });
       this.stream.on('wantTrailers', onWantTrailers);
     } else {
-      this.stream.respond(headers as OutgoingHttpHeaders);
+      this.stream.respond(flat(headers));
     }
   }
 
@@ -129,7 +129,7 @@ export class H2Exchange extends Exchange {
     if (this.settled || this.stream.destroyed) return;
     this.#prepare(status, headers);
     this.#finished = true;
-    this.stream.respond(headers as OutgoingHttpHeaders, { endStream: true });
+    this.stream.respond(flat(headers), { endStream: true });
   }
 
   #prepare(status: number, headers: ResponseHeaders): void {
@@ -204,6 +204,23 @@ export class H2Exchange extends Exchange {
     this.stream.respond({ ':status': err.httpStatus, 'content-type': 'text/plain; charset=utf-8' });
     this.stream.end(textBody(err));
   }
+}
+
+/**
+ * Response headers as a flat [name, value, ...] list: respond() copies a
+ * header object into a null-prototype one of its own first. Fields the
+ * upstream sent never-indexed stay so.
+ */
+function flat(h: ResponseHeaders): string[] {
+  const out: string[] = [];
+  for (const name in h) {
+    const v = h[name];
+    if (Array.isArray(v)) for (const x of v) out.push(name, x);
+    else if (v !== undefined) out.push(name, v);
+  }
+  const never = (h as { [sensitiveHeaders]?: unknown })[sensitiveHeaders];
+  if (never !== undefined) (out as unknown as { [sensitiveHeaders]?: unknown })[sensitiveHeaders] = never;
+  return out;
 }
 
 function first(v: string | string[] | undefined): string | undefined {
