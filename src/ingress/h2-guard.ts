@@ -9,13 +9,17 @@
 // bytes of PRIORITY, WINDOW_UPDATE and SETTINGS payloads); everything else
 // passes as the socket delivered it.
 import { Socket, type SocketConstructorOpts } from 'node:net';
+import http2 from 'node:http2';
 import { performance } from 'node:perf_hooks';
 
 const DATA = 0x0, HEADERS = 0x1, PRIORITY = 0x2, RST_STREAM = 0x3, SETTINGS = 0x4, PING = 0x6, WINDOW_UPDATE = 0x8, CONTINUATION = 0x9;
-const END_STREAM = 0x1, ACK = 0x1, END_HEADERS = 0x4;
-const NO_ERROR = 0x0, PROTOCOL_ERROR = 0x1, FLOW_CONTROL_ERROR = 0x3, STREAM_CLOSED = 0x5, CANCEL = 0x8, ENHANCE_YOUR_CALM = 0xb;
-const SETTINGS_INITIAL_WINDOW_SIZE = 0x4;
-const MAX_WINDOW = 0x7fffffff;
+// Flags, error codes and settings as node:http2 names them (frame types it does not export).
+const {
+  NGHTTP2_FLAG_END_STREAM: END_STREAM, NGHTTP2_FLAG_ACK: ACK, NGHTTP2_FLAG_END_HEADERS: END_HEADERS,
+  NGHTTP2_NO_ERROR: NO_ERROR, NGHTTP2_PROTOCOL_ERROR: PROTOCOL_ERROR, NGHTTP2_FLOW_CONTROL_ERROR: FLOW_CONTROL_ERROR,
+  NGHTTP2_STREAM_CLOSED: STREAM_CLOSED, NGHTTP2_CANCEL: CANCEL, NGHTTP2_ENHANCE_YOUR_CALM: ENHANCE_YOUR_CALM,
+  NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE: SETTINGS_INITIAL_WINDOW_SIZE, MAX_INITIAL_WINDOW_SIZE: MAX_WINDOW,
+} = http2.constants;
 const PREFACE_LENGTH = 24;
 /** Streams the client closed that are remembered, to answer frames on them with STREAM_CLOSED. */
 const CLOSED_MEMORY = 128;
