@@ -140,6 +140,22 @@ function rawWrite(handle: TcpHandle, bufs: Buffer[], guard: H2Guard | null): boo
   return false;
 }
 
+/** Where a walk through frames on a byte stream stands: payload bytes of the current frame still to pass over. */
+class FrameWalk {
+  skip: number;
+  constructor(skip: number) {
+    this.skip = skip;
+  }
+
+  /** Passes over what `buf` holds of the current payload from `i`; returns where the next frame head starts (buf.length if not in `buf`). */
+  next(buf: Buffer, i: number): number {
+    if (this.skip === 0) return i;
+    const k = Math.min(this.skip, buf.length - i);
+    this.skip -= k;
+    return i + k;
+  }
+}
+
 /** The socket node:http2 reads the client from and writes to it through. */
 export class H2Guard extends Socket {
   readonly #socket: Socket;
@@ -151,8 +167,8 @@ export class H2Guard extends Socket {
   #shutdownReq: object | null = null;
   #handleClosed = false;
   // --- inbound (client to node:http2) ---
-  /** Payload (or preface) bytes of the current inbound frame still to pass unread. */
-  #inSkip = PREFACE_LENGTH;
+  /** Inbound frames, the preface passed over unread like a payload. */
+  readonly #in = new FrameWalk(PREFACE_LENGTH);
   /** An inbound frame head (or inspected payload) cut by a chunk boundary. */
   #held: Buffer | undefined;
   #lastStream = 0;
@@ -168,7 +184,7 @@ export class H2Guard extends Socket {
   #idleSince = performance.now();
   #dead = false;
   // --- outbound (node:http2 to client) ---
-  #outSkip = 0;
+  readonly #out = new FrameWalk(0);
   readonly #outHead = Buffer.alloc(9);
   #outHeadLength = 0;
   /** Frames of the guard's own, waiting for the output to reach a frame boundary. */
@@ -226,7 +242,7 @@ export class H2Guard extends Socket {
       return 0;
     }
     for (let i = 0; i < bufs.length; i++) this.#scanOut(bufs[i]!);
-    if (this.#injected.length > 0 && this.#outSkip === 0 && this.#outHeadLength === 0) {
+    if (this.#injected.length > 0 && this.#out.skip === 0 && this.#outHeadLength === 0) {
       bufs.push(...this.#injected);
       this.#injected = [];
     }
@@ -293,13 +309,7 @@ export class H2Guard extends Socket {
     this.#held = undefined;
     let i = 0;
     let from = 0; // start of the bytes not yet passed on
-    while (i < buf.length) {
-      if (this.#inSkip > 0) {
-        const k = Math.min(this.#inSkip, buf.length - i);
-        this.#inSkip -= k;
-        i += k;
-        continue;
-      }
+    while ((i = this.#in.next(buf, i)) < buf.length) {
       if (buf.length - i < 9) break;
       const length = buf.readUIntBE(i, 3);
       const type = buf[i + 3]!;
@@ -309,7 +319,7 @@ export class H2Guard extends Socket {
       const verdict = this.#inspect(type, flags, stream, length, buf, i + 9);
       if (verdict === 'pass') {
         i += 9;
-        this.#inSkip = length;
+        this.#in.skip = length;
         continue;
       }
       this.#pass(buf, from, i);
@@ -447,20 +457,14 @@ export class H2Guard extends Socket {
   /** Writes a frame of the guard's own between node:http2's frames. */
   #inject(frame: Buffer): void {
     if (this.#socket.destroyed) return;
-    if (this.#outSkip === 0 && this.#outHeadLength === 0) rawWrite(this.#tcp, [frame], null);
+    if (this.#out.skip === 0 && this.#outHeadLength === 0) rawWrite(this.#tcp, [frame], null);
     else this.#injected.push(frame);
   }
 
   /** Follows node:http2's frames: DATA spends stream windows; END_STREAM or RST_STREAM ends a stream. */
   #scanOut(buf: Buffer): void {
     let i = 0;
-    while (i < buf.length) {
-      if (this.#outSkip > 0) {
-        const k = Math.min(this.#outSkip, buf.length - i);
-        this.#outSkip -= k;
-        i += k;
-        continue;
-      }
+    while ((i = this.#out.next(buf, i)) < buf.length) {
       let head = buf;
       let h = i;
       if (this.#outHeadLength > 0 || buf.length - i < 9) {
@@ -484,7 +488,7 @@ export class H2Guard extends Socket {
         if (w !== undefined) this.#windows.set(stream, w - length);
       }
       if (((type === DATA || type === HEADERS) && flags & END_STREAM) || type === RST_STREAM) this.#done(stream);
-      this.#outSkip = length;
+      this.#out.skip = length;
     }
   }
 }
