@@ -6,19 +6,7 @@ import type { ProxyError } from '../errors.ts';
 import { Exchange, textBody, type ExchangeOwner, type Peer, type ResponseHeaders } from './exchange.ts';
 import { connectionNamed, DROP_REQUEST, stripResponseHeaders } from './hygiene.ts';
 import { GRPC_CODE_UNKNOWN } from '../observe/metrics.ts';
-
-const EXCHANGE = Symbol('switchyard.exchange');
-type ExchangeStream = ServerHttp2Stream & { [EXCHANGE]: H2Exchange };
-
-function onRequestTrailers(this: ExchangeStream, trailers: IncomingHttpHeaders): void {
-  this[EXCHANGE].gotRequestTrailers(trailers);
-}
-function onStreamClose(this: ExchangeStream): void {
-  this[EXCHANGE].streamClosed();
-}
-function onWantTrailers(this: ExchangeStream): void {
-  this[EXCHANGE].sendTrailers();
-}
+import { CLOSE, TRAILERS, WANT_TRAILERS, listen } from '../h2-stream-events.ts';
 
 /** A request on an HTTP/2 stream (node:http2 core API). */
 export class H2Exchange extends Exchange {
@@ -50,14 +38,12 @@ export class H2Exchange extends Exchange {
     });
     this.stream = stream;
     this.#headers = headers;
-    (stream as ExchangeStream)[EXCHANGE] = this;
-    // Shared listeners, `on` for events that come once anyway: no closures per stream.
-    if (this.hasBody) stream.on('trailers', onRequestTrailers);
-    stream.on('close', onStreamClose);
+    // `on` for events that come once anyway: no wrapper per stream.
+    listen(stream, this, this.hasBody ? TRAILERS | CLOSE : CLOSE);
   }
 
   /** @internal the client's trailers arrived (shared listener). */
-  gotRequestTrailers(trailers: IncomingHttpHeaders): void {
+  streamTrailers(trailers: IncomingHttpHeaders): void {
     this.#requestTrailers = trailers;
   }
 
@@ -119,7 +105,7 @@ export class H2Exchange extends Exchange {
     if (trailersFollow) {
       this.#trailersFollow = true;
       this.stream.respond(flat(headers), { waitForTrailers: true });
-      this.stream.on('wantTrailers', onWantTrailers);
+      listen(this.stream, this, WANT_TRAILERS);
     } else {
       this.stream.respond(flat(headers));
     }
@@ -162,7 +148,7 @@ export class H2Exchange extends Exchange {
   }
 
   /** @internal the stream wants the response trailers (shared listener). */
-  sendTrailers(): void {
+  wantTrailers(): void {
     // Empty trailers make node end the stream with an empty DATA frame.
     this.stream.sendTrailers((this.#trailers ?? {}) as OutgoingHttpHeaders);
   }

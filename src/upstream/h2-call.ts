@@ -6,35 +6,14 @@ import type { Exchange, ResponseHeaders } from '../ingress/exchange.ts';
 import type { H2Upstream, Slot } from './h2-pool.ts';
 import { NATIVE_BELOW_MS, TICK_MS, deadlineIn, tick, unwatch, watch } from './clock.ts';
 import { COPY_TIMEOUT_MS, type Attempt } from './upstream.ts';
+import { CLOSE, DATA, END, RESPONSE, TRAILERS, WANT_TRAILERS, listen } from '../h2-stream-events.ts';
 
 const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR } = http2.constants;
 
 // Per-RPC allocations are what GC time is made of here: the stream's
-// listeners are shared functions that find their call through the stream
-// (one property), and timeouts of 2 s and more are deadlines on the coarse
-// clock instead of a native timer (and node's stream timer) per RPC.
-const CALL = Symbol('switchyard.h2call');
-type CallStream = ClientHttp2Stream & { [CALL]: H2Call };
-
-function onStreamResponse(this: CallStream, headers: IncomingHttpHeaders & ResponseHeaders, flags: number): void {
-  this[CALL].response(headers, flags);
-}
-function onStreamTrailers(this: CallStream, trailers: IncomingHttpHeaders): void {
-  this[CALL].trailers = trailers as ResponseHeaders;
-}
-function onStreamData(this: CallStream, chunk: Buffer): void {
-  this[CALL].data(chunk);
-}
-function onStreamEnd(this: CallStream): void {
-  this[CALL].ended();
-}
-function onStreamClose(this: CallStream): void {
-  this[CALL].closed();
-}
-function onWantTrailers(this: CallStream): void {
-  // Empty trailers make node end the stream with an empty DATA frame.
-  this.sendTrailers(this[CALL].requestTrailers());
-}
+// listeners are shared functions (h2-stream-events.ts), and timeouts of 2 s
+// and more are deadlines on the coarse clock instead of a native timer (and
+// node's stream timer) per RPC.
 function noop(): void {}
 
 /** Calls with a deadline on the coarse clock; finished ones are dropped on the next sweep. */
@@ -62,7 +41,7 @@ export class H2Call {
   readonly #ex: Exchange;
   readonly #up: H2Upstream;
   #slot: Slot | null = null;
-  #stream: CallStream | undefined;
+  #stream: ClientHttp2Stream | undefined;
   /** Native timer for timeouts under NATIVE_BELOW_MS. */
   #timer: NodeJS.Timeout | undefined;
   /** Coarse-clock deadline of the current phase (response, then idle between chunks); 0: none. */
@@ -70,7 +49,7 @@ export class H2Call {
   #idleTicks = 0;
   #responded = false;
   #status = 0;
-  trailers: ResponseHeaders | null = null;
+  #trailers: ResponseHeaders | null = null;
   #done = false;
 
   constructor(attempt: Attempt, up: H2Upstream) {
@@ -87,29 +66,23 @@ export class H2Call {
       this.#fail(upstreamError(err));
       return;
     }
-    let stream: CallStream;
+    let stream: ClientHttp2Stream;
     const hasBody = ex.hasBody;
     try {
-      stream = slot.session.request(ex.headersForH2(this.#attempt.hostHeader), { endStream: !hasBody, waitForTrailers: hasBody }) as CallStream;
+      stream = slot.session.request(ex.headersForH2(this.#attempt.hostHeader), { endStream: !hasBody, waitForTrailers: hasBody });
     } catch (e) {
       // The session went away between acquire and request: nothing was sent.
       this.#fail(new UpstreamError('reset', true, e));
       return;
     }
-    stream[CALL] = this;
     this.#slot = slot;
     this.#stream = stream;
     this.#up.track(slot);
     // `on` rather than `once` for the events that come once anyway: no wrapper per call.
-    stream.on('response', onStreamResponse);
-    stream.on('trailers', onStreamTrailers);
-    stream.on('data', onStreamData);
-    stream.on('end', onStreamEnd);
+    listen(stream, this, RESPONSE | TRAILERS | DATA | END | CLOSE | (hasBody ? WANT_TRAILERS : 0));
     stream.on('error', noop);
-    stream.on('close', onStreamClose);
     ex.signal.listen(this.#cancel);
     if (hasBody) {
-      stream.on('wantTrailers', onWantTrailers);
       const body = ex.body()!;
       body.on('error', () => { if (!stream.closed) stream.close(NGHTTP2_CANCEL); });
       body.pipe(stream);
@@ -128,11 +101,13 @@ export class H2Call {
     this.deadline = at;
   }
 
-  requestTrailers(): OutgoingHttpHeaders {
-    return (this.#ex.requestTrailers() ?? {}) as OutgoingHttpHeaders;
+  /** The stream wants the request trailers (shared listener). */
+  wantTrailers(): void {
+    // Empty trailers make node end the stream with an empty DATA frame.
+    this.#stream!.sendTrailers((this.#ex.requestTrailers() ?? {}) as OutgoingHttpHeaders);
   }
 
-  response(headers: IncomingHttpHeaders & ResponseHeaders, flags: number): void {
+  streamResponse(headers: IncomingHttpHeaders & ResponseHeaders, flags: number): void {
     clearTimeout(this.#timer);
     const status = Number(headers[':status']);
     if (status < 200) return;
@@ -174,7 +149,11 @@ export class H2Call {
     this.#fail(new UpstreamError('timeout', false, new Error(`no data for ${this.#attempt.timeouts.idleMs} ms`)));
   };
 
-  data(chunk: Buffer): void {
+  streamTrailers(trailers: IncomingHttpHeaders): void {
+    this.#trailers = trailers as ResponseHeaders;
+  }
+
+  streamData(chunk: Buffer): void {
     if (this.deadline !== 0) this.deadline = tick + this.#idleTicks;
     if (!this.#ex.write(chunk)) {
       const stream = this.#stream!;
@@ -183,18 +162,18 @@ export class H2Call {
     }
   }
 
-  ended(): void {
+  streamEnded(): void {
     if (this.#done) return;
     // Node pushes EOF on every stream close: a reset or a dead session is not a clean end.
     const rst = this.#stream!.rstCode;
     if (rst !== undefined && rst !== NGHTTP2_NO_ERROR) return;
     this.#done = true;
     this.deadline = 0;
-    this.#observe(this.trailers ?? {});
-    this.#ex.end(this.trailers);
+    this.#observe(this.#trailers ?? {});
+    this.#ex.end(this.#trailers);
   }
 
-  closed(): void {
+  streamClosed(): void {
     clearTimeout(this.#timer);
     this.deadline = 0;
     this.#ex.signal.unlisten(this.#cancel);
