@@ -20,7 +20,7 @@ import { parseArgs } from 'node:util';
 import { startBackends } from './backends.ts';
 import type { Backends } from './backends.ts';
 import { HOSTS, startPeer, type RunningPeer } from './peers.ts';
-import { LOAD_CORE, PROXY_CORE, freePort, pinSelf, runCommand, startProcess, stopAll, stopProcess, treeCpuSeconds, waitForPort } from './procs.ts';
+import { LOAD_CORE, PROXY_CORE, freePort, pinSelf, runCommand, runScript, startProcess, stopAll, stopProcess, treeCpuSeconds, waitForPort } from './procs.ts';
 import { buildGoTools } from './tools.ts';
 
 const ROOT = resolve(dirname(new URL(import.meta.url).pathname), '..');
@@ -149,12 +149,4 @@ async function main(): Promise<void> {
   }
 }
 
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => { void stopAll().finally(() => process.exit(130)); });
-}
-
-main().catch(async (err: unknown) => {
-  console.error(err instanceof Error ? err.message : String(err));
-  await stopAll();
-  process.exitCode = 1;
-});
+runScript(main);

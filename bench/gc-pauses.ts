@@ -30,7 +30,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { startBackends } from './backends.ts';
 import { HOSTS, startPeer, type RunningPeer } from './peers.ts';
-import { LOAD_CORE, pinSelf, runCommand, stopAll, treeCpuSeconds, treeRss } from './procs.ts';
+import { LOAD_CORE, pinSelf, runCommand, runScript, stopAll, treeCpuSeconds, treeRss } from './procs.ts';
 import { buildGoTools, ensureTools } from './tools.ts';
 
 const ROOT = resolve(dirname(new URL(import.meta.url).pathname), '..');
@@ -213,12 +213,4 @@ async function main(): Promise<void> {
   }
 }
 
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => { void stopAll().finally(() => process.exit(130)); });
-}
-
-main().catch(async (err: unknown) => {
-  console.error(err instanceof Error ? err.message : String(err));
-  await stopAll();
-  process.exitCode = 1;
-});
+runScript(main);

@@ -81,6 +81,22 @@ export async function stopAll(): Promise<void> {
   await Promise.all([...live].map((p) => stopProcess(p)));
 }
 
+/**
+ * Runs a bench script's main: every process it started is stopped on
+ * SIGINT/SIGTERM, and on failure the error is printed (with its stack when
+ * asked) and the exit code set.
+ */
+export function runScript(main: () => Promise<void>, opts: { stack?: boolean } = {}): void {
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => { void stopAll().finally(() => process.exit(130)); });
+  }
+  main().catch(async (err: unknown) => {
+    console.error(err instanceof Error ? (opts.stack === true ? err.stack : err.message) : String(err));
+    await stopAll();
+    process.exitCode = 1;
+  });
+}
+
 export interface RunResult {
   readonly code: number | null;
   readonly stdout: string;

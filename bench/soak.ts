@@ -25,7 +25,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { startBackends, type Backends } from './backends.ts';
-import { LOAD_CORE, PROXY_CORE, freePort, pinSelf, startProcess, stopAll, stopProcess, treeRss, waitForPort, type Started } from './procs.ts';
+import { LOAD_CORE, PROXY_CORE, freePort, pinSelf, runScript, startProcess, stopAll, stopProcess, treeRss, waitForPort, type Started } from './procs.ts';
 import { buildGoTools } from './tools.ts';
 import { bidi, grpcClient, serverStream, startGrpcBackend, unary, type EchoClient, type GrpcBackend } from '../test/grpc-helpers.ts';
 
@@ -332,12 +332,4 @@ async function main(): Promise<void> {
   }
 }
 
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => { void stopAll().finally(() => process.exit(130)); });
-}
-
-main().catch(async (err: unknown) => {
-  console.error(err instanceof Error ? err.stack : String(err));
-  await stopAll();
-  process.exitCode = 1;
-});
+runScript(main, { stack: true });
