@@ -10,6 +10,7 @@ import { ConfigError, formatIssue } from '../src/config/model.ts';
 import { parseCidr, parseDuration } from '../src/config/parse.ts';
 import type { ConfigIssue, EffectiveConfig } from '../src/config/model.ts';
 import schema from '../config/switchyard.schema.json' with { type: 'json' };
+import { validateConfigText } from './helpers.ts';
 
 const EXAMPLE = new URL('../config/example.yaml', import.meta.url).pathname;
 
@@ -52,17 +53,6 @@ async function issuesOf(path: string): Promise<readonly ConfigIssue[]> {
   const err = await loadConfig(path).then(() => undefined, (e: unknown) => e);
   assert.ok(err instanceof ConfigError, 'expected the config to be rejected');
   return err.issues;
-}
-
-/** The issues of one file's text on its own (no routes is fine: a config may be spread over files). */
-function validateConfigText(text: string, file: string): readonly ConfigIssue[] {
-  try {
-    loadConfigSources([{ file, text }], { guard: false });
-    return [];
-  } catch (err) {
-    if (err instanceof ConfigError) return err.issues;
-    throw err;
-  }
 }
 
 /** The one issue whose path is `path`. */

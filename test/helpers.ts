@@ -8,6 +8,8 @@ import { dirname, join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { createInterface } from 'node:readline';
 import { stringify } from 'yaml';
+import { loadConfigSources } from '../src/config/load.ts';
+import { ConfigError, type ConfigIssue } from '../src/config/model.ts';
 import { createLogger } from '../src/observe/log.ts';
 import { Switchyard } from '../src/server.ts';
 
@@ -338,4 +340,18 @@ export async function startBlackhole(): Promise<Blackhole> {
 export function metric(m: Map<string, number>, name: string, labels: Record<string, string>): number {
   const key = `${name}{${Object.entries(labels).map(([k, v]) => `${k}="${v}"`).join(',')}}`;
   return m.get(key) ?? 0;
+}
+
+/**
+ * The issues of one file's text on its own, as `switchyard validate` reports
+ * them (no routes is fine: a config may be spread over files).
+ */
+export function validateConfigText(text: string, file: string): readonly ConfigIssue[] {
+  try {
+    loadConfigSources([{ file, text }], { guard: false });
+    return [];
+  } catch (err) {
+    if (err instanceof ConfigError) return err.issues;
+    throw err;
+  }
 }

@@ -4,19 +4,9 @@ import { Guard, isGuardError } from '../src/ramp/guard.ts';
 import { RampRun, type RampChange, type RampHooks } from '../src/ramp/runner.ts';
 import { loadConfigSources } from '../src/config/load.ts';
 import { rampWrite } from '../src/config/ramp-write.ts';
-import { ConfigError, formatIssue, type ConfigIssue, type EffectiveConfig } from '../src/config/model.ts';
+import { formatIssue, type EffectiveConfig } from '../src/config/model.ts';
 import { rampPlan, rampPosition, type RampPlan } from '../src/ramp/schedule.ts';
-
-/** The issues of one file's text on its own, as `switchyard validate` reports them. */
-function validateConfigText(text: string, file: string): readonly ConfigIssue[] {
-  try {
-    loadConfigSources([{ file, text }], { guard: false });
-    return [];
-  } catch (err) {
-    if (err instanceof ConfigError) return err.issues;
-    throw err;
-  }
-}
+import { validateConfigText } from './helpers.ts';
 
 const T0 = Date.parse('2026-12-01T10:00:00Z');
 const MIN = 60_000;
