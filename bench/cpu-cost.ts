@@ -22,6 +22,7 @@ import type { Backends } from './backends.ts';
 import { HOSTS, startPeer, type RunningPeer } from './peers.ts';
 import { LOAD_CORE, PROXY_CORE, freePort, pinSelf, runCommand, runScript, startProcess, stopAll, stopProcess, treeCpuSeconds, waitForPort } from './procs.ts';
 import { buildGoTools } from './tools.ts';
+import { median } from './stats.ts';
 
 const ROOT = resolve(dirname(new URL(import.meta.url).pathname), '..');
 
@@ -94,11 +95,6 @@ function gcMs(log: string, from: number): { ms: number; count: number } {
     count++;
   }
   return { ms, count };
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
 async function main(): Promise<void> {

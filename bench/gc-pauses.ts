@@ -32,6 +32,7 @@ import { startBackends } from './backends.ts';
 import { HOSTS, startPeer, type RunningPeer } from './peers.ts';
 import { LOAD_CORE, pinSelf, runCommand, runScript, stopAll, treeCpuSeconds, treeRss } from './procs.ts';
 import { buildGoTools, ensureTools } from './tools.ts';
+import { median } from './stats.ts';
 
 const ROOT = resolve(dirname(new URL(import.meta.url).pathname), '..');
 
@@ -78,11 +79,6 @@ function quantile(xs: readonly number[], q: number): number {
   if (xs.length === 0) return 0;
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]!;
-}
-
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
 interface Run {

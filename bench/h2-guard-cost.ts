@@ -18,6 +18,7 @@ import { dirname, join, resolve } from 'node:path';
 import { PerformanceObserver, constants } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { LOAD_CORE, PROXY_CORE, pinSelf, runCommand } from './procs.ts';
+import { median } from './stats.ts';
 
 const ROOT = resolve(dirname(new URL(import.meta.url).pathname), '..');
 
@@ -69,11 +70,6 @@ async function load(port: number, n: number, body: string): Promise<void> {
     '-d', body, `http://127.0.0.1:${port}/bench.Echo/Unary`], { core: LOAD_CORE, timeoutMs: 300_000 });
   const ok = /status codes: (\d+) 2xx/.exec(r.stdout);
   if (ok === null || Number(ok[1]) !== n) throw new Error(`h2load: not all ${n} calls succeeded:\n${r.stdout.slice(-600)}${r.stderr.slice(-300)}`);
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
 async function main(): Promise<void> {
