@@ -30,7 +30,7 @@ export async function run(args: readonly string[]): Promise<number | undefined> 
   const log = createLogger();
   // The V8 flags in force (src/cli/node-flags.ts); heapSizeLimit includes the
   // young generation's (3 semi-spaces), so it shows whether they took effect.
-  log.info({ pid: process.pid, node: process.version, execArgv: process.execArgv, heapSizeLimit: getHeapStatistics().heap_size_limit }, 'node runtime');
+  log.info({ node: process.version, execArgv: process.execArgv, heapSizeLimit: getHeapStatistics().heap_size_limit }, 'node runtime');
   // Listening from the start: SIGHUP's default action kills the process, and a
   // script may send one as soon as the router says it started. One that comes
   // while starting reloads once running.
