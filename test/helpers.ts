@@ -64,12 +64,23 @@ export async function startBackend(name: string, handler: Handler = echo(name)):
 }
 
 /** A loopback port nothing listens on (connections are refused). */
+/**
+ * A loopback port nothing listens on. It is taken below the kernel's ephemeral
+ * range (32768+ here), so a `listen(0)` or an outgoing connection elsewhere in
+ * a concurrent suite cannot land on it while a test expects it refused.
+ */
 export async function closedPort(): Promise<number> {
-  const s = http.createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const s = http.createServer();
+    const ok = await new Promise<boolean>((resolve) => {
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    if (!ok) continue;
+    await new Promise<void>((resolve) => s.close(() => resolve()));
+    return port;
+  }
 }
 
 export interface RouteSpec {
