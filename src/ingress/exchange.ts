@@ -2,7 +2,6 @@
 // spoke (HTTP/1.1 or HTTP/2). Upstream forwarders see only this class, so
 // each upstream protocol is written once for every kind of client.
 import { randomUUID } from 'node:crypto';
-import type { OutgoingHttpHeaders } from 'node:http';
 import type { Readable, Duplex } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import { UpstreamError, type ProxyError } from '../errors.ts';
@@ -124,8 +123,13 @@ export abstract class Exchange {
   abstract requestTrailers(): ResponseHeaders | null;
   /** The request headers for an HTTP/1.1 upstream, flat [name, value, ...]. */
   abstract headersForH1(hostHeader: string | undefined): string[];
-  /** The request headers for an HTTP/2 upstream: an object, or flat [name, value, ...] (node:http2 takes both; a list spares it a copy). */
-  abstract headersForH2(hostHeader: string | undefined): OutgoingHttpHeaders | string[];
+  /**
+   * The request headers for an HTTP/2 upstream, flat: ':method', ':scheme',
+   * ':authority' (`hostHeader`, else the client's), ':path' in that order,
+   * then [name, value, ...] lowercase, without connection-specific fields,
+   * X-Forwarded-* set; a field the client repeated stays repeated.
+   */
+  abstract headersForH2(hostHeader: string | undefined): string[];
   /** Starts the response; `trailersFollow` when the upstream may send trailers (HTTP/2). */
   abstract respond(status: number, headers: ResponseHeaders, trailersFollow: boolean): void;
   /** A complete response without body (HTTP/2: one HEADERS frame with END_STREAM, as gRPC's Trailers-Only). */
@@ -225,13 +229,6 @@ export abstract class Exchange {
   protected pushXForwarded(h: string[]): void {
     h.push('x-forwarded-for', this.#xff, 'x-forwarded-proto', this.#xfProto);
     if (this.#xfHost !== undefined) h.push('x-forwarded-host', this.#xfHost);
-  }
-
-  /** X-Forwarded-* set on HTTP/2 request headers. */
-  protected setForwarded(out: OutgoingHttpHeaders): void {
-    out['x-forwarded-for'] = this.#xff;
-    out['x-forwarded-proto'] = this.#xfProto;
-    if (this.#xfHost !== undefined) out['x-forwarded-host'] = this.#xfHost;
   }
 
   protected get requestId(): string {

@@ -1,7 +1,7 @@
 // Exchanges of HTTP/1.1 clients: the request head as the parser read it
 // (h1-parser.ts), the response written on the client connection's socket
 // (h1-conn.ts) with its head, and a short body, in one write.
-import { STATUS_CODES, type OutgoingHttpHeaders } from 'node:http';
+import { STATUS_CODES } from 'node:http';
 import type { Readable } from 'node:stream';
 import { BadRequestError, type ProxyError } from '../errors.ts';
 import { Exchange, textBody, type ExchangeOwner, type Peer, type ResponseHeaders } from './exchange.ts';
@@ -84,22 +84,13 @@ export abstract class H1Request extends Exchange {
     return h;
   }
 
-  headersForH2(hostHeader: string | undefined): OutgoingHttpHeaders {
-    const out: OutgoingHttpHeaders = {
-      ':method': this.method,
-      ':path': this.path,
-      ':scheme': 'http',
-      ':authority': hostHeader ?? this.authority ?? '',
-    };
-    const h = this.#headers;
-    for (let i = 0; i < h.length; i += 2) {
-      const name = h[i]!;
-      const prev = out[name];
-      // HTTP/2 wants one field per name; cookies join with "; " (RFC 9113 §8.2.3).
-      out[name] = prev === undefined ? h[i + 1] : `${String(prev)}${name === 'cookie' ? '; ' : ', '}${h[i + 1]}`;
-    }
-    this.setForwarded(out);
-    return out;
+  headersForH2(hostHeader: string | undefined): string[] {
+    const h = [':method', this.method, ':scheme', 'http', ':authority', hostHeader ?? this.authority ?? '', ':path', this.path];
+    // Repeated fields stay separate fields: HTTP/2 allows that for any name (RFC 9113 §8.2.3).
+    const own = this.#headers;
+    for (let i = 0; i < own.length; i++) h.push(own[i]!);
+    this.pushXForwarded(h);
+    return h;
   }
 }
 

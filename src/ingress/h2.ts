@@ -83,11 +83,13 @@ export class H2Exchange extends Exchange {
   // A flat list: node:http2's request() copies a header object into one of
   // its own first (Object.assign, ~3 % of a gRPC call's allocation).
   headersForH2(hostHeader: string | undefined): string[] {
-    const out: string[] = [':authority', hostHeader ?? this.authority ?? ''];
     const h = this.#headers;
+    const out: string[] = [
+      ':method', this.method, ':scheme', first(h[':scheme']) ?? 'http', ':authority', hostHeader ?? this.authority ?? '', ':path', this.path,
+    ];
     const named = connectionNamed(h['connection']);
     for (const name in h) {
-      if (name === ':authority' || DROP_REQUEST.has(name) || named?.has(name)) continue;
+      if (name.charCodeAt(0) === 58 /* ':' */ || DROP_REQUEST.has(name) || named?.has(name)) continue;
       const v = h[name];
       if (Array.isArray(v)) for (const x of v) out.push(name, x);
       else if (v !== undefined) out.push(name, v);

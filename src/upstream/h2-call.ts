@@ -1,6 +1,6 @@
 // One request on an h2c backend (gRPC): a stream on a pooled session.
 import type { OutgoingHttpHeaders } from 'node:http';
-import http2, { type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2';
+import http2, { type ClientHttp2Session, type ClientHttp2Stream, type ClientSessionRequestOptions, type IncomingHttpHeaders } from 'node:http2';
 import { streamResetError, UpstreamError, upstreamError } from '../errors.ts';
 import type { Exchange, ResponseHeaders } from '../ingress/exchange.ts';
 import type { H2Upstream, Slot } from './h2-pool.ts';
@@ -15,6 +15,27 @@ const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR } = http2.constants;
 // and more are deadlines on the coarse clock instead of a native timer (and
 // node's stream timer) per RPC.
 function noop(): void {}
+
+/**
+ * Opens a stream with a flat header list. node:http2 refuses a repeated
+ * single-value field (user-agent, authorization, ...) that an HTTP/1.1
+ * client may send twice: then the repeats go joined, as one field.
+ */
+function request(session: ClientHttp2Session, headers: string[], options: ClientSessionRequestOptions): ClientHttp2Stream {
+  try {
+    return session.request(headers, options);
+  } catch (e) {
+    if ((e as { code?: string }).code !== 'ERR_HTTP2_HEADER_SINGLE_VALUE') throw e;
+  }
+  const joined: OutgoingHttpHeaders = {};
+  for (let i = 0; i < headers.length; i += 2) {
+    const name = headers[i]!;
+    const prev = joined[name];
+    // Cookies join with "; " (RFC 9113 §8.2.3), any other field with ", ".
+    joined[name] = prev === undefined ? headers[i + 1] : `${String(prev)}${name === 'cookie' ? '; ' : ', '}${headers[i + 1]}`;
+  }
+  return session.request(joined, options);
+}
 
 /** Calls with a deadline on the coarse clock; finished ones are dropped on the next sweep. */
 const timed: H2Call[] = [];
@@ -69,7 +90,7 @@ export class H2Call {
     let stream: ClientHttp2Stream;
     const hasBody = ex.hasBody;
     try {
-      stream = slot.session.request(ex.headersForH2(this.#attempt.hostHeader), { endStream: !hasBody, waitForTrailers: hasBody });
+      stream = request(slot.session, ex.headersForH2(this.#attempt.hostHeader), { endStream: !hasBody, waitForTrailers: hasBody });
     } catch (e) {
       // The session went away between acquire and request: nothing was sent.
       this.#fail(new UpstreamError('reset', true, e));
@@ -209,10 +230,10 @@ export class H2Call {
 }
 
 /** A mirror's copy on a session of `up`: sent whole, its answer's code passed to `done`, the rest dropped. */
-export function sendCopy(up: H2Upstream, slot: Slot, headers: OutgoingHttpHeaders | string[], body: Buffer, grpc: boolean, done: (code: number | null) => void): void {
+export function sendCopy(up: H2Upstream, slot: Slot, headers: string[], body: Buffer, grpc: boolean, done: (code: number | null) => void): void {
   let stream: ClientHttp2Stream;
   try {
-    stream = slot.session.request(headers, { endStream: body.length === 0 });
+    stream = request(slot.session, headers, { endStream: body.length === 0 });
   } catch {
     done(null);
     return;
