@@ -2,7 +2,7 @@
 // what a change costs or saves, measured in a way that holds up on a busy
 // machine (throughput there is noise; CPU time per request much less so).
 //
-//   node bench/cpu-cost.ts --a DIR [--b DIR] [--scenario h1|h1-1k|h2c|grpc] [--requests N] [--rounds R] [--gc]
+//   node bench/cpu-cost.ts --a DIR [--b DIR] [--scenario h1|h1-1k|h1-64k|h2c|grpc] [--requests N] [--rounds R] [--gc]
 //                          [--node-options='--cpu-prof --cpu-prof-dir=/tmp/prof']
 //
 // A side given as the word `frame-proxy` instead of a DIR is the frame-level
@@ -39,9 +39,9 @@ const { values: opts } = parseArgs({
   },
 });
 
-type Scenario = 'h1' | 'h1-1k' | 'h2c' | 'grpc';
+type Scenario = 'h1' | 'h1-1k' | 'h1-64k' | 'h2c' | 'grpc';
 const scenario = opts.scenario as Scenario;
-if (!['h1', 'h1-1k', 'h2c', 'grpc'].includes(scenario)) throw new Error(`unknown scenario ${scenario}`);
+if (!['h1', 'h1-1k', 'h1-64k', 'h2c', 'grpc'].includes(scenario)) throw new Error(`unknown scenario ${scenario}`);
 const requests = Number(opts.requests);
 const rounds = Number(opts.rounds);
 const FRAME_PROXY = 'frame-proxy';
@@ -62,12 +62,15 @@ async function startFrameProxy(dir: string, b: Backends, nodeArgs: string[]): Pr
 const GRPC_MESSAGE = Buffer.from('0a10' + Buffer.from('switchyard-bench').toString('hex'), 'hex');
 const GRPC_FRAME = Buffer.concat([Buffer.from([0, 0, 0, 0, GRPC_MESSAGE.length]), GRPC_MESSAGE]);
 
+/** The bench backend's files (bench/backends.ts BODIES) each HTTP/1.1 scenario asks for. */
+const H1_PATHS = { h1: 'small', 'h1-1k': '1k', 'h1-64k': '64k' } as const;
+
 function h2loadArgs(peer: RunningPeer, n: number, dir: string): string[] {
   const clients = Number(opts.clients);
   switch (scenario) {
-    case 'h1': case 'h1-1k':
+    case 'h1': case 'h1-1k': case 'h1-64k':
       return ['--h1', '-t1', `-c${clients}`, '-m1', `-n${n}`, '-H', `:authority: ${HOSTS.h1}`,
-        `http://127.0.0.1:${peer.targets.h1}/${scenario === 'h1' ? 'small' : '1k'}`];
+        `http://127.0.0.1:${peer.targets.h1}/${H1_PATHS[scenario]}`];
     case 'h2c':
       return ['-t1', '-c8', '-m32', `-n${n}`, '-H', `:authority: ${HOSTS.h2c}`, `http://127.0.0.1:${peer.targets.h2c}/small`];
     case 'grpc': {
