@@ -213,6 +213,10 @@ class Recorder implements H1Call {
     return this.body.length < this.pauseAfter;
   }
 
+  holds(): boolean {
+    return false; // onData copies
+  }
+
   onEnd(): void {
     this.#resolve();
   }

@@ -135,6 +135,14 @@ export abstract class Exchange {
   /** A complete response without body (HTTP/2: one HEADERS frame with END_STREAM, as gRPC's Trailers-Only). */
   abstract respondOnly(status: number, headers: ResponseHeaders): void;
   abstract write(chunk: Buffer): boolean;
+  /**
+   * Whether chunks given to write() may still be referenced (queued, not yet
+   * in the kernel): a writer that reuses its buffers (an HTTP/1.1 upstream's
+   * read buffer) must then take a fresh one. True unless a subclass knows better.
+   */
+  holdsChunks(): boolean {
+    return true;
+  }
   abstract onceDrain(fn: () => void): void;
   abstract end(trailers: ResponseHeaders | null): void;
 

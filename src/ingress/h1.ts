@@ -101,6 +101,8 @@ function statusLine(status: number): string {
 }
 
 const LAST_CHUNK = '0\r\n\r\n';
+/** Body chunks from this size on end the head's cork at once (one writev of head and chunk). */
+const FLUSH_AT = 16 * 1024;
 
 function uncork(ex: H1Exchange): void {
   ex.uncork();
@@ -184,15 +186,28 @@ export class H1Exchange extends H1Request {
   write(chunk: Buffer): boolean {
     if (this.settled || this.#finished || this.#noBody) return true;
     const s = this.#conn.socket;
-    if (!this.#chunked) return s.write(chunk);
-    if (chunk.length === 0) return true; // an empty chunk would end the body
-    const corked = this.#corked;
-    if (!corked) s.cork();
-    s.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
-    s.write(chunk);
-    const ok = s.write('\r\n', 'latin1');
-    if (!corked) s.uncork();
-    return ok;
+    let ok: boolean;
+    if (!this.#chunked) ok = s.write(chunk);
+    else {
+      if (chunk.length === 0) return true; // an empty chunk would end the body
+      const corked = this.#corked;
+      if (!corked) s.cork();
+      s.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
+      s.write(chunk);
+      ok = s.write('\r\n', 'latin1');
+      if (!corked) s.uncork();
+    }
+    // A large chunk needs no company: out now with the head, so that the
+    // kernel, not our queue, holds it (see holdsChunks).
+    if (this.#corked && chunk.length >= FLUSH_AT) this.uncork();
+    // write() says false for any chunk above the high-water mark, even one the
+    // kernel took whole at once: only what is still queued is a reason to wait.
+    return ok || s.writableLength < s.writableHighWaterMark;
+  }
+
+  override holdsChunks(): boolean {
+    // Corked output counts too: it is queued until the uncork.
+    return this.#conn.socket.writableLength > 0;
   }
 
   onceDrain(fn: () => void): void {

@@ -28,8 +28,14 @@ export interface H1Call {
   onConnectError(err: Error): void;
   /** The final response head (1xx interim responses are skipped). */
   onResponse(status: number, headers: ResponseHeaders): void;
-  /** A body chunk; false asks the connection to pause until resume(). */
+  /**
+   * A body chunk; false asks the connection to pause until resume(). The
+   * chunk is a view into the connection's read buffer, which the next read
+   * reuses unless holds() says the call may still reference it.
+   */
   onData(chunk: Buffer): boolean;
+  /** Asked after each onData: whether that chunk may still be referenced (queued somewhere, not copied). */
+  holds(): boolean;
   onEnd(): void;
   /** The request failed after it was handed a connection; `responseStarted` once any response byte came. */
   onError(err: Error, responseStarted: boolean): void;
@@ -60,11 +66,51 @@ const CRLF = '\r\n';
 const LAST_CHUNK = '0\r\n\r\n';
 const RESPONSE_TIMEOUT = 'SY_RESPONSE_TIMEOUT';
 const IDLE_TIMEOUT = 'UND_ERR_BODY_TIMEOUT';
+/**
+ * Size of an upstream connection's read buffer: libuv's own read size. A
+ * fresh buffer per read (what net does by default) costs an allocation, and
+ * at hundreds of MB/s the external memory it adds up to drives V8 into a
+ * major GC many times a second; a buffer reused across reads costs neither.
+ */
+const READ_BYTES = 64 * 1024;
+
+/**
+ * The read side of one upstream socket, as net's `onread` option: every read
+ * lands in the same buffer, and a fresh one is taken only after a consumer
+ * kept a chunk of it (a client socket that did not take a write at once).
+ */
+class Reader {
+  #buf = Buffer.allocUnsafeSlow(READ_BYTES);
+  /** The last read's bytes may still be referenced: the next read needs another buffer. */
+  held = false;
+  conn: H1Connection | undefined;
+  /** After an upgrade: the socket, now an ordinary stream of the caller's. */
+  handedOver: Socket | undefined;
+
+  /** net asks for the next read's buffer after each read (and once at the start). */
+  readonly buffer = (): Buffer => {
+    if (this.held) {
+      this.held = false;
+      this.#buf = Buffer.allocUnsafeSlow(READ_BYTES);
+    }
+    return this.#buf;
+  };
+
+  readonly callback = (n: number, buf: Buffer): boolean => {
+    const view = n === buf.length ? buf : buf.subarray(0, n);
+    const s = this.handedOver;
+    // Handed over: the new owner reads the socket as a stream of its own buffers.
+    if (s !== undefined) return s.push(Buffer.from(view));
+    this.conn?.read(view);
+    return true;
+  };
+}
 
 /** One keep-alive connection; carries one call at a time. */
 export class H1Connection implements ResponseSink {
   readonly socket: Socket;
   readonly #pool: H1Pool;
+  readonly #reader: Reader;
   readonly #parser: ResponseParser;
   #call: H1Call | undefined;
   /** Requests this connection has carried, the current one included. */
@@ -83,11 +129,14 @@ export class H1Connection implements ResponseSink {
   idleSince = 0;
   #dead = false;
 
-  constructor(socket: Socket, pool: H1Pool) {
+  constructor(socket: Socket, pool: H1Pool, reader: Reader) {
     this.socket = socket;
     this.#pool = pool;
+    this.#reader = reader;
+    reader.conn = this;
     this.#parser = new ResponseParser(this);
-    socket.on('data', this.#onSocketData);
+    // Bytes come through the reader; flowing, so that the end of the stream is emitted.
+    socket.resume();
     socket.on('end', this.#onSocketEnd);
     socket.on('error', this.#onSocketError);
     socket.on('close', this.#onSocketClose);
@@ -193,7 +242,8 @@ export class H1Connection implements ResponseSink {
 
   // --- response ------------------------------------------------------------
 
-  readonly #onSocketData = (buf: Buffer): void => {
+  /** From the reader: bytes from the backend, in the reused read buffer. */
+  read(buf: Buffer): void {
     const call = this.#call;
     if (call === undefined) {
       // Bytes nobody asked for (a late 408, garbage): this connection's framing cannot be trusted.
@@ -207,10 +257,11 @@ export class H1Connection implements ResponseSink {
       this.#fail(err as ParseError);
       return;
     }
-    if (this.#parser.upgraded) this.#handOver(used < buf.length ? buf.subarray(used) : undefined);
+    // The bytes after the 101 are the new protocol's; the read buffer will be overwritten.
+    if (this.#parser.upgraded) this.#handOver(used < buf.length ? Buffer.from(buf.subarray(used)) : undefined);
     // Bytes past the end of the response: it is complete, but the connection is suspect.
     else if (this.#parser.done) this.#complete(used === buf.length);
-  };
+  }
 
   onHead(status: number, headers: ResponseHeaders): void {
     if (status === 101) {
@@ -230,7 +281,9 @@ export class H1Connection implements ResponseSink {
   onData(chunk: Buffer): void {
     if (this.#deadline !== 0) this.#deadline = tick + this.#idleTicks;
     else this.#timer?.refresh();
-    if (!this.#call!.onData(chunk)) this.socket.pause();
+    const call = this.#call!;
+    if (!call.onData(chunk)) this.socket.pause();
+    if (call.holds()) this.#reader.held = true;
   }
 
   onEnd(): void {
@@ -269,7 +322,9 @@ export class H1Connection implements ResponseSink {
     this.#detachBody();
     this.#dead = true;
     const s = this.socket;
-    s.off('data', this.#onSocketData).off('end', this.#onSocketEnd).off('error', this.#onSocketError).off('close', this.#onSocketClose);
+    s.off('end', this.#onSocketEnd).off('error', this.#onSocketError).off('close', this.#onSocketClose);
+    this.#reader.conn = undefined;
+    this.#reader.handedOver = s;
     this.#pool.forget(this);
     s.pause();
     if (rest !== undefined) s.unshift(rest);
@@ -392,7 +447,8 @@ export class H1Pool {
 
   #connect(call: H1Call): void {
     this.#connecting++;
-    const socket = net.connect({ host: this.#opts.host, port: this.#opts.port, noDelay: true });
+    const reader = new Reader();
+    const socket = net.connect({ host: this.#opts.host, port: this.#opts.port, noDelay: true, onread: reader });
     let timer: NodeJS.Timeout | undefined;
     const fail = (err: Error): void => {
       clearTimeout(timer);
@@ -406,7 +462,7 @@ export class H1Pool {
       clearTimeout(timer);
       socket.off('error', fail);
       this.#connecting--;
-      const conn = new H1Connection(socket, this);
+      const conn = new H1Connection(socket, this, reader);
       this.#all.add(conn);
       if (this.#closing) {
         call.onConnectError(codeError('upstream pool closed', 'UND_ERR_CLOSED'));

@@ -77,12 +77,17 @@ export function requestHead(ex: Exchange, hostHeader: string | undefined): { hea
   return { head: `${head}\r\n`, chunked };
 }
 
+/** Body chunks up to this size are copied when they would wait in a queue (HttpCall.onData). */
+const COPY_MAX = 16 * 1024;
+
 /** One request to an HTTP/1.1 backend: the exchange on one side, a pooled connection on the other. */
 class HttpCall implements H1Call {
   readonly #attempt: Attempt;
   readonly #ex: Exchange;
   #conn: H1Connection | undefined;
   #started = false;
+  /** The last chunk went on by reference and is still queued (see holds()). */
+  #holds = false;
 
   constructor(attempt: Attempt) {
     this.#attempt = attempt;
@@ -121,14 +126,29 @@ class HttpCall implements H1Call {
   }
 
   onData(chunk: Buffer): boolean {
-    if (this.#ex.write(chunk)) return true;
-    this.#ex.onceDrain(this.#resume);
+    const ex = this.#ex;
+    let ok: boolean;
+    // Behind output still queued, a small chunk is copied rather than the
+    // connection's read buffer kept (and a fresh one allocated for the next read).
+    if (chunk.length <= COPY_MAX && ex.holdsChunks()) ok = ex.write(Buffer.from(chunk));
+    else {
+      ok = ex.write(chunk);
+      if (ex.holdsChunks()) this.#holds = true;
+    }
+    if (ok) return true;
+    ex.onceDrain(this.#resume);
     return false;
   }
 
   readonly #resume = (): void => {
     this.#conn?.resume();
   };
+
+  holds(): boolean {
+    const held = this.#holds;
+    this.#holds = false;
+    return held;
+  }
 
   onEnd(): void {
     this.#conn = undefined;
@@ -182,6 +202,7 @@ class CountingCall implements H1Call {
   onConnectError(): void { this.#done(null); }
   onResponse(status: number): void { this.#status = status; }
   onData(): boolean { return true; }
+  holds(): boolean { return false; }
   onEnd(): void { this.#done(this.#status); }
   onError(): void { this.#done(null); }
   onUpgrade(_headers: ResponseHeaders, socket: Socket): void {
