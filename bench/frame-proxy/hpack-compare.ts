@@ -13,7 +13,7 @@
 // Prints µs of CPU (process.cpuUsage) per block.
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { HpackDecoder } from './hpack.ts';
+import { HpackDecoder } from '../../src/h2/hpack.ts';
 
 const dir = process.argv[2];
 if (dir === undefined) throw new Error('usage: hpack-compare.ts DIR (where hpack.js@2.1.6 and hpack@1.0.0 are installed)');
@@ -54,8 +54,8 @@ let check = 0;
 {
   const d = new HpackDecoder();
   d.decode(first, 0, first.length, out);
-  measure('prototype (bench/frame-proxy/hpack.ts), repeat', 200_000, () => { check += d.decode(repeat, 0, repeat.length, out); });
-  measure('prototype (bench/frame-proxy/hpack.ts), fresh ', 100_000, () => { check += new HpackDecoder().decode(first, 0, first.length, out); });
+  measure('src/h2/hpack.ts, repeat', 200_000, () => { check += d.decode(repeat, 0, repeat.length, out); });
+  measure('src/h2/hpack.ts, fresh ', 100_000, () => { check += new HpackDecoder().decode(first, 0, first.length, out); });
 }
 {
   const decodeWith = (d: HpackJsStream, b: Buffer): void => {

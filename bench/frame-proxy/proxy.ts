@@ -17,7 +17,7 @@
 // Prints "listening PORT" once it accepts connections.
 import net from 'node:net';
 import { parseArgs } from 'node:util';
-import { HpackDecoder, HpackError, blockBound, encodeBlock } from './hpack.ts';
+import { HpackDecoder, HpackError, blockBound, encodeBlock } from '../../src/h2/hpack.ts';
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 

@@ -1,4 +1,4 @@
-// HPACK (RFC 7541) for the frame-level gRPC proxy prototype: a full decoder
+// HPACK (RFC 7541) for the frame layer (src/h2/connection.ts): a full decoder
 // (static and dynamic table, Huffman, size updates) and a minimal encoder.
 //
 // Written here rather than taken from npm: the two HPACK packages there are
@@ -15,7 +15,7 @@
 //
 // The encoder never indexes (literal without indexing, static-table names,
 // no Huffman): nothing to keep in step with the peer, at the price of larger
-// blocks (loopback bytes are cheap; CPU is what the prototype measures).
+// blocks (loopback bytes are cheap; CPU is what the frame path is for).
 
 export class HpackError extends Error {
   override name = 'HpackError';
@@ -110,7 +110,8 @@ const HUFF: HuffTable = (() => {
   return { next, emit1, emit2, fail, accept: onesOnly };
 })();
 
-const scratch = Buffer.allocUnsafe(65536);
+/** Huffman output; grows to the longest string seen (each input byte yields at most two octets). */
+let scratch = Buffer.allocUnsafe(65536);
 
 // Buffer#latin1Slice/latin1Write are toString/write('latin1') without the
 // argument checks; untyped in @types/node.
@@ -124,7 +125,7 @@ function huffmanDecode(src: Buffer, start: number, end: number): string {
   let node = 0;
   let n = 0;
   // Each input byte yields at most two symbols (the shortest code is 5 bits).
-  if ((end - start) * 2 > scratch.length) throw new HpackError('huffman string too long');
+  if ((end - start) * 2 > scratch.length) scratch = Buffer.allocUnsafe((end - start) * 2);
   for (let p = start; p < end; p++) {
     const i = node * 256 + src[p]!;
     if (fail[i] === 1) throw new HpackError('EOS in huffman string');
@@ -159,6 +160,11 @@ export class HpackDecoder {
     this.#max = limit;
   }
 
+  /** The dynamic table's size in octets (RFC 7541 §4.1). */
+  get tableSize(): number {
+    return this.#size;
+  }
+
   /**
    * Decodes one complete header block into `out` as name, value, name, value…
    * from index 0; returns the number of strings written. Throws HpackError
@@ -187,7 +193,7 @@ export class HpackDecoder {
         const size = this.#int(block, end, 5);
         if (size > this.limit) throw new HpackError('table size above the limit');
         this.#max = size;
-        this.#evict(0);
+        this.#evict(size);
         continue;
       } else { // literal without indexing / never indexed
         const idx = this.#int(block, end, 4);
@@ -240,7 +246,7 @@ export class HpackDecoder {
 
   #insert(name: string, value: string): void {
     const size = 32 + name.length + value.length;
-    if (size > this.#max) { this.#evict(this.#max); return; } // empties the table (RFC 7541 §4.4)
+    if (size > this.#max) { this.#evict(0); return; } // empties the table (RFC 7541 §4.4)
     this.#evict(this.#max - size);
     if (this.#count === this.#names.length) this.#grow();
     this.#head = (this.#head - 1 + this.#names.length) % this.#names.length;
