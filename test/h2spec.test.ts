@@ -6,35 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { run, spawnRouter, startBackend, writeConfig } from './helpers.ts';
-import { findGoTool } from './go-tools.ts';
-
-interface H2specResult {
-  total: number;
-  passed: number;
-  skipped: number;
-  failed: number;
-  /** Failing cases as "SECTION #N", e.g. "3.5 #2". */
-  failures: string[];
-}
-
-/** Reads h2spec's plain report: the summary line and the cases under "Failures:". */
-export function parseH2spec(out: string): H2specResult {
-  const summary = /(\d+) tests, (\d+) passed, (\d+) skipped, (\d+) failed/.exec(out);
-  assert.ok(summary !== null, `no h2spec summary in:\n${out.slice(-2000)}`);
-  const failures: string[] = [];
-  const at = out.indexOf('Failures:');
-  if (at >= 0) {
-    let section = '';
-    for (const line of out.slice(at).split('\n')) {
-      const s = /^\s*(\d+(?:\.\d+)*)\. /.exec(line);
-      if (s !== null) section = s[1]!;
-      const c = /^\s*× (\d+):/.exec(line);
-      if (c !== null) failures.push(`${section} #${c[1]}`);
-    }
-  }
-  const [, total, passed, skipped, failed] = summary.map(Number) as [number, number, number, number, number];
-  return { total, passed, skipped, failed, failures };
-}
+import { findGoTool, parseH2spec } from './go-tools.ts';
 
 test('h2spec: 144 of 145 cases pass on the shared entrypoint, the one failure being 3.5 #2', async () => {
   const h2spec = findGoTool('h2spec', 'H2SPEC');
