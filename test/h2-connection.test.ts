@@ -337,6 +337,7 @@ class CliStream extends H2Stream {
 class TestClient extends H2Connection<CliStream> {
   goaways: [number, number][] = [];
   writable = 0;
+  streamsClosed = 0;
   settingsSeen = 0;
 
   protected onHeaders(stream: CliStream | null, _sid: number, list: string[], count: number, endStream: boolean): void {
@@ -368,6 +369,10 @@ class TestClient extends H2Connection<CliStream> {
 
   protected override onSettings(): void {
     this.settingsSeen++;
+  }
+
+  protected override onStreamClosed(): void {
+    this.streamsClosed++;
   }
 
   protected onClose(): void {
@@ -474,6 +479,7 @@ describe('client role with a node:http2 server', () => {
       const head = await c.request(get('/big/head'));
       assert.equal(head.headers.find(([n]) => n === 'x-big')?.[1], 'r'.repeat(40_000));
       assert.equal(c.streams.size, 0, 'finished streams are gone');
+      assert.equal(c.streamsClosed, 3);
     } finally {
       c.destroy();
       await srv.close();
@@ -512,8 +518,10 @@ describe('client role with a node:http2 server', () => {
       const hang = c.request(get('/hang'));
       await until(() => [...c.streams.values()].find((s) => s.headers.length > 0));
       const s = [...c.streams.values()][0]!;
+      const closedBefore = c.streamsClosed;
       c.reset(s, CANCEL);
       assert.equal(s.closed, true);
+      assert.equal(c.streamsClosed, closedBefore + 1);
       await until(() => serverSaw === NGHTTP2_CANCEL);
       void hang;
       const ok = await c.request(get('/echo'));

@@ -25,7 +25,9 @@
 //   Optional hooks: frameIn(type, flags, sid, length) before each frame (abuse
 //     accounting: call fail(ENHANCE_YOUR_CALM) to stop), onSettings() after each peer
 //     SETTINGS is applied, onDataSent(stream, n) when n DATA bytes of the stream went
-//     into the output, onSocketDrain() when the socket takes writes again.
+//     into the output, onStreamClosed(stream) when a stream leaves `streams` (both
+//     ends done or reset, whoever reset it; not at onClose), onSocketDrain() when the
+//     socket takes writes again.
 //   Sending: register(stream) (client role: assigns the next id), sendHeaders(stream,
 //     list, count, end), sendData(stream, buf, start, end, endStream) → false when some
 //     of it waits for the peer's window (onWritable tells when it went), reset(stream,
@@ -250,6 +252,7 @@ export abstract class H2Connection<S extends H2Stream> {
   protected frameIn(_type: number, _flags: number, _sid: number, _length: number): void {}
   protected onSettings(): void {}
   protected onDataSent(_stream: S, _n: number): void {}
+  protected onStreamClosed(_stream: S): void {}
   protected onSocketDrain(): void {}
 
   // --- state -----------------------------------------------------------------
@@ -726,6 +729,7 @@ export abstract class H2Connection<S extends H2Stream> {
       stream.pending = null;
       this.#blocked.delete(stream);
     }
+    this.onStreamClosed(stream);
   }
 
   /** We reset `stream` (the role's decision): RST_STREAM, the stream is closed. */
