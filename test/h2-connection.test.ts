@@ -11,7 +11,7 @@ import { H2Connection, H2Stream, type H2Config } from '../src/h2/connection.ts';
 import { CANCEL, ENHANCE_YOUR_CALM, NO_ERROR, REFUSED_STREAM } from '../src/h2/frames.ts';
 import { findGoTool, parseH2spec } from './go-tools.ts';
 
-const { NGHTTP2_CANCEL, NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_INTERNAL_ERROR } = http2.constants;
+const { NGHTTP2_CANCEL, NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_PROTOCOL_ERROR } = http2.constants;
 
 /** Deterministic bytes, so a body that arrives can be checked byte for byte. */
 function pattern(n: number, seed = 7): Buffer {
@@ -264,6 +264,26 @@ describe('server role with a node:http2 client', () => {
     assert.equal(await goaway, NGHTTP2_ENHANCE_YOUR_CALM);
     assert.equal(ENHANCE_YOUR_CALM, NGHTTP2_ENHANCE_YOUR_CALM);
     s.destroy();
+  });
+
+  test('a body shorter than its content-length is a stream error, whether DATA or trailers end it', async () => {
+    const s = await connect(srv.port);
+    try {
+      for (const trailers of [false, true]) {
+        const req = s.request({ ':method': 'POST', ':path': '/echo', 'content-length': '10' }, { waitForTrailers: trailers });
+        if (trailers) req.on('wantTrailers', () => req.sendTrailers({ 'x-t': '1' }));
+        req.on('error', () => {});
+        req.resume();
+        req.end(Buffer.alloc(5));
+        const code = await new Promise<number>((resolve) => req.on('close', () => resolve(req.rstCode)));
+        assert.equal(code, NGHTTP2_PROTOCOL_ERROR, trailers ? 'trailers' : 'DATA');
+        assert.ok(srv.log.resets.some(([id, c, byPeer]) => id === req.id && c === NGHTTP2_PROTOCOL_ERROR && !byPeer));
+      }
+      const a = await nodeRequest(s, { ':method': 'POST', ':path': '/echo', 'content-length': '3' }, Buffer.from('abc'));
+      assert.equal(a.body.toString(), 'abc');
+    } finally {
+      s.close();
+    }
   });
 
   test('PING is answered', async () => {

@@ -19,7 +19,8 @@
 //       this layer sent for a stream error (not when the role called reset() itself).
 //     onGoaway(lastStreamId, code)    the peer's GOAWAY; streams above lastStreamId were
 //       not processed (their onReset follows with REFUSED_STREAM, byPeer true).
-//     onWritable(stream)              what waited on the stream's send window has gone out.
+//     onWritable(stream)              what waited on the stream's send window has gone out
+//       (if that ended both sides, the stream is already closed).
 //     onClose(err)                    the connection is gone; open streams are still in
 //       `streams` during the call (nothing else is called for them), cleared after.
 //   Optional hooks: frameIn(type, flags, sid, length) before each frame (abuse
@@ -114,7 +115,7 @@ export class H2Stream {
   remoteEnded = false;
   /** Gone from the connection: both ends done, or reset. */
   closed = false;
-  /** The declared content-length (-1: none), set by the role; DATA is checked against it (RFC 9113 §8.1.1). */
+  /** The declared content-length (-1: none), set by the role; DATA (and trailers ending the stream) are checked against it (RFC 9113 §8.1.1). */
   contentLength = -1;
   received = 0;
 
@@ -412,6 +413,7 @@ export abstract class H2Connection<S extends H2Stream> {
         this.onGoaway(lastId, buf.readUInt32BE(start + 4));
         // Our streams the peer did not process: refused, so the role may retry them.
         for (const stream of this.streams.values()) {
+          if (this.closed) break; // the role closed the connection from a hook
           if (this.#ours(stream.id) && stream.id > lastId && !stream.closed) {
             this.#remove(stream);
             this.onReset(stream, REFUSED_STREAM, true);
@@ -497,6 +499,11 @@ export abstract class H2Connection<S extends H2Stream> {
       if (stream.remoteEnded) { this.#streamError(sid, STREAM_CLOSED); return; }
       // A request's second header block is its trailers, which end it (RFC 9113 §8.1).
       if (this.config.server && !endStream) { this.#streamError(sid, PROTOCOL_ERROR); return; }
+      // Trailers end the body: it must have been as long as declared (RFC 9113 §8.1.1).
+      if (endStream && stream.contentLength >= 0 && stream.received !== stream.contentLength) {
+        this.#streamError(sid, PROTOCOL_ERROR);
+        return;
+      }
       if (endStream) stream.remoteEnded = true;
       this.onHeaders(stream, sid, list, count, endStream);
       if (endStream) this.#maybeDone(stream);
