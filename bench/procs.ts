@@ -230,6 +230,26 @@ export function treeCpuSeconds(pid: number): number {
   return ticks / TICKS_PER_SECOND;
 }
 
+/**
+ * Seconds the process tree's threads spent runnable but waiting for a core
+ * (/proc/PID/task/TID/schedstat, second field): time another process had the
+ * proxy's core. Every request that arrives meanwhile waits with it, so a
+ * latency tail measured while this is high is mostly other processes' work.
+ */
+export function treeWaitSeconds(pid: number): number {
+  let ns = 0;
+  for (const p of processTree(pid)) {
+    try {
+      for (const tid of readdirSync(`/proc/${p}/task`)) {
+        try {
+          ns += Number(readFileSync(`/proc/${p}/task/${tid}/schedstat`, 'utf8').split(' ')[1]);
+        } catch { /* exited meanwhile */ }
+      }
+    } catch { /* exited meanwhile */ }
+  }
+  return ns / 1e9;
+}
+
 /** Busy and total jiffies of one core (/proc/stat), to tell how loaded it was over a run. */
 export function coreTimes(core: number): { busy: number; total: number } {
   const line = readFileSync('/proc/stat', 'utf8').split('\n').find((l) => l.startsWith(`cpu${core} `));
@@ -242,13 +262,14 @@ export function coreTimes(core: number): { busy: number; total: number } {
 
 /**
  * Measures a stretch of time: how much CPU the proxy's tree used (as a share
- * of one core) and how busy the load core was. A proxy well under 100% while
+ * of one core), how long its threads waited for a core, and how busy the load core was. A proxy well under 100% while
  * the load core is at 100% was not the bottleneck: its figure is a floor.
  */
 export class CpuMeter {
   readonly #pid: number | undefined;
   #t0 = 0;
   #cpu0 = 0;
+  #wait0 = 0;
   #load0 = { busy: 0, total: 0 };
 
   constructor(proxyPid: number | undefined) {
@@ -258,15 +279,17 @@ export class CpuMeter {
   start(): void {
     this.#t0 = performance.now();
     this.#cpu0 = this.#pid === undefined ? 0 : treeCpuSeconds(this.#pid);
+    this.#wait0 = this.#pid === undefined ? 0 : treeWaitSeconds(this.#pid);
     this.#load0 = coreTimes(LOAD_CORE);
   }
 
-  stop(): { proxyCpu: number | undefined; loadCore: number } {
+  stop(): { proxyCpu: number | undefined; proxyWait: number | undefined; loadCore: number } {
     const secs = (performance.now() - this.#t0) / 1000;
     const load = coreTimes(LOAD_CORE);
     const total = load.total - this.#load0.total;
     return {
       proxyCpu: this.#pid === undefined || secs <= 0 ? undefined : (treeCpuSeconds(this.#pid) - this.#cpu0) / secs,
+      proxyWait: this.#pid === undefined || secs <= 0 ? undefined : (treeWaitSeconds(this.#pid) - this.#wait0) / secs,
       loadCore: total > 0 ? (load.busy - this.#load0.busy) / total : 0,
     };
   }

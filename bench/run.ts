@@ -149,7 +149,8 @@ function progress(m: Measurement): void {
     const mb = (b: number): string => (b / 2 ** 20).toFixed(1);
     figure = `${m.memory.conns} conns: ${f === undefined ? '' : `fresh: start ${mb(f.startBytes)}, idle ${mb(f.idleBytes)} → ${mb(f.loadedBytes)} MiB; `}after load: idle ${mb(m.memory.idleBytes)} → ${mb(m.memory.loadedBytes)} MiB`;
   }
-  const cpu = m.loadCore === undefined ? '' : `  (${m.proxyCpu === undefined ? '' : `proxy CPU ${Math.round(m.proxyCpu * 100)}%, `}load core ${Math.round(m.loadCore * 100)}%)`;
+  const waited = m.latency === undefined || m.proxyWait === undefined ? '' : `waited for its core ${Math.round(m.proxyWait * 100)}%, `;
+  const cpu = m.loadCore === undefined ? '' : `  (${m.proxyCpu === undefined ? '' : `proxy CPU ${Math.round(m.proxyCpu * 100)}%, ${waited}`}load core ${Math.round(m.loadCore * 100)}%)`;
   console.log(`  ${what} ${figure}${cpu}`);
 }
 

@@ -103,6 +103,8 @@ export interface Measurement {
   };
   /** Share of one core the proxy used during the measured run. */
   readonly proxyCpu?: number;
+  /** Seconds per second the proxy's threads waited for a core another process had (absent in runs before 2026-11-30 11:30). */
+  readonly proxyWait?: number;
   /** Share of the load core (generator + backend) that was busy. */
   readonly loadCore?: number;
 }

@@ -50,3 +50,17 @@ test('a second checkout in the same run gets its own before/after section', () =
   assert.match(md, /\| gRPC unary, saturation, req\/s \| 4,412 \| 8,824 \| 2\.00× \| higher \|/);
   assert.match(md, /\| switchyard \| 28,261 \| 8\.1 \| 100% \| 71% \| 0\.53× \| 0\.57× \| 0\.56× \| 1\.70× \| 2\.76× \| 2\.00× \| — \|/, 'a "vs switchyard (before)" column');
 });
+
+test('a latency tail measured while the proxy waited for its core says so', () => {
+  const waited = (share: number): Run => ({
+    ...run1130,
+    results: run1130.results.map((m) => (m.scenario === 'latency' && m.peer === 'switchyard' ? { ...m, proxyWait: share } : m)),
+  });
+  const tail = (r: Run) => verdicts(r).find((t) => t.target.startsWith('HTTP/1.1 at a fixed 5,000 req/s'));
+  assert.match(tail(waited(0.35))?.caveat ?? '', /switchyard waited for its core 35% of the time/);
+  assert.equal(tail(waited(0.01))?.caveat, undefined, 'a percent or so is every machine');
+  const md = markdown(waited(0.35), 'x.svg');
+  assert.match(md, /\| proxy CPU \| proxy waited \| load core \|/);
+  assert.match(md, /\| switchyard \| 5,000 \|[^\n]*\| 35% \|/);
+  assert.doesNotMatch(markdown(run1130, 'x.svg'), /proxy waited/, 'runs from before the figure existed have no such column');
+});
