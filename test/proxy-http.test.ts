@@ -230,3 +230,87 @@ describe('HTTP/1.1 proxying', () => {
     assert.ok(unmatched, 'unmatched requests are counted');
   });
 });
+
+// Nothing on the HTTP/1.1 path waits for data that belongs to someone else:
+// the tail-latency work (issue 15, item 3) checked that a response leaves as
+// soon as its bytes are in, whatever other connections are doing.
+describe('HTTP/1.1 responses are not held back', () => {
+  let backend: Backend, router: Router;
+  const held: http.ServerResponse[] = [];
+
+  before(async () => {
+    backend = await startBackend('b', (req, res) => {
+      if (req.url === '/hold') held.push(res);
+      else if (req.url === '/stream') {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.write('first');
+        held.push(res);
+      } else res.end('quick');
+    });
+    router = await startRouter({ routes: [{ name: 'r', hosts: ['r.example.com'], backends: [{ name: 'b', url: backend.url, weight: 1 }] }] });
+  });
+
+  after(async () => {
+    for (const res of held.splice(0)) res.destroy();
+    await router.close();
+    await backend.close();
+  });
+
+  /** A raw client connection and everything it has received so far. */
+  function client(): { sock: net.Socket; received: () => string; until: (re: RegExp) => Promise<string> } {
+    const sock = net.connect(router.port, '127.0.0.1');
+    let got = '';
+    const waiting: Array<() => void> = [];
+    sock.on('data', (c: Buffer) => {
+      got += c.toString('latin1');
+      for (const w of waiting.splice(0)) w();
+    });
+    const until = async (re: RegExp): Promise<string> => {
+      while (!re.test(got)) {
+        if (sock.destroyed) throw new Error(`connection closed; received ${JSON.stringify(got)}`);
+        await new Promise<void>((r) => waiting.push(r));
+      }
+      return got;
+    };
+    return { sock, received: () => got, until };
+  }
+
+  async function heldCount(n: number): Promise<void> {
+    while (held.length < n) await new Promise((r) => setTimeout(r, 5));
+  }
+
+  test('a response goes out while another connection waits for its backend', { timeout: 10_000 }, async () => {
+    const slow = client();
+    const fast = client();
+    try {
+      slow.sock.write('GET /hold HTTP/1.1\r\nHost: r.example.com\r\n\r\n');
+      await heldCount(1);
+      fast.sock.write('GET /quick HTTP/1.1\r\nHost: r.example.com\r\n\r\n');
+      assert.match(await fast.until(/\r\n\r\nquick$/), /^HTTP\/1\.1 200 /);
+      assert.equal(slow.received(), '', 'the held request has no answer yet');
+      // And the same connection's next request is served too, still past the held one.
+      fast.sock.write('GET /quick2 HTTP/1.1\r\nHost: r.example.com\r\n\r\n');
+      await fast.until(/quick[^]*quick$/);
+      held.shift()!.end('late');
+      assert.match(await slow.until(/\r\n\r\nlate$/), /^HTTP\/1\.1 200 /);
+    } finally {
+      slow.sock.destroy();
+      fast.sock.destroy();
+    }
+  });
+
+  test('a response head and its first body bytes reach the client before the backend ends it', { timeout: 10_000 }, async () => {
+    const c = client();
+    try {
+      c.sock.write('GET /stream HTTP/1.1\r\nHost: r.example.com\r\n\r\n');
+      // Chunked (the backend gave no length): the first chunk arrives while the backend still holds the response open.
+      const got = await c.until(/\r\n\r\n5\r\nfirst\r\n$/);
+      assert.match(got, /^HTTP\/1\.1 200 /);
+      assert.equal(held.length, 1, 'the backend has not ended the response');
+      held.shift()!.end('last');
+      await c.until(/4\r\nlast\r\n0\r\n\r\n$/);
+    } finally {
+      c.sock.destroy();
+    }
+  });
+});
