@@ -196,6 +196,10 @@ describe('server role with a node:http2 client', () => {
       const h = srv.log.requestHeaders.at(-1)!;
       assert.deepEqual(h.slice(0, 4).map(([n]) => n).sort(), [':authority', ':method', ':path', ':scheme']);
       assert.ok(h.some(([n, v]) => n === 'x-one' && v === '1'));
+      // An idle connection lets go of its output slab; the next exchange allocates one again.
+      for (const c of srv.conns) c.trim();
+      const again = await nodeRequest(s, { ':path': '/again' });
+      assert.equal(again.headers['x-path'], '/again');
     } finally {
       s.close();
     }

@@ -33,7 +33,8 @@
 //     list, count, end), sendData(stream, buf, start, end, endStream) → false when some
 //     of it waits for the peer's window (onWritable tells when it went), reset(stream,
 //     code), rst(sid, code), ping(), goaway(code), fail(code) (connection error: GOAWAY,
-//     close), close() (end the socket once written), destroy().
+//     close), close() (end the socket once written), destroy(), trim() (an idle
+//     connection lets go of its 64 KiB output slab until it writes again).
 //   State: streams, lastPeerStream, peer settings (peerMaxStreams, peerInitialWindow,
 //     peerMaxFrame, peerMaxHeaderList), canOpen, goingAway, peerGoingAway, closed,
 //     needDrain (the socket buffers more than its high-water mark), headerBlockOpen,
@@ -125,6 +126,8 @@ export class H2Stream {
   }
 }
 
+/** A connection holds no slab until it writes (and again after trim()). */
+const NO_SLAB = Buffer.alloc(0);
 /** Decoded header lists, reused by every connection: name, value, name, value… */
 const list: string[] = [];
 /** HPACK output before it is framed; grows to the largest block. */
@@ -185,7 +188,7 @@ export abstract class H2Connection<S extends H2Stream> {
   #resetNext = 0;
   #rbuf: Buffer | null = null;
   // Output slab: each flush writes what was added since the last.
-  #slab = Buffer.allocUnsafe(SLAB);
+  #slab = NO_SLAB;
   #start = 0;
   #pos = 0;
   #chunks: Buffer[] = [];
@@ -816,6 +819,8 @@ export abstract class H2Connection<S extends H2Stream> {
     this.closed = true;
     this.#rbuf = null;
     this.#contBuf = null;
+    this.#slab = NO_SLAB;
+    this.#start = this.#pos = 0;
     this.onClose(this.#error);
     for (const stream of this.streams.values()) stream.closed = true;
     this.streams.clear();
@@ -870,6 +875,19 @@ export abstract class H2Connection<S extends H2Stream> {
   #windowUpdate(sid: number, n: number): void {
     this.#frameHeader(4, WINDOW_UPDATE, 0, sid);
     this.#u32(n);
+  }
+
+  /**
+   * Lets go of the output slab (64 KiB) and a header-block buffer if nothing
+   * waits in them: for the role's idle sweep, so idle connections hold only
+   * their state. The next write allocates a slab again.
+   */
+  trim(): void {
+    if (this.#pos === this.#start && this.#chunks.length === 0) {
+      this.#slab = NO_SLAB;
+      this.#start = this.#pos = 0;
+    }
+    if (this.#contSid === 0) this.#contBuf = null;
   }
 
   /** Writes out what was added since the last flush (called by the dirty list; close() calls it directly). */

@@ -145,8 +145,9 @@ function huffmanDecode(src: Buffer, start: number, end: number): string {
 /** One connection direction's decoding context (the peer's encoder's mirror). */
 export class HpackDecoder {
   // Dynamic table as a ring, newest at `head`.
-  #names: string[] = new Array(64);
-  #values: string[] = new Array(64);
+  // Small at first: most connections' tables hold a handful of entries (it doubles as needed).
+  #names: string[] = new Array(16);
+  #values: string[] = new Array(16);
   #head = 0;
   #count = 0;
   #size = 0;
