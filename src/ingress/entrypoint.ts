@@ -1,20 +1,19 @@
 // The entrypoint: one TCP port for HTTP/1.1 and h2c. A net.Server accepts,
 // reads just enough to tell an HTTP/2 prior-knowledge preface from an
-// HTTP/1.1 request line, and hands the socket to node:http2 (bytes put back)
-// or to a ClientConnection of our own (h1-conn.ts) with the bytes read. It
-// also owns connection lifecycles: max age, timeouts on one coarse clock, drain.
+// HTTP/1.1 request line, and hands the socket (bytes put back) to an HTTP/2
+// server connection (h2-conn.ts) or an HTTP/1.1 ClientConnection (h1-conn.ts),
+// both our own. It also owns connection lifecycles: max age, timeouts on one
+// coarse clock, drain.
 import net, { BlockList, type Socket, type AddressInfo } from 'node:net';
-import http2, { type Http2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import type { Logger } from 'pino';
-import { H2_MAX_SESSION_MEMORY_MB, H2_SESSION_WINDOW, H2_STREAM_WINDOW } from '../h2-settings.ts';
 import type { Config } from '../config/model.ts';
 import { parseCidr } from '../config/parse.ts';
 import { HeadersTooLargeError, UriTooLongError } from '../errors.ts';
 import type { Exchange, Peer } from './exchange.ts';
 import type { H1Exchange } from './h1.ts';
 import { ClientConnection, TICK_MS, ticks, type H1Limits, type H1Owner } from './h1-conn.ts';
-import { H2Exchange } from './h2.ts';
-import { H2Guard } from './h2-guard.ts';
+import type { H2Exchange } from './h2.ts';
+import { H2ServerConnection, type H2Limits, type H2Owner } from './h2-conn.ts';
 import type { UpgradeExchange } from './upgrade.ts';
 import type { BackendMetrics, Metrics } from '../observe/metrics.ts';
 import { proxy } from '../proxy/proxy.ts';
@@ -27,34 +26,25 @@ const SNIFF_TIMEOUT_MS = 10_000;
 /** Config['entrypoint']: address, max connection age (0: off), limits, trusted proxies, request id header. */
 export type EntrypointOptions = Config['entrypoint'];
 
-function noop(): void {}
-
 const URI_TOO_LONG = new UriTooLongError();
 const HEADERS_TOO_LARGE = new HeadersTooLargeError();
-
-/** A header list's size as SETTINGS_MAX_HEADER_LIST_SIZE counts it: name, value and 32 per field (RFC 9113 §6.5.2). */
-function headerListSize(raw: string[]): number {
-  let size = 0;
-  for (let i = 0; i < raw.length; i++) size += raw[i]!.length;
-  return size + 16 * raw.length;
-}
 
 /** ±10% so connections opened together do not all reconnect together. */
 function jitter(ms: number): number {
   return Math.round(ms * (0.9 + Math.random() * 0.2));
 }
 
-export class Entrypoint implements H1Owner {
+export class Entrypoint implements H1Owner, H2Owner {
   /** The route table in force; reload swaps this reference. */
   table: RouteTable;
   readonly #opts: EntrypointOptions;
   readonly #log: Logger;
-  readonly #metrics: Metrics;
   readonly #unmatchedH1: BackendMetrics;
   readonly #unmatchedH2: BackendMetrics;
   readonly #server: net.Server;
-  readonly #h2: http2.Http2Server;
-  readonly #sessions = new Set<Http2Session>();
+  readonly #h2 = new Set<H2ServerConnection>();
+  readonly #h2Limits: H2Limits;
+  readonly #h2Open: ReturnType<Metrics['openConnections']['labels']>;
   readonly #h1 = new Set<ClientConnection>();
   readonly #h1Limits: H1Limits;
   readonly #h1Open: ReturnType<Metrics['openConnections']['labels']>;
@@ -63,10 +53,6 @@ export class Entrypoint implements H1Owner {
   /** The coarse clock HTTP/1.1 connection timeouts run on: one interval, no timer per connection or request. */
   readonly #clock: NodeJS.Timeout;
   tick = 1;
-  /** Per client connection (socket or HTTP/2 session), computed once. */
-  readonly #peers = new WeakMap<object, Peer>();
-  /** The client of the HTTP/2 connection being handed to node:http2 now. */
-  #handing: Peer | undefined;
   readonly #trusted = new BlockList();
   readonly requestIdHeader: string;
   #inflight = 0;
@@ -82,7 +68,6 @@ export class Entrypoint implements H1Owner {
       this.#trusted.addSubnet(address, prefix, family);
     }
     this.table = table;
-    this.#metrics = metrics;
     this.#log = log;
     this.#unmatchedH1 = metrics.backend('unmatched', 'none', 'http');
     this.#unmatchedH2 = metrics.backend('unmatched', 'none', 'h2c');
@@ -94,14 +79,14 @@ export class Entrypoint implements H1Owner {
       headersTicks: ticks(opts.headersTimeoutMs), // slow clients: 408
       idleTicks: ticks(opts.idleTimeoutMs), // keep-alive connections with nothing in flight
     };
+    this.#h2Open = metrics.openConnections.labels('h2c');
+    this.#h2Limits = {
+      maxHeaderBytes: opts.maxHeaderBytes, // over it: 431
+      idleTicks: ticks(opts.idleTimeoutMs), // connections without streams
+      headersTicks: ticks(opts.headersTimeoutMs), // a header block trickled in
+    };
     this.#clock = setInterval(this.#sweep, TICK_MS);
     this.#clock.unref();
-    this.#h2 = http2.createServer({
-      settings: { initialWindowSize: H2_STREAM_WINDOW, maxConcurrentStreams: 1000, maxHeaderListSize: opts.maxHeaderBytes },
-      maxSessionMemory: H2_MAX_SESSION_MEMORY_MB,
-    });
-    this.#h2.on('session', this.#onSession);
-    this.#h2.on('stream', this.#onStream);
     this.#server = net.createServer({ noDelay: true }, this.#onConnection);
     // Over it, node closes new connections at once.
     if (opts.maxConnections > 0) this.#server.maxConnections = opts.maxConnections;
@@ -143,15 +128,15 @@ export class Entrypoint implements H1Owner {
 
   #handOver(socket: Socket, h2: boolean): void {
     if (h2) {
-      const gauge = this.#metrics.openConnections.labels('h2c');
-      gauge.inc();
-      socket.once('close', () => gauge.dec());
-      // The session reads the unshifted preface through the guard, its socket,
-      // which has no address: the client's is handed to the session here
-      // ('session' fires within emit).
-      this.#handing = this.#peer(socket, socket);
-      this.#h2.emit('connection', new H2Guard(socket, this.#opts));
-      this.#handing = undefined;
+      this.#h2Open.inc();
+      const conn = new H2ServerConnection(socket, this, this.#peerOf(socket), this.#h2Limits);
+      this.#h2.add(conn);
+      if (this.draining) conn.goAway();
+      else if (this.#opts.maxConnectionAgeMs > 0) {
+        conn.expiresAt = this.tick + ticks(jitter(this.#opts.maxConnectionAgeMs));
+        conn.graceTicks = ticks(this.#opts.maxConnectionAgeGraceMs);
+      }
+      socket.resume();
       return;
     }
     this.#h1Open.inc();
@@ -166,6 +151,7 @@ export class Entrypoint implements H1Owner {
   readonly #sweep = (): void => {
     const now = ++this.tick;
     for (const conn of this.#h1) conn.sweep(now);
+    for (const conn of this.#h2) conn.sweep(now);
   };
 
   /** H1Owner: the connection closed or was handed over. */
@@ -173,32 +159,9 @@ export class Entrypoint implements H1Owner {
     this.#h1.delete(conn);
   }
 
-  readonly #onSession = (session: Http2Session): void => {
-    if (this.#handing !== undefined) this.#peers.set(session, this.#handing);
-    this.#sessions.add(session);
-    session.on('error', noop);
-    session.once('close', () => this.#sessions.delete(session));
-    session.setLocalWindowSize(H2_SESSION_WINDOW);
-    if (this.draining) {
-      session.close();
-      return;
-    }
-    if (this.#opts.maxConnectionAgeMs > 0) {
-      // Long-lived gRPC clients reach replicas an HPA added only if we ask them
-      // to reconnect: GOAWAY at max age, then cut what is left after the grace.
-      const age = setTimeout(() => this.#retire(session), jitter(this.#opts.maxConnectionAgeMs));
-      age.unref();
-      session.once('close', () => clearTimeout(age));
-    }
-  };
-
-  /** GOAWAY now; streams in flight get the grace period, then the session is cut. */
-  #retire(session: Http2Session): void {
-    if (session.closed || session.destroyed) return;
-    session.close();
-    const grace = setTimeout(() => session.destroy(), this.#opts.maxConnectionAgeGraceMs);
-    grace.unref();
-    session.once('close', () => clearTimeout(grace));
+  /** H2Owner: the connection is gone. */
+  h2Closed(conn: H2ServerConnection): void {
+    if (this.#h2.delete(conn)) this.#h2Open.dec();
   }
 
   // --- requests ------------------------------------------------------------
@@ -214,24 +177,17 @@ export class Entrypoint implements H1Owner {
     ex.fail(ex.malformed);
   }
 
-  readonly #onStream = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, _flags: number, raw: string[]): void => {
-    // node emits 'stream' a tick late: by then the stream may be gone (the
-    // client reset it at once, as a rapid reset does, or its session was torn
-    // down). Nothing is sent upstream for it.
-    stream.on('error', noop);
-    const session = stream.session;
-    if (session === undefined || stream.closed || stream.destroyed) return;
+  /** H2Owner: a request from an HTTP/2 client; one whose header list is over the limit is answered 431. */
+  h2Request(ex: H2Exchange, tooLarge: boolean): void {
     this.#inflight++;
     this.#inflightH2++;
-    const ex = new H2Exchange(stream, headers, this, this.#peer(session, session.socket as Socket));
-    // nghttp2 only advertises SETTINGS_MAX_HEADER_LIST_SIZE; it takes larger lists.
-    if (headerListSize(raw) > this.#opts.maxHeaderBytes) {
+    if (tooLarge) {
       ex.metrics = this.#unmatchedH2;
       ex.fail(HEADERS_TOO_LARGE);
       return;
     }
     this.#dispatch(ex, this.#unmatchedH2);
-  };
+  }
 
   #dispatch(ex: Exchange, unmatched: BackendMetrics): void {
     if (ex.path.length > this.#opts.maxUrlLength) {
@@ -243,15 +199,6 @@ export class Entrypoint implements H1Owner {
   }
 
   /** The client's address and whether it is a trusted proxy, once per connection. */
-  #peer(key: object, socket: Socket): Peer {
-    let peer = this.#peers.get(key);
-    if (peer === undefined) {
-      peer = this.#peerOf(socket);
-      this.#peers.set(key, peer);
-    }
-    return peer;
-  }
-
   #peerOf(socket: Socket): Peer {
     const ip = socket.remoteAddress ?? '';
     const family = socket.remoteFamily === 'IPv6' ? 'ipv6' : 'ipv4';
@@ -275,7 +222,7 @@ export class Entrypoint implements H1Owner {
   drain(): void {
     this.draining = true;
     this.#server.close();
-    for (const s of this.#sessions) s.close();
+    for (const conn of this.#h2) conn.goAway();
     for (const conn of this.#h1) conn.drain();
   }
 
@@ -298,7 +245,7 @@ export class Entrypoint implements H1Owner {
   /** Cuts whatever is still open. */
   destroy(): void {
     this.#server.close();
-    for (const s of this.#sessions) s.destroy();
+    for (const conn of this.#h2) conn.destroy();
     for (const conn of this.#h1) conn.socket.destroy();
     clearInterval(this.#clock);
     this.#log.debug('entrypoint destroyed');

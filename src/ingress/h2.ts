@@ -1,177 +1,258 @@
-// Exchanges of HTTP/2 clients: one per stream (node:http2 core API).
-import type { OutgoingHttpHeaders } from 'node:http';
-import { sensitiveHeaders, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
-import type { Readable } from 'node:stream';
+// Exchanges of HTTP/2 clients: one per stream of a frame-level server
+// connection (h2-conn.ts). The request headers are the decoded flat list
+// [name, value, ...], validated by the connection; the response goes out as
+// frames on the stream, paced by the client's windows and the socket.
+import { Readable } from 'node:stream';
 import type { ProxyError } from '../errors.ts';
-import { Exchange, textBody, type ExchangeOwner, type Peer, type ResponseHeaders } from './exchange.ts';
-import { connectionNamed, DROP_REQUEST, stripResponseHeaders } from './hygiene.ts';
+import { INTERNAL_ERROR } from '../h2/frames.ts';
 import { GRPC_CODE_UNKNOWN } from '../observe/metrics.ts';
-import { CLOSE, TRAILERS, WANT_TRAILERS, listen } from '../h2-stream-events.ts';
+import { Exchange, textBody, type ExchangeOwner, type Peer, type ResponseHeaders } from './exchange.ts';
+import type { H2ServerConnection, ServerStream } from './h2-conn.ts';
+import { DROP_REQUEST, stripResponseHeaders } from './hygiene.ts';
 
-/** A request on an HTTP/2 stream (node:http2 core API). */
+const EMPTY = Buffer.alloc(0);
+/** Response header lists are built here and encoded at once (a copy is kept only when they wait behind DATA). */
+const out: string[] = [];
+
+/** A request body fed from DATA frames; the client's window is given back as the bytes are read. */
+export class H2Body extends Readable {
+  readonly #ex: H2Exchange;
+  /** Bytes pushed whose window was not given back yet. */
+  owed = 0;
+
+  constructor(ex: H2Exchange) {
+    super({ highWaterMark: 64 * 1024 });
+    this.#ex = ex;
+  }
+
+  /** DATA from the client. */
+  data(chunk: Buffer): void {
+    this.owed += chunk.length;
+    if (this.push(chunk)) this.settle();
+  }
+
+  override _read(): void {
+    this.settle();
+  }
+
+  /** Gives back the window of what left the buffer. */
+  settle(): void {
+    const n = this.owed - this.readableLength;
+    if (n <= 0) return;
+    this.owed -= n;
+    this.#ex.consumed(n);
+  }
+}
+
+/** A request on an HTTP/2 stream. */
 export class H2Exchange extends Exchange {
-  readonly stream: ServerHttp2Stream;
-  readonly #headers: IncomingHttpHeaders;
+  readonly conn: H2ServerConnection;
+  readonly stream: ServerStream;
+  /** The request's header fields after the pseudo-headers, [name, value, ...]. */
+  readonly #fields: string[];
+  readonly #scheme: string;
+  readonly #body: H2Body | null;
   #finished = false;
+  #closed = false;
+  /** Handed to the entrypoint: from then on it is counted, and its end must be. */
+  #routed = false;
   /** Response trailers will be sent (the response was started waiting for them). */
   #trailersFollow = false;
   #status = 0;
-  #trailers: ResponseHeaders | null = null;
   #requestTrailers: ResponseHeaders | null = null;
+  #drain: (() => void) | null = null;
 
-  constructor(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, owner: ExchangeOwner, peer: Peer) {
-    const override = headers['x-switchyard-backend'];
-    const cl = headers['content-length'];
-    const id = headers[owner.requestIdHeader];
-    const xff = headers['x-forwarded-for'];
+  /** `fields`: the regular header fields, copied out of the connection's reused list. */
+  constructor(conn: H2ServerConnection, stream: ServerStream, owner: ExchangeOwner, peer: Peer, p: {
+    method: string; scheme: string; path: string; authority: string | undefined; contentLength: number; hasBody: boolean;
+  }, fields: string[]) {
     super(owner, peer, {
-      method: headers[':method'] ?? 'GET',
-      path: headers[':path'] ?? '/',
-      authority: headers[':authority'] ?? headers['host'],
-      contentType: headers['content-type'],
-      override: Array.isArray(override) ? override[0] : override,
-      // END_STREAM on the HEADERS frame means no body.
-      hasBody: !stream.readableEnded && !(stream as { endAfterHeaders?: boolean }).endAfterHeaders,
-      contentLength: cl === undefined ? -1 : Number(cl),
-      requestId: Array.isArray(id) ? id[0] : id,
-      xff: Array.isArray(xff) ? xff.join(', ') : xff, xfProto: first(headers['x-forwarded-proto']), xfHost: first(headers['x-forwarded-host']),
+      method: p.method,
+      path: p.path,
+      authority: p.authority,
+      contentType: find(fields, 'content-type'),
+      override: find(fields, 'x-switchyard-backend'),
+      hasBody: p.hasBody,
+      contentLength: p.contentLength,
+      requestId: find(fields, owner.requestIdHeader),
+      xff: findAll(fields, 'x-forwarded-for', ', '), xfProto: find(fields, 'x-forwarded-proto'), xfHost: find(fields, 'x-forwarded-host'),
     });
+    this.conn = conn;
     this.stream = stream;
-    this.#headers = headers;
-    // `on` for events that come once anyway: no wrapper per stream.
-    listen(stream, this, this.hasBody ? TRAILERS | CLOSE : CLOSE);
+    this.#fields = fields;
+    this.#scheme = p.scheme;
+    this.#body = p.hasBody ? new H2Body(this) : null;
   }
 
-  /** @internal the client's trailers arrived (shared listener). */
-  streamTrailers(trailers: IncomingHttpHeaders): void {
+  // --- from the connection -------------------------------------------------------
+
+  /** @internal the connection hands it on for routing (its whole chunk was read and the stream is still open). */
+  route(): void {
+    this.#routed = true;
+  }
+
+  /** @internal DATA on the stream. */
+  data(chunk: Buffer): void {
+    this.#body!.data(chunk);
+  }
+
+  /** @internal the request ended (END_STREAM on DATA or on trailers). */
+  requestEnded(trailers: ResponseHeaders | null): void {
     this.#requestTrailers = trailers;
+    this.#body?.push(null);
+  }
+
+  /** @internal the body consumer took `n` bytes. */
+  consumed(n: number): void {
+    if (!this.#closed) this.conn.consumed(this.stream, n);
+  }
+
+  /** @internal the stream can take more: a writer waiting for it goes on. */
+  drained(): void {
+    const fn = this.#drain;
+    if (fn === null) return;
+    this.#drain = null;
+    fn();
+  }
+
+  /** @internal the stream is over: ended both ways, or reset (`reset`) by either side or with its connection. */
+  streamClosed(reset: boolean): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#drain = null;
+    const body = this.#body;
+    if (body !== null) {
+      // What the body holds unread still counts against the connection's window.
+      if (body.owed > 0) this.conn.consumed(null, body.owed);
+      body.owed = 0;
+      // Without an error: nothing may listen for one yet; the exchange's signal stops the upstream side.
+      if (reset && !body.readableEnded) body.destroy();
+    }
+    // A stream reset in the chunk that opened it was never routed, nor counted.
+    if (this.#routed) this.closed(this.#finished, this.#status, true);
+  }
+
+  // --- Exchange --------------------------------------------------------------------
+
+  protected bodySource(): Readable {
+    return this.#body!;
+  }
+
+  header(name: string): string | undefined {
+    // Cookie crumbs may come as separate fields (RFC 9113 §8.2.3): one value.
+    return name === 'cookie' ? findAll(this.#fields, name, '; ') : find(this.#fields, name);
   }
 
   requestTrailers(): ResponseHeaders | null {
     return this.#requestTrailers;
   }
 
-  /** @internal the stream closed (shared listener). */
-  streamClosed(): void {
-    this.closed(this.#finished, this.#status, true);
-  }
-
-  protected bodySource(): Readable {
-    return this.stream;
-  }
-
-  header(name: string): string | undefined {
-    const v = this.#headers[name];
-    return Array.isArray(v) ? v[0] : v;
-  }
-
   headersForH1(hostHeader: string | undefined): string[] {
-    const out: string[] = [];
-    const h = this.#headers;
-    const named = connectionNamed(h['connection']);
-    for (const name in h) {
-      if (name.charCodeAt(0) === 58 /* ':' */ || DROP_REQUEST.has(name) || named?.has(name)) continue;
-      const v = h[name];
-      if (Array.isArray(v)) for (const x of v) out.push(name, x);
-      else if (v !== undefined) out.push(name, v);
+    const h: string[] = [];
+    const f = this.#fields;
+    let cookie: string | undefined;
+    for (let i = 0; i < f.length; i += 2) {
+      const name = f[i]!;
+      if (DROP_REQUEST.has(name)) continue;
+      if (name === 'cookie') cookie = cookie === undefined ? f[i + 1]! : `${cookie}; ${f[i + 1]!}`;
+      else h.push(name, f[i + 1]!);
     }
-    this.pushForwarded(out, hostHeader);
-    if (h[this.owner.requestIdHeader] === undefined) out.push(this.owner.requestIdHeader, this.requestId);
-    return out;
+    if (cookie !== undefined) h.push('cookie', cookie);
+    this.pushForwarded(h, hostHeader);
+    if (find(f, this.owner.requestIdHeader) === undefined) h.push(this.owner.requestIdHeader, this.requestId);
+    return h;
   }
 
-  // A flat list: node:http2's request() copies a header object into one of
-  // its own first (Object.assign, ~3 % of a gRPC call's allocation).
   headersForH2(hostHeader: string | undefined): string[] {
-    const h = this.#headers;
-    const out: string[] = [
-      ':method', this.method, ':scheme', first(h[':scheme']) ?? 'http', ':authority', hostHeader ?? this.authority ?? '', ':path', this.path,
-    ];
-    const named = connectionNamed(h['connection']);
-    for (const name in h) {
-      if (name.charCodeAt(0) === 58 /* ':' */ || DROP_REQUEST.has(name) || named?.has(name)) continue;
-      const v = h[name];
-      if (Array.isArray(v)) for (const x of v) out.push(name, x);
-      else if (v !== undefined) out.push(name, v);
+    const h: string[] = [':method', this.method, ':scheme', this.#scheme, ':authority', hostHeader ?? this.authority ?? '', ':path', this.path];
+    const f = this.#fields;
+    let te = false;
+    for (let i = 0; i < f.length; i += 2) {
+      const name = f[i]!;
+      if (DROP_REQUEST.has(name)) {
+        // "te: trailers" is the one TE value HTTP/2 allows (the connection checked), and gRPC servers require it.
+        if (name === 'te') te = true;
+        continue;
+      }
+      h.push(name, f[i + 1]!);
     }
-    // "te: trailers" is the one TE value HTTP/2 allows, and gRPC servers require it.
-    if (h['te'] === 'trailers') out.push('te', 'trailers');
-    this.pushXForwarded(out);
-    if (h[this.owner.requestIdHeader] === undefined) out.push(this.owner.requestIdHeader, this.requestId);
-    return out;
+    if (te) h.push('te', 'trailers');
+    this.pushXForwarded(h);
+    if (find(f, this.owner.requestIdHeader) === undefined) h.push(this.owner.requestIdHeader, this.requestId);
+    return h;
   }
 
   respond(status: number, headers: ResponseHeaders, trailersFollow: boolean): void {
-    if (this.settled || this.stream.destroyed) return;
-    this.#prepare(status, headers);
-    if (trailersFollow) {
-      this.#trailersFollow = true;
-      this.stream.respond(flat(headers), { waitForTrailers: true });
-      listen(this.stream, this, WANT_TRAILERS);
-    } else {
-      this.stream.respond(flat(headers));
-    }
+    if (this.settled || this.#closed) return;
+    this.#trailersFollow = trailersFollow;
+    const n = this.#prepare(status, headers);
+    this.conn.sendHeaders(this.stream, out, n, false);
   }
 
   respondOnly(status: number, headers: ResponseHeaders): void {
-    if (this.settled || this.stream.destroyed) return;
-    this.#prepare(status, headers);
+    if (this.settled || this.#closed) return;
+    const n = this.#prepare(status, headers);
     this.#finished = true;
-    this.stream.respond(flat(headers), { endStream: true });
+    this.conn.sendHeaders(this.stream, out, n, true);
+    this.conn.responseDone(this.stream);
   }
 
-  #prepare(status: number, headers: ResponseHeaders): void {
+  /** Fills `out` with the response head; returns its length. */
+  #prepare(status: number, headers: ResponseHeaders): number {
     this.responded = true;
     this.responseHead(headers);
     stripResponseHeaders(headers);
-    delete headers['te'];
-    headers[':status'] = String(status);
     // A gRPC response's code comes with its trailers; until then, one without
     // grpc-status counts as its HTTP status maps.
     this.#status = this.grpc ? grpcCodeOf(headers, grpcCodeOfHttp(status)) : status;
+    out[0] = ':status';
+    out[1] = String(status);
+    return flatten(headers, 2, true);
   }
 
   write(chunk: Buffer): boolean {
-    return this.settled || this.stream.write(chunk);
+    if (this.settled || this.#closed) return true;
+    return this.conn.sendData(this.stream, chunk, 0, chunk.length, false) && !this.conn.needDrain;
   }
 
   onceDrain(fn: () => void): void {
-    this.stream.once('drain', fn);
+    if (this.#closed) return;
+    this.#drain = fn;
+    this.conn.waitDrain(this);
   }
 
   end(trailers: ResponseHeaders | null): void {
-    if (this.settled || this.stream.destroyed) return;
+    if (this.settled || this.#closed) return;
     this.#finished = true;
-    if (trailers !== null) {
-      this.#trailers = trailers;
-      if (this.grpc) this.#status = grpcCodeOf(trailers, this.#status);
-    }
-    this.stream.end();
-  }
-
-  /** @internal the stream wants the response trailers (shared listener). */
-  wantTrailers(): void {
-    // Empty trailers make node end the stream with an empty DATA frame.
-    this.stream.sendTrailers((this.#trailers ?? {}) as OutgoingHttpHeaders);
+    if (trailers !== null && this.grpc) this.#status = grpcCodeOf(trailers, this.#status);
+    const n = trailers !== null && this.#trailersFollow ? flatten(trailers, 0, false) : 0;
+    // Without trailers an empty DATA frame ends the stream.
+    if (n > 0) this.conn.sendHeaders(this.stream, out, n, true);
+    else this.conn.sendData(this.stream, EMPTY, 0, 0, true);
+    this.conn.responseDone(this.stream);
   }
 
   protected override isClosed(): boolean {
-    return this.stream.destroyed;
+    return this.#closed;
   }
+
 
   protected cut(err: ProxyError): void {
     this.#finished = true;
     if (this.grpc && this.#trailersFollow) {
       // A gRPC response has its status in the trailers: they carry the error.
       this.#status = err.grpcStatus;
-      this.#trailers = { 'grpc-status': String(err.grpcStatus), 'grpc-message': encodeURIComponent(err.message) };
-      this.stream.end();
+      out[0] = 'grpc-status';
+      out[1] = String(err.grpcStatus);
+      out[2] = 'grpc-message';
+      out[3] = encodeURIComponent(err.message);
+      this.conn.sendHeaders(this.stream, out, 4, true);
+      this.conn.responseDone(this.stream);
       return;
     }
-    // Mid-response there is no status left to send: reset the stream.
-    // close(code) would end it first (END_STREAM), which a client reads as
-    // a complete response; destroy sends only RST_STREAM (INTERNAL_ERROR).
-    this.stream.destroy(err);
+    // Mid-response there is no status left to send: END_STREAM would read as
+    // a complete response, so only RST_STREAM.
+    this.conn.reset(this.stream, INTERNAL_ERROR);
   }
 
   protected answer(err: ProxyError): void {
@@ -180,39 +261,67 @@ export class H2Exchange extends Exchange {
     if (this.grpc) {
       // Trailers-Only: one HEADERS frame with END_STREAM carrying the status.
       this.#status = err.grpcStatus;
-      this.stream.respond({
-        ':status': 200,
-        'content-type': 'application/grpc',
-        'grpc-status': String(err.grpcStatus),
-        'grpc-message': encodeURIComponent(err.message),
-      }, { endStream: true });
-      return;
+      out[0] = ':status'; out[1] = '200';
+      out[2] = 'content-type'; out[3] = 'application/grpc';
+      out[4] = 'grpc-status'; out[5] = String(err.grpcStatus);
+      out[6] = 'grpc-message'; out[7] = encodeURIComponent(err.message);
+      this.conn.sendHeaders(this.stream, out, 8, true);
+    } else {
+      this.#status = err.httpStatus;
+      out[0] = ':status'; out[1] = String(err.httpStatus);
+      out[2] = 'content-type'; out[3] = 'text/plain; charset=utf-8';
+      this.conn.sendHeaders(this.stream, out, 4, false);
+      const body = Buffer.from(textBody(err));
+      this.conn.sendData(this.stream, body, 0, body.length, true);
     }
-    this.#status = err.httpStatus;
-    this.stream.respond({ ':status': err.httpStatus, 'content-type': 'text/plain; charset=utf-8' });
-    this.stream.end(textBody(err));
+    this.conn.responseDone(this.stream);
   }
 }
 
 /**
- * Response headers as a flat [name, value, ...] list: respond() copies a
- * header object into a null-prototype one of its own first. Fields the
- * upstream sent never-indexed stay so.
+ * Appends a header object to `out` from `at` as [name, value, ...], names
+ * lowercase (HTTP/2 requires it; an HTTP/1.1 upstream may send any case);
+ * `te` dropped from a response head. Returns the end.
  */
-function flat(h: ResponseHeaders): string[] {
-  const out: string[] = [];
-  for (const name in h) {
-    const v = h[name];
-    if (Array.isArray(v)) for (const x of v) out.push(name, x);
-    else if (v !== undefined) out.push(name, v);
+function flatten(h: ResponseHeaders, at: number, head: boolean): number {
+  let n = at;
+  for (const key in h) {
+    const v = h[key];
+    if (v === undefined) continue;
+    const name = lower(key);
+    if (name.charCodeAt(0) === 58 /* : */ || (head && name === 'te')) continue;
+    if (typeof v === 'string') {
+      out[n++] = name;
+      out[n++] = v;
+    } else {
+      for (let i = 0; i < v.length; i++) {
+        out[n++] = name;
+        out[n++] = v[i]!;
+      }
+    }
   }
-  const never = (h as { [sensitiveHeaders]?: unknown })[sensitiveHeaders];
-  if (never !== undefined) (out as unknown as { [sensitiveHeaders]?: unknown })[sensitiveHeaders] = never;
-  return out;
+  return n;
 }
 
-function first(v: string | string[] | undefined): string | undefined {
-  return Array.isArray(v) ? v[0] : v;
+function lower(s: string): string {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 65 && c <= 90) return s.toLowerCase();
+  }
+  return s;
+}
+
+/** The first value of `name` in a flat list. */
+function find(f: string[], name: string): string | undefined {
+  for (let i = 0; i < f.length; i += 2) if (f[i] === name) return f[i + 1];
+  return undefined;
+}
+
+/** Every value of `name`, joined with `sep`. */
+function findAll(f: string[], name: string, sep: string): string | undefined {
+  let v: string | undefined;
+  for (let i = 0; i < f.length; i += 2) if (f[i] === name) v = v === undefined ? f[i + 1] : `${v}${sep}${f[i + 1]!}`;
+  return v;
 }
 
 // The 17 gRPC status codes by their text in grpc-status; any other value

@@ -1,0 +1,349 @@
+// An HTTP/2 client connection (prior knowledge, handed over by the
+// entrypoint's sniff), on the frame layer of src/h2/. This is the server
+// role: request HEADERS are validated (RFC 9113 §8.2-8.3) and become
+// H2Exchanges; DATA feeds their bodies; the abuse limits node:http2 and the
+// old frame guard had are counted here, in the frame loop (rapid reset,
+// SETTINGS/PING floods against a client that does not read, empty frames,
+// header blocks that grow or trickle, header list size, concurrent streams),
+// and idle, max-age and drain run on the entrypoint's coarse clock.
+import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { H2Connection, H2Stream, type H2Config } from '../h2/connection.ts';
+import {
+  ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM, HEADERS, NO_ERROR, PING, PROTOCOL_ERROR,
+  REFUSED_STREAM, RST_STREAM, SETTINGS,
+} from '../h2/frames.ts';
+import { H2_SESSION_WINDOW, H2_STREAM_WINDOW } from '../h2-settings.ts';
+import type { ExchangeOwner, Peer, ResponseHeaders } from './exchange.ts';
+import { H2Exchange } from './h2.ts';
+
+/** Concurrent streams a client may open (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused. */
+const MAX_STREAMS = 1000;
+// Rapid reset (CVE-2023-44487): streams the client resets, as nghttp2 limits
+// them: a burst of 1,000, then 33 a second; past that the connection ends.
+const RESET_BURST = 1000;
+const RESETS_PER_MS = 33 / 1000;
+/**
+ * CONTINUATION frames one header block may take (CVE-2024-27316 class), as
+ * nghttp2 counts them: a legitimate block fits a handful of 16 KiB frames.
+ */
+const MAX_CONTINUATIONS = 8;
+/** Empty DATA/HEADERS/CONTINUATION frames that end nothing (node:http2's invalid-frame limit). */
+const MAX_EMPTY_FRAMES = 1000;
+/** SETTINGS/PING answers written while the client does not read its socket. */
+const MAX_UNREAD_ACKS = 1000;
+
+// Connection-specific headers make an HTTP/2 request malformed (RFC 9113 §8.2.2).
+const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
+/** A field name: lowercase token characters only (RFC 9113 §8.2.1, RFC 9110 §5.6.2). */
+const NAME = /^[-!#$%&'*+.^_`|~0-9a-z]+$/;
+/** What a field value must not hold: it would end the line on an HTTP/1.1 upstream. */
+const BAD_VALUE = /[\0\r\n]/;
+const METHOD = /^[-!#$%&'*+.^_`|~0-9A-Za-z]+$/;
+/** A request target: visible characters only (a space or control character would split an HTTP/1.1 request line). */
+const PATH = /^[\x21-\x7e\x80-\xff]+$/;
+const SCHEME = /^[A-Za-z][A-Za-z0-9+.-]*$/;
+const DIGITS = /^\d{1,15}$/;
+
+/** What the entrypoint provides to its HTTP/2 connections. */
+export interface H2Owner extends ExchangeOwner {
+  /** The coarse clock (TICK_MS) idle, header-block and max-age deadlines run on. */
+  readonly tick: number;
+  /** A validated request, to route; `tooLarge` when its header list is over the limit (431). */
+  h2Request(ex: H2Exchange, tooLarge: boolean): void;
+  /** The connection is gone. */
+  h2Closed(conn: H2ServerConnection): void;
+}
+
+export interface H2Limits {
+  /** SETTINGS_MAX_HEADER_LIST_SIZE; a larger request header list is answered 431. */
+  readonly maxHeaderBytes: number;
+  /** A connection without streams for this many ticks is sent GOAWAY and closed. */
+  readonly idleTicks: number;
+  /** A header block (HEADERS and its CONTINUATIONs) must be complete within this many ticks. */
+  readonly headersTicks: number;
+}
+
+/** A client stream and its exchange. */
+export class ServerStream extends H2Stream {
+  ex: H2Exchange | null = null;
+  /** The request's header list is over maxHeaderBytes. */
+  tooLarge = false;
+}
+
+/** The frame layer's settings for client connections, per maxHeaderBytes (one config in practice). */
+const configs = new Map<number, H2Config>();
+function configFor(maxHeaderBytes: number): H2Config {
+  let c = configs.get(maxHeaderBytes);
+  if (c === undefined) {
+    c = {
+      server: true,
+      streamWindow: H2_STREAM_WINDOW,
+      connectionWindow: H2_SESSION_WINDOW,
+      maxConcurrentStreams: MAX_STREAMS,
+      maxHeaderListSize: maxHeaderBytes,
+      // A block past this is no request the limit would let through (431 is for lists up to here).
+      maxHeaderBlock: Math.max(64 * 1024, 2 * maxHeaderBytes),
+    };
+    configs.set(maxHeaderBytes, c);
+  }
+  return c;
+}
+
+export class H2ServerConnection extends H2Connection<ServerStream> {
+  readonly #owner: H2Owner;
+  readonly #peer: Peer;
+  readonly #limits: H2Limits;
+  /** Tick at which the client is asked to reconnect (max connection age; 0: never), and the grace after it. */
+  expiresAt = 0;
+  graceTicks = 0;
+  /** Tick at which what is left is cut, once GOAWAY was sent for max age (0: not yet). */
+  #cutAt = 0;
+  #lastActive: number;
+  /** Tick a header block was first seen open at by the sweep (-1: none open). */
+  #blockSince = -1;
+  #resetTokens = RESET_BURST;
+  #resetClock = performance.now();
+  #emptyFrames = 0;
+  #continuations = 0;
+  #unreadAcks = 0;
+  /**
+   * Requests read from the current socket chunk, routed once all of it is
+   * read: a stream opened and reset in one go (rapid reset) never goes upstream.
+   */
+  readonly #fresh: H2Exchange[] = [];
+  /** Exchanges whose writer waits for the stream or the socket to take more. */
+  readonly #waiting = new Set<H2Exchange>();
+
+  /** The socket's first bytes were put back into it by the sniff: they are read once it resumes. */
+  constructor(socket: Socket, owner: H2Owner, peer: Peer, limits: H2Limits) {
+    super(socket, configFor(limits.maxHeaderBytes));
+    this.#owner = owner;
+    this.#peer = peer;
+    this.#limits = limits;
+    this.#lastActive = owner.tick;
+  }
+
+  readonly #route = (): void => {
+    const fresh = this.#fresh;
+    for (let i = 0; i < fresh.length; i++) {
+      const ex = fresh[i]!;
+      if (ex.stream.closed) continue;
+      ex.route();
+      this.#owner.h2Request(ex, ex.stream.tooLarge);
+    }
+    fresh.length = 0;
+  };
+
+  // --- frames in -------------------------------------------------------------------
+
+  protected override frameIn(type: number, flags: number, _sid: number, len: number): void {
+    if (type === RST_STREAM) {
+      const now = performance.now();
+      this.#resetTokens = Math.min(RESET_BURST, this.#resetTokens + (now - this.#resetClock) * RESETS_PER_MS) - 1;
+      this.#resetClock = now;
+      if (this.#resetTokens < 0) this.fail(ENHANCE_YOUR_CALM);
+      return;
+    }
+    if (type === HEADERS) this.#continuations = 0;
+    else if (type === CONTINUATION && ++this.#continuations > MAX_CONTINUATIONS) {
+      this.fail(ENHANCE_YOUR_CALM);
+      return;
+    }
+    if (len === 0 && (
+      (type === DATA && (flags & END_STREAM) === 0) ||
+      (type === HEADERS && (flags & (END_STREAM | END_HEADERS)) !== (END_STREAM | END_HEADERS)) ||
+      (type === CONTINUATION && (flags & END_HEADERS) === 0)
+    ) && ++this.#emptyFrames > MAX_EMPTY_FRAMES) {
+      this.fail(ENHANCE_YOUR_CALM);
+      return;
+    }
+    // SETTINGS and PINGs are answered: from a client that reads nothing, the answers would pile up here.
+    if ((type === SETTINGS || type === PING) && (flags & ACK) === 0 && this.needDrain && ++this.#unreadAcks > MAX_UNREAD_ACKS) {
+      this.fail(ENHANCE_YOUR_CALM);
+    }
+  }
+
+  protected onHeaders(stream: ServerStream | null, sid: number, h: string[], count: number, end: boolean): void {
+    if (stream !== null) {
+      this.#trailers(stream, h, count);
+      return;
+    }
+    this.#lastActive = this.#owner.tick;
+    if (this.streams.size >= MAX_STREAMS) {
+      this.rst(sid, REFUSED_STREAM);
+      return;
+    }
+    // Validate (RFC 9113 §8.2, §8.3) and copy the regular fields out of the reused list in one pass.
+    let method: string | undefined, scheme: string | undefined, path: string | undefined, authority: string | undefined;
+    let host: string | undefined;
+    let contentLength = -1;
+    let regular = false;
+    let size = 0;
+    const fields: string[] = [];
+    for (let i = 0; i < count; i += 2) {
+      const name = h[i]!;
+      const value = h[i + 1]!;
+      size += name.length + value.length + 32;
+      if (name.charCodeAt(0) === 58 /* : */) {
+        if (regular) { this.rst(sid, PROTOCOL_ERROR); return; }
+        switch (name) {
+          case ':method': if (method !== undefined || !METHOD.test(value)) { this.rst(sid, PROTOCOL_ERROR); return; } method = value; break;
+          case ':scheme': if (scheme !== undefined || !SCHEME.test(value)) { this.rst(sid, PROTOCOL_ERROR); return; } scheme = value; break;
+          case ':path': if (path !== undefined || !PATH.test(value)) { this.rst(sid, PROTOCOL_ERROR); return; } path = value; break;
+          case ':authority': if (authority !== undefined || !PATH.test(value)) { this.rst(sid, PROTOCOL_ERROR); return; } authority = value; break;
+          default: this.rst(sid, PROTOCOL_ERROR); return;
+        }
+        continue;
+      }
+      regular = true;
+      if (!NAME.test(name) || BAD_VALUE.test(value) || CONNECTION_SPECIFIC.has(name) || (name === 'te' && value !== 'trailers')) {
+        this.rst(sid, PROTOCOL_ERROR);
+        return;
+      }
+      if (name === 'content-length') {
+        if (!DIGITS.test(value) || (contentLength >= 0 && Number(value) !== contentLength)) { this.rst(sid, PROTOCOL_ERROR); return; }
+        contentLength = Number(value);
+      } else if (name === 'host') {
+        host ??= value;
+      }
+      fields.push(name, value);
+    }
+    if (method === undefined || scheme === undefined || path === undefined || (end && contentLength > 0)) {
+      this.rst(sid, PROTOCOL_ERROR);
+      return;
+    }
+    const st = new ServerStream(sid);
+    st.contentLength = contentLength;
+    st.tooLarge = size > this.#limits.maxHeaderBytes;
+    this.register(st);
+    const ex = new H2Exchange(this, st, this.#owner, this.#peer, {
+      method, scheme, path, authority: authority ?? host, contentLength, hasBody: !end,
+    }, fields);
+    st.ex = ex;
+    if (this.#fresh.push(ex) === 1) process.nextTick(this.#route);
+  }
+
+  /** A header block on an open stream: the request's trailers (the frame layer checked they end it, at its content-length), without pseudo-headers. */
+  #trailers(st: ServerStream, h: string[], count: number): void {
+    let trailers: ResponseHeaders | null = null;
+    for (let i = 0; i < count; i += 2) {
+      const name = h[i]!;
+      if (!NAME.test(name) || BAD_VALUE.test(h[i + 1]!)) { this.reset(st, PROTOCOL_ERROR); return; }
+      (trailers ??= {})[name] = h[i + 1];
+    }
+    st.ex!.requestEnded(trailers);
+  }
+
+  protected onData(st: ServerStream, buf: Buffer, s: number, e: number, end: boolean): void {
+    const ex = st.ex!;
+    if (e > s) ex.data(buf.subarray(s, e));
+    if (end) ex.requestEnded(null);
+  }
+
+  protected onReset(_st: ServerStream, _code: number, _byPeer: boolean): void {
+    // onStreamClosed has ended the exchange.
+  }
+
+  protected override onStreamClosed(st: ServerStream): void {
+    this.#lastActive = this.#owner.tick;
+    this.#waiting.delete(st.ex!);
+    // A request not complete was cut off (reset, by either side); a complete one may wait unread in its body.
+    st.ex!.streamClosed(!st.remoteEnded);
+    this.#maybeGone();
+  }
+
+  protected onGoaway(_lastId: number, _code: number): void {
+    // The client opens no more streams; those open finish.
+    this.#maybeGone();
+  }
+
+  protected onClose(): void {
+    for (const st of this.streams.values()) st.ex!.streamClosed(true);
+    this.#waiting.clear();
+    this.#owner.h2Closed(this);
+  }
+
+  /** A connection error; the socket is destroyed once the GOAWAY is out, so a peer still flooding it sees the end. */
+  override fail(code: number): void {
+    if (this.closed) return;
+    super.fail(code);
+    const socket = this.socket;
+    if (socket.writableFinished) socket.destroy();
+    else socket.once('finish', () => socket.destroy());
+  }
+
+  /**
+   * A response complete (and out) while its request is still coming: the
+   * request is stopped with RST_STREAM NO_ERROR (RFC 9113 §8.1).
+   */
+  #settle(st: ServerStream): void {
+    if (st.localEnded && st.pending === null && !st.remoteEnded) this.reset(st, NO_ERROR);
+  }
+
+  // --- frames out -----------------------------------------------------------------
+
+  protected onWritable(st: ServerStream): void {
+    if (st.localEnded) {
+      this.#settle(st);
+      return;
+    }
+    const ex = st.ex!;
+    if (!this.needDrain && this.#waiting.delete(ex)) ex.drained();
+  }
+
+  protected override onSocketDrain(): void {
+    this.#unreadAcks = 0;
+    for (const ex of this.#waiting) {
+      if (ex.stream.pending !== null) continue;
+      this.#waiting.delete(ex);
+      ex.drained();
+    }
+  }
+
+  /** An exchange's writer waits until the stream and the socket take more. */
+  waitDrain(ex: H2Exchange): void {
+    this.#waiting.add(ex);
+  }
+
+  /** The response's last frame was queued: the exchange ends once it is out (and the request is in). */
+  responseDone(st: ServerStream): void {
+    this.#settle(st);
+  }
+
+  // --- lifecycle ---------------------------------------------------------------------
+
+  /** Asks the client to go (GOAWAY NO_ERROR): streams open finish, then the connection closes. */
+  goAway(): void {
+    if (this.closed || this.goingAway) return;
+    this.goaway(NO_ERROR);
+    this.#maybeGone();
+  }
+
+  #maybeGone(): void {
+    if ((this.goingAway || this.peerGoingAway) && this.streams.size === 0) this.close();
+  }
+
+  /** The coarse clock ticked: idle connections, trickled header blocks and max age. */
+  sweep(now: number): void {
+    if (this.closed) return;
+    if (!this.headerBlockOpen) this.#blockSince = -1;
+    else if (this.#blockSince < 0) this.#blockSince = now;
+    else if (now - this.#blockSince >= this.#limits.headersTicks) {
+      this.fail(ENHANCE_YOUR_CALM);
+      return;
+    }
+    if (this.streams.size === 0 && this.#blockSince < 0 && now - this.#lastActive >= this.#limits.idleTicks) {
+      this.fail(NO_ERROR);
+      return;
+    }
+    if (this.#cutAt !== 0) {
+      if (now >= this.#cutAt) this.destroy();
+    } else if (this.expiresAt !== 0 && now >= this.expiresAt) {
+      // Long-lived gRPC clients reach replicas an HPA added only if asked to
+      // reconnect: GOAWAY at max age, then what is left is cut after the grace.
+      this.#cutAt = now + this.graceTicks;
+      this.goAway();
+    }
+  }
+}
