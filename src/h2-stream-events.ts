@@ -1,6 +1,6 @@
-// node:http2 stream events delivered to one handler object per stream, for
-// both sides (ingress/h2.ts: a client's stream; upstream/h2-call.ts: a stream
-// to a backend). Per-stream allocations are what GC time is made of under
+// node:http2 stream events delivered to one handler object per stream
+// (upstream/h2-call.ts: a stream to a backend; client streams are on the
+// frame layer now, src/ingress/h2-conn.ts). Per-stream allocations are what GC time is made of under
 // gRPC, so there is no closure per stream: the listeners are these shared
 // functions, and each finds its handler through one property of the stream.
 import type { Http2Stream, IncomingHttpHeaders } from 'node:http2';
