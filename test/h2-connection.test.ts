@@ -91,7 +91,7 @@ class TestServer extends H2Connection<SrvStream> {
   #requestDone(s: SrvStream): void {
     const echo = s.path === '/echo';
     const bighead = s.path === '/bighead';
-    const status = [':status', '200', 'x-path', s.path, ...(bighead ? ['x-big', 'h'.repeat(40_000)] : [])];
+    const status = [':status', '200', 'x-path', s.path, 'x-server', 'test-role', ...(bighead ? ['x-big', 'h'.repeat(40_000)] : [])];
     // '/' (h2spec's path) gets 1,000 bytes: h2spec's negative-window case (6.9.2 #2) needs a body longer than a few bytes.
     const body = echo ? Buffer.concat(s.body) : s.path.startsWith('/big/') ? pattern(Number(s.path.slice(5)))
       : Buffer.from(s.path === '/' ? 'x'.repeat(1000) : 'ok');
@@ -289,6 +289,21 @@ describe('server role with a node:http2 client', () => {
       s.close();
     }
   });
+
+  for (const headerTableSize of [undefined, 0, 100]) {
+    test(`response headers indexed in the client's table (SETTINGS_HEADER_TABLE_SIZE ${headerTableSize ?? 'default'})`, async () => {
+      const s = await connect(srv.port, headerTableSize === undefined ? undefined : { headerTableSize });
+      try {
+        for (let i = 0; i < 30; i++) {
+          const a = await nodeRequest(s, { ':path': `/p${i % 4}`, 'x-same': 'same' });
+          assert.equal(a.headers['x-path'], `/p${i % 4}`);
+          assert.equal(a.headers['x-server'], 'test-role');
+        }
+      } finally {
+        s.close();
+      }
+    });
+  }
 
   test('PING is answered', async () => {
     const s = await connect(srv.port);

@@ -2,7 +2,7 @@
 // table eviction), its error cases, and encode→decode round trips.
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { HpackDecoder, HpackError, blockBound, encodeBlock } from '../src/h2/hpack.ts';
+import { HpackDecoder, HpackEncoder, HpackError, blockBound } from '../src/h2/hpack.ts';
 
 function hex(s: string): Buffer {
   return Buffer.from(s.replace(/\s+/g, ''), 'hex');
@@ -152,20 +152,73 @@ describe('errors', () => {
 });
 
 describe('encode → decode', () => {
-  function roundTrip(h: string[]): void {
+  /** Encodes `h` with `enc`, decodes it with `dec`, checks the fields came through; returns the block's length. */
+  function roundTrip(h: string[], enc = new HpackEncoder(), dec = new HpackDecoder()): number {
     const dst = Buffer.alloc(blockBound(h, h.length));
-    const end = encodeBlock(h, h.length, dst, 0);
+    const end = enc.encode(h, h.length, dst, 0);
     assert.ok(end <= dst.length);
     const out: string[] = [];
-    const d = new HpackDecoder();
-    assert.equal(d.decode(dst, 0, end, out), h.length);
+    assert.equal(dec.decode(dst, 0, end, out), h.length);
     assert.deepEqual(out.slice(0, h.length), h);
-    assert.equal(d.tableSize, 0, 'the encoder never indexes');
+    return end;
   }
-  test('a gRPC request and response', () => {
-    roundTrip([':method', 'POST', ':scheme', 'http', ':authority', 'grpc.bench:50051', ':path', '/bench.Echo/Unary',
-      'content-type', 'application/grpc', 'te', 'trailers', 'grpc-timeout', '1S', 'user-agent', 'grpc-go/1.85.0']);
-    roundTrip([':status', '200', 'content-type', 'application/grpc', 'grpc-status', '0', 'grpc-message', '']);
+  const grpcRequest = [':method', 'POST', ':scheme', 'http', ':authority', 'grpc.bench:50051', ':path', '/bench.Echo/Unary',
+    'content-type', 'application/grpc', 'te', 'trailers', 'grpc-timeout', '1S', 'user-agent', 'grpc-go/1.85.0'];
+
+  test('a repeated gRPC request: the second block is indexes, but for the fields that vary', () => {
+    const enc = new HpackEncoder();
+    const dec = new HpackDecoder();
+    const first = roundTrip(grpcRequest, enc, dec);
+    const second = roundTrip(grpcRequest, enc, dec);
+    // POST and http are static (1 byte each); authority, path, content-type, te, user-agent are dynamic
+    // indexes (1 byte each); grpc-timeout, which varies, is a literal: 1 + (1 + 12) + (1 + 2).
+    assert.equal(second, 2 + 5 + 17, `first ${first} bytes`);
+    assert.ok(first > 100);
+    assert.equal(dec.tableSize, [':authority', 'grpc.bench:50051', ':path', '/bench.Echo/Unary', 'content-type', 'application/grpc',
+      'te', 'trailers', 'user-agent', 'grpc-go/1.85.0'].reduce((n, s) => n + s.length, 0) + 5 * 32);
+    roundTrip([':status', '200', 'content-type', 'application/grpc', 'grpc-status', '0', 'grpc-message', ''], enc, dec);
+  });
+  test(':status, content-length and credentials are never added to the table; credentials are marked never-indexed', () => {
+    const enc = new HpackEncoder();
+    const dec = new HpackDecoder();
+    const h = [':status', '431', 'content-length', '12', 'authorization', 'Bearer x', 'cookie', 'a=b', 'x-custom', 'v'.repeat(600)];
+    const dst = Buffer.alloc(blockBound(h, h.length));
+    const end = enc.encode(h, h.length, dst, 0);
+    assert.deepEqual([...dst.subarray(0, 2)], [0x08, 3], ':status as a literal with the static name, without indexing');
+    const out: string[] = [];
+    dec.decode(dst, 0, end, out);
+    assert.deepEqual(out.slice(0, h.length), h);
+    assert.equal(dec.tableSize, 0);
+    assert.ok(dst.subarray(0, end).includes(Buffer.from([0x10 | 0x0f, 23 - 15])), 'authorization (static 23) never indexed');
+  });
+  test('a small table: entries are evicted in step with the decoder', () => {
+    const enc = new HpackEncoder();
+    enc.setTableSize(100);
+    const dec = new HpackDecoder();
+    for (let i = 0; i < 200; i++) {
+      roundTrip(['x-a', String(i % 7), 'x-b', 'same', 'x-' + 'c'.repeat(i % 50), String(i % 3)], enc, dec);
+      assert.ok(dec.tableSize <= 100);
+    }
+  });
+  test('size updates: lowered then raised between blocks sends both; 0 stops indexing', () => {
+    const enc = new HpackEncoder();
+    const dec = new HpackDecoder();
+    roundTrip(grpcRequest, enc, dec);
+    enc.setTableSize(0);
+    enc.setTableSize(2048);
+    const h = ['x-one', '1'];
+    const dst = Buffer.alloc(blockBound(h, 2));
+    const end = enc.encode(h, 2, dst, 0);
+    assert.deepEqual([...dst.subarray(0, 4)], [0x20, 0x3f, 0xe1, 0x0f], 'update to 0, then to 2048');
+    const out: string[] = [];
+    dec.decode(dst, 0, end, out);
+    assert.deepEqual(out.slice(0, 2), h);
+    enc.setTableSize(0);
+    roundTrip(grpcRequest, enc, dec);
+    assert.equal(dec.tableSize, 0);
+    enc.setTableSize(65536); // more than 4,096 is not used
+    roundTrip(grpcRequest, enc, dec);
+    assert.ok(dec.tableSize > 0 && dec.tableSize <= 4096);
   });
   test('every static name, common and uncommon values', () => {
     roundTrip([':method', 'GET', ':method', 'DELETE', ':scheme', 'https', ':path', '/', ':path', '/index.html',
@@ -174,10 +227,25 @@ describe('encode → decode', () => {
   test('long names and values (multi-byte lengths), latin1 octets', () => {
     roundTrip(['x-' + 'n'.repeat(300), 'v'.repeat(70_000), 'x-latin1', 'caf\u00e9 \u00ff', 'cookie', 'a=1; b=2']);
   });
+  test('random lists against one decoder, 4,096-octet table', () => {
+    const enc = new HpackEncoder();
+    const dec = new HpackDecoder();
+    let x = 1;
+    const rnd = (n: number): number => { x = (x * 1103515245 + 12345) >>> 0; return (x >>> 8) % n; };
+    const names = [':authority', ':path', 'content-type', 'x-a', 'x-b', 'accept', 'user-agent', 'grpc-timeout', 'cookie', 'x-long'];
+    for (let i = 0; i < 2000; i++) {
+      const h: string[] = [];
+      for (let f = rnd(8); f >= 0; f--) {
+        const name = names[rnd(names.length)]!;
+        h.push(name, name === 'x-long' ? 'l'.repeat(rnd(900)) : `v${rnd(40)}`);
+      }
+      roundTrip(h, enc, dec);
+    }
+  });
   test('into the middle of a buffer', () => {
     const h = ['x-a', '1', 'x-b', '2'];
     const dst = Buffer.alloc(5 + blockBound(h, 4));
-    const end = encodeBlock(h, 4, dst, 5);
+    const end = new HpackEncoder().encode(h, 4, dst, 5);
     const out: string[] = [];
     assert.equal(new HpackDecoder().decode(dst, 5, end, out), 4);
     assert.deepEqual(out, h);

@@ -53,7 +53,7 @@ import {
   SETTINGS_MAX_CONCURRENT_STREAMS, SETTINGS_MAX_FRAME_SIZE, SETTINGS_MAX_HEADER_LIST_SIZE, STREAM_CLOSED,
   WINDOW_UPDATE, settingsPayload, writeFrameHeader,
 } from './frames.ts';
-import { HpackDecoder, HpackError, blockBound, encodeBlock } from './hpack.ts';
+import { HpackDecoder, HpackEncoder, HpackError, blockBound } from './hpack.ts';
 
 export interface H2Config {
   /** true: the peer opens streams (odd ids) and starts with the client preface; false: we do. */
@@ -150,6 +150,7 @@ export abstract class H2Connection<S extends H2Stream> {
   readonly config: H2Config;
   readonly streams = new Map<number, S>();
   readonly #decoder = new HpackDecoder();
+  readonly #encoder = new HpackEncoder();
   // Peer settings.
   peerInitialWindow = DEFAULT_WINDOW;
   peerMaxFrame = DEFAULT_MAX_FRAME;
@@ -568,7 +569,7 @@ export abstract class H2Connection<S extends H2Stream> {
         this.peerMaxFrame = value;
         return;
       case SETTINGS_MAX_HEADER_LIST_SIZE: this.peerMaxHeaderList = value; return;
-      case SETTINGS_HEADER_TABLE_SIZE: return; // our encoder never indexes: nothing to resize
+      case SETTINGS_HEADER_TABLE_SIZE: this.#encoder.setTableSize(value); return;
       default: return; // unknown settings are ignored
     }
   }
@@ -684,7 +685,7 @@ export abstract class H2Connection<S extends H2Stream> {
   #headersFrame(sid: number, h: readonly string[], count: number, end: boolean): void {
     const bound = blockBound(h, count);
     if (bound > blockScratch.length) blockScratch = Buffer.allocUnsafe(bound);
-    const len = encodeBlock(h, count, blockScratch, 0);
+    const len = this.#encoder.encode(h, count, blockScratch, 0);
     const flags = end ? END_STREAM : 0;
     const max = this.peerMaxFrame;
     if (len <= max) {

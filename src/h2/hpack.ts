@@ -13,9 +13,8 @@
 // Header strings are latin1 (one char per octet): values cross the proxy as
 // the same octets, whatever their encoding.
 //
-// The encoder never indexes (literal without indexing, static-table names,
-// no Huffman): nothing to keep in step with the peer, at the price of larger
-// blocks (loopback bytes are cheap; CPU is what the frame path is for).
+// The encoder indexes fields that repeat (static-table names, a dynamic
+// table, no Huffman: CPU is what the frame path is for).
 
 export class HpackError extends Error {
   override name = 'HpackError';
@@ -295,38 +294,134 @@ function staticExact(name: string, value: string): number {
   }
 }
 
+/** Fields whose values differ message to message: indexing them would only churn the table. */
+const NOT_INDEXED = new Set([':status', 'content-length', 'date', 'grpc-timeout', 'x-request-id', 'etag', 'last-modified',
+  'expires', 'age']);
+/** Credentials: never indexed, and marked so for any intermediary re-encoding them (RFC 7541 §7.1.3). */
+const SENSITIVE = new Set(['authorization', 'proxy-authorization', 'cookie', 'set-cookie']);
+/** Longer values go as literals: a table of 4,096 octets holds few of them. */
+const MAX_INDEXED_VALUE = 512;
+const DEFAULT_TABLE = 4096;
+
 /**
- * Encodes name/value pairs (flat, `count` strings) into `dst` from `at`;
- * returns the end offset. The caller sizes `dst` (blockBound).
+ * One connection direction's encoding context: fields that repeat (a gRPC
+ * client's method, content-type, te, user-agent, authority…) are added to the
+ * dynamic table once and then sent as one- or two-byte indexes. No Huffman:
+ * it would cost CPU on every block. Blocks must be sent in the order they are
+ * encoded (the peer's decoder follows the table).
  */
-export function encodeBlock(h: readonly string[], count: number, dst: Buffer, at: number): number {
-  let p = at;
-  for (let i = 0; i < count; i += 2) {
-    const name = h[i]!;
-    const value = h[i + 1]!;
-    // Pseudo-headers with common values: one byte.
-    if (name.charCodeAt(0) === 58 /* : */) {
-      const exact = staticExact(name, value);
-      if (exact !== 0) { dst[p++] = 0x80 | exact; continue; }
-    }
-    const idx = STATIC_NAME.get(name);
-    if (idx === undefined) {
-      dst[p++] = 0;
-      p = writeString(name, dst, p);
-    } else if (idx < 15) {
-      dst[p++] = idx;
-    } else {
-      dst[p++] = 15;
-      p = writeInt(idx - 15, 7, 0, dst, p);
-    }
-    p = writeString(value, dst, p);
+export class HpackEncoder {
+  /** The table size in use: the peer's SETTINGS_HEADER_TABLE_SIZE, at most 4,096. */
+  #max = DEFAULT_TABLE;
+  #size = 0;
+  /** Entries as a ring, oldest at #first; allocated on the first insert. */
+  #names: string[] = [];
+  #values: string[] = [];
+  #first = 0;
+  #count = 0;
+  /** Entries ever inserted: the one inserted as number k has dynamic index 62 + (#inserted - 1 - k). */
+  #inserted = 0;
+  /** name → value → insertion number, of the entries in the table. */
+  #index: Map<string, Map<string, number>> | null = null;
+  /** Size updates owed at the start of the next block (RFC 7541 §4.2): the smallest since the last block, then the final one. */
+  #lowest = -1;
+  #final = -1;
+
+  /** The peer's SETTINGS_HEADER_TABLE_SIZE; a larger one than 4,096 is not used. */
+  setTableSize(peerSize: number): void {
+    const max = Math.min(peerSize, DEFAULT_TABLE);
+    if (max === this.#max) return;
+    this.#max = max;
+    this.#evict(max);
+    this.#lowest = this.#lowest < 0 ? max : Math.min(this.#lowest, max);
+    this.#final = max;
   }
-  return p;
+
+  /**
+   * Encodes name/value pairs (flat, `count` strings) into `dst` from `at`;
+   * returns the end offset. The caller sizes `dst` (blockBound).
+   */
+  encode(h: readonly string[], count: number, dst: Buffer, at: number): number {
+    let p = at;
+    if (this.#final >= 0) {
+      if (this.#lowest < this.#final) p = writeInt(this.#lowest, 5, 0x20, dst, p);
+      p = writeInt(this.#final, 5, 0x20, dst, p);
+      this.#lowest = this.#final = -1;
+    }
+    for (let i = 0; i < count; i += 2) {
+      const name = h[i]!;
+      const value = h[i + 1]!;
+      // Pseudo-headers with common values: one byte.
+      if (name.charCodeAt(0) === 58 /* : */) {
+        const exact = staticExact(name, value);
+        if (exact !== 0) { dst[p++] = 0x80 | exact; continue; }
+      }
+      const k = this.#index?.get(name)?.get(value);
+      if (k !== undefined) {
+        p = writeInt(STATIC_LAST + this.#inserted - k, 7, 0x80, dst, p);
+        continue;
+      }
+      const idx = STATIC_NAME.get(name) ?? 0;
+      const size = 32 + name.length + value.length;
+      if (SENSITIVE.has(name)) {
+        p = writeInt(idx, 4, 0x10, dst, p); // literal never indexed
+      } else if (size <= this.#max && value.length <= MAX_INDEXED_VALUE && !NOT_INDEXED.has(name)) {
+        p = writeInt(idx, 6, 0x40, dst, p); // literal with incremental indexing
+        this.#insert(name, value, size);
+      } else {
+        p = writeInt(idx, 4, 0, dst, p); // literal without indexing
+      }
+      if (idx === 0) p = writeString(name, dst, p);
+      p = writeString(value, dst, p);
+    }
+    return p;
+  }
+
+  #insert(name: string, value: string, size: number): void {
+    this.#evict(this.#max - size);
+    if (this.#count === this.#names.length) this.#grow();
+    const at = (this.#first + this.#count) % this.#names.length;
+    this.#names[at] = name;
+    this.#values[at] = value;
+    this.#count++;
+    this.#size += size;
+    const index = this.#index ??= new Map();
+    let values = index.get(name);
+    if (values === undefined) index.set(name, values = new Map());
+    values.set(value, this.#inserted++);
+  }
+
+  /** Drops the oldest entries until the table holds at most `room` octets. */
+  #evict(room: number): void {
+    while (this.#size > Math.max(0, room) && this.#count > 0) {
+      const name = this.#names[this.#first]!;
+      const value = this.#values[this.#first]!;
+      this.#size -= 32 + name.length + value.length;
+      this.#first = (this.#first + 1) % this.#names.length;
+      this.#count--;
+      const values = this.#index!.get(name)!;
+      values.delete(value);
+      if (values.size === 0) this.#index!.delete(name);
+    }
+  }
+
+  #grow(): void {
+    const cap = this.#names.length;
+    const names: string[] = new Array(Math.max(16, cap * 2));
+    const values: string[] = new Array(names.length);
+    for (let k = 0; k < this.#count; k++) {
+      names[k] = this.#names[(this.#first + k) % cap]!;
+      values[k] = this.#values[(this.#first + k) % cap]!;
+    }
+    this.#names = names;
+    this.#values = values;
+    this.#first = 0;
+  }
 }
 
-/** Upper bound of encodeBlock's output for these headers. */
+/** Upper bound of HpackEncoder.encode's output for these headers. */
 export function blockBound(h: readonly string[], count: number): number {
-  let n = 0;
+  let n = 12; // two table size updates
   for (let i = 0; i < count; i++) n += h[i]!.length + 6;
   return n;
 }
