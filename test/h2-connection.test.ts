@@ -10,6 +10,7 @@ import { execFile } from 'node:child_process';
 import { H2Connection, H2Stream, type H2Config } from '../src/h2/connection.ts';
 import { CANCEL, ENHANCE_YOUR_CALM, NO_ERROR, REFUSED_STREAM } from '../src/h2/frames.ts';
 import { findGoTool, parseH2spec } from './go-tools.ts';
+import { FLAG, FRAME, RawH2, frame, ping, requestBlock } from './h2-raw.ts';
 
 const { NGHTTP2_CANCEL, NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_PROTOCOL_ERROR } = http2.constants;
 
@@ -84,7 +85,7 @@ class TestServer extends H2Connection<SrvStream> {
 
   protected onData(stream: SrvStream, buf: Buffer, start: number, end: number, endStream: boolean): void {
     stream.body.push(Buffer.from(buf.subarray(start, end)));
-    this.consumed(stream, end - start);
+    if (stream.path !== '/hold') this.consumed(stream, end - start); // /hold never gives the window back
     if (endStream) this.#requestDone(stream);
   }
 
@@ -358,6 +359,59 @@ describe('server role with a node:http2 client', () => {
     const g = await until(() => srv.log.goaways.length > before ? srv.log.goaways.at(-1) : undefined);
     assert.deepEqual(g, [0, NGHTTP2_CANCEL]);
     s2.destroy();
+  });
+});
+
+describe('receive windows', () => {
+  const { NGHTTP2_FLOW_CONTROL_ERROR } = http2.constants;
+
+  test('a connection window of 65,535 smaller than the stream window: a 1 MiB upload goes through as it is given back', async () => {
+    const srv = await startServer({ ...SERVER_CONFIG, connectionWindow: 65_535 });
+    const s = await connect(srv.port);
+    try {
+      const body = pattern(1 << 20, 11);
+      const a = await nodeRequest(s, { ':method': 'POST', ':path': '/echo' }, body);
+      assert.ok(a.body.equals(body));
+    } finally {
+      s.close();
+      await srv.close();
+    }
+  });
+
+  test('DATA past the stream window we offered is a stream error (FLOW_CONTROL_ERROR); the connection goes on', async () => {
+    const srv = await startServer({ ...SERVER_CONFIG, streamWindow: 100 });
+    const c = await RawH2.connect(srv.port);
+    try {
+      c.send(frame(FRAME.HEADERS, FLAG.END_HEADERS, 1, requestBlock('test', '/hold', 'POST')));
+      c.send(frame(FRAME.DATA, 0, 1, Buffer.alloc(60)));
+      c.send(frame(FRAME.DATA, 0, 1, Buffer.alloc(41)));
+      await c.until((fs) => fs.some((f) => f.type === FRAME.RST_STREAM && f.stream === 1), 10_000, 'RST_STREAM');
+      assert.equal(c.frames.find((f) => f.type === FRAME.RST_STREAM)!.payload.readUInt32BE(0), NGHTTP2_FLOW_CONTROL_ERROR);
+      c.send(ping(false, Buffer.from('abcdefgh')));
+      await c.until((fs) => fs.some((f) => f.type === FRAME.PING && (f.flags & FLAG.ACK) !== 0), 10_000, 'PING ACK');
+      assert.equal(c.goaway(), undefined);
+    } finally {
+      c.close();
+      await srv.close();
+    }
+  });
+
+  test('DATA past the connection window we offered is a connection error (FLOW_CONTROL_ERROR)', async () => {
+    const srv = await startServer({ ...SERVER_CONFIG, connectionWindow: 65_535 });
+    const c = await RawH2.connect(srv.port);
+    try {
+      c.send(frame(FRAME.HEADERS, FLAG.END_HEADERS, 1, requestBlock('test', '/hold', 'POST')));
+      for (let i = 0; i < 3; i++) c.send(frame(FRAME.DATA, 0, 1, Buffer.alloc(16_384)));
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(c.goaway(), undefined, '49,152 bytes are within the window');
+      c.send(frame(FRAME.DATA, 0, 1, Buffer.alloc(16_384)));
+      await c.until(() => c.goaway() !== undefined, 10_000, 'GOAWAY');
+      assert.equal(c.goaway()!.code, NGHTTP2_FLOW_CONTROL_ERROR);
+      await c.closed;
+    } finally {
+      c.close();
+      await srv.close();
+    }
   });
 });
 
