@@ -35,15 +35,17 @@
 //     code), rst(sid, code), ping(), goaway(code), fail(code) (connection error: GOAWAY,
 //     close), close() (end the socket once written), destroy(), trim() (an idle
 //     connection lets go of its 64 KiB output slab until it writes again).
-//   State: streams, lastPeerStream, peer settings (peerMaxStreams, peerInitialWindow,
-//     peerMaxFrame, peerMaxHeaderList), canOpen, goingAway, peerGoingAway, closed,
-//     needDrain (the socket buffers more than its high-water mark), headerBlockOpen,
-//     pingsOutstanding.
+//   State: streams, lastPeerStream, peerSettings (its first SETTINGS came), settingsAcked,
+//     peer settings (peerMaxStreams, peerInitialWindow, peerMaxFrame, peerMaxHeaderList),
+//     canOpen, goingAway, peerGoingAway, closed, needDrain (the socket buffers more than
+//     its high-water mark), writableLength, headerBlockOpen, pingsOutstanding.
+//   A hook may also throw H2ConnectionError(code, why): the connection fails with that code.
 //
 // Output: frames are written into a per-connection slab and go out in one write
 // per connection per socket event (or event-loop turn, for output made outside
 // a socket read); DATA payloads over COPY_LIMIT are written as they are, not copied.
-// The hot path allocates nothing: header lists are reused, frames are parsed in place.
+// The hot path allocates nothing: header lists are reused, frames are parsed in
+// place, repeated fields are table references both ways.
 import type { Socket } from 'node:net';
 import {
   ACK, COMPRESSION_ERROR, CONTINUATION, DATA, DEFAULT_MAX_FRAME, DEFAULT_WINDOW, END_HEADERS, END_STREAM,
