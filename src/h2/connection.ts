@@ -39,7 +39,8 @@
 //     peer settings (peerMaxStreams, peerInitialWindow, peerMaxFrame, peerMaxHeaderList),
 //     canOpen, goingAway, peerGoingAway, closed, needDrain (the socket buffers more than
 //     its high-water mark), writableLength, headerBlockOpen, pingsOutstanding.
-//   A hook may also throw H2ConnectionError(code, why): the connection fails with that code.
+//   A hook run from a read (all but onSocketDrain and onClose) may throw
+//   H2ConnectionError(code, why): the connection fails with that code.
 //
 // Output: frames are written into a per-connection slab and go out in one write
 // per connection per socket event (or event-loop turn, for output made outside
