@@ -116,12 +116,9 @@ const TIMEOUT_CODES = new Set([
   'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT',
   'SY_RESPONSE_TIMEOUT',
 ]);
-const RESET_CODES = new Set([
-  'ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'ERR_HTTP2_STREAM_ERROR',
-  'ERR_HTTP2_SESSION_ERROR', 'ERR_HTTP2_GOAWAY_SESSION', 'ERR_HTTP2_STREAM_CANCEL',
-]);
+const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
 
-/** Classifies an error from undici or node:http2 into an UpstreamError. */
+/** Classifies an error from an upstream socket or pool into an UpstreamError. */
 export function upstreamError(err: unknown): UpstreamError {
   if (err instanceof UpstreamError) return err;
   const code = (err as { code?: string })?.code ?? '';

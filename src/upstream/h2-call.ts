@@ -1,40 +1,99 @@
-// One request on an h2c backend (gRPC): a stream on a pooled session.
-import type { OutgoingHttpHeaders } from 'node:http';
-import http2, { type ClientHttp2Session, type ClientHttp2Stream, type ClientSessionRequestOptions, type IncomingHttpHeaders } from 'node:http2';
+// One request on an h2c backend (gRPC): a stream on a pooled session
+// (h2-pool.ts). The request goes out as HEADERS and DATA as the peer's
+// windows allow; the response's HEADERS, DATA and trailers go to the
+// exchange, and its bytes are given back to the backend's window only as the
+// client side takes them.
+import type { Readable } from 'node:stream';
 import { streamResetError, UpstreamError, upstreamError } from '../errors.ts';
+import { H2Stream } from '../h2/connection.ts';
+import { CANCEL, NO_ERROR, PROTOCOL_ERROR } from '../h2/frames.ts';
 import type { Exchange, ResponseHeaders } from '../ingress/exchange.ts';
-import type { H2Upstream, Slot } from './h2-pool.ts';
+import type { Session } from './h2-pool.ts';
 import { NATIVE_BELOW_MS, TICK_MS, deadlineIn, tick, unwatch, watch } from './clock.ts';
 import { COPY_TIMEOUT_MS, type Attempt } from './upstream.ts';
-import { CLOSE, DATA, END, RESPONSE, TRAILERS, WANT_TRAILERS, listen } from '../h2-stream-events.ts';
 
-const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR } = http2.constants;
+/** A stream to a backend as its session sees it: a proxied call, or a mirror's copy. */
+export abstract class UpstreamStream extends H2Stream {
+  /** False once it need not start any more (its exchange is over). */
+  abstract get startable(): boolean;
+  /** Registered on `session`, which has room for it: send the request. */
+  abstract start(session: Session): void;
+  /** It never started: no session could be had, or the one it waited in closed. */
+  abstract unavailable(err: Error): void;
+  /** A header block (`list` is reused: copy what is kept). */
+  abstract headers(list: string[], count: number, end: boolean): void;
+  /** DATA; the bytes are given back with session.consumed() once they moved on. */
+  abstract data(buf: Buffer, start: number, end: number, endStream: boolean): void;
+  /** Reset by the peer, or by the frame layer for a stream error (the stream is closed). */
+  abstract wasReset(code: number): void;
+  /** The session closed with the stream open. */
+  abstract lost(err: Error | undefined): void;
+  /** What waited for the peer's window or the socket went out. */
+  writable(): void {}
+}
 
-// Per-RPC allocations are what GC time is made of here: the stream's
-// listeners are shared functions (h2-stream-events.ts), and timeouts of 2 s
-// and more are deadlines on the coarse clock instead of a native timer (and
-// node's stream timer) per RPC.
-function noop(): void {}
+const EMPTY = Buffer.alloc(0);
 
-/**
- * Opens a stream with a flat header list. node:http2 refuses a repeated
- * single-value field (user-agent, authorization, ...) that an HTTP/1.1
- * client may send twice: then the repeats go joined, as one field.
- */
-function request(session: ClientHttp2Session, headers: string[], options: ClientSessionRequestOptions): ClientHttp2Stream {
-  try {
-    return session.request(headers, options);
-  } catch (e) {
-    if ((e as { code?: string }).code !== 'ERR_HTTP2_HEADER_SINGLE_VALUE') throw e;
+function threeDigits(s: string): boolean {
+  if (s.length !== 3) return false;
+  for (let i = 0; i < 3; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 48 || c > 57) return false;
   }
-  const joined: OutgoingHttpHeaders = {};
-  for (let i = 0; i < headers.length; i += 2) {
-    const name = headers[i]!;
-    const prev = joined[name];
-    // Cookies join with "; " (RFC 9113 §8.2.3), any other field with ", ".
-    joined[name] = prev === undefined ? headers[i + 1] : `${String(prev)}${name === 'cookie' ? '; ' : ', '}${headers[i + 1]}`;
+  return true;
+}
+
+/** A header block's regular fields into `out`; returns its :status, -1 when it has none, -2 when it is malformed. */
+function responseHeaders(list: string[], count: number, out: ResponseHeaders): number {
+  let status = -1;
+  for (let i = 0; i < count; i += 2) {
+    const name = list[i]!;
+    const value = list[i + 1]!;
+    if (name.charCodeAt(0) === 58 /* ':' */) {
+      // A second :status, another pseudo-header, or not three digits: malformed (RFC 9113 §8.3.2).
+      if (name !== ':status' || status !== -1 || !threeDigits(value)) return -2;
+      status = Number(value);
+      continue;
+    }
+    const prev = out[name];
+    if (prev === undefined) out[name] = value;
+    else if (typeof prev === 'string') out[name] = [prev, value];
+    else prev.push(value);
   }
-  return session.request(joined, options);
+  return status;
+}
+
+/** A response's content-length (-1: none), or -2 when it is not one number. */
+function contentLength(h: ResponseHeaders): number {
+  const v = h['content-length'];
+  if (v === undefined) return -1;
+  if (typeof v === 'string') return /^\d{1,15}$/.test(v) ? Number(v) : -2;
+  let n = -1;
+  for (const x of v) {
+    if (!/^\d{1,15}$/.test(x) || (n >= 0 && Number(x) !== n)) return -2;
+    n = Number(x);
+  }
+  return n;
+}
+
+// Per-RPC allocations are what GC time is made of: the request body's
+// listeners are shared functions that find their call through one property,
+// timers call shared functions with the call as argument, and timeouts of
+// 2 s and more are deadlines on the coarse clock instead of a native timer.
+const CALL = Symbol('switchyard.h2call');
+type Body = Readable & { [CALL]: H2Call };
+
+function onBodyData(this: Body, chunk: Buffer): void {
+  this[CALL].bodyData(chunk);
+}
+function onBodyEnd(this: Body): void {
+  this[CALL].bodyEnd();
+}
+function onBodyError(this: Body, err: Error): void {
+  this[CALL].bodyError(err);
+}
+function onTimer(call: H2Call): void {
+  call.expired();
 }
 
 /** Calls with a deadline on the coarse clock; finished ones are dropped on the next sweep. */
@@ -57,12 +116,13 @@ const sweeper = {
  * One request on an h2c backend: headers and body upstream, response headers,
  * data and trailers back, cancellation both ways.
  */
-export class H2Call {
+export class H2Call extends UpstreamStream {
   readonly #attempt: Attempt;
   readonly #ex: Exchange;
-  readonly #up: H2Upstream;
-  #slot: Slot | null = null;
-  #stream: ClientHttp2Stream | undefined;
+  #session: Session | null = null;
+  #body: Body | null = null;
+  #bodyEnded = false;
+  #bodyPaused = false;
   /** Native timer for timeouts under NATIVE_BELOW_MS. */
   #timer: NodeJS.Timeout | undefined;
   /** Coarse-clock deadline of the current phase (response, then idle between chunks); 0: none. */
@@ -71,48 +131,46 @@ export class H2Call {
   #responded = false;
   #status = 0;
   #trailers: ResponseHeaders | null = null;
-  #done = false;
+  /** Over for the session (done() was called): later events are ignored. */
+  #finished = false;
+  /** Response bytes written to the client side that it has not taken yet: given back on drain. */
+  #held = 0;
+  #onDrain: (() => void) | undefined;
 
-  constructor(attempt: Attempt, up: H2Upstream) {
+  constructor(attempt: Attempt) {
+    super();
     this.#attempt = attempt;
     this.#ex = attempt.exchange;
-    this.#up = up;
   }
 
-  readonly onSession = (err: Error | null, slot: Slot | null): void => {
-    const ex = this.#ex;
+  get startable(): boolean {
     // The session took a while: the exchange may have settled meanwhile.
-    if (ex.signal.aborted) return;
-    if (err !== null || slot === null) {
-      this.#fail(upstreamError(err));
-      return;
-    }
-    let stream: ClientHttp2Stream;
+    return !this.#ex.signal.aborted;
+  }
+
+  start(session: Session): void {
+    this.#session = session;
+    const ex = this.#ex;
     const hasBody = ex.hasBody;
-    try {
-      stream = request(slot.session, ex.headersForH2(this.#attempt.hostHeader), { endStream: !hasBody, waitForTrailers: hasBody });
-    } catch (e) {
-      // The session went away between acquire and request: nothing was sent.
-      this.#fail(new UpstreamError('reset', true, e));
-      return;
-    }
-    this.#slot = slot;
-    this.#stream = stream;
-    this.#up.track(slot);
-    // `on` rather than `once` for the events that come once anyway: no wrapper per call.
-    listen(stream, this, RESPONSE | TRAILERS | DATA | END | CLOSE | (hasBody ? WANT_TRAILERS : 0));
-    stream.on('error', noop);
+    const headers = ex.headersForH2(this.#attempt.hostHeader);
+    session.sendHeaders(this, headers, headers.length, !hasBody);
     ex.signal.listen(this.#cancel);
     if (hasBody) {
-      const body = ex.body()!;
-      body.on('error', () => { if (!stream.closed) stream.close(NGHTTP2_CANCEL); });
-      body.pipe(stream);
+      const body = ex.body() as Body;
+      body[CALL] = this;
+      this.#body = body;
+      body.on('data', onBodyData).on('end', onBodyEnd).on('error', onBodyError);
     }
     const { responseMs, idleMs } = this.#attempt.timeouts;
     this.#idleTicks = idleMs >= NATIVE_BELOW_MS ? Math.ceil(idleMs / TICK_MS) + 1 : 0;
     if (responseMs >= NATIVE_BELOW_MS) this.#setDeadline(deadlineIn(responseMs));
-    else if (responseMs > 0) this.#timer = setTimeout(this.#timeout, responseMs);
-  };
+    else if (responseMs > 0) this.#timer = setTimeout(onTimer, responseMs, this);
+  }
+
+  unavailable(err: Error): void {
+    if (this.#ex.signal.aborted) return;
+    this.#fail(upstreamError(err));
+  }
 
   #setDeadline(at: number): void {
     if (this.deadline === 0) {
@@ -122,34 +180,154 @@ export class H2Call {
     this.deadline = at;
   }
 
-  /** The stream wants the request trailers (shared listener). */
-  wantTrailers(): void {
-    // Empty trailers make node end the stream with an empty DATA frame.
-    this.#stream!.sendTrailers((this.#ex.requestTrailers() ?? {}) as OutgoingHttpHeaders);
+  // --- request body -------------------------------------------------------------
+
+  bodyData(chunk: Buffer): void {
+    if (this.#finished) return;
+    const session = this.#session!;
+    // Held back while the peer's window or the socket is full: writable() resumes it.
+    if (!session.sendData(this, chunk, 0, chunk.length, false)) this.#pauseBody();
+    else if (session.needDrain) {
+      this.#pauseBody();
+      session.waitDrain(this);
+    }
   }
 
-  streamResponse(headers: IncomingHttpHeaders & ResponseHeaders, flags: number): void {
+  #pauseBody(): void {
+    this.#bodyPaused = true;
+    this.#body!.pause();
+  }
+
+  writable(): void {
+    if (!this.#bodyPaused || this.#finished) return;
+    const session = this.#session!;
+    if (session.needDrain) {
+      session.waitDrain(this);
+      return;
+    }
+    this.#bodyPaused = false;
+    this.#body!.resume();
+  }
+
+  bodyEnd(): void {
+    this.#bodyEnded = true;
+    if (this.#finished) return;
+    const session = this.#session!;
+    const trailers = this.#ex.requestTrailers();
+    const list: string[] = [];
+    if (trailers !== null) {
+      for (const name in trailers) {
+        const v = trailers[name];
+        if (typeof v === 'string') list.push(name, v);
+        else if (v !== undefined) for (const x of v) list.push(name, x);
+      }
+    }
+    if (list.length > 0) session.sendHeaders(this, list, list.length, true);
+    else session.sendData(this, EMPTY, 0, 0, true);
+  }
+
+  bodyError(_err: Error): void {
+    this.#bodyEnded = true;
+    if (this.#finished) return;
+    this.#finish(CANCEL);
+    // The client's body failed (usually the exchange is over by then): as a stream we cancelled.
+    if (!this.#ex.signal.aborted) this.#fail(streamResetError(CANCEL));
+  }
+
+  // --- response --------------------------------------------------------------------
+
+  headers(list: string[], count: number, end: boolean): void {
+    if (this.#finished) return;
+    if (this.#responded) {
+      // Trailers: the last header block, without pseudo-headers.
+      const trailers: ResponseHeaders = {};
+      if (!end || responseHeaders(list, count, trailers) !== -1) {
+        this.#protocolError('malformed response trailers');
+        return;
+      }
+      this.#trailers = trailers;
+      this.#ended();
+      return;
+    }
+    const headers: ResponseHeaders = {};
+    const status = responseHeaders(list, count, headers);
+    if (status < 100) {
+      this.#protocolError('response without a valid :status');
+      return;
+    }
+    if (status < 200) {
+      // Informational: the final response follows on the stream.
+      if (end) this.#protocolError('informational response ending the stream');
+      return;
+    }
     clearTimeout(this.#timer);
-    const status = Number(headers[':status']);
-    if (status < 200) return;
-    delete headers[':status'];
     this.#responded = true;
     this.#status = status;
-    if (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) {
+    const ex = this.#ex;
+    if (end) {
       // Trailers-Only (how gRPC servers send errors): one HEADERS frame, no body.
-      this.#done = true;
-      this.deadline = 0;
+      this.#finish(this.#afterRemoteEnd());
       this.#observe(headers);
-      this.#ex.respondOnly(status, headers);
+      ex.respondOnly(status, headers);
       return;
+    }
+    // A body that disagrees with its length would desynchronise an HTTP/1.1 client: the frame layer resets it.
+    if (ex.method !== 'HEAD' && status !== 204 && status !== 304) {
+      const cl = contentLength(headers);
+      if (cl === -2) {
+        this.#protocolError('malformed content-length');
+        return;
+      }
+      this.contentLength = cl;
     }
     const idleMs = this.#attempt.timeouts.idleMs;
     if (this.#idleTicks > 0) this.deadline = tick + this.#idleTicks;
     else {
       this.deadline = 0;
-      if (idleMs > 0) this.#stream!.setTimeout(idleMs, this.#idle);
+      if (idleMs > 0) this.#timer = setTimeout(onTimer, idleMs, this);
     }
-    this.#ex.respond(status, headers, true);
+    ex.respond(status, headers, true);
+  }
+
+  data(buf: Buffer, start: number, end: number, endStream: boolean): void {
+    if (this.#finished) return;
+    if (!this.#responded) {
+      this.#protocolError('DATA before the response headers');
+      return;
+    }
+    const n = end - start;
+    if (n > 0) {
+      if (this.deadline !== 0) this.deadline = tick + this.#idleTicks;
+      else this.#timer?.refresh();
+      const ex = this.#ex;
+      const chunk = buf.subarray(start, end);
+      // Once the client side is full, what the backend's window still admits is
+      // written (buffered) and held: it goes back to the backend on drain.
+      if (this.#held > 0) {
+        ex.write(chunk);
+        this.#held += n;
+      } else if (ex.write(chunk)) {
+        this.#session!.consumed(this, n);
+      } else {
+        this.#held = n;
+        ex.onceDrain(this.#onDrain ??= () => this.#drained());
+      }
+    }
+    if (endStream) this.#ended();
+  }
+
+  #drained(): void {
+    const n = this.#held;
+    if (n === 0 || this.#finished) return;
+    this.#held = 0;
+    this.#session!.consumed(this, n);
+  }
+
+  /** The response ended cleanly (END_STREAM). */
+  #ended(): void {
+    this.#finish(this.#afterRemoteEnd());
+    this.#observe(this.#trailers ?? {});
+    this.#ex.end(this.#trailers);
   }
 
   /** Passive health: a 5xx or gRPC UNAVAILABLE counts against the backend. */
@@ -157,71 +335,67 @@ export class H2Call {
     this.#attempt.observe(this.#status >= 500 || h['grpc-status'] === '14');
   }
 
-  /** The coarse-clock deadline passed: no response yet, or no data for the idle time. */
-  expired(): void {
-    this.deadline = 0;
-    if (this.#responded) this.#idle();
-    else this.#timeout();
+  #protocolError(why: string): void {
+    this.#finish(PROTOCOL_ERROR);
+    if (!this.#ex.signal.aborted) this.#fail(new UpstreamError('protocol', false, new Error(why)));
   }
 
-  readonly #idle = (): void => {
-    this.#done = true;
-    this.#stream?.close(NGHTTP2_CANCEL);
-    this.#fail(new UpstreamError('timeout', false, new Error(`no data for ${this.#attempt.timeouts.idleMs} ms`)));
-  };
+  // --- the end of the call ------------------------------------------------------------
 
-  streamTrailers(trailers: IncomingHttpHeaders): void {
-    this.#trailers = trailers as ResponseHeaders;
+  /** The backend ended its side: a request still being sent is cut (NO_ERROR), else nothing to reset (-1). */
+  #afterRemoteEnd(): number {
+    return this.localEnded && this.pending === null ? -1 : NO_ERROR;
   }
 
-  streamData(chunk: Buffer): void {
-    if (this.deadline !== 0) this.deadline = tick + this.#idleTicks;
-    if (!this.#ex.write(chunk)) {
-      const stream = this.#stream!;
-      stream.pause();
-      this.#ex.onceDrain(() => stream.resume());
-    }
-  }
-
-  streamEnded(): void {
-    if (this.#done) return;
-    // Node pushes EOF on every stream close: a reset or a dead session is not a clean end.
-    const rst = this.#stream!.rstCode;
-    if (rst !== undefined && rst !== NGHTTP2_NO_ERROR) return;
-    this.#done = true;
-    this.deadline = 0;
-    this.#observe(this.#trailers ?? {});
-    this.#ex.end(this.#trailers);
-  }
-
-  streamClosed(): void {
+  /**
+   * Over for the session: timers off, the stream reset with `code` unless it
+   * is closed (-1: nothing to reset), held window given back, the session
+   * told. Once.
+   */
+  #finish(code: number): void {
+    if (this.#finished) return;
+    this.#finished = true;
     clearTimeout(this.#timer);
     this.deadline = 0;
     this.#ex.signal.unlisten(this.#cancel);
-    this.#up.release(this.#slot!);
-    if (this.#done || this.#ex.signal.aborted) return;
-    // The stream closed before it ended: the session died (UNAVAILABLE), or
-    // the peer reset the stream, whose code says what the client is told.
-    const session = this.#slot!.session;
-    const code = this.#stream!.rstCode;
-    if (code === undefined || session.destroyed) {
-      this.#fail(new UpstreamError('reset', false, new Error('upstream session closed')));
-      return;
+    const session = this.#session!;
+    // The stream is over: what the client side has not taken yet is bounded by
+    // the stream window, so the connection's share goes back now (a client that
+    // left would never drain it).
+    if (this.#held > 0) {
+      session.consumed(null, this.#held);
+      this.#held = 0;
     }
-    this.#fail(streamResetError(code));
+    // A request body still coming is not wanted any more.
+    if (this.#body !== null && !this.#bodyEnded) this.#body.destroy();
+    if (code >= 0) session.reset(this, code);
+    session.done(this);
   }
 
-  readonly #timeout = (): void => {
-    if (this.#responded) return;
-    this.#done = true;
-    this.#stream?.close(NGHTTP2_CANCEL);
-    this.#fail(new UpstreamError('timeout', false, new Error(`no response within ${this.#attempt.timeouts.responseMs} ms`)));
-  };
+  /** The coarse-clock deadline or the native timer fired: no response yet, or no data for the idle time. */
+  expired(): void {
+    if (this.#finished) return;
+    this.#finish(CANCEL);
+    const { responseMs, idleMs } = this.#attempt.timeouts;
+    const why = this.#responded ? `no data for ${idleMs} ms` : `no response within ${responseMs} ms`;
+    this.#fail(new UpstreamError('timeout', false, new Error(why)));
+  }
 
+  wasReset(code: number): void {
+    if (this.#finished) return;
+    this.#finish(-1);
+    if (!this.#ex.signal.aborted) this.#fail(streamResetError(code));
+  }
+
+  lost(err: Error | undefined): void {
+    if (this.#finished) return;
+    this.#finish(-1);
+    if (!this.#ex.signal.aborted) this.#fail(new UpstreamError('reset', false, err ?? new Error('upstream session closed')));
+  }
+
+  /** The client went away or the proxy answered: the backend is told to stop. */
   readonly #cancel = (): void => {
-    clearTimeout(this.#timer);
-    this.deadline = 0;
-    this.#stream?.close(NGHTTP2_CANCEL);
+    this.#finish(CANCEL);
   };
 
   #fail(err: UpstreamError): void {
@@ -229,31 +403,85 @@ export class H2Call {
   }
 }
 
-/** A mirror's copy on a session of `up`: sent whole, its answer's code passed to `done`, the rest dropped. */
-export function sendCopy(up: H2Upstream, slot: Slot, headers: string[], body: Buffer, grpc: boolean, done: (code: number | null) => void): void {
-  let stream: ClientHttp2Stream;
-  try {
-    stream = request(slot.session, headers, { endStream: body.length === 0 });
-  } catch {
-    done(null);
-    return;
+function onCopyTimeout(copy: H2Copy): void {
+  copy.timedOut();
+}
+
+/** A mirror's copy: sent whole, its answer's code passed to `done`, the rest dropped. */
+export class H2Copy extends UpstreamStream {
+  readonly #headers: string[];
+  readonly #body: Buffer;
+  readonly #grpc: boolean;
+  readonly #done: (code: number | null) => void;
+  #session: Session | null = null;
+  #timer: NodeJS.Timeout | undefined;
+  #code: number | null = null;
+  #responded = false;
+  #finished = false;
+
+  constructor(headers: string[], body: Buffer, grpc: boolean, done: (code: number | null) => void) {
+    super();
+    this.#headers = headers;
+    this.#body = body;
+    this.#grpc = grpc;
+    this.#done = done;
   }
-  up.track(slot);
-  let code: number | null = null;
-  const timer = setTimeout(() => stream.close(), COPY_TIMEOUT_MS);
-  stream.on('response', (h) => {
-    // gRPC: Trailers-Only answers carry grpc-status in the head; others in the trailers.
-    code = grpc && h['grpc-status'] !== undefined ? Number(h['grpc-status']) : grpc ? null : Number(h[':status']);
-  });
-  stream.on('trailers', (t) => {
-    if (grpc && t['grpc-status'] !== undefined) code = Number(t['grpc-status']);
-  });
-  stream.on('error', noop);
-  stream.on('close', () => {
-    clearTimeout(timer);
-    up.release(slot);
-    done(code);
-  });
-  stream.resume();
-  if (body.length > 0) stream.end(body);
+
+  get startable(): boolean {
+    return true;
+  }
+
+  start(session: Session): void {
+    this.#session = session;
+    const body = this.#body;
+    session.sendHeaders(this, this.#headers, this.#headers.length, body.length === 0);
+    if (body.length > 0) session.sendData(this, body, 0, body.length, true);
+    this.#timer = setTimeout(onCopyTimeout, COPY_TIMEOUT_MS, this);
+  }
+
+  unavailable(_err: Error): void {
+    this.#done(null);
+  }
+
+  headers(list: string[], count: number, end: boolean): void {
+    for (let i = 0; i < count; i += 2) {
+      const name = list[i]!;
+      // gRPC: the code is grpc-status, in the trailers or a Trailers-Only head; else the HTTP status.
+      if (this.#grpc ? name === 'grpc-status' : name === ':status' && !this.#responded) this.#code = Number(list[i + 1]);
+    }
+    if (!this.#responded) {
+      const status = this.#code;
+      // An informational head does not count as the answer.
+      if (!this.#grpc && status !== null && status < 200) this.#code = null;
+      else this.#responded = true;
+    }
+    if (end) this.#finish(this.localEnded && this.pending === null ? -1 : NO_ERROR);
+  }
+
+  data(_buf: Buffer, start: number, end: number, endStream: boolean): void {
+    this.#session!.consumed(this, end - start);
+    if (endStream) this.#finish(this.localEnded && this.pending === null ? -1 : NO_ERROR);
+  }
+
+  wasReset(_code: number): void {
+    this.#finish(-1);
+  }
+
+  lost(_err: Error | undefined): void {
+    this.#finish(-1);
+  }
+
+  timedOut(): void {
+    this.#finish(CANCEL);
+  }
+
+  #finish(code: number): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    clearTimeout(this.#timer);
+    const session = this.#session!;
+    if (code >= 0) session.reset(this, code);
+    session.done(this);
+    this.#done(this.#code);
+  }
 }

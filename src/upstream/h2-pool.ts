@@ -1,12 +1,15 @@
-// h2c upstreams (gRPC): a small set of HTTP/2 sessions per backend origin.
-// Sessions are opened when the ones there are full (the peer's
-// maxConcurrentStreams), retired on GOAWAY or after a maximum age — a fresh
-// connect re-resolves DNS, so RPCs to a Kubernetes Service spread over its
-// pods instead of pinning to the one pod a single connection reached.
-import http2, { type ClientHttp2Session } from 'node:http2';
-import { UpstreamError } from '../errors.ts';
-import { H2_MAX_SESSION_MEMORY_MB, H2_SESSION_WINDOW, H2_STREAM_WINDOW } from '../h2-settings.ts';
-import { H2Call, sendCopy } from './h2-call.ts';
+// h2c upstreams (gRPC): a small set of HTTP/2 sessions per backend origin, on
+// the frame layer of src/h2/. Sessions are opened when the ones there are
+// full (the peer's SETTINGS_MAX_CONCURRENT_STREAMS, at most 100 of ours),
+// retired on GOAWAY or after a maximum age — a fresh connect re-resolves
+// DNS, so RPCs to a Kubernetes Service spread over its pods instead of
+// pinning to the one pod a single connection reached.
+import net from 'node:net';
+import { UpstreamError, upstreamError } from '../errors.ts';
+import { H2Connection, type H2Config } from '../h2/connection.ts';
+import { NO_ERROR } from '../h2/frames.ts';
+import { H2_SESSION_WINDOW, H2_STREAM_WINDOW } from '../h2-settings.ts';
+import { H2Call, H2Copy, type UpstreamStream } from './h2-call.ts';
 import type { Exchange } from '../ingress/exchange.ts';
 import type { Attempt, Upstream } from './upstream.ts';
 
@@ -35,158 +38,281 @@ export interface H2Gauges {
   streams: { inc(): void; dec(): void };
 }
 
-export interface Slot {
-  readonly session: ClientHttp2Session;
-  active: number;
-  /** The peer's SETTINGS_MAX_CONCURRENT_STREAMS (100 until it says otherwise). */
-  max: number;
-  ready: boolean;
-  retired: boolean;
-  dropped: boolean;
+const SESSION_CONFIG: H2Config = {
+  server: false,
+  // Node's 64 KiB default makes large gRPC messages crawl (h2-settings.ts).
+  streamWindow: H2_STREAM_WINDOW,
+  connectionWindow: H2_SESSION_WINDOW,
+  // A response's compressed header block (gRPC keeps metadata under 8 KiB by default).
+  maxHeaderBlock: 256 * 1024,
+};
+
+/** Until the peer's SETTINGS say otherwise (RFC 9113 §6.5.2 leaves it unlimited; 100 is the customary floor). */
+const DEFAULT_PEER_STREAMS = 100;
+
+function onConnectTimeout(s: Session): void {
+  s.connectTimedOut();
 }
 
-export type SessionCallback = (err: Error | null, slot: Slot | null) => void;
+/** One HTTP/2 connection to a backend, in the client role. */
+export class Session extends H2Connection<UpstreamStream> {
+  readonly #pool: H2Upstream;
+  readonly #gauges: H2Gauges;
+  /** Streams started here and not finished: what the pool balances on and the peer's limit applies to. */
+  active = 0;
+  /** Streams at most: the peer's SETTINGS_MAX_CONCURRENT_STREAMS, capped by ours. */
+  max = DEFAULT_PEER_STREAMS;
+  /** The peer's SETTINGS are in: before that its stream limit is unknown, and streams over it would be refused. */
+  ready = false;
+  /** No new streams; closed once the last one is done. */
+  retired = false;
+  /** Streams waiting for room here (the pool is at its session limit). */
+  readonly #queue: UpstreamStream[] = [];
+  /** Streams holding back their request body until the socket drains. */
+  #drainWaiters: UpstreamStream[] = [];
+  #connectTimer: NodeJS.Timeout | undefined;
+  #ageTimer: NodeJS.Timeout | undefined;
+  #connectError: Error | undefined;
+  #whenClosed: (() => void)[] = [];
+
+  constructor(socket: net.Socket, pool: H2Upstream, gauges: H2Gauges, connectTimeoutMs: number) {
+    super(socket, SESSION_CONFIG);
+    this.#pool = pool;
+    this.#gauges = gauges;
+    // timeouts.connect 0s: no limit of ours (as on HTTP/1.1 upstreams).
+    if (connectTimeoutMs > 0) this.#connectTimer = setTimeout(onConnectTimeout, connectTimeoutMs, this);
+  }
+
+  connectTimedOut(): void {
+    const ms = this.#pool.connectTimeoutMs;
+    this.#connectError = Object.assign(new Error(`connect timeout after ${ms} ms`), { code: 'UND_ERR_CONNECT_TIMEOUT' });
+    this.destroy();
+  }
+
+  /** Starts `s` here now, or as soon as a stream is done. */
+  open(s: UpstreamStream): void {
+    if (this.active < this.max) this.#start(s);
+    else this.#queue.push(s);
+  }
+
+  #start(s: UpstreamStream): void {
+    if (!s.startable) return;
+    this.active++;
+    this.#gauges.streams.inc();
+    this.register(s);
+    s.start(this);
+  }
+
+  /** A started stream is over (once per stream): its place goes to the next waiting one. */
+  done(_s: UpstreamStream): void {
+    this.active--;
+    this.#gauges.streams.dec();
+    if (this.closed) return;
+    if (this.retired) {
+      if (this.active === 0) {
+        this.goaway(NO_ERROR);
+        this.close();
+      }
+      return;
+    }
+    while (this.#queue.length > 0 && this.active < this.max) this.#start(this.#queue.shift()!);
+  }
+
+  /** `s` holds back its request body until the socket takes writes again. */
+  waitDrain(s: UpstreamStream): void {
+    this.#drainWaiters.push(s);
+  }
+
+  /** No new streams here: those in flight finish, then the session closes. */
+  retire(): void {
+    if (this.retired) return;
+    this.retired = true;
+    clearTimeout(this.#ageTimer);
+    // Waiting ones go back to the pool, for a session that takes new streams.
+    const queued = this.#queue.splice(0);
+    for (const s of queued) this.#pool.requeue(s);
+    if (this.ready && this.active === 0 && !this.closed) {
+      this.goaway(NO_ERROR);
+      this.close();
+    }
+  }
+
+  /** Resolves once the session is closed. */
+  closed$(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    return new Promise((resolve) => this.#whenClosed.push(resolve));
+  }
+
+  // --- frame layer hooks ----------------------------------------------------------
+
+  protected override onSettings(): void {
+    this.max = Math.min(this.peerMaxStreams, this.#pool.maxStreamsPerSession);
+    if (this.ready) {
+      while (this.#queue.length > 0 && this.active < this.max) this.#start(this.#queue.shift()!);
+      return;
+    }
+    clearTimeout(this.#connectTimer);
+    this.ready = true;
+    this.#ageTimer = setTimeout(() => this.retire(), this.#pool.maxSessionAgeMs);
+    this.#ageTimer.unref();
+    this.#pool.connected(this, null);
+    if (this.retired && this.active === 0) {
+      this.goaway(NO_ERROR);
+      this.close();
+    }
+  }
+
+  protected onHeaders(s: UpstreamStream | null, _sid: number, list: string[], count: number, end: boolean): void {
+    // A client's connection never gets a new stream from the peer (the frame layer refuses those).
+    s!.headers(list, count, end);
+  }
+
+  protected onData(s: UpstreamStream, buf: Buffer, start: number, end: number, endStream: boolean): void {
+    s.data(buf, start, end, endStream);
+  }
+
+  protected onReset(s: UpstreamStream, code: number, _byPeer: boolean): void {
+    s.wasReset(code);
+  }
+
+  protected onGoaway(_lastStreamId: number, _code: number): void {
+    // The peer is going away: no new streams here. Ours above its last stream
+    // id were not processed; the frame layer resets them with REFUSED_STREAM,
+    // which makes them retryable.
+    this.retire();
+  }
+
+  protected onWritable(s: UpstreamStream): void {
+    s.writable();
+  }
+
+  protected override onSocketDrain(): void {
+    const waiters = this.#drainWaiters;
+    this.#drainWaiters = [];
+    for (const s of waiters) s.writable();
+  }
+
+  protected onClose(err: Error | undefined): void {
+    clearTimeout(this.#connectTimer);
+    clearTimeout(this.#ageTimer);
+    this.#drainWaiters = [];
+    const cause = this.#connectError ?? err;
+    this.#pool.dropped(this);
+    if (!this.ready) {
+      this.#pool.connected(this, cause ?? new UpstreamError('connect', true, new Error('session closed before connecting')));
+    }
+    const queued = this.#queue.splice(0);
+    for (const s of this.streams.values()) s.lost(cause);
+    // Those that waited here never started: nothing was sent.
+    for (const s of queued) s.unavailable(new UpstreamError('reset', true, new Error('upstream session closed')));
+    for (const resolve of this.#whenClosed.splice(0)) resolve();
+  }
+}
 
 export class H2Upstream implements Upstream {
   readonly origin: string;
+  readonly #host: string;
+  readonly #port: number;
   readonly #opts: H2UpstreamOptions;
   readonly #gauges: H2Gauges;
-  #slots: Slot[] = [];
+  #sessions: Session[] = [];
   /** Waiting for the session being connected. */
-  #waiting: SessionCallback[] = [];
-  #connecting: Slot | undefined;
+  #waiting: UpstreamStream[] = [];
+  #connecting: Session | undefined;
 
   constructor(origin: string, opts: H2UpstreamOptions, gauges: H2Gauges) {
     this.origin = origin;
+    const url = new URL(origin);
+    // URL keeps an IPv6 literal's brackets, which net.connect does not take.
+    this.#host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+    this.#port = Number(url.port === '' ? 80 : url.port);
     this.#opts = opts;
     this.#gauges = gauges;
   }
 
+  get connectTimeoutMs(): number {
+    return this.#opts.connectTimeoutMs;
+  }
+
+  get maxStreamsPerSession(): number {
+    return this.#opts.maxStreamsPerSession;
+  }
+
+  get maxSessionAgeMs(): number {
+    return this.#opts.maxSessionAgeMs;
+  }
+
   forward(attempt: Attempt): void {
     if (attempt.exchange.signal.aborted) return;
-    this.#acquire(new H2Call(attempt, this).onSession);
+    this.#acquire(new H2Call(attempt));
   }
 
   copy(ex: Exchange, hostHeader: string | undefined, body: Buffer, done: (code: number | null) => void): void {
-    const headers = ex.headersForH2(hostHeader);
-    this.#acquire((err, slot) => {
-      if (err !== null || slot === null) done(null);
-      else sendCopy(this, slot, headers, body, ex.grpc, done);
-    });
+    this.#acquire(new H2Copy(ex.headersForH2(hostHeader), body, ex.grpc, done));
   }
 
-  /** Calls back with a connected session that has room for one more stream. */
-  #acquire(cb: SessionCallback): void {
-    let best: Slot | undefined;
-    for (const s of this.#slots) {
-      if (s.ready && !s.retired && (best === undefined || s.active < best.active)) best = s;
+  /** A stream that waited in a session that was retired: it goes to another. */
+  requeue(s: UpstreamStream): void {
+    if (s.startable) this.#acquire(s);
+  }
+
+  /** Starts `s` on a connected session with room for it, or queues it for one being connected. */
+  #acquire(s: UpstreamStream): void {
+    let best: Session | undefined;
+    for (const c of this.#sessions) {
+      if (c.ready && !c.retired && (best === undefined || c.active < best.active)) best = c;
     }
-    if (best !== undefined && (best.active < best.max || this.#slots.length >= this.#opts.maxSessions)) {
-      cb(null, best);
+    // At the session limit, the least busy session queues it.
+    if (best !== undefined && (best.active < best.max || this.#sessions.length >= this.#opts.maxSessions)) {
+      best.open(s);
       return;
     }
-    this.#waiting.push(cb);
+    this.#waiting.push(s);
     if (this.#connecting === undefined) this.#connect();
   }
 
   #connect(): void {
-    const session = http2.connect(this.origin, {
-      settings: { initialWindowSize: H2_STREAM_WINDOW, enablePush: false },
-      maxSessionMemory: H2_MAX_SESSION_MEMORY_MB,
-    });
-    const slot: Slot = { session, active: 0, max: 100, ready: false, retired: false, dropped: false };
-    this.#connecting = slot;
-    this.#slots.push(slot);
+    const socket = net.connect(this.#port, this.#host);
+    const session = new Session(socket, this, this.#gauges, this.#opts.connectTimeoutMs);
+    this.#connecting = session;
+    this.#sessions.push(session);
     this.#gauges.sessions.inc();
-    // timeouts.connect 0s: no limit of ours (as on HTTP/1.1 upstreams).
-    const timer = this.#opts.connectTimeoutMs <= 0 ? undefined : setTimeout(() => {
-      const err = Object.assign(new Error(`connect timeout after ${this.#opts.connectTimeoutMs} ms`), { code: 'UND_ERR_CONNECT_TIMEOUT' });
-      // A session destroyed before its socket connected emits neither 'error' nor 'close'.
-      this.#drop(slot);
-      this.#connected(slot, err);
-      session.destroy(err);
-    }, this.#opts.connectTimeoutMs);
-    // Ready once the peer's SETTINGS are in: before that its stream limit is
-    // unknown, and streams over it would be refused.
-    session.on('remoteSettings', (settings) => {
-      slot.max = Math.min(settings.maxConcurrentStreams ?? slot.max, this.#opts.maxStreamsPerSession);
-      if (slot.ready) return;
-      clearTimeout(timer);
-      slot.ready = true;
-      session.setLocalWindowSize(H2_SESSION_WINDOW);
-      this.#connected(slot, null);
-      const age = setTimeout(() => this.#retire(slot), this.#opts.maxSessionAgeMs);
-      age.unref();
-      session.once('close', () => clearTimeout(age));
-    });
-    // The peer is going away: no new streams here; ones it refused are retried.
-    session.once('goaway', () => this.#retire(slot));
-    session.on('error', (err: Error) => {
-      clearTimeout(timer);
-      if (!slot.ready) this.#connected(slot, err);
-    });
-    session.once('close', () => {
-      clearTimeout(timer);
-      this.#drop(slot);
-      if (!slot.ready) this.#connected(slot, new UpstreamError('connect', true, new Error('session closed before connecting')));
-    });
   }
 
-  /** Forgets a session that closed or never connected (once). */
-  #drop(slot: Slot): void {
-    if (slot.dropped) return;
-    slot.dropped = true;
-    this.#gauges.sessions.dec();
-    this.#slots = this.#slots.filter((s) => s !== slot);
-  }
-
-  #connected(slot: Slot, err: Error | null): void {
-    if (this.#connecting !== slot) return;
+  /** The session being connected is ready (err null) or failed. */
+  connected(session: Session, err: Error | null): void {
+    if (this.#connecting !== session) return;
     this.#connecting = undefined;
     const waiting = this.#waiting;
     this.#waiting = [];
     if (err !== null) {
-      for (const cb of waiting) cb(err, null);
+      const e = upstreamError(err);
+      for (const s of waiting) s.unavailable(e);
       return;
     }
     // Those who waited fill this session up to the peer's limit; the rest wait
     // for another session, or (at maxSessions) queue in this one.
-    const room = this.#slots.length >= this.#opts.maxSessions ? waiting.length : Math.max(slot.max - slot.active, 1);
-    for (const cb of waiting.slice(0, room)) cb(null, slot);
+    const room = this.#sessions.length >= this.#opts.maxSessions ? waiting.length : Math.max(session.max - session.active, 1);
+    for (let i = 0; i < waiting.length && i < room; i++) session.open(waiting[i]!);
     if (waiting.length > room) {
       this.#waiting = waiting.slice(room);
       this.#connect();
     }
   }
 
-  #retire(slot: Slot): void {
-    if (slot.retired) return;
-    slot.retired = true;
-    // Streams in flight finish; the session closes when the last one does.
-    if (!slot.session.closed) slot.session.close();
+  /** Forgets a session that closed or never connected. */
+  dropped(session: Session): void {
+    this.#sessions = this.#sessions.filter((s) => s !== session);
+    this.#gauges.sessions.dec();
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.#slots.map((s) => new Promise<void>((resolve) => {
-      if (s.session.closed) resolve();
-      else s.session.close(() => resolve());
-    })));
+    const all = this.#sessions.slice();
+    for (const s of all) s.retire();
+    await Promise.all(all.map((s) => s.closed$()));
   }
 
   async destroy(): Promise<void> {
-    for (const s of this.#slots) s.session.destroy();
-  }
-
-  /** A stream started on this slot. */
-  track(slot: Slot): void {
-    slot.active++;
-    this.#gauges.streams.inc();
-  }
-
-  /** A stream on this slot closed. */
-  release(slot: Slot): void {
-    slot.active--;
-    this.#gauges.streams.dec();
-    if (slot.retired && slot.active === 0 && !slot.session.closed) slot.session.close();
+    for (const s of this.#sessions.slice()) s.destroy();
   }
 }
