@@ -1,10 +1,18 @@
 // The h2c upstream: what a backend receives (header lists from any client),
-// and how the router copes with what an HTTP/2 backend may do.
+// and how the router copes with what an HTTP/2 backend may do: tiny windows,
+// GOAWAY under load, refused streams, no SETTINGS at all, a client that
+// stops reading.
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import http2 from 'node:http2';
+import { createHash } from 'node:crypto';
+import http, { type IncomingMessage } from 'node:http';
+import http2, { type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
-import { startRouter } from './helpers.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { metric, scrape, startRouter } from './helpers.ts';
+import { readRequest } from './grpc-helpers.ts';
+
+const MB = 1024 * 1024;
 
 /** One HTTP/1.1 request written as is (repeated lines included); resolves with the whole answer once the router closes. */
 function rawHttp1(port: number, head: string): Promise<string> {
@@ -50,6 +58,239 @@ describe('request headers to an h2c backend', () => {
       assert.equal(values('connection'), '');
     } finally {
       await router.close();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+});
+
+/** A node:http2 backend with its own server settings; `handler` gets each stream and its session's stream count. */
+async function h2Backend(settings: http2.Settings, handler: (stream: ServerHttp2Stream, headers: http2.IncomingHttpHeaders, n: number) => void): Promise<{ url: string; sessions: Set<ServerHttp2Session>; close(): Promise<void> }> {
+  const server = http2.createServer({ settings });
+  const sessions = new Set<ServerHttp2Session>();
+  const counts = new WeakMap<object, number>();
+  server.on('session', (s) => {
+    sessions.add(s);
+    s.on('error', () => {});
+    s.once('close', () => sessions.delete(s));
+  });
+  server.on('stream', (stream, headers) => {
+    stream.on('error', () => {});
+    const n = (counts.get(stream.session!) ?? 0) + 1;
+    counts.set(stream.session!, n);
+    handler(stream, headers, n);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    sessions,
+    close: () => new Promise<void>((resolve) => {
+      for (const s of sessions) s.destroy();
+      server.close(() => resolve());
+    }),
+  };
+}
+
+/** An HTTP/1.1 request through the router; resolves with the status and the body's length and sha256. */
+function h1(port: number, host: string, method: string, path: string, body?: Buffer): Promise<{ status: number; length: number; sha: string; res: IncomingMessage }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, method, path, headers: { host }, agent: false }, (res) => {
+      const hash = createHash('sha256');
+      let length = 0;
+      res.on('data', (c: Buffer) => { hash.update(c); length += c.length; });
+      res.on('end', () => resolve({ status: res.statusCode!, length, sha: hash.digest('hex'), res }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+function sha(b: Buffer): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+/** Deterministic bytes (not all one value, so a misplaced chunk changes the hash). */
+function pattern(n: number): Buffer {
+  const b = Buffer.allocUnsafe(n);
+  for (let i = 0; i < n; i++) b[i] = (i * 31 + (i >>> 11)) & 0xff;
+  return b;
+}
+
+describe('flow control with an h2c backend', () => {
+  test('a backend with tiny windows: a 1 MiB upload and an 8 MiB download pass whole', async () => {
+    const down = pattern(8 * MB);
+    // 100-byte stream windows and 16 KiB frames: the upload goes out a little at a time.
+    const backend = await h2Backend({ initialWindowSize: 100 }, (stream) => {
+      void readRequest(stream).then(({ body }) => {
+        stream.respond({ ':status': 200, 'x-upload-sha': sha(body), 'x-upload-length': String(body.length) });
+        stream.end(down);
+      });
+    });
+    const router = await startRouter({ routes: [{ name: 'w', hosts: ['w.test'], protocol: 'h2c', backends: [{ name: 'a', url: backend.url, weight: 1 }] }] });
+    try {
+      const up = pattern(MB + 17);
+      const results = await Promise.all([0, 1, 2].map(() => h1(router.port, 'w.test', 'POST', '/big', up)));
+      for (const r of results) {
+        assert.equal(r.status, 200);
+        assert.equal(r.res.headers['x-upload-length'], String(up.length));
+        assert.equal(r.res.headers['x-upload-sha'], sha(up));
+        assert.equal(r.length, down.length);
+        assert.equal(r.sha, sha(down));
+      }
+    } finally {
+      await router.close();
+      await backend.close();
+    }
+  });
+
+  test('a client that stops reading holds the backend back; when it reads again, every byte arrives', async () => {
+    const TOTAL = 256 * MB;
+    let written = 0;
+    const backend = await h2Backend({}, (stream) => {
+      stream.respond({ ':status': 200 });
+      const chunk = pattern(64 * 1024);
+      const pump = (): void => {
+        while (written < TOTAL) {
+          written += chunk.length;
+          if (written >= TOTAL) { stream.end(chunk); return; }
+          if (!stream.write(chunk)) { stream.once('drain', pump); return; }
+        }
+      };
+      pump();
+    });
+    const router = await startRouter({ routes: [{ name: 'w', hosts: ['w.test'], protocol: 'h2c', backends: [{ name: 'a', url: backend.url, weight: 1 }] }] });
+    try {
+      let received = 0;
+      const res = await new Promise<IncomingMessage>((resolve, reject) => {
+        const req = http.get({ host: '127.0.0.1', port: router.port, path: '/stream', headers: { host: 'w.test' }, agent: false }, resolve);
+        req.on('error', reject);
+      });
+      res.on('data', (c: Buffer) => { received += c.length; });
+      res.pause();
+      // Let everything on the way fill up, then check the backend stopped.
+      let last = -1;
+      for (let i = 0; i < 100 && written !== last; i++) {
+        last = written;
+        await sleep(200);
+      }
+      assert.equal(written, last, 'the backend is still writing to a client that reads nothing');
+      // Far more than every buffer on the way (the router's 1 MiB stream window, two loopback sockets).
+      assert.ok(written < 64 * MB, `the backend wrote ${written} bytes ahead of a client that read none`);
+      const ended = new Promise((resolve) => res.once('end', resolve));
+      res.resume();
+      await ended;
+      assert.equal(received, TOTAL);
+    } finally {
+      await router.close();
+      await backend.close();
+    }
+  });
+});
+
+describe('a backend that refuses or goes away', () => {
+  test('GOAWAY with a last stream id under load: the streams above it are retried, none is lost or done twice', async () => {
+    const CALLS = 30;
+    const served = new Map<string, number>();
+    let goaways = 0;
+    let held: { stream: ServerHttp2Stream; id: string }[] = [];
+    const answer = (stream: ServerHttp2Stream, id: string): void => {
+      served.set(id, (served.get(id) ?? 0) + 1);
+      stream.respond({ ':status': 200 });
+      stream.end(id);
+    };
+    const backend = await h2Backend({}, (stream, headers, n) => {
+      const id = String(headers['x-call']);
+      void readRequest(stream).then(() => {
+        // The first connection: once all calls are in, GOAWAY naming its 10th stream
+        // as the last it will process, which it then answers; the others it drops.
+        if (goaways > 0) { answer(stream, id); return; }
+        held.push({ stream, id });
+        if (n < CALLS) return;
+        goaways++;
+        const lastId = held.map((h) => h.stream.id!).sort((a, b) => a - b)[9]!;
+        stream.session!.goaway(http2.constants.NGHTTP2_NO_ERROR, lastId);
+        for (const h of held) if (h.stream.id! <= lastId) answer(h.stream, h.id);
+        held = [];
+      });
+    });
+    const router = await startRouter({ routes: [{ name: 'g', hosts: ['g.test'], protocol: 'h2c', backends: [{ name: 'a', url: backend.url, weight: 1 }] }] });
+    try {
+      const results = await Promise.all(Array.from({ length: CALLS }, (_, i) => new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = http.request({ host: '127.0.0.1', port: router.port, method: 'POST', path: '/call', headers: { host: 'g.test', 'x-call': String(i) }, agent: false }, (res) => {
+          let body = '';
+          res.on('data', (c: Buffer) => { body += c.toString(); });
+          res.on('end', () => resolve({ status: res.statusCode!, body }));
+        });
+        req.on('error', reject);
+        req.end(`body ${i}`);
+      })));
+      assert.equal(goaways, 1);
+      assert.deepEqual(results.map((r) => r.status), Array(CALLS).fill(200));
+      assert.deepEqual(results.map((r) => r.body), Array.from({ length: CALLS }, (_, i) => String(i)));
+      assert.deepEqual([...served.values()], Array(CALLS).fill(1), 'every call was answered exactly once');
+      const m = await scrape(router.adminUrl);
+      assert.equal(metric(m, 'switchyard_upstream_errors_total', { route: 'g', backend: 'a', kind: 'reset' }), CALLS - 10);
+    } finally {
+      await router.close();
+      await backend.close();
+    }
+  });
+
+  test('REFUSED_STREAM on an upload: it is sent again, body and all', async () => {
+    const bodies: string[] = [];
+    const backend = await h2Backend({}, (stream, _headers, n) => {
+      if (n === 1) {
+        stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+        return;
+      }
+      void readRequest(stream).then(({ body }) => {
+        bodies.push(body.toString());
+        stream.respond({ ':status': 201 });
+        stream.end('made');
+      });
+    });
+    const router = await startRouter({ routes: [{ name: 'g', hosts: ['g.test'], protocol: 'h2c', backends: [{ name: 'a', url: backend.url, weight: 1 }] }] });
+    try {
+      const r = await h1(router.port, 'g.test', 'POST', '/make', Buffer.from('payload that must arrive once'));
+      assert.equal(r.status, 201);
+      assert.equal(r.length, 4);
+      assert.deepEqual(bodies, ['payload that must arrive once']);
+    } finally {
+      await router.close();
+      await backend.close();
+    }
+  });
+
+  test('a backend that accepts the connection but never sends SETTINGS: 504 after the connect timeout, no stream opened', async () => {
+    const received: Buffer[] = [];
+    const sockets = new Set<net.Socket>();
+    const server = net.createServer((sock) => {
+      sockets.add(sock);
+      const i = received.push(Buffer.alloc(0)) - 1;
+      sock.on('data', (c: Buffer) => { received[i] = Buffer.concat([received[i]!, c]); });
+      sock.on('error', () => {});
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const router = await startRouter({ routes: [{ name: 's', hosts: ['s.test'], protocol: 'h2c', timeouts: { connect: '300ms' }, backends: [{ name: 'a', url, weight: 1 }] }] });
+    try {
+      const r = await h1(router.port, 's.test', 'POST', '/x', Buffer.from('never sent'));
+      assert.equal(r.status, 504);
+      // Each connection (the retry made a second) got the preface, SETTINGS and
+      // WINDOW_UPDATE, never a HEADERS frame with the request.
+      assert.ok(received.length >= 1);
+      for (const b of received) {
+        assert.equal(b.subarray(0, 24).toString('latin1'), 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+        const types: number[] = [];
+        for (let off = 24; off + 9 <= b.length; off += 9 + b.readUIntBE(off, 3)) types.push(b[off + 3]!);
+        assert.deepEqual(types.filter((t) => t !== 0x4 && t !== 0x8), [], `frame types ${types.join(',')}`);
+      }
+      const m = await scrape(router.adminUrl);
+      assert.ok(metric(m, 'switchyard_upstream_errors_total', { route: 's', backend: 'a', kind: 'timeout' }) >= 1);
+      assert.equal(m.get('switchyard_upstream_h2_streams'), 0);
+    } finally {
+      await router.close();
+      for (const s of sockets) s.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     }
   });
