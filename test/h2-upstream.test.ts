@@ -236,6 +236,38 @@ describe('a backend that refuses or goes away', () => {
     }
   });
 
+  test('a backend connection that closes with streams in flight: GETs are retried on a new one, POSTs answered 502', async () => {
+    // Holds the streams of a connection until three are in, then drops it; once `drops` is 0, answers.
+    let drops = 0;
+    let held = 0;
+    const backend = await h2Backend({}, (stream) => {
+      if (drops === 0) {
+        stream.respond({ ':status': 200 });
+        stream.end('ok');
+        return;
+      }
+      if (++held < 3) return;
+      held = 0;
+      drops--;
+      stream.session!.destroy();
+    });
+    const router = await startRouter({ routes: [{ name: 'g', hosts: ['g.test'], protocol: 'h2c', backends: [{ name: 'a', url: backend.url, weight: 1 }] }] });
+    try {
+      drops = 1;
+      const gets = await Promise.all([0, 1, 2].map(() => h1(router.port, 'g.test', 'GET', '/read')));
+      assert.deepEqual(gets.map((r) => r.status), [200, 200, 200]);
+      drops = 1;
+      const posts = await Promise.all([0, 1, 2].map(() => h1(router.port, 'g.test', 'POST', '/write', Buffer.from('x'))));
+      assert.deepEqual(posts.map((r) => r.status), [502, 502, 502]);
+      const m = await scrape(router.adminUrl);
+      assert.equal(metric(m, 'switchyard_upstream_errors_total', { route: 'g', backend: 'a', kind: 'reset' }), 6);
+      assert.equal(m.get('switchyard_upstream_h2_streams'), 0);
+    } finally {
+      await router.close();
+      await backend.close();
+    }
+  });
+
   test('REFUSED_STREAM on an upload: it is sent again, body and all', async () => {
     const bodies: string[] = [];
     const backend = await h2Backend({}, (stream, _headers, n) => {

@@ -261,6 +261,7 @@ export class H2Call extends UpstreamStream {
       return;
     }
     clearTimeout(this.#timer);
+    this.#timer = undefined;
     this.#responded = true;
     this.#status = status;
     const ex = this.#ex;
