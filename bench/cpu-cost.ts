@@ -5,9 +5,6 @@
 //   node bench/cpu-cost.ts --a DIR [--b DIR] [--scenario h1|h1-1k|h1-64k|h2c|grpc] [--requests N] [--rounds R] [--gc]
 //                          [--node-options='--cpu-prof --cpu-prof-dir=/tmp/prof']
 //
-// A side given as the word `frame-proxy` instead of a DIR is the frame-level
-// prototype (bench/frame-proxy/proxy.ts of this checkout; h2c and grpc only).
-//
 // Each round starts each checkout afresh (alternating A and B, so drift hits
 // both alike), warms it with N/5 requests, then sends N with h2load and reads
 // the router's utime+stime from /proc before and after. Prints µs of CPU per
@@ -18,9 +15,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startBackends } from './backends.ts';
-import type { Backends } from './backends.ts';
 import { HOSTS, startPeer, type RunningPeer } from './peers.ts';
-import { LOAD_CORE, PROXY_CORE, freePort, pinSelf, runCommand, runScript, startProcess, stopAll, stopProcess, treeCpuSeconds, waitForPort } from './procs.ts';
+import { LOAD_CORE, pinSelf, runCommand, runScript, stopAll, treeCpuSeconds } from './procs.ts';
 import { buildGoTools } from './tools.ts';
 import { median } from './stats.ts';
 
@@ -44,20 +40,7 @@ const scenario = opts.scenario as Scenario;
 if (!['h1', 'h1-1k', 'h1-64k', 'h2c', 'grpc'].includes(scenario)) throw new Error(`unknown scenario ${scenario}`);
 const requests = Number(opts.requests);
 const rounds = Number(opts.rounds);
-const FRAME_PROXY = 'frame-proxy';
-const checkouts = [opts.a ?? ROOT, ...(opts.b === undefined ? [] : [opts.b])].map((d) => d === FRAME_PROXY ? d : resolve(d));
-if (checkouts.includes(FRAME_PROXY) && scenario !== 'grpc' && scenario !== 'h2c') throw new Error('frame-proxy: h2c and grpc scenarios only');
-
-/** The frame-level prototype on the proxy core, routing the scenario's host to its one backend, as switchyard's config does. */
-async function startFrameProxy(dir: string, b: Backends, nodeArgs: string[]): Promise<RunningPeer> {
-  const port = await freePort();
-  const [host, backend] = scenario === 'grpc' ? [HOSTS.grpc, b.grpc] : [HOSTS.h2c, b.h2c];
-  const proc = startProcess('frame-proxy', process.execPath,
-    [...nodeArgs, join(ROOT, 'bench/frame-proxy/proxy.ts'), '--listen', `127.0.0.1:${port}`, '--host', host, '--backend', `127.0.0.1:${backend}`],
-    join(dir, 'switchyard.log'), { core: PROXY_CORE, env: { NODE_ENV: 'production' } });
-  await waitForPort(port, proc);
-  return { name: 'switchyard', pid: proc.pid, startRss: 0, targets: { h1: port, h2c: port, grpc: port, split: undefined }, stop: () => stopProcess(proc) };
-}
+const checkouts = [opts.a ?? ROOT, ...(opts.b === undefined ? [] : [opts.b])].map((d) => resolve(d));
 
 const GRPC_MESSAGE = Buffer.from('0a10' + Buffer.from('switchyard-bench').toString('hex'), 'hex');
 const GRPC_FRAME = Buffer.concat([Buffer.from([0, 0, 0, 0, GRPC_MESSAGE.length]), GRPC_MESSAGE]);
@@ -112,9 +95,7 @@ async function main(): Promise<void> {
     for (let round = 0; round < rounds; round++) {
       for (const [i, root] of checkouts.entries()) {
         const nodeArgs = [...(opts.gc ? ['--trace-gc'] : []), ...(opts['node-options'] ?? '').split(' ').filter((a) => a !== '')];
-        const peer = root === FRAME_PROXY
-          ? await startFrameProxy(dir, backends, nodeArgs)
-          : await startPeer('switchyard', { dir, backends, root, maxConns: 1000, nodeArgs });
+        const peer = await startPeer('switchyard', { dir, backends, root, maxConns: 1000, nodeArgs });
         try {
           await load(peer, Math.max(1000, Math.floor(requests / 5)), dir);
           const logFile = join(dir, 'switchyard.log');

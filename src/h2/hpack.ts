@@ -5,7 +5,7 @@
 // hpack.js 2.1.6 (a stream API over readable-stream 2, an object per header;
 // no release since 2016) and hpack 1.0.0 (a single release, arrays per block),
 // and on h2load's gRPC request blocks they decode 4-20x slower than this one
-// (bench/frame-proxy/hpack-compare.ts; bench/results/frame-prototype-2026-11-30.md).
+// (bench/hpack-compare.ts; bench/results/frame-prototype-2026-11-30.md).
 // This one decodes into a caller's flat array of strings; a header the peer
 // sends as a dynamic-table reference (every header of a repeated RPC after the
 // first) costs no allocation at all.

@@ -1,9 +1,9 @@
-// The prototype's HPACK decoder against the two HPACK packages on npm, on the
+// src/h2/hpack.ts's decoder against the two HPACK packages on npm, on the
 // header blocks of the bench's gRPC unary call: what choosing one would cost.
 // The packages are not dependencies of switchyard; install them aside first:
 //
 //   npm install --prefix /tmp/hpackcmp hpack.js@2.1.6 hpack@1.0.0
-//   node bench/frame-proxy/hpack-compare.ts /tmp/hpackcmp
+//   node bench/hpack-compare.ts /tmp/hpackcmp
 //
 // Two cases per decoder, each over one decoding context as on a connection:
 //   - repeat: the request block h2load sends for every call after the first
@@ -13,7 +13,7 @@
 // Prints µs of CPU (process.cpuUsage) per block.
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { HpackDecoder } from '../../src/h2/hpack.ts';
+import { HpackDecoder } from '../src/h2/hpack.ts';
 
 const dir = process.argv[2];
 if (dir === undefined) throw new Error('usage: hpack-compare.ts DIR (where hpack.js@2.1.6 and hpack@1.0.0 are installed)');
