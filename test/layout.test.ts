@@ -35,13 +35,15 @@ function heavyLoadedBy(module: string): string[] {
 
 // Preloaded into `switchyard serve`: records every module resolved, dynamic
 // imports included, and prints the list as one stdout line on SIGUSR2 and at
-// exit (its own handler, so it is there before the router's are).
+// exit (its own handler, so it is there before the router's are), with node's
+// own internal modules loaded so far as node-internal:NAME.
 const RECORD_LOADS = `data:text/javascript,${encodeURIComponent(`
 import { registerHooks } from 'node:module';
 import { writeSync } from 'node:fs';
 const seen = new Set();
 registerHooks({ resolve(spec, ctx, next) { const r = next(spec, ctx); seen.add(r.url); return r; } });
-const print = () => writeSync(1, 'LOADS ' + JSON.stringify([...seen]) + '\\n');
+const internal = () => process.moduleLoadList.filter((m) => m.startsWith('NativeModule ')).map((m) => 'node-internal:' + m.slice(13));
+const print = () => writeSync(1, 'LOADS ' + JSON.stringify([...seen, ...internal()]) + '\\n');
 process.on('SIGUSR2', print);
 process.on('exit', print);
 `)}`;
@@ -93,6 +95,23 @@ describe('module loading', () => {
     assert.ok(started);
     assert.ok(loads.some((url) => url.endsWith('/src/server.ts')), 'the recorder saw the router load');
     assert.deepEqual(loads.filter((url) => KUBE.test(url)), []);
+  });
+
+  // An ESM import of node:http reads its WebSocket, CloseEvent and
+  // MessageEvent getters, which load node's bundled undici (~13 MiB of RSS);
+  // src/node-http.ts is how the router's modules get node:http instead.
+  const BUNDLED_UNDICI = 'node-internal:internal/deps/undici/undici';
+
+  test('serve with a file config does not load node\'s bundled undici', async () => {
+    const { started, loads } = await serveLoads(writeConfig({ routes: [{ name: 'r', hosts: ['r.test'], backends: [{ name: 'b', url: 'http://127.0.0.1:9', weight: 1 }] }] }));
+    assert.ok(started);
+    assert.ok(loads.includes('node-internal:http'), 'the recorder saw node:http load');
+    assert.ok(!loads.includes(BUNDLED_UNDICI));
+  });
+
+  test('the check sees node\'s bundled undici when an ESM import of node:http loads it', () => {
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', `import 'node:http'; process.stdout.write(String(process.moduleLoadList.includes('NativeModule internal/deps/undici/undici')));`], { encoding: 'utf8' });
+    assert.equal(out, 'true');
   });
 
   test('serve with a kubernetes:// source loads them (and fails here: no credentials)', async () => {

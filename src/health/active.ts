@@ -1,6 +1,7 @@
 // Active health checks: an HTTP GET, or the gRPC health protocol, every
 // interval, with healthy/unhealthy thresholds.
-import { request, type Agent } from 'node:http';
+import type { Agent } from 'node:http';
+import { request } from '../node-http.ts';
 import type { HealthCheckConfig } from '../config/model.ts';
 import { parseDuration } from '../config/parse.ts';
 import type { BackendHealth } from './backend.ts';

@@ -2,7 +2,7 @@
 // passive outlier ejection. State is keyed by backend URL and the route's
 // health settings, and outlives reloads, so a down backend stays down across
 // a config change (Traefik resets it on every reload: traefik#13218).
-import { Agent } from 'node:http';
+import { Agent } from '../node-http.ts';
 import type { Logger } from 'pino';
 import type { HealthCheckConfig, RouteConfig } from '../config/model.ts';
 import { parseDuration } from '../config/parse.ts';

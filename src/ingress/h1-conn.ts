@@ -6,7 +6,7 @@
 // connection's timeouts as deadlines on the entrypoint's coarse clock (one
 // interval for all connections, no timer per request).
 import type { Socket } from 'node:net';
-import { STATUS_CODES } from 'node:http';
+import { STATUS_CODES } from '../node-http.ts';
 import { Readable } from 'node:stream';
 import { ProxyError } from '../errors.ts';
 import { listsToken } from '../http1-syntax.ts';

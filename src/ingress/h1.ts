@@ -1,7 +1,7 @@
 // Exchanges of HTTP/1.1 clients: the request head as the parser read it
 // (h1-parser.ts), the response written on the client connection's socket
 // (h1-conn.ts) with its head, and a short body, in one write.
-import { STATUS_CODES } from 'node:http';
+import { STATUS_CODES } from '../node-http.ts';
 import type { Readable } from 'node:stream';
 import { BadRequestError, type ProxyError } from '../errors.ts';
 import { Exchange, textBody, type ExchangeOwner, type Peer, type ResponseHeaders } from './exchange.ts';

@@ -1,5 +1,5 @@
 // HTTP/1.1 Upgrade requests (WebSocket), answered on the raw client socket.
-import { STATUS_CODES } from 'node:http';
+import { STATUS_CODES } from '../node-http.ts';
 import { Readable, type Duplex } from 'node:stream';
 import type { ProxyError } from '../errors.ts';
 import { textBody, type ExchangeOwner, type Peer, type ResponseHeaders, type Upgrade } from './exchange.ts';

@@ -2,7 +2,8 @@
 // the traffic port, so a scrape or probe cannot be confused with a route.
 // Six GET routes on node:http: fastify cost ~5 MB of the router's idle RSS
 // for them (the node:http server the entrypoint loads anyway).
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer } from '../node-http.ts';
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
