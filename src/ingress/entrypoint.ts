@@ -21,7 +21,7 @@ import type { RouteTable } from '../routing/table.ts';
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 // A connection that has not sent enough to be classified by then is dropped.
-const SNIFF_TIMEOUT_MS = 10_000;
+const SNIFF_TICKS = ticks(10_000);
 
 /** Config['entrypoint']: address, max connection age (0: off), limits, trusted proxies, request id header. */
 export type EntrypointOptions = Config['entrypoint'];
@@ -46,6 +46,12 @@ export class Entrypoint implements H1Owner, H2Owner {
   readonly #h2Limits: H2Limits;
   readonly #h2Open: ReturnType<Metrics['openConnections']['labels']>;
   readonly #h1 = new Set<ClientConnection>();
+  /**
+   * Connections not classified yet, with their sniff deadline on the coarse
+   * clock. Not socket.setTimeout(): cleared, it still leaves its Timeout and
+   * bound callback on the socket for the connection's whole life.
+   */
+  readonly #sniffing = new Map<Socket, number>();
   readonly #h1Limits: H1Limits;
   readonly #h1Open: ReturnType<Metrics['openConnections']['labels']>;
   /** One listener for every HTTP/1.1 socket's close, rather than a closure each. */
@@ -116,14 +122,15 @@ export class Entrypoint implements H1Owner, H2Owner {
       const n = Math.min(buffered.length, PREFACE.length);
       const h2 = buffered.compare(PREFACE, 0, n, 0, n) === 0;
       if (h2 && buffered.length < PREFACE.length) return; // the preface may arrive in pieces
-      // The sniff timeout's listener too: left on, it would keep these bytes for the connection's life.
-      socket.off('data', onData).off('error', onError).off('timeout', onError).setTimeout(0);
+      // The error listener too: left on, it would keep these bytes for the connection's life.
+      socket.off('data', onData).off('error', onError);
+      this.#sniffing.delete(socket);
       socket.pause();
       socket.unshift(buffered);
       this.#handOver(socket, h2);
     };
     socket.on('data', onData).on('error', onError);
-    socket.setTimeout(SNIFF_TIMEOUT_MS, onError);
+    this.#sniffing.set(socket, this.tick + SNIFF_TICKS);
   };
 
   #handOver(socket: Socket, h2: boolean): void {
@@ -152,6 +159,11 @@ export class Entrypoint implements H1Owner, H2Owner {
     const now = ++this.tick;
     for (const conn of this.#h1) conn.sweep(now);
     for (const conn of this.#h2) conn.sweep(now);
+    for (const [socket, deadline] of this.#sniffing) {
+      if (now < deadline && !socket.destroyed) continue;
+      this.#sniffing.delete(socket);
+      socket.destroy();
+    }
   };
 
   /** H1Owner: the connection closed or was handed over. */
@@ -247,6 +259,7 @@ export class Entrypoint implements H1Owner, H2Owner {
     this.#server.close();
     for (const conn of this.#h2) conn.destroy();
     for (const conn of this.#h1) conn.socket.destroy();
+    for (const socket of this.#sniffing.keys()) socket.destroy();
     clearInterval(this.#clock);
     this.#log.debug('entrypoint destroyed');
   }

@@ -46,6 +46,17 @@ export type { BodySink };
 /** Chunk extensions are skipped; more than this on one chunk is an attack, not metadata (node's limit too). */
 const MAX_CHUNK_EXTENSION = 16 * 1024;
 
+/** The body rules for a head limit, one object for every connection that has it. */
+const RULES = new Map<number, BodyRules>();
+function bodyRules(maxHeadBytes: number): BodyRules {
+  let rules = RULES.get(maxHeadBytes);
+  if (rules === undefined) {
+    rules = { spaceAfterSize: false, maxExtensionBytes: MAX_CHUNK_EXTENSION, keepTrailers: true, maxTrailerBytes: maxHeadBytes, error: bad };
+    RULES.set(maxHeadBytes, rules);
+  }
+  return rules;
+}
+
 /**
  * One per client connection, reused for each request on it. head() finds and
  * parses a request head; the fields below then describe that request until
@@ -53,7 +64,9 @@ const MAX_CHUNK_EXTENSION = 16 * 1024;
  */
 export class RequestParser {
   readonly #maxHeadBytes: number;
-  readonly #body: BodyDecoder;
+  readonly #sink: BodySink;
+  /** Made for the connection's first request with a body: most keep-alive connections never need one. */
+  #body: BodyDecoder | undefined = undefined;
   method = '';
   target = '';
   /** 1 for HTTP/1.1, 0 for HTTP/1.0. */
@@ -73,14 +86,11 @@ export class RequestParser {
 
   constructor(maxHeadBytes: number, sink: BodySink) {
     this.#maxHeadBytes = maxHeadBytes;
-    const rules: BodyRules = {
-      spaceAfterSize: false,
-      maxExtensionBytes: MAX_CHUNK_EXTENSION,
-      keepTrailers: true,
-      maxTrailerBytes: maxHeadBytes,
-      error: bad,
-    };
-    this.#body = new BodyDecoder(sink, rules);
+    this.#sink = sink;
+  }
+
+  #decoder(): BodyDecoder {
+    return this.#body ??= new BodyDecoder(this.#sink, bodyRules(this.#maxHeadBytes));
   }
 
   /**
@@ -160,8 +170,9 @@ export class RequestParser {
     this.connection = connection;
     this.upgrade = upgrade;
     this.expect = expect;
-    if (te) this.#body.chunked();
-    else this.#body.length(contentLength); // -1 (none) and 0 alike: no body
+    if (te) this.#decoder().chunked();
+    else if (contentLength > 0) this.#decoder().length(contentLength);
+    else this.#body?.none(); // -1 (none) and 0 alike: no body
   }
 
   /** The request is over: its strings are let go (an idle keep-alive connection holds nothing of it). */
@@ -169,21 +180,21 @@ export class RequestParser {
     this.headers = NO_HEADERS;
     this.method = this.target = '';
     this.host = this.connection = this.upgrade = this.expect = undefined;
-    this.#body.trailers = null;
+    if (this.#body !== undefined) this.#body.trailers = null;
   }
 
   /** Whether the request just parsed has a body still to read. */
   get bodyDone(): boolean {
-    return this.#body.done;
+    return this.#body === undefined || this.#body.done;
   }
 
   /** Trailer fields after a chunked body (rare: null when none). */
   get trailers(): ResponseHeaders | null {
-    return this.#body.trailers;
+    return this.#body === undefined ? null : this.#body.trailers;
   }
 
   /** Decodes body bytes from `off`; returns the offset after them (the rest is the next request). Throws a BadRequestError. */
   body(buf: Buffer, off: number): number {
-    return this.#body.decode(buf, off);
+    return this.#decoder().decode(buf, off);
   }
 }
