@@ -333,9 +333,13 @@ export class H2ServerConnection extends H2Connection<ServerStream> {
       this.fail(ENHANCE_YOUR_CALM);
       return;
     }
-    if (this.streams.size === 0 && this.#blockSince < 0 && now - this.#lastActive >= this.#limits.idleTicks) {
-      this.fail(NO_ERROR);
-      return;
+    if (this.streams.size === 0 && this.#blockSince < 0 && now > this.#lastActive) {
+      if (now - this.#lastActive >= this.#limits.idleTicks) {
+        this.fail(NO_ERROR);
+        return;
+      }
+      // Idle for a tick at least: the output slab goes until the next write (idle connections cost their state only).
+      this.trim();
     }
     if (this.#cutAt !== 0) {
       if (now >= this.#cutAt) this.destroy();
