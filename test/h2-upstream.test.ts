@@ -10,7 +10,7 @@ import http2, { type ServerHttp2Session, type ServerHttp2Stream } from 'node:htt
 import net, { type AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { metric, scrape, startRouter } from './helpers.ts';
-import { readRequest } from './grpc-helpers.ts';
+import { readRequest, until } from './grpc-helpers.ts';
 
 const MB = 1024 * 1024;
 
@@ -263,6 +263,52 @@ describe('a backend that refuses or goes away', () => {
       assert.equal(metric(m, 'switchyard_upstream_errors_total', { route: 'g', backend: 'a', kind: 'reset' }), 6);
       assert.equal(m.get('switchyard_upstream_h2_streams'), 0);
     } finally {
+      await router.close();
+      await backend.close();
+    }
+  });
+
+  test('1,100 clients that leave at once do not cost another client its upstream connection (rapid-reset limits)', async () => {
+    // nghttp2 (node:http2) ends a connection after 1,000 RST_STREAM in a burst:
+    // with at most 100 streams per upstream connection, the cancels spread out.
+    const HELD = 1_100;
+    let held = 0;
+    let cancelled = 0;
+    let release: () => void = () => {};
+    const released = new Promise<void>((resolve) => { release = resolve; });
+    const backend = await h2Backend({}, (stream, headers) => {
+      if (headers[':path'] === '/slow') {
+        void released.then(() => {
+          if (stream.destroyed) return; // its connection was ended
+          stream.respond({ ':status': 200 });
+          stream.end('still here');
+        });
+        return;
+      }
+      held++;
+      stream.once('close', () => { cancelled++; });
+    });
+    const router = await startRouter({ routes: [{ name: 'g', hosts: ['g.test'], protocol: 'h2c', backends: [{ name: 'a', url: backend.url, weight: 1 }] }] });
+    const leaving = [0, 1].map(() => http2.connect(router.url));
+    try {
+      // A POST: were its connection lost, it would not be retried.
+      const slow = h1(router.port, 'g.test', 'POST', '/slow', Buffer.from('once'));
+      assert.ok(await until(() => backend.sessions.size === 1));
+      for (let i = 0; i < HELD; i++) {
+        const s = leaving[i % 2]!.request({ ':path': `/hold/${i}`, ':authority': 'g.test' });
+        s.on('error', () => {});
+        s.end();
+      }
+      assert.ok(await until(() => held === HELD, 20_000), `${held} of ${HELD} streams reached the backend`);
+      for (const c of leaving) c.destroy();
+      assert.ok(await until(() => cancelled === HELD, 20_000), `${cancelled} of ${HELD} streams cancelled`);
+      release();
+      const r = await slow;
+      assert.equal(r.status, 200);
+      const m = await scrape(router.adminUrl);
+      assert.equal(metric(m, 'switchyard_upstream_errors_total', { route: 'g', backend: 'a', kind: 'reset' }), 0);
+    } finally {
+      for (const c of leaving) c.destroy();
       await router.close();
       await backend.close();
     }
