@@ -109,6 +109,15 @@ describe('module loading', () => {
     assert.ok(!loads.includes(BUNDLED_UNDICI));
   });
 
+  // prom-client's index also loads its Pushgateway (node:https, tls, zlib);
+  // src/observe/metrics.ts takes the files it uses one by one.
+  test('serve with a file config loads prom-client\'s files, not its index', async () => {
+    const { started, loads } = await serveLoads(writeConfig({ routes: [{ name: 'r', hosts: ['r.test'], backends: [{ name: 'b', url: 'http://127.0.0.1:9', weight: 1 }] }] }));
+    assert.ok(started);
+    assert.ok(loads.some((url) => url.endsWith('/prom-client/lib/registry.js')), 'the recorder saw prom-client load');
+    assert.deepEqual(loads.filter((url) => /\/prom-client\/(index|lib\/pushgateway)\.js$/.test(url)), []);
+  });
+
   test('the check sees node\'s bundled undici when an ESM import of node:http loads it', () => {
     const out = execFileSync(process.execPath, ['--input-type=module', '-e', `import 'node:http'; process.stdout.write(String(process.moduleLoadList.includes('NativeModule internal/deps/undici/undici')));`], { encoding: 'utf8' });
     assert.equal(out, 'true');

@@ -1,7 +1,8 @@
 // Prometheus metrics (names and labels are part of DESIGN.md's contract).
 // Label children are bound once per route/backend/protocol and cached, so the
 // request path never builds a label string or hashes a label set.
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { createRequire } from 'node:module';
+import type * as PromClient from 'prom-client';
 import type { Logger } from 'pino';
 import type { UpstreamError, UpstreamErrorKind } from '../errors.ts';
 
@@ -11,6 +12,17 @@ const ERROR_LOG_INTERVAL_MS = 5_000;
 
 // The states of switchyard_ramp_state (src/ramp/schedule.ts has the same list; metrics import nothing from ramp).
 const RAMP_STATES = ['pending', 'ramping', 'paused', 'halted', 'done'] as const;
+
+// prom-client's files one by one, not its index: that also loads its
+// Pushgateway and cluster aggregator, and with them node:https, tls and zlib,
+// which the router never uses.
+const require = createRequire(import.meta.url);
+const Counter = require('prom-client/lib/counter.js') as typeof PromClient.Counter;
+const Gauge = require('prom-client/lib/gauge.js') as typeof PromClient.Gauge;
+const Registry = require('prom-client/lib/registry.js') as typeof PromClient.Registry;
+const collectDefaultMetrics = require('prom-client/lib/defaultMetrics.js') as typeof PromClient.collectDefaultMetrics;
+type Registry = PromClient.Registry;
+type Gauge<T extends string> = PromClient.Gauge<T>;
 
 // A proxy's own overhead is sub-millisecond: start well below prom-client's 5 ms.
 export const DURATION_BUCKETS = [
