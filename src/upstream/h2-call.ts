@@ -10,6 +10,7 @@ import { CANCEL, NO_ERROR, PROTOCOL_ERROR } from '../h2/frames.ts';
 import type { Exchange, ResponseHeaders } from '../ingress/exchange.ts';
 import type { Session } from './h2-pool.ts';
 import { NATIVE_BELOW_MS, TICK_MS, deadlineIn, tick, unwatch, watch } from './clock.ts';
+import { MAX_HEAD_BYTES } from './http1-parser.ts';
 import { COPY_TIMEOUT_MS, type Attempt } from './upstream.ts';
 
 /** A stream to a backend as its session sees it: a proxied call, or a mirror's copy. */
@@ -43,18 +44,33 @@ function threeDigits(s: string): boolean {
   return true;
 }
 
-/** A header block's regular fields into `out`; returns its :status, -1 when it has none, -2 when it is malformed. */
+/** A field name: lowercase token characters only (RFC 9113 §8.2.1). */
+const NAME = /^[-!#$%&'*+.^_`|~0-9a-z]+$/;
+/** NUL, CR or LF in a value make it malformed (RFC 9113 §8.2.1); on an HTTP/1.1 client they would start new header lines. */
+const BAD_VALUE = /[\0\r\n]/;
+
+/**
+ * A header block's regular fields into `out`; returns its :status, -1 when it
+ * has none, -2 when it is malformed or its list is over MAX_HEAD_BYTES (as
+ * HTTP/1.1 response heads; checked first, so a small HPACK block referencing
+ * a large table entry again and again is never walked, let alone built).
+ */
 function responseHeaders(list: string[], count: number, out: ResponseHeaders): number {
+  let size = 0;
+  for (let i = 0; i < count; i += 2) size += list[i]!.length + list[i + 1]!.length + 32;
+  if (size > MAX_HEAD_BYTES) return -2;
   let status = -1;
   for (let i = 0; i < count; i += 2) {
     const name = list[i]!;
     const value = list[i + 1]!;
+    if (BAD_VALUE.test(value)) return -2;
     if (name.charCodeAt(0) === 58 /* ':' */) {
       // A second :status, another pseudo-header, or not three digits: malformed (RFC 9113 §8.3.2).
       if (name !== ':status' || status !== -1 || !threeDigits(value)) return -2;
       status = Number(value);
       continue;
     }
+    if (!NAME.test(name)) return -2;
     const prev = out[name];
     if (prev === undefined) out[name] = value;
     else if (typeof prev === 'string') out[name] = [prev, value];
@@ -252,7 +268,7 @@ export class H2Call extends UpstreamStream {
     const headers: ResponseHeaders = {};
     const status = responseHeaders(list, count, headers);
     if (status < 100) {
-      this.#protocolError('response without a valid :status');
+      this.#protocolError(status === -2 ? 'malformed response headers' : 'response without a :status');
       return;
     }
     if (status < 200) {

@@ -10,6 +10,7 @@ import { H2Connection, type H2Config } from '../h2/connection.ts';
 import { NO_ERROR } from '../h2/frames.ts';
 import { H2_SESSION_WINDOW, H2_STREAM_WINDOW } from '../h2-settings.ts';
 import { H2Call, H2Copy, type UpstreamStream } from './h2-call.ts';
+import { MAX_HEAD_BYTES } from './http1-parser.ts';
 import type { Exchange } from '../ingress/exchange.ts';
 import type { Attempt, Upstream } from './upstream.ts';
 
@@ -45,6 +46,8 @@ const SESSION_CONFIG: H2Config = {
   connectionWindow: H2_SESSION_WINDOW,
   // A response's compressed header block (gRPC keeps metadata under 8 KiB by default).
   maxHeaderBlock: 256 * 1024,
+  // Larger response header lists are refused (h2-call.ts), as HTTP/1.1 response heads are.
+  maxHeaderListSize: MAX_HEAD_BYTES,
 };
 
 /** Until the peer's SETTINGS say otherwise (RFC 9113 §6.5.2 leaves it unlimited; 100 is the customary floor). */

@@ -1,0 +1,158 @@
+// Hostile HTTP/2 peers on both sides of the router, written frame by frame:
+// a backend (raw socket server) whose responses no real server should send,
+// and a client whose requests no real client should send. The router must
+// answer with a clean error, never pass malformed fields on (an HTTP/1.1
+// client would read CR/LF in a value as new header lines), never reveal a
+// backend address, and never build what a small header block expands to.
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import net, { type AddressInfo } from 'node:net';
+import { startRouter, type Router } from './helpers.ts';
+import { FLAG, FRAME, RawH2, frame, hpack, requestBlock } from './h2-raw.ts';
+
+const PREFACE_LEN = 24;
+
+/** Writes the response frames for a request on `sid` (the request's header block is not decoded). */
+type Respond = (send: (b: Buffer) => void, sid: number) => void;
+
+/**
+ * A raw h2c backend: SETTINGS (and ACKs) as a server should, then each
+ * request HEADERS is answered by `respond` with whatever frames it writes.
+ */
+async function hostileBackend(respond: Respond): Promise<{ url: string; port: number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((sock) => {
+    sockets.add(sock);
+    sock.on('error', () => {});
+    sock.on('close', () => sockets.delete(sock));
+    let buf = Buffer.alloc(0);
+    let preface = false;
+    const send = (b: Buffer): void => { if (!sock.destroyed) sock.write(b); };
+    sock.write(frame(FRAME.SETTINGS, 0, 0));
+    sock.on('data', (c: Buffer) => {
+      buf = Buffer.concat([buf, c]);
+      if (!preface) {
+        if (buf.length < PREFACE_LEN) return;
+        buf = buf.subarray(PREFACE_LEN);
+        preface = true;
+      }
+      while (buf.length >= 9 && buf.length >= 9 + buf.readUIntBE(0, 3)) {
+        const len = buf.readUIntBE(0, 3);
+        const type = buf[3]!;
+        const flags = buf[4]!;
+        const sid = buf.readUInt32BE(5) & 0x7fffffff;
+        buf = buf.subarray(9 + len);
+        if (type === FRAME.SETTINGS && !(flags & FLAG.ACK)) send(frame(FRAME.SETTINGS, FLAG.ACK, 0));
+        if (type === FRAME.HEADERS) respond(send, sid);
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    close: () => new Promise<void>((resolve) => {
+      for (const s of sockets) s.destroy();
+      server.close(() => resolve());
+    }),
+  };
+}
+
+/** One HTTP/1.1 request written as is; resolves with the whole answer once the router closes. */
+function rawHttp1(port: number, head: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(port, '127.0.0.1');
+    let out = '';
+    sock.on('data', (c: Buffer) => { out += c.toString('latin1'); });
+    sock.on('end', () => resolve(out));
+    sock.on('error', reject);
+    sock.write(head);
+  });
+}
+
+/** HEADERS (split into CONTINUATIONs at 16 KiB) carrying `block`. */
+function headerFrames(sid: number, block: Buffer, endStream: boolean): Buffer {
+  const parts: Buffer[] = [];
+  for (let p = 0; p < block.length || p === 0; p += 16384) {
+    const e = Math.min(block.length, p + 16384);
+    const flags = (p === 0 && endStream ? FLAG.END_STREAM : 0) | (e === block.length ? FLAG.END_HEADERS : 0);
+    parts.push(frame(p === 0 ? FRAME.HEADERS : FRAME.CONTINUATION, flags, sid, block.subarray(p, e)));
+    if (e === block.length) break;
+  }
+  return Buffer.concat(parts);
+}
+
+async function withBackend(respond: Respond, fn: (router: Router, backendPort: number) => Promise<void>): Promise<void> {
+  const backend = await hostileBackend(respond);
+  try {
+    const router = await startRouter({
+      routes: [{ name: 'h', hosts: ['h.test'], protocol: 'h2c', retries: { attempts: 1 }, backends: [{ name: 'a', url: backend.url, weight: 1 }] }],
+    });
+    try {
+      await fn(router, backend.port);
+    } finally {
+      await router.close();
+    }
+  } finally {
+    await backend.close();
+  }
+}
+
+const GET = 'GET /x HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n';
+
+describe('a hostile h2c backend', () => {
+  test('CR/LF in a response header value: 502, no header line injected into an HTTP/1.1 answer', async () => {
+    await withBackend((send, sid) => {
+      send(headerFrames(sid, hpack([[':status', '200'], ['x-evil', 'a\r\nset-cookie: pwned=1']]), false));
+      send(frame(FRAME.DATA, FLAG.END_STREAM, sid, Buffer.from('body')));
+    }, async (router, backendPort) => {
+      const answer = await rawHttp1(router.port, GET);
+      assert.match(answer, /^HTTP\/1\.1 502 /);
+      assert.doesNotMatch(answer, /set-cookie/i);
+      assert.ok(!answer.includes(String(backendPort)), 'the answer names the backend');
+    });
+  });
+
+  test('a NUL in a response trailer, an uppercase response field name: 502 / not passed on', async () => {
+    await withBackend((send, sid) => {
+      send(headerFrames(sid, hpack([[':status', '200'], ['X-Upper', 'v']]), false));
+      send(frame(FRAME.DATA, FLAG.END_STREAM, sid, Buffer.from('body')));
+    }, async (router) => {
+      assert.match(await rawHttp1(router.port, GET), /^HTTP\/1\.1 502 /);
+    });
+    await withBackend((send, sid) => {
+      send(headerFrames(sid, hpack([[':status', '200']]), false));
+      send(frame(FRAME.DATA, 0, sid, Buffer.from('body')));
+      send(headerFrames(sid, hpack([['grpc-status', '0\0x']]), true));
+    }, async (router) => {
+      const c = await RawH2.connect(router.port);
+      try {
+        c.send(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 1, requestBlock('h.test', '/x')));
+        // Mid-response there is no status to send: the stream is reset, never ended with a bad trailer.
+        await c.until((fs) => fs.some((f) => f.stream === 1 && (f.type === FRAME.RST_STREAM || (f.flags & FLAG.END_STREAM) !== 0)), 10_000, 'the end of stream 1');
+        const end = c.frames.find((f) => f.stream === 1 && (f.type === FRAME.RST_STREAM || (f.flags & FLAG.END_STREAM) !== 0))!;
+        assert.equal(end.type, FRAME.RST_STREAM);
+      } finally {
+        c.close();
+      }
+    });
+  });
+
+  test('an HPACK bomb (a 4 KB table entry referenced 16,000 times): 502, the list is never built', async () => {
+    // First field inserts 4,000 bytes into the table (literal with incremental indexing, new name);
+    // each 0xbe byte after it is that entry again (index 62): 16 KB decoding to 64 MB.
+    const big = 'b'.repeat(4000);
+    // The value's length, 4,000, as an HPACK integer with a 7-bit prefix: 127, then 3,873 in 7-bit groups.
+    const block = Buffer.concat([hpack([[':status', '200']]), Buffer.from([0x40, 5]), Buffer.from('x-big'),
+      Buffer.from([0x7f, 0xa1, 0x1e]), Buffer.from(big), Buffer.alloc(16_000, 0xbe)]);
+    await withBackend((send, sid) => {
+      send(headerFrames(sid, block, false));
+      send(frame(FRAME.DATA, FLAG.END_STREAM, sid, Buffer.from('body')));
+    }, async (router) => {
+      const answer = await rawHttp1(router.port, GET);
+      assert.match(answer, /^HTTP\/1\.1 502 /);
+      assert.ok(answer.length < 4096, `${answer.length} bytes answered`);
+    });
+  });
+});
