@@ -116,6 +116,31 @@ function pattern(n: number): Buffer {
   return b;
 }
 
+describe('request trailers to an h2c backend', () => {
+  test('an HTTP/1.1 chunked body\'s trailers arrive as HTTP/2 trailers, without fields HTTP/2 forbids there', async () => {
+    let seen: { body: string; trailers: http2.IncomingHttpHeaders | undefined } | undefined;
+    const backend = await h2Backend({}, (stream) => {
+      void readRequest(stream).then(({ body, trailers }) => {
+        seen = { body: body.toString(), trailers };
+        stream.respond({ ':status': 200 });
+        stream.end('ok');
+      });
+    });
+    const router = await startRouter({ routes: [{ name: 't', hosts: ['t.test'], protocol: 'h2c', backends: [{ name: 'a', url: backend.url, weight: 1 }] }] });
+    try {
+      const answer = await rawHttp1(router.port, 'POST /up HTTP/1.1\r\nHost: t.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n'
+        + '5\r\nhello\r\n0\r\nX-Checksum: abc\r\nKeep-Alive: timeout=5\r\n\r\n');
+      assert.match(answer, /^HTTP\/1\.1 200 /);
+      assert.equal(seen?.body, 'hello');
+      assert.equal(seen?.trailers?.['x-checksum'], 'abc');
+      assert.equal(seen?.trailers?.['keep-alive'], undefined);
+    } finally {
+      await router.close();
+      await backend.close();
+    }
+  });
+});
+
 describe('flow control with an h2c backend', () => {
   test('a backend with tiny windows: a 1 MiB upload and an 8 MiB download pass whole', async () => {
     const down = pattern(8 * MB);

@@ -34,6 +34,9 @@ export abstract class UpstreamStream extends H2Stream {
 }
 
 const EMPTY = Buffer.alloc(0);
+const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te']);
+/** Request trailers as a flat list, reused. */
+const trailerList: string[] = [];
 
 function threeDigits(s: string): boolean {
   if (s.length !== 3) return false;
@@ -230,15 +233,19 @@ export class H2Call extends UpstreamStream {
     if (this.#finished) return;
     const session = this.#session!;
     const trailers = this.#ex.requestTrailers();
-    const list: string[] = [];
+    let n = 0;
     if (trailers !== null) {
+      const list = trailerList;
       for (const name in trailers) {
+        // Fields HTTP/2 forbids would make the backend reset the stream (RFC 9113 §8.2.2).
+        if (name.charCodeAt(0) === 58 /* ':' */ || CONNECTION_SPECIFIC.has(name)) continue;
         const v = trailers[name];
-        if (typeof v === 'string') list.push(name, v);
-        else if (v !== undefined) for (const x of v) list.push(name, x);
+        if (typeof v === 'string') { list[n++] = name; list[n++] = v; }
+        else if (v !== undefined) for (const x of v) { list[n++] = name; list[n++] = x; }
       }
     }
-    if (list.length > 0) session.sendHeaders(this, list, list.length, true);
+    // sendHeaders encodes the list now, or copies it to wait behind DATA: the scratch list is free again after.
+    if (n > 0) session.sendHeaders(this, trailerList, n, true);
     else session.sendData(this, EMPTY, 0, 0, true);
   }
 
