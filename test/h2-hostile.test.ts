@@ -7,7 +7,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import net, { type AddressInfo } from 'node:net';
-import { startRouter, type Router } from './helpers.ts';
+import { startBackend, startRouter, type Router } from './helpers.ts';
 import { FLAG, FRAME, RawH2, frame, hpack, requestBlock } from './h2-raw.ts';
 
 const PREFACE_LEN = 24;
@@ -156,3 +156,64 @@ describe('a hostile h2c backend', () => {
     });
   });
 });
+
+describe('a hostile HTTP/2 client', () => {
+  /** Sends one request block (and `after`) on stream 1; resolves with what ended stream 1: its RST_STREAM code, or the :status byte run of a response. */
+  async function ask(router: Router, block: Buffer, after: Buffer[] = [], endStream = true): Promise<{ rst: number | null; answered: boolean }> {
+    const c = await RawH2.connect(router.port);
+    try {
+      c.send(Buffer.concat([headerFrames(1, block, endStream), ...after]));
+      await c.until((fs) => fs.some((f) => f.stream === 1 && (f.type === FRAME.RST_STREAM || f.type === FRAME.HEADERS)), 10_000, 'an answer on stream 1');
+      const rst = c.frames.find((f) => f.stream === 1 && f.type === FRAME.RST_STREAM);
+      return { rst: rst === undefined ? null : rst.payload.readUInt32BE(0), answered: c.frames.some((f) => f.stream === 1 && f.type === FRAME.HEADERS) };
+    } finally {
+      c.close();
+    }
+  }
+
+  async function withRouter(fn: (router: Router, seen: string[]) => Promise<void>): Promise<void> {
+    const seen: string[] = [];
+    const backend = await startBackend('b', (req, res) => {
+      seen.push(`${req.method} ${req.url} host=${req.headers.host}`);
+      req.resume();
+      req.on('end', () => res.end('ok'));
+    });
+    try {
+      const router = await startRouter({ routes: [{ name: 'h', hosts: ['h.test'], backends: [{ name: 'b', url: backend.url, weight: 1 }] }] });
+      try {
+        await fn(router, seen);
+      } finally {
+        await router.close();
+      }
+    } finally {
+      await backend.close();
+    }
+  }
+
+  const PROTOCOL_ERROR = 1;
+
+  test('a :path that is not origin-form, an :authority with userinfo, CONNECT: malformed (RST_STREAM), never forwarded', async () => {
+    await withRouter(async (router, seen) => {
+      // An absolute-form :path would reach an HTTP/1.1 backend as a request line naming another host than the one routed on.
+      assert.deepEqual(await ask(router, requestBlock('h.test', 'http://evil.test/x')), { rst: PROTOCOL_ERROR, answered: false });
+      assert.deepEqual(await ask(router, requestBlock('h.test', 'x')), { rst: PROTOCOL_ERROR, answered: false });
+      assert.deepEqual(await ask(router, requestBlock('evil.test@h.test', '/')), { rst: PROTOCOL_ERROR, answered: false });
+      assert.deepEqual(await ask(router, hpack([[':method', 'GET'], [':scheme', 'http'], [':path', '/'], ['host', 'h.test/x']])), { rst: PROTOCOL_ERROR, answered: false });
+      assert.deepEqual(await ask(router, requestBlock('h.test', '/', 'CONNECT')), { rst: PROTOCOL_ERROR, answered: false });
+      assert.deepEqual(seen, []);
+      // What is well formed still goes through.
+      assert.deepEqual(await ask(router, requestBlock('h.test:80', '/ok?q=1')), { rst: null, answered: true });
+      assert.deepEqual(seen, ['GET /ok?q=1 host=h.test:80']);
+    });
+  });
+
+  test('request trailers over maxHeaderBytes: the stream is reset, the request not completed upstream', async () => {
+    await withRouter(async (router) => {
+      const trailers = headerFrames(1, hpack([['x-t', 'v'.repeat(20_000)]]), true);
+      const r = await ask(router, requestBlock('h.test', '/t', 'POST'), [frame(FRAME.DATA, 0, 1, Buffer.from('body')), trailers], false);
+      assert.equal(r.answered, false);
+      assert.notEqual(r.rst, null);
+    });
+  });
+});
+

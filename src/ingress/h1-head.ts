@@ -35,6 +35,11 @@ export function resolveTarget(url: string, host: string | undefined, hosts: numb
   return { ok: true, authority, path: rest.startsWith('/') ? rest : `/${rest}` };
 }
 
+/** A Host value (or an HTTP/2 :authority) the router routes by: uri-host [":" port], no userinfo or path. */
+export function validHost(host: string): boolean {
+  return HOST.test(host);
+}
+
 function bad(reason: string): HeadVerdict {
   return { ok: false, reason };
 }

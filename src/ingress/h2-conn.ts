@@ -15,6 +15,7 @@ import {
 } from '../h2/frames.ts';
 import { H2_SESSION_WINDOW, H2_STREAM_WINDOW } from '../h2-settings.ts';
 import type { ExchangeOwner, Peer, ResponseHeaders } from './exchange.ts';
+import { validHost } from './h1-head.ts';
 import { H2Exchange } from './h2.ts';
 
 /** Concurrent streams a client may open (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused. */
@@ -179,24 +180,29 @@ export class H2ServerConnection extends H2Connection<ServerStream> {
     let host: string | undefined;
     let contentLength = -1;
     let regular = false;
+    // Over the limit the request is answered 431 from its pseudo-headers alone: a small
+    // HPACK block naming a large table entry again and again is never walked further.
     let size = 0;
+    for (let i = 0; i < count; i += 2) size += h[i]!.length + h[i + 1]!.length + 32;
+    const tooLarge = size > this.#limits.maxHeaderBytes;
     const fields: string[] = [];
     for (let i = 0; i < count; i += 2) {
       const name = h[i]!;
       const value = h[i + 1]!;
-      size += name.length + value.length + 32;
       if (name.charCodeAt(0) === 58 /* : */) {
         if (regular) { this.rst(sid, PROTOCOL_ERROR); return; }
         switch (name) {
           case ':method': if (method !== undefined || !METHOD.test(value)) { this.rst(sid, PROTOCOL_ERROR); return; } method = value; break;
           case ':scheme': if (scheme !== undefined || !SCHEME.test(value)) { this.rst(sid, PROTOCOL_ERROR); return; } scheme = value; break;
-          case ':path': if (path !== undefined || !PATH.test(value)) { this.rst(sid, PROTOCOL_ERROR); return; } path = value; break;
-          case ':authority': if (authority !== undefined || !PATH.test(value)) { this.rst(sid, PROTOCOL_ERROR); return; } authority = value; break;
+          // Origin-form or '*' only, as from HTTP/1.1 clients: an absolute-form :path would name another host upstream.
+          case ':path': if (path !== undefined || !PATH.test(value) || (value.charCodeAt(0) !== 47 /* / */ && value !== '*')) { this.rst(sid, PROTOCOL_ERROR); return; } path = value; break;
+          case ':authority': if (authority !== undefined || !validHost(value)) { this.rst(sid, PROTOCOL_ERROR); return; } authority = value; break;
           default: this.rst(sid, PROTOCOL_ERROR); return;
         }
         continue;
       }
       regular = true;
+      if (tooLarge) break;
       if (!NAME.test(name) || BAD_VALUE.test(value) || CONNECTION_SPECIFIC.has(name) || (name === 'te' && value !== 'trailers')) {
         this.rst(sid, PROTOCOL_ERROR);
         return;
@@ -205,17 +211,19 @@ export class H2ServerConnection extends H2Connection<ServerStream> {
         if (!DIGITS.test(value) || (contentLength >= 0 && Number(value) !== contentLength)) { this.rst(sid, PROTOCOL_ERROR); return; }
         contentLength = Number(value);
       } else if (name === 'host') {
+        if (!validHost(value)) { this.rst(sid, PROTOCOL_ERROR); return; }
         host ??= value;
       }
       fields.push(name, value);
     }
-    if (method === undefined || scheme === undefined || path === undefined || (end && contentLength > 0)) {
+    // CONNECT (RFC 9113 §8.5) is not proxied: with :scheme and :path it is malformed, without them too here.
+    if (method === undefined || scheme === undefined || path === undefined || method === 'CONNECT' || (end && contentLength > 0)) {
       this.rst(sid, PROTOCOL_ERROR);
       return;
     }
     const st = new ServerStream(sid);
     st.contentLength = contentLength;
-    st.tooLarge = size > this.#limits.maxHeaderBytes;
+    st.tooLarge = tooLarge;
     this.register(st);
     const ex = new H2Exchange(this, st, this.#owner, this.#peer, {
       method, scheme, path, authority: authority ?? host, contentLength, hasBody: !end,
@@ -226,6 +234,10 @@ export class H2ServerConnection extends H2Connection<ServerStream> {
 
   /** A header block on an open stream: the request's trailers (the frame layer checked they end it, at its content-length), without pseudo-headers. */
   #trailers(st: ServerStream, h: string[], count: number): void {
+    let size = 0;
+    for (let i = 0; i < count; i += 2) size += h[i]!.length + h[i + 1]!.length + 32;
+    // SETTINGS_MAX_HEADER_LIST_SIZE holds for trailers too; the request is under way, so no 431: the stream ends.
+    if (size > this.#limits.maxHeaderBytes) { this.reset(st, ENHANCE_YOUR_CALM); return; }
     let trailers: ResponseHeaders | null = null;
     for (let i = 0; i < count; i += 2) {
       const name = h[i]!;
