@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import net, { type AddressInfo } from 'node:net';
 import { startBackend, startRouter, type Router } from './helpers.ts';
 import { FLAG, FRAME, RawH2, frame, hpack, requestBlock } from './h2-raw.ts';
+import { startH2Backend } from './grpc-helpers.ts';
 
 const PREFACE_LEN = 24;
 
@@ -217,3 +218,46 @@ describe('a hostile HTTP/2 client', () => {
   });
 });
 
+describe('a client that makes the router reset its streams (MadeYouReset, CVE-2025-8671)', () => {
+  test('stream errors the client provokes count as resets: past the rapid-reset budget the connection ends', async () => {
+    let open = 0;
+    const backend = await startH2Backend('slow', (stream) => {
+      open++;
+      stream.once('close', () => { open--; });
+      stream.resume(); // never answers
+    });
+    try {
+      const router = await startRouter({ routes: [{ name: 'h', hosts: ['h.test'], protocol: 'h2c', backends: [{ name: 'b', url: backend.url, weight: 1 }] }] });
+      try {
+        const c = await RawH2.connect(router.port);
+        let sent = 0;
+        try {
+          const zero = Buffer.alloc(4);
+          // Each request is followed by a WINDOW_UPDATE of 0 on its stream: a stream error, so the
+          // router resets it (a request routed by then is cancelled upstream). The client never sends RST_STREAM.
+          for (let batch = 0; batch < 30 && !c.isClosed && c.goaway() === undefined; batch++) {
+            const frames: Buffer[] = [];
+            for (let i = 0; i < 100; i++, sent++) {
+              const id = 2 * sent + 1;
+              frames.push(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, id, requestBlock('h.test', '/slow')), frame(FRAME.WINDOW_UPDATE, 0, id, zero));
+            }
+            c.send(Buffer.concat(frames));
+            await new Promise((r) => setImmediate(r));
+          }
+          await c.until(() => c.goaway() !== undefined, 10_000, `GOAWAY after ${sent} provoked resets`);
+          assert.equal(c.goaway()?.code, 11 /* ENHANCE_YOUR_CALM */);
+          await c.closed;
+        } finally {
+          c.close();
+        }
+        const end = Date.now() + 10_000;
+        while (open > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+        assert.equal(open, 0, 'upstream streams left open');
+      } finally {
+        await router.close();
+      }
+    } finally {
+      await backend.close();
+    }
+  });
+});

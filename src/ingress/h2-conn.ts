@@ -140,10 +140,7 @@ export class H2ServerConnection extends H2Connection<ServerStream> {
 
   protected override frameIn(type: number, flags: number, _sid: number, len: number): void {
     if (type === RST_STREAM) {
-      const now = performance.now();
-      this.#resetTokens = Math.min(RESET_BURST, this.#resetTokens + (now - this.#resetClock) * RESETS_PER_MS) - 1;
-      this.#resetClock = now;
-      if (this.#resetTokens < 0) this.fail(ENHANCE_YOUR_CALM);
+      this.#spendReset();
       return;
     }
     if (type === HEADERS) this.#continuations = 0;
@@ -253,8 +250,19 @@ export class H2ServerConnection extends H2Connection<ServerStream> {
     if (end) ex.requestEnded(null);
   }
 
-  protected onReset(_st: ServerStream, _code: number, _byPeer: boolean): void {
-    // onStreamClosed has ended the exchange.
+  /** One reset from the rapid-reset budget; past it the connection ends. */
+  #spendReset(): void {
+    const now = performance.now();
+    this.#resetTokens = Math.min(RESET_BURST, this.#resetTokens + (now - this.#resetClock) * RESETS_PER_MS) - 1;
+    this.#resetClock = now;
+    if (this.#resetTokens < 0) this.fail(ENHANCE_YOUR_CALM);
+  }
+
+  protected onReset(_st: ServerStream, _code: number, byPeer: boolean): void {
+    // onStreamClosed has ended the exchange. A stream error the client provoked
+    // (a WINDOW_UPDATE of 0, DATA past its window...) cancels the request upstream
+    // just like its own RST_STREAM would (MadeYouReset, CVE-2025-8671): it costs the same.
+    if (!byPeer) this.#spendReset();
   }
 
   protected override onStreamClosed(st: ServerStream): void {
