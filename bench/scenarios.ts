@@ -41,7 +41,7 @@ export const SCENARIOS: Record<ScenarioId, ScenarioInfo> = {
   },
   split: { title: 'Weighted split 90/10 under load', how: 'wrk -t1 -c64 on split.bench; each backend counts what it got' },
   routes: { title: 'Route lookup cost: 1 vs 10,000 hosts', how: 'wrk -t1 -c64 with a Lua request table cycling over the hosts (switchyard only)' },
-  memory: { title: 'Memory: idle RSS and idle keep-alive connections', how: 'RSS of the proxy process tree. A freshly started proxy (an instance of its own, before the load scenarios): RSS 1 s after start, then idle RSS once it settled (20 s in a full run; the config worker idles out and V8 shrinks its heap) after one request on each route (HTTP/1.1, split, h2c, gRPC), then with N idle connections (one request each, then held open). The instance that ran the load scenarios: idle RSS after them, then with N idle connections' },
+  memory: { title: 'Memory: idle RSS and idle keep-alive connections', how: 'RSS of the proxy process tree. A freshly started proxy (an instance of its own, before the load scenarios): RSS 1 s after start, then idle RSS once it settled (20 s in a full run; the config worker idles out and V8 shrinks its heap) after one request on each route (HTTP/1.1, split, h2c, gRPC), then with N idle connections (one request each, then held open). The instance that ran the load scenarios: idle RSS after them, then with N idle connections. switchyard starts with Node\'s compile cache filled the way its image\'s build fills it (Dockerfile; runs from 2026-11-30 11:30 UTC on), so that, like the image, it neither strips types at start nor loads the type stripper' },
 };
 
 export const FIXED_RATE = 5000;
