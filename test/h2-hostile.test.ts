@@ -7,7 +7,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import net, { type AddressInfo } from 'node:net';
-import { startBackend, startRouter, type Router } from './helpers.ts';
+import { scrape, startBackend, startRouter, type Router } from './helpers.ts';
 import { FLAG, FRAME, RawH2, frame, hpack, requestBlock } from './h2-raw.ts';
 import { startH2Backend } from './grpc-helpers.ts';
 
@@ -84,14 +84,19 @@ function headerFrames(sid: number, block: Buffer, endStream: boolean): Buffer {
   return Buffer.concat(parts);
 }
 
-async function withBackend(respond: Respond, fn: (router: Router, backendPort: number) => Promise<void>): Promise<void> {
+async function withBackend(respond: Respond, fn: (router: Router, backendPort: number) => Promise<void>, timeouts?: Record<string, string>): Promise<void> {
   const backend = await hostileBackend(respond);
   try {
     const router = await startRouter({
-      routes: [{ name: 'h', hosts: ['h.test'], protocol: 'h2c', retries: { attempts: 1 }, backends: [{ name: 'a', url: backend.url, weight: 1 }] }],
+      routes: [{ name: 'h', hosts: ['h.test'], protocol: 'h2c', retries: { attempts: 1 }, ...(timeouts === undefined ? {} : { timeouts }), backends: [{ name: 'a', url: backend.url, weight: 1 }] }],
     });
     try {
       await fn(router, backend.port);
+      // Whatever the backend did, no upstream stream is left behind.
+      const end = Date.now() + 5_000;
+      let streams = -1;
+      while (Date.now() < end && (streams = (await scrape(router.adminUrl)).get('switchyard_upstream_h2_streams') ?? -1) !== 0) await new Promise((r) => setTimeout(r, 50));
+      assert.equal(streams, 0, 'upstream h2 streams left open');
     } finally {
       await router.close();
     }
@@ -156,6 +161,63 @@ describe('a hostile h2c backend', () => {
       assert.ok(answer.length < 4096, `${answer.length} bytes answered`);
     });
   });
+});
+
+describe('a misbehaving h2c backend: clean errors, no address revealed, nothing left open', () => {
+  const cases: [string, Respond, RegExp][] = [
+    ['PUSH_PROMISE (we sent ENABLE_PUSH 0)', (send, sid) => {
+      send(frame(FRAME.PUSH_PROMISE, FLAG.END_HEADERS, sid, Buffer.concat([Buffer.from([0, 0, 0, 2]), requestBlock('h.test', '/pushed')])));
+    }, /^HTTP\/1\.1 502 /],
+    ['a :status that is not three digits', (send, sid) => {
+      send(headerFrames(sid, hpack([[':status', '20']]), true));
+    }, /^HTTP\/1\.1 502 /],
+    ['no :status', (send, sid) => {
+      send(headerFrames(sid, hpack([['x', 'y']]), true));
+    }, /^HTTP\/1\.1 502 /],
+    ['an informational head ending the stream', (send, sid) => {
+      send(headerFrames(sid, hpack([[':status', '103']]), true));
+    }, /^HTTP\/1\.1 502 /],
+    ['103 Early Hints, then the response', (send, sid) => {
+      send(headerFrames(sid, hpack([[':status', '103'], ['link', '</a.css>; rel=preload']]), false));
+      send(headerFrames(sid, hpack([[':status', '200']]), false));
+      send(frame(FRAME.DATA, FLAG.END_STREAM, sid, Buffer.from('fine')));
+    }, /^HTTP\/1\.1 200 [^]*\r\n\r\n4\r\nfine\r\n0\r\n\r\n$/],
+    ['RST_STREAM REFUSED_STREAM on every stream', (send, sid) => {
+      const p = Buffer.alloc(4);
+      p.writeUInt32BE(7);
+      send(frame(FRAME.RST_STREAM, 0, sid, p));
+    }, /^HTTP\/1\.1 502 /],
+    ['GOAWAY with last stream 0 on every connection', (send) => {
+      send(frame(FRAME.GOAWAY, 0, 0, Buffer.alloc(8)));
+    }, /^HTTP\/1\.1 50[23] /],
+    ['DATA past the stream window we offered (1 MiB)', (send, sid) => {
+      send(headerFrames(sid, hpack([[':status', '200']]), false));
+      const chunk = Buffer.alloc(16384, 0x61);
+      for (let i = 0; i < 65; i++) send(frame(FRAME.DATA, 0, sid, chunk));
+    }, /^HTTP\/1\.1 200 /],
+    ['DATA before the response HEADERS', (send, sid) => {
+      send(frame(FRAME.DATA, FLAG.END_STREAM, sid, Buffer.from('x')));
+    }, /^HTTP\/1\.1 502 /],
+    ['a body longer than its content-length', (send, sid) => {
+      send(headerFrames(sid, hpack([[':status', '200'], ['content-length', '2']]), false));
+      send(frame(FRAME.DATA, FLAG.END_STREAM, sid, Buffer.from('four')));
+      // The layer resets the stream at the first DATA: the head the HTTP/1.1 side had corked is
+      // dropped with the connection (a cut, as mid-response), never followed by the body.
+    }, /^(?![^]*four)/],
+    ['a frame cut off mid-way, then silence (idle timeout)', (send, sid) => {
+      send(headerFrames(sid, hpack([[':status', '200']]), false));
+      send(frame(FRAME.DATA, 0, sid, Buffer.from('partial')).subarray(0, 12));
+    }, /^HTTP\/1\.1 200 (?![^]*0\r\n\r\n$)/],
+  ];
+  for (const [what, respond, expect] of cases) {
+    test(what, async () => {
+      await withBackend(respond, async (router, backendPort) => {
+        const answer = await rawHttp1(router.port, GET);
+        assert.match(answer, expect, answer.slice(0, 300));
+        assert.ok(!answer.includes(`:${backendPort}`) && !answer.includes('127.0.0.1'), `the answer names the backend: ${answer.slice(0, 300)}`);
+      }, { response: '2s', idle: '500ms' });
+    });
+  }
 });
 
 describe('a hostile HTTP/2 client', () => {
