@@ -211,10 +211,11 @@ async function checkClientCancel(client: EchoClient, be: GrpcBackend): Promise<v
 /**
  * `n` RPCs, each cancelled after its first reply: `perConnection` at a time,
  * each batch on a fresh client connection. One connection must not carry more
- * than ~1,000 cancels in a burst: nghttp2 (so every Node HTTP/2 server, the
- * router's entrypoint and grpc-js servers alike) rate-limits incoming
- * RST_STREAM frames per connection (CVE-2023-44487, "rapid reset": 1,000
- * burst, 33/s) and answers a flood with GOAWAY(INTERNAL_ERROR).
+ * than ~1,000 cancels in a burst: nghttp2 (so every Node HTTP/2 server, grpc-js
+ * servers included) rate-limits incoming RST_STREAM frames per connection
+ * (CVE-2023-44487, "rapid reset": 1,000 burst, 33/s) and answers a flood with
+ * GOAWAY(INTERNAL_ERROR); the router's entrypoint has the same limit and
+ * answers GOAWAY(ENHANCE_YOUR_CALM).
  */
 async function cancelMany(connect: () => EchoClient, n: number, perConnection = 500): Promise<void> {
   for (let done = 0; done < n; done += perConnection) {

@@ -97,7 +97,7 @@ describe('HTTP/2 abuse is bounded', () => {
         c.send(frame(FRAME.HEADERS, FLAG.END_HEADERS, 1, requestBlock(H1_HOST, '/upload', 'POST')));
         c.send(frame(FRAME.DATA, 0, 1, Buffer.alloc(1000)));
         await c.until((fs) => fs.some((f) => f.type === FRAME.HEADERS && f.stream === 1), 10_000, 'the early response');
-        // A frame in the middle of a header block: a connection error in nghttp2.
+        // A frame in the middle of a header block: a connection error (RFC 9113 §4.3).
         c.send(Buffer.concat([frame(FRAME.HEADERS, 0, 3, requestBlock(H1_HOST)), frame(FRAME.PRIORITY, 0, 3, Buffer.from([0, 0, 0, 1, 16]))]));
         await c.closed;
       } finally {
@@ -123,7 +123,7 @@ describe('HTTP/2 abuse is bounded', () => {
         await new Promise((r) => setImmediate(r));
       }
       await c.until(() => c.goaway() !== undefined, 10_000, 'GOAWAY');
-      // nghttp2's reset rate limit (a burst of 1,000, then 33/s) ends the session.
+      // The router's reset limit (nghttp2's: a burst of 1,000, then 33/s) ends the session.
       assert.notEqual(c.goaway()?.code, NGHTTP2_NO_ERROR, `after ${sent} resets`);
       await c.closed;
       await until(() => open === 0, 10_000, 'every upstream stream is cancelled');
@@ -165,7 +165,7 @@ describe('HTTP/2 abuse is bounded', () => {
       req.resume();
     });
     try {
-      // maxHeaderBytes is 16 KiB. (Past 64 KiB nghttp2 itself resets the stream.)
+      // maxHeaderBytes is 16 KiB. (A compressed block past max(64 KiB, 2 × maxHeaderBytes) ends the connection.)
       assert.equal(await send(32 * 1024), 'status 431');
       assert.equal(open, 0, 'nothing reached the backend');
       const next = await new Promise<string>((resolve, reject) => {
@@ -198,7 +198,7 @@ describe('HTTP/2 abuse is bounded', () => {
   test('h2 slowloris: a header block trickled in is cut off after headersTimeout', async () => {
     const c = await RawH2.connect(router.port);
     c.send(frame(FRAME.HEADERS, 0, 1, requestBlock(HOST)));
-    // One a second: nghttp2's own cap (8 CONTINUATIONs) is far off when headersTimeout (1 s) passes.
+    // One a second: the CONTINUATION cap (8 per block, h2-conn.ts) is far off when headersTimeout (1 s) passes.
     const timer = setInterval(() => c.send(frame(FRAME.CONTINUATION, 0, 1, hpack([['x', 'y']]))), 1000);
     try {
       await c.until(() => c.goaway() !== undefined, 10_000, 'GOAWAY');

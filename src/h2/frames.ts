@@ -1,6 +1,6 @@
 // HTTP/2 wire constants (RFC 9113) and the few byte layouts the frame layer
-// builds. Flags, error codes and settings ids take node:http2's names, as
-// src/ingress/h2-guard.ts does; frame types it does not export.
+// builds. Flags, error codes and settings ids are node:http2's constants (only
+// the constants are used from it); frame types it does not export.
 import http2 from 'node:http2';
 
 export const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');

@@ -1,8 +1,8 @@
 // An HTTP/2 client connection (prior knowledge, handed over by the
 // entrypoint's sniff), on the frame layer of src/h2/. This is the server
 // role: request HEADERS are validated (RFC 9113 §8.2-8.3) and become
-// H2Exchanges; DATA feeds their bodies; the abuse limits node:http2 and the
-// old frame guard had are counted here, in the frame loop (rapid reset,
+// H2Exchanges; DATA feeds their bodies; the abuse limits (nghttp2's figures
+// where it has one) are counted here, in the frame loop (rapid reset,
 // SETTINGS/PING floods against a client that does not read, empty frames,
 // header blocks that grow or trickle, header list size, concurrent streams),
 // and idle, max-age and drain run on the entrypoint's coarse clock.
@@ -29,7 +29,7 @@ const RESETS_PER_MS = 33 / 1000;
  * nghttp2 counts them: a legitimate block fits a handful of 16 KiB frames.
  */
 const MAX_CONTINUATIONS = 8;
-/** Empty DATA/HEADERS/CONTINUATION frames that end nothing (node:http2's invalid-frame limit). */
+/** Empty DATA/HEADERS/CONTINUATION frames that end nothing, per connection (the limit node:http2 had, as maxSessionInvalidFrames). */
 const MAX_EMPTY_FRAMES = 1000;
 /** SETTINGS/PING answers written while the client does not read its socket. */
 const MAX_UNREAD_ACKS = 1000;

@@ -41,7 +41,7 @@ export interface H2Gauges {
 
 const SESSION_CONFIG: H2Config = {
   server: false,
-  // Node's 64 KiB default makes large gRPC messages crawl (h2-settings.ts).
+  // The protocol's 64 KiB default window makes large gRPC messages crawl (h2-settings.ts).
   streamWindow: H2_STREAM_WINDOW,
   connectionWindow: H2_SESSION_WINDOW,
   // A response's compressed header block (gRPC keeps metadata under 8 KiB by default).
