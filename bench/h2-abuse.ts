@@ -18,6 +18,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { AddressInfo } from 'node:net';
 import { stringify } from 'yaml';
 import { FLAG, FRAME, RawH2, frame, hpack, ping, requestBlock, rstStream } from '../test/h2-raw.ts';
+import { checkoutVersion } from './tools.ts';
 import { LOAD_CORE, PROXY_CORE, freePort, logTail, pinSelf, startProcess, stopProcess, waitForPort, type Started } from './procs.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -258,7 +259,8 @@ async function main(): Promise<void> {
     '',
     `\`node bench/h2-abuse.ts\` on ${new Date().toISOString().slice(0, 10)}: each attack against a fresh proxy process pinned to its own core;`,
     'CPU is the proxy\'s user+system time while it absorbed the attack, memory its resident set before and at its peak.',
-    `${spawnSync('haproxy', ['-v'], { encoding: 'utf8' }).stdout.split('\n')[0]!.replace(/ - https?:.*$/, '')}; switchyard on Node ${process.versions.node} (nghttp2 ${process.versions.nghttp2}).`,
+    `${spawnSync('haproxy', ['-v'], { encoding: 'utf8' }).stdout.split('\n')[0]!.replace(/ - https?:.*$/, '')}; switchyard ${checkoutVersion(ROOT)} on Node ${process.versions.node}, HTTP/2 served by its own frame layer (src/h2/);`,
+    `the backend behind both is node:http2 (nghttp2 ${process.versions.nghttp2}).`,
     '',
     '| attack | what is sent | proxy | CPU s | RSS MB (before → peak) | how it ended |',
     '|---|---|---|---:|---:|---|',

@@ -113,7 +113,7 @@ function firstLine(cmd: string, args: string[], pattern?: RegExp): string {
 }
 
 /** A switchyard checkout's package version and commit, e.g. "0.1.0 (92c03bd, src modified)". */
-function checkoutVersion(dir: string): string {
+export function checkoutVersion(dir: string): string {
   const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { version: string };
   const git = sh('git', ['-C', dir, 'rev-parse', '--short', 'HEAD']);
   const rev = git.code === 0 ? git.out : '';
