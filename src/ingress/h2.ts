@@ -21,7 +21,9 @@ export class H2Body extends Readable {
   owed = 0;
 
   constructor(ex: H2Exchange) {
-    super({ highWaterMark: 64 * 1024 });
+    // Nothing listens for its 'close', and the destroy after 'end' costs a
+    // nextTick per request (~3 % of a gRPC call's CPU in the profile).
+    super({ highWaterMark: 64 * 1024, autoDestroy: false, emitClose: false });
     this.#ex = ex;
   }
 
