@@ -1,6 +1,7 @@
 // The HTTP/2 server side on the frame layer (src/ingress/h2-conn.ts, h2.ts),
-// driven by a raw frame client against the router in this process: what it
-// advertises, the header-list limit at its exact boundary, flow control toward
+// driven by a raw frame client against the router in this process: the
+// connection and stream gauges, what it advertises, the header-list limit at
+// its exact boundary, flow control toward
 // slow and tiny-window clients (with the backend held back, not buffered),
 // request validation, and a response complete before its request.
 import { test, describe, before, after } from 'node:test';
@@ -8,7 +9,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import http2 from 'node:http2';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startBackend, startRouter, type Backend, type Router } from './helpers.ts';
+import { scrape, startBackend, startRouter, type Backend, type Router } from './helpers.ts';
 import { FLAG, FRAME, RawH2, frame, hpack, requestBlock, type Frame } from './h2-raw.ts';
 
 const {
@@ -24,6 +25,8 @@ let backend: Backend;
 let router: Router;
 /** Whether the backend's response to /big has been written out completely. */
 let bigFinished = false;
+/** Answers /hold when called. */
+const held: (() => void)[] = [];
 
 before(async () => {
   const chunk = Buffer.alloc(64 * 1024, 'x');
@@ -40,6 +43,10 @@ before(async () => {
         res.end(() => { bigFinished = true; });
       };
       more();
+      return;
+    }
+    if (req.url === '/hold') {
+      held.push(() => res.end('held'));
       return;
     }
     if (req.url === '/early') {
@@ -98,7 +105,36 @@ function rstCode(fs: Frame[], stream: number): number | undefined {
   return fs.find((f) => f.type === FRAME.RST_STREAM && f.stream === stream)?.payload.readUInt32BE(0);
 }
 
+/** The h2c connection and stream gauges, once they read `conns` and `streams` (within 5 s). */
+async function gauges(conns: number, streams: number): Promise<void> {
+  const end = Date.now() + 5000;
+  for (;;) {
+    const m = await scrape(router.adminUrl);
+    const got = [m.get('switchyard_open_connections{protocol="h2c"}') ?? 0, m.get('switchyard_open_streams{protocol="h2c"}') ?? 0];
+    if (got[0] === conns && got[1] === streams) return;
+    assert.ok(Date.now() < end, `h2c connections/streams ${got.join('/')}, expected ${conns}/${streams}`);
+    await sleep(20);
+  }
+}
+
 describe('HTTP/2 server side', () => {
+  test('open connections and streams are counted while open (switchyard_open_connections / _open_streams, h2c)', async () => {
+    await gauges(0, 0);
+    const c = await RawH2.connect(router.port);
+    try {
+      await gauges(1, 0);
+      c.send(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 1, requestBlock(HOST, '/hold')));
+      for (const end = Date.now() + 10_000; held.length === 0; await sleep(10)) assert.ok(Date.now() < end, 'the request reached the backend');
+      await gauges(1, 1);
+      held.shift()!();
+      await c.until((fs) => ended(fs, 1), 10_000, 'the answer');
+      await gauges(1, 0);
+    } finally {
+      c.close();
+    }
+    await gauges(0, 0);
+  });
+
   test('SETTINGS advertise the stream limit, window and header-list size; the list limit holds at its exact boundary (431 past it)', async () => {
     const c = await RawH2.connect(router.port);
     try {
