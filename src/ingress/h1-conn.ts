@@ -10,6 +10,7 @@ import { STATUS_CODES } from '../node-http.ts';
 import { Readable } from 'node:stream';
 import { ProxyError } from '../errors.ts';
 import { listsToken } from '../http1-syntax.ts';
+import { httpDate } from './date.ts';
 import type { ExchangeOwner, Peer } from './exchange.ts';
 import { H1Exchange } from './h1.ts';
 import { RequestParser, type BodySink } from './h1-parser.ts';
@@ -55,9 +56,8 @@ const LINGER_TICKS = ticks(2_000);
 const CONTINUE = 'HTTP/1.1 100 Continue\r\n\r\n';
 
 function refusal(status: number): string {
-  return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`;
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ndate: ${httpDate()}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`;
 }
-const REFUSE_408 = refusal(408);
 
 function noop(): void {}
 
@@ -348,7 +348,7 @@ export class ClientConnection implements BodySink {
     this.#deadline = 0;
     if (this.#state === HEAD && this.#headDeadline) {
       // A head trickling in (slowloris): 408, as node:http answered.
-      if (this.socket.writable) this.socket.write(REFUSE_408, 'latin1');
+      if (this.socket.writable) this.socket.write(refusal(408), 'latin1');
       this.#close();
       return;
     }

@@ -4,6 +4,7 @@
 import { STATUS_CODES } from '../node-http.ts';
 import type { Readable } from 'node:stream';
 import { BadRequestError, type ProxyError } from '../errors.ts';
+import { httpDate } from './date.ts';
 import { Exchange, textBody, type ExchangeOwner, type Peer, type ResponseHeaders } from './exchange.ts';
 import type { BodyStream, ClientConnection } from './h1-conn.ts';
 import { resolveTarget } from './h1-head.ts';
@@ -218,7 +219,7 @@ export class H1Exchange extends H1Request {
     if (this.settled || this.#finished) return;
     // Ended without a head (an h2 upstream whose session died before it
     // answered does this): what node:http's res.end() sent, an empty 200.
-    if (!this.responded) this.respond(200, { 'content-length': '0' });
+    if (!this.responded) this.respond(200, { 'content-length': '0', date: httpDate() });
     if (this.#chunked) this.#conn.socket.write(LAST_CHUNK, 'latin1');
     this.uncork();
     this.#finish();
@@ -249,7 +250,7 @@ export class H1Exchange extends H1Request {
     this.#close = err.closesConnection || this.#conn.shouldClose() || !this.bodyComplete;
     this.#status = err.httpStatus;
     const conn = this.#conn.minor === 0 && !this.#close ? 'connection: keep-alive\r\n' : this.#close ? 'connection: close\r\n' : '';
-    const head = `${statusLine(err.httpStatus)}content-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${conn}\r\n`;
+    const head = `${statusLine(err.httpStatus)}date: ${httpDate()}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${conn}\r\n`;
     this.#conn.socket.write(this.method === 'HEAD' ? head : head + body, 'latin1');
     this.#finish();
   }

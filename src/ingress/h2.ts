@@ -6,6 +6,7 @@ import { Readable } from 'node:stream';
 import type { ProxyError } from '../errors.ts';
 import { INTERNAL_ERROR } from '../h2/frames.ts';
 import { GRPC_CODE_UNKNOWN } from '../observe/metrics.ts';
+import { httpDate } from './date.ts';
 import { Exchange, textBody, type ExchangeOwner, type Peer, type ResponseHeaders } from './exchange.ts';
 import type { H2ServerConnection, ServerStream } from './h2-conn.ts';
 import { DROP_REQUEST, stripResponseHeaders } from './hygiene.ts';
@@ -267,12 +268,14 @@ export class H2Exchange extends Exchange {
       out[2] = 'content-type'; out[3] = 'application/grpc';
       out[4] = 'grpc-status'; out[5] = String(err.grpcStatus);
       out[6] = 'grpc-message'; out[7] = encodeURIComponent(err.message);
-      this.conn.sendHeaders(this.stream, out, 8, true);
+      out[8] = 'date'; out[9] = httpDate();
+      this.conn.sendHeaders(this.stream, out, 10, true);
     } else {
       this.#status = err.httpStatus;
       out[0] = ':status'; out[1] = String(err.httpStatus);
       out[2] = 'content-type'; out[3] = 'text/plain; charset=utf-8';
-      this.conn.sendHeaders(this.stream, out, 4, false);
+      out[4] = 'date'; out[5] = httpDate();
+      this.conn.sendHeaders(this.stream, out, 6, false);
       const body = Buffer.from(textBody(err));
       this.conn.sendData(this.stream, body, 0, body.length, true);
     }

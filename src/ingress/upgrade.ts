@@ -2,6 +2,7 @@
 import { STATUS_CODES } from '../node-http.ts';
 import { Readable, type Duplex } from 'node:stream';
 import type { ProxyError } from '../errors.ts';
+import { httpDate } from './date.ts';
 import { textBody, type ExchangeOwner, type Peer, type ResponseHeaders, type Upgrade } from './exchange.ts';
 import { H1Request } from './h1.ts';
 import type { RequestParser } from './h1-parser.ts';
@@ -102,7 +103,7 @@ export class UpgradeExchange extends H1Request implements Upgrade {
 
   protected answer(err: ProxyError): void {
     const body = textBody(err);
-    this.#writeHead(err.httpStatus, { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(Buffer.byteLength(body)) });
+    this.#writeHead(err.httpStatus, { date: httpDate(), 'content-type': 'text/plain; charset=utf-8', 'content-length': String(Buffer.byteLength(body)) });
     this.#finished = true;
     this.socket.end(body);
     this.socket.resume(); // read (and drop) to the client's FIN, so the socket closes
