@@ -25,6 +25,14 @@ export class BadRequestError extends ProxyError {
   override readonly closesConnection = true;
 }
 
+/** An HTTP/1.1 Expect other than 100-continue (RFC 9110 §10.1.1): 417, never forwarded, as node:http answered. */
+export class ExpectationFailedError extends ProxyError {
+  override readonly code = 'SY_EXPECTATION_FAILED';
+  override readonly httpStatus = 417;
+  override readonly grpcStatus = 3;
+  constructor() { super('the only expectation supported is 100-continue'); }
+}
+
 /** No route for the host/path: 404, gRPC 12 UNIMPLEMENTED. */
 export class NoRouteError extends ProxyError {
   override readonly code = 'SY_NO_ROUTE';

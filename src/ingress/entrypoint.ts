@@ -178,15 +178,15 @@ export class Entrypoint implements H1Owner, H2Owner {
 
   // --- requests ------------------------------------------------------------
 
-  /** H1Owner: a request head from an HTTP/1.1 client; a malformed one is answered 400 and its connection closed. */
+  /** H1Owner: a request head from an HTTP/1.1 client; a refused one (a malformed head: 400, its connection closed; an Expect it cannot meet: 417) is answered, not routed. */
   dispatchH1(ex: H1Exchange | UpgradeExchange): void {
     this.#inflight++;
-    if (ex.malformed === undefined) {
+    if (ex.refused === undefined) {
       this.#dispatch(ex, this.#unmatchedH1);
       return;
     }
     ex.metrics = this.#unmatchedH1;
-    ex.fail(ex.malformed);
+    ex.fail(ex.refused);
   }
 
   /** H2Owner: a request from an HTTP/2 client; one whose header list is over the limit is answered 431. */

@@ -12,7 +12,7 @@ import { ProxyError } from '../errors.ts';
 import { listsToken } from '../http1-syntax.ts';
 import { httpDate } from './date.ts';
 import type { ExchangeOwner, Peer } from './exchange.ts';
-import { H1Exchange } from './h1.ts';
+import { expectsContinue, H1Exchange } from './h1.ts';
 import { RequestParser, type BodySink } from './h1-parser.ts';
 import { UpgradeExchange } from './upgrade.ts';
 
@@ -22,7 +22,7 @@ export interface H1Owner extends ExchangeOwner {
   readonly tick: number;
   /** Draining: every response closes its connection. */
   readonly draining: boolean;
-  /** A request head is in: route it (or answer it, if malformed). */
+  /** A request head is in: route it (or answer it, if refused). */
   dispatchH1(ex: H1Exchange | UpgradeExchange): void;
   /** The connection closed, or was handed over to an upgrade. */
   forget(conn: ClientConnection): void;
@@ -211,7 +211,7 @@ export class ClientConnection implements BodySink {
     else {
       this.#state = BODY;
       body = this.#body = new BodyStream(this);
-      this.#continueDue = p.minor === 1 && p.expect !== undefined && p.expect.toLowerCase() === '100-continue';
+      this.#continueDue = p.minor === 1 && p.expect !== undefined && expectsContinue(p.expect);
     }
     const ex = new H1Exchange(p, this, body, this.#owner, this.peer);
     this.#ex = ex;

@@ -158,7 +158,7 @@ export class RequestParser {
           break;
         case 'connection': connection = connection === undefined ? value : `${connection}, ${value}`; break;
         case 'upgrade': upgrade = value; break;
-        case 'expect': expect = value; break;
+        case 'expect': expect = expect === undefined ? value : `${expect}, ${value}`; break;
       }
     }
     if (te && contentLength !== -1) throw bad('both Content-Length and Transfer-Encoding');

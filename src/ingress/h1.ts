@@ -3,7 +3,7 @@
 // (h1-conn.ts) with its head, and a short body, in one write.
 import { STATUS_CODES } from '../node-http.ts';
 import type { Readable } from 'node:stream';
-import { BadRequestError, type ProxyError } from '../errors.ts';
+import { BadRequestError, ExpectationFailedError, type ProxyError } from '../errors.ts';
 import { httpDate } from './date.ts';
 import { Exchange, textBody, type ExchangeOwner, type Peer, type ResponseHeaders } from './exchange.ts';
 import type { BodyStream, ClientConnection } from './h1-conn.ts';
@@ -17,8 +17,12 @@ import { connectionNamed, DROP_REQUEST, stripResponseHeaders } from './hygiene.t
  * an Upgrade, on the raw socket.
  */
 export abstract class H1Request extends Exchange {
-  /** Set when the head breaks a rule of RFC 9112 (h1-head.ts): the request is answered 400, never forwarded. */
-  readonly malformed: BadRequestError | undefined;
+  /**
+   * Set when the request is answered by the router and never forwarded: a
+   * head that breaks a rule of RFC 9112 (h1-head.ts) 400, an expectation
+   * other than 100-continue 417.
+   */
+  readonly refused: ProxyError | undefined;
   /** The client's headers minus hop-by-hop and proxy-set ones, flat [name, value, ...]. */
   readonly #headers: string[];
   /** Trailers after a chunked body, once it ended. */
@@ -66,7 +70,8 @@ export abstract class H1Request extends Exchange {
     });
     if (requestId === undefined) headers.push(idHeader, this.requestId);
     this.#headers = headers;
-    this.malformed = target.ok ? undefined : new BadRequestError(target.reason);
+    this.refused = !target.ok ? new BadRequestError(target.reason)
+      : p.expect !== undefined && p.minor === 1 && !expectsContinue(p.expect) ? EXPECTATION_FAILED : undefined;
   }
 
   header(name: string): string | undefined {
@@ -93,6 +98,13 @@ export abstract class H1Request extends Exchange {
     this.pushXForwarded(h);
     return h;
   }
+}
+
+const EXPECTATION_FAILED = new ExpectationFailedError();
+
+/** An Expect value that is exactly 100-continue, case-insensitive (HTTP/1.0 expectations are ignored, as node:http did). */
+export function expectsContinue(v: string): boolean {
+  return v.length === 12 && v.toLowerCase() === '100-continue';
 }
 
 // Status lines by status, built once.
