@@ -1,12 +1,17 @@
 // What gRPC clients are told when an h2c backend resets a stream (each
 // RST_STREAM code maps to the status gRPC's PROTOCOL-HTTP2.md gives it, before
 // and after the response started), and how switchyard_requests_total counts
-// grpc-status values that are none of the 17 codes.
+// grpc-status values that are none of the 17 codes; and the grpc-message of
+// the router's own errors, encoded exactly as gRPC's PROTOCOL-HTTP2.md says.
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
-import { scrape, startRouter, type Router } from './helpers.ts';
-import { encodeReply, frame, grpcClient, serverStream, startH2Backend, unary, type EchoClient, type H2Backend } from './grpc-helpers.ts';
+import { grpcMessage } from '../src/ingress/h2.ts';
+import { run, scrape, startRouter, type Router } from './helpers.ts';
+import {
+  encodeReply, encodeRequest, findGrpcurl, frame, grpcClient, grpcurlArgs, h2Request, SERVICE, serverStream, startH2Backend, unary,
+  type EchoClient, type H2Backend,
+} from './grpc-helpers.ts';
 
 const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_INADEQUATE_SECURITY, NGHTTP2_INTERNAL_ERROR } = http2.constants;
 
@@ -99,5 +104,61 @@ describe('switchyard_requests_total{code} for gRPC', () => {
       if (code !== undefined) codes.set(code, v);
     }
     assert.deepEqual(Object.fromEntries(codes), { 0: 1, 2: 1, 16: 1, unknown: 4 });
+  });
+});
+
+describe('grpc-message of the router\'s own gRPC errors: percent-encoded as PROTOCOL-HTTP2.md says, no more', () => {
+  const UNARY = `/${SERVICE}/Unary`;
+  const call = (authority: string, extra: Record<string, string> = {}) => ({
+    ':method': 'POST', ':path': UNARY, ':authority': authority, 'content-type': 'application/grpc', te: 'trailers', ...extra,
+  });
+
+  test('Trailers-Only answers: the wire value is the message itself; grpc-js and grpcurl read it back as written', async () => {
+    const b = await backend('msg');
+    const { router } = await route([b.url]);
+    const cases: { authority: string; extra: Record<string, string>; code: number; grpcurlCode: string; message: string }[] = [
+      { authority: 'nowhere.example.com', extra: {}, code: 12, grpcurlCode: 'Unimplemented', message: 'no route for this host and path' },
+      { authority: 'g.example.com', extra: { 'x-switchyard-backend': 'nope' }, code: 3, grpcurlCode: 'InvalidArgument', message: 'x-switchyard-backend names no backend of this route' },
+    ];
+    for (const c of cases) {
+      const res = await h2Request(router.url, call(c.authority, c.extra), { body: frame(encodeRequest({})) });
+      assert.equal(res.endStreamOnHeaders, true);
+      assert.equal(res.headers['grpc-status'], String(c.code));
+      assert.equal(res.headers['grpc-message'], c.message, 'spaces are sent as they are');
+
+      const client = grpcClient(`127.0.0.1:${router.port}`, c.authority, { localPool: true });
+      clients.push(client);
+      const r = await unary(client, {}, { metadata: c.extra, deadlineMs: 10_000 });
+      assert.equal(r.code, c.code);
+      assert.equal(r.details, c.message);
+
+      const bin = findGrpcurl();
+      assert.ok(bin !== undefined, 'grpcurl not found ($GRPCURL, ~/go/bin, PATH)');
+      const headers = Object.entries(c.extra).map(([k, v]) => `${k}: ${v}`);
+      const g = await run(bin, grpcurlArgs(router.port, 'Unary', { authority: c.authority, headers, data: '{}' }));
+      assert.notEqual(g.code, 0);
+      assert.match(g.stderr, new RegExp(`Code: ${c.grpcurlCode}\\n\\s*Message: ${c.message}\\n`), g.stderr);
+    }
+  });
+
+  test('an error in the trailers of a started response: the same exact message', async () => {
+    const b = await backend('msg-mid');
+    const { router, client } = await route([b.url]);
+    const res = await h2Request(router.url, { ...call('g.example.com'), 'x-mode': `mid-${NGHTTP2_ENHANCE_YOUR_CALM}` }, { body: frame(encodeRequest({})) });
+    assert.equal(res.trailers?.['grpc-status'], '8');
+    assert.equal(res.trailers?.['grpc-message'], 'upstream reset error');
+    const r = await serverStream(client, {}, { metadata: { 'x-mode': `mid-${NGHTTP2_ENHANCE_YOUR_CALM}` }, deadlineMs: 10_000 });
+    assert.equal(r.code, 8);
+    assert.equal(r.details, 'upstream reset error');
+  });
+
+  test('the encoding: UTF-8 bytes outside 0x20-0x7E and "%" only, upper-case hex', () => {
+    assert.equal(grpcMessage('no route for this host and path'), 'no route for this host and path');
+    assert.equal(grpcMessage('it\'s "quoted" ~ {x}/y?z#w'), 'it\'s "quoted" ~ {x}/y?z#w');
+    assert.equal(grpcMessage('100% sure'), '100%25 sure');
+    assert.equal(grpcMessage('tab\there\nnew\x7f'), 'tab%09here%0Anew%7F');
+    assert.equal(grpcMessage('Grüße ✓ 🚀'), 'Gr%C3%BC%C3%9Fe %E2%9C%93 %F0%9F%9A%80');
+    // What clients do with it: decode the percent-escapes as UTF-8.
+    for (const s of ['100% sure', 'Grüße ✓ 🚀', 'a\r\nb']) assert.equal(decodeURIComponent(grpcMessage(s)), s);
   });
 });

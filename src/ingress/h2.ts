@@ -248,7 +248,7 @@ export class H2Exchange extends Exchange {
       out[0] = 'grpc-status';
       out[1] = String(err.grpcStatus);
       out[2] = 'grpc-message';
-      out[3] = encodeURIComponent(err.message);
+      out[3] = grpcMessage(err.message);
       this.conn.sendHeaders(this.stream, out, 4, true);
       this.conn.responseDone(this.stream);
       return;
@@ -267,7 +267,7 @@ export class H2Exchange extends Exchange {
       out[0] = ':status'; out[1] = '200';
       out[2] = 'content-type'; out[3] = 'application/grpc';
       out[4] = 'grpc-status'; out[5] = String(err.grpcStatus);
-      out[6] = 'grpc-message'; out[7] = encodeURIComponent(err.message);
+      out[6] = 'grpc-message'; out[7] = grpcMessage(err.message);
       out[8] = 'date'; out[9] = httpDate();
       this.conn.sendHeaders(this.stream, out, 10, true);
     } else {
@@ -281,6 +281,26 @@ export class H2Exchange extends Exchange {
     }
     this.conn.responseDone(this.stream);
   }
+}
+
+/**
+ * grpc-message as gRPC's PROTOCOL-HTTP2.md writes it: the UTF-8 bytes
+ * outside 0x20-0x7E, and '%', percent-encoded; everything else (spaces
+ * above all) as it is. The router's own messages are plain ASCII: returned as
+ * they are, without a copy.
+ */
+export function grpcMessage(s: string): string {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c > 0x7e || c === 0x25) return percentEncode(Buffer.from(s, 'utf8'));
+  }
+  return s;
+}
+
+function percentEncode(bytes: Buffer): string {
+  let r = '';
+  for (const b of bytes) r += b >= 0x20 && b <= 0x7e && b !== 0x25 ? String.fromCharCode(b) : `%${b < 0x10 ? '0' : ''}${b.toString(16).toUpperCase()}`;
+  return r;
 }
 
 /**
