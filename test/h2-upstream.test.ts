@@ -398,3 +398,45 @@ describe('a backend that refuses or goes away', () => {
     }
   });
 });
+
+describe('the h2c connection pool', () => {
+  test('connections draining after a GOAWAY do not count toward the 16-connection cap', async () => {
+    // One stream per connection; the first 15 connections get a GOAWAY that
+    // keeps their one stream, so they stay open, draining. Two more calls need
+    // two more connections: the cap (16) counts only the ones taking streams.
+    const held: ServerHttp2Stream[] = [];
+    let released = false;
+    const answer = (s: ServerHttp2Stream): void => {
+      if (s.closed) return;
+      s.respond({ ':status': 200 });
+      s.end('ok');
+    };
+    const backend = await h2Backend({ maxConcurrentStreams: 1 }, (stream) => {
+      if (released) return answer(stream);
+      held.push(stream);
+      if (held.length <= 15) stream.session!.goaway(http2.constants.NGHTTP2_NO_ERROR, stream.id!);
+    });
+    const router = await startRouter({ routes: [{ name: 'g', hosts: ['g.test'], protocol: 'h2c', backends: [{ name: 'a', url: backend.url, weight: 1 }] }] });
+    const calls: Promise<{ status: number }>[] = [];
+    const release = (): void => {
+      released = true;
+      for (const s of held) answer(s);
+    };
+    try {
+      for (let i = 1; i <= 17; i++) {
+        calls.push(h1(router.port, 'g.test', 'GET', `/call/${i}`));
+        // Each call waits to reach the backend, so every GOAWAY is in before the next call.
+        assert.ok(await until(() => held.length === i, 10_000), `call ${i} reached the backend (${held.length} did)`);
+      }
+      assert.equal(backend.sessions.size, 17);
+      release();
+      const results = await Promise.all(calls);
+      assert.deepEqual(results.map((r) => r.status), Array(17).fill(200));
+    } finally {
+      release();
+      await Promise.allSettled(calls);
+      await router.close();
+      await backend.close();
+    }
+  });
+});

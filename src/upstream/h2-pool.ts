@@ -16,7 +16,10 @@ import type { Attempt, Upstream } from './upstream.ts';
 
 export interface H2UpstreamOptions {
   readonly connectTimeoutMs: number;
-  /** Upper bound of sessions to one backend origin. */
+  /**
+   * Upper bound of sessions to one backend origin that take new streams;
+   * retired ones draining their last streams are not counted.
+   */
   readonly maxSessions: number;
   /** A session is retired (no new streams, closed when idle) after this long. */
   readonly maxSessionAgeMs: number;
@@ -262,11 +265,14 @@ export class H2Upstream implements Upstream {
   /** Starts `s` on a connected session with room for it, or queues it for one being connected. */
   #acquire(s: UpstreamStream): void {
     let best: Session | undefined;
+    let live = 0;
     for (const c of this.#sessions) {
-      if (c.ready && !c.retired && (best === undefined || c.active < best.active)) best = c;
+      if (c.retired) continue;
+      live++;
+      if (c.ready && (best === undefined || c.active < best.active)) best = c;
     }
     // At the session limit, the least busy session queues it.
-    if (best !== undefined && (best.active < best.max || this.#sessions.length >= this.#opts.maxSessions)) {
+    if (best !== undefined && (best.active < best.max || live >= this.#opts.maxSessions)) {
       best.open(s);
       return;
     }
@@ -295,12 +301,19 @@ export class H2Upstream implements Upstream {
     }
     // Those who waited fill this session up to the peer's limit; the rest wait
     // for another session, or (at maxSessions) queue in this one.
-    const room = this.#sessions.length >= this.#opts.maxSessions ? waiting.length : Math.max(session.max - session.active, 1);
+    const room = this.#live() >= this.#opts.maxSessions ? waiting.length : Math.max(session.max - session.active, 1);
     for (let i = 0; i < waiting.length && i < room; i++) session.open(waiting[i]!);
     if (waiting.length > room) {
       this.#waiting = waiting.slice(room);
       this.#connect();
     }
+  }
+
+  /** Sessions taking new streams (what maxSessions bounds). */
+  #live(): number {
+    let n = 0;
+    for (const s of this.#sessions) if (!s.retired) n++;
+    return n;
   }
 
   /** Forgets a session that closed or never connected. */
