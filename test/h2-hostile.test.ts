@@ -6,6 +6,7 @@
 // backend address, and never build what a small header block expands to.
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import http2 from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import { scrape, startBackend, startRouter, type Router } from './helpers.ts';
 import { FLAG, FRAME, RawH2, frame, hpack, requestBlock } from './h2-raw.ts';
@@ -321,5 +322,78 @@ describe('a client that makes the router reset its streams (MadeYouReset, CVE-20
     } finally {
       await backend.close();
     }
+  });
+});
+
+describe('a client that opens streams and never reads (zero windows)', () => {
+  /** An h2c backend: /small answers "small"; anything else streams 64 KiB chunks for as long as it is let. */
+  async function endless(): Promise<{ url: string; written: () => number; close(): Promise<void> }> {
+    const chunk = Buffer.alloc(64 * 1024, 0x61);
+    let written = 0;
+    const server = http2.createServer();
+    server.on('stream', (s, headers) => {
+      s.on('error', () => {});
+      s.respond({ ':status': 200 });
+      if (headers[':path'] === '/small') { s.end('small'); return; }
+      const pump = (): void => {
+        while (!s.destroyed && !s.closed) {
+          written += chunk.length;
+          if (!s.write(chunk)) { s.once('drain', pump); return; }
+        }
+      };
+      pump();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return {
+      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      written: () => written,
+      close: () => new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        (server as unknown as { closeAllSessions?: () => void }).closeAllSessions?.();
+      }),
+    };
+  }
+
+  /** A zero-window client with `n` endless downloads open, once the backend has filled what the router lets it. */
+  async function stall(router: Router, n: number): Promise<RawH2> {
+    const c = await RawH2.connect(router.port, [[0x4 /* INITIAL_WINDOW_SIZE */, 0]]);
+    const frames: Buffer[] = [];
+    for (let i = 0; i < n; i++) frames.push(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 2 * i + 1, requestBlock('h.test', '/big')));
+    c.send(Buffer.concat(frames));
+    await c.until((fs) => fs.filter((f) => f.type === FRAME.HEADERS).length + fs.filter((f) => f.type === FRAME.RST_STREAM).length >= n, 10_000, 'every stream answered');
+    return c;
+  }
+
+  async function withEndless(fn: (router: Router, backend: { written: () => number }) => Promise<void>): Promise<void> {
+    const backend = await endless();
+    try {
+      const router = await startRouter({ routes: [{ name: 'h', hosts: ['h.test'], protocol: 'h2c', timeouts: { idle: '60s' }, backends: [{ name: 'a', url: backend.url, weight: 1 }] }] });
+      try {
+        await fn(router, backend);
+      } finally {
+        await router.close();
+      }
+    } finally {
+      await backend.close();
+    }
+  }
+
+  test('its streams do not hold the shared backend connection\'s window: other clients are still served', async () => {
+    await withEndless(async (router) => {
+      // One backend session carries everyone's streams: 20 stalled streams once held its whole
+      // 16 MiB connection window, and nobody else on it got a byte until the idle timeout.
+      assert.match(await rawHttp1(router.port, 'GET /small HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n'), /^HTTP\/1\.1 200 /);
+      const c = await stall(router, 20);
+      try {
+        await new Promise((r) => setTimeout(r, 500));
+        const answer = await Promise.race([
+          rawHttp1(router.port, 'GET /small HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n'),
+          new Promise<string>((r) => setTimeout(() => r('no answer within 10 s'), 10_000)),
+        ]);
+        assert.match(answer, /^HTTP\/1\.1 200 [^]*small/);
+      } finally {
+        c.close();
+      }
+    });
   });
 });

@@ -38,7 +38,10 @@
 //   State: streams, lastPeerStream, peerSettings (its first SETTINGS came), settingsAcked,
 //     peer settings (peerMaxStreams, peerInitialWindow, peerMaxFrame, peerMaxHeaderList),
 //     canOpen, goingAway, peerGoingAway, closed, needDrain (the socket buffers more than
-//     its high-water mark), writableLength, headerBlockOpen, pingsOutstanding.
+//     its high-water mark), writableLength, headerBlockOpen, pingsOutstanding, queued
+//     (DATA bytes waiting for the peer's windows).
+//   consumed(stream, n, false) gives back the stream's share only, after consumed(null, n)
+//     gave the connection's: a proxy holding a stalled stream's bytes keeps the connection open to the others.
 //   A hook run from a read (all but onSocketDrain and onClose) may throw
 //   H2ConnectionError(code, why): the connection fails with that code.
 //
@@ -185,6 +188,8 @@ export abstract class H2Connection<S extends H2Stream> {
   needDrain = false;
   /** PINGs sent and not acknowledged yet. */
   pingsOutstanding = 0;
+  /** DATA bytes waiting on this connection's streams for the peer's windows (held in memory here). */
+  queued = 0;
   #error: Error | undefined;
   #prefaceLeft: number;
   #blocked = new Set<S>();
@@ -614,13 +619,19 @@ export abstract class H2Connection<S extends H2Stream> {
     this.streams.set(stream.id, stream);
   }
 
-  /** `n` bytes received on `stream` (null: on no stream) have moved on: give the windows back, in halves. */
-  consumed(stream: S | null, n: number): void {
-    this.#unacked += n;
-    if (this.#unacked >= this.#connWindow / 2) {
-      this.#windowUpdate(0, this.#unacked);
-      this.#recvWindow += this.#unacked;
-      this.#unacked = 0;
+  /**
+   * `n` bytes received on `stream` (null: on no stream) have moved on: give the
+   * windows back, in halves. `connection` false: the stream's share only (the
+   * connection's was given back before, with consumed(null, n)).
+   */
+  consumed(stream: S | null, n: number, connection = true): void {
+    if (connection) {
+      this.#unacked += n;
+      if (this.#unacked >= this.#connWindow / 2) {
+        this.#windowUpdate(0, this.#unacked);
+        this.#recvWindow += this.#unacked;
+        this.#unacked = 0;
+      }
     }
     if (stream === null || stream.remoteEnded || stream.closed) return;
     stream.unacked += n;
@@ -670,6 +681,7 @@ export abstract class H2Connection<S extends H2Stream> {
       start = s;
     }
     stream.pending.push(new Pending(buf.subarray(start, end), null, endStream));
+    this.queued += end - start;
     return false;
   }
 
@@ -718,10 +730,12 @@ export abstract class H2Connection<S extends H2Stream> {
       const room = Math.min(stream.sendWindow, this.sendWindow, this.peerMaxFrame);
       if (n === 0 || n <= room) {
         q.shift();
+        this.queued -= n;
         this.#dataFrame(stream, item.data, 0, n, item.end);
         continue;
       }
       if (room <= 0) return;
+      this.queued -= room;
       this.#dataFrame(stream, item.data, 0, room, false);
       item.data = item.data.subarray(room);
     }
@@ -740,6 +754,7 @@ export abstract class H2Connection<S extends H2Stream> {
     stream.closed = true;
     this.streams.delete(stream.id);
     if (stream.pending !== null) {
+      for (const item of stream.pending) if (item.data !== null) this.queued -= item.data.length;
       stream.pending = null;
       this.#blocked.delete(stream);
     }
@@ -826,6 +841,7 @@ export abstract class H2Connection<S extends H2Stream> {
     this.#slab = NO_SLAB;
     this.#start = this.#pos = 0;
     this.onClose(this.#error);
+    this.queued = 0;
     for (const stream of this.streams.values()) stream.closed = true;
     this.streams.clear();
     this.#blocked.clear();

@@ -325,14 +325,21 @@ export class H2Call extends UpstreamStream {
       else this.#timer?.refresh();
       const ex = this.#ex;
       const chunk = buf.subarray(start, end);
-      // Once the client side is full, what the backend's window still admits is
-      // written (buffered) and held: it goes back to the backend on drain.
+      // Once the client side is full, what the backend's stream window still
+      // admits is written (buffered) and held: the stream's share goes back to the
+      // backend on drain. The connection's share goes back at once: a client that
+      // stops reading must not stall the other clients' streams on this session
+      // (its bytes held here are bounded by the stream window, and by the client
+      // connection's budget at the ingress).
+      const session = this.#session!;
       if (this.#held > 0) {
-        ex.write(chunk);
+        session.consumed(null, n);
         this.#held += n;
+        ex.write(chunk);
       } else if (ex.write(chunk)) {
-        this.#session!.consumed(this, n);
+        session.consumed(this, n);
       } else {
+        session.consumed(null, n);
         this.#held = n;
         ex.onceDrain(this.#onDrain ??= () => this.#drained());
       }
@@ -344,7 +351,7 @@ export class H2Call extends UpstreamStream {
     const n = this.#held;
     if (n === 0 || this.#finished) return;
     this.#held = 0;
-    this.#session!.consumed(this, n);
+    this.#session!.consumed(this, n, false);
   }
 
   /** The response ended cleanly (END_STREAM). */
@@ -383,13 +390,8 @@ export class H2Call extends UpstreamStream {
     this.deadline = 0;
     this.#ex.signal.unlisten(this.#cancel);
     const session = this.#session!;
-    // The stream is over: what the client side has not taken yet is bounded by
-    // the stream window, so the connection's share goes back now (a client that
-    // left would never drain it).
-    if (this.#held > 0) {
-      session.consumed(null, this.#held);
-      this.#held = 0;
-    }
+    // The stream is over: the connection's share of what was held went back as it came.
+    this.#held = 0;
     // A request body still coming is not wanted any more.
     if (this.#body !== null && !this.#bodyEnded) this.#body.destroy();
     if (code >= 0) session.reset(this, code);
