@@ -396,4 +396,22 @@ describe('a client that opens streams and never reads (zero windows)', () => {
       }
     });
   });
+
+  test('what the router holds for it is bounded: past its budget its streams are reset, the backend held back', async () => {
+    await withEndless(async (router, backend) => {
+      const c = await stall(router, 64);
+      try {
+        // 64 streams with a 1 MiB upstream window each would be 64 MiB held here; the budget is 16 MiB.
+        await c.until((fs) => fs.some((f) => f.type === FRAME.RST_STREAM && f.payload.readUInt32BE(0) === 11), 10_000, 'RST_STREAM ENHANCE_YOUR_CALM');
+        await new Promise((r) => setTimeout(r, 500));
+        const written = backend.written();
+        await new Promise((r) => setTimeout(r, 1000));
+        // Held back: nothing more is taken from the backend while the client reads nothing.
+        assert.ok(backend.written() - written <= 2 * 1024 * 1024, `${backend.written() - written} more bytes written`);
+        assert.ok(!c.isClosed, 'the connection itself stays');
+      } finally {
+        c.close();
+      }
+    });
+  });
 });

@@ -321,6 +321,16 @@ export class H2ServerConnection extends H2Connection<ServerStream> {
     }
   }
 
+  /**
+   * The client leaves more response bytes waiting for its windows than its
+   * budget (h2.ts): the stream that added to them is reset, which frees what it
+   * holds and cancels it upstream; it counts as a reset the client caused.
+   */
+  overBudget(st: ServerStream): void {
+    this.reset(st, ENHANCE_YOUR_CALM);
+    this.#spendReset();
+  }
+
   /** An exchange's writer waits until the stream and the socket take more. */
   waitDrain(ex: H2Exchange): void {
     this.#waiting.add(ex);

@@ -5,6 +5,7 @@
 import { Readable } from 'node:stream';
 import type { ProxyError } from '../errors.ts';
 import { INTERNAL_ERROR } from '../h2/frames.ts';
+import { H2_STREAM_WINDOW } from '../h2-settings.ts';
 import { GRPC_CODE_UNKNOWN } from '../observe/metrics.ts';
 import { httpDate } from './date.ts';
 import { Exchange, textBody, type ExchangeOwner, type Peer, type ResponseHeaders } from './exchange.ts';
@@ -12,6 +13,12 @@ import type { H2ServerConnection, ServerStream } from './h2-conn.ts';
 import { DROP_REQUEST, stripResponseHeaders } from './hygiene.ts';
 
 const EMPTY = Buffer.alloc(0);
+/**
+ * Response bytes one client connection may leave waiting for its windows
+ * (memory held here): 16 streams stalled with a full upstream stream window
+ * each. A client that opens streams and never reads costs at most this.
+ */
+const QUEUE_BUDGET = 16 * H2_STREAM_WINDOW;
 /** Response header lists are built here and encoded at once (a copy is kept only when they wait behind DATA). */
 const out: string[] = [];
 
@@ -215,7 +222,11 @@ export class H2Exchange extends Exchange {
 
   write(chunk: Buffer): boolean {
     if (this.settled || this.#closed) return true;
-    return this.conn.sendData(this.stream, chunk, 0, chunk.length, false) && !this.conn.needDrain;
+    const conn = this.conn;
+    if (conn.sendData(this.stream, chunk, 0, chunk.length, false)) return !conn.needDrain;
+    // The client's windows are shut: what waits is held here. Past the connection's budget the stream goes.
+    if (conn.queued > QUEUE_BUDGET) conn.overBudget(this.stream);
+    return false;
   }
 
   onceDrain(fn: () => void): void {
