@@ -240,7 +240,7 @@ describe('a hostile HTTP/2 client', () => {
     const backend = await startBackend('b', (req, res) => {
       seen.push(`${req.method} ${req.url} host=${req.headers.host}`);
       req.resume();
-      req.on('end', () => res.end('ok'));
+      req.on('end', () => res.end(req.url === '/big' ? 'x'.repeat(1000) : 'ok'));
     });
     try {
       const router = await startRouter({ routes: [{ name: 'h', hosts: ['h.test'], backends: [{ name: 'b', url: backend.url, weight: 1 }] }] });
@@ -268,6 +268,33 @@ describe('a hostile HTTP/2 client', () => {
       // What is well formed still goes through.
       assert.deepEqual(await ask(router, requestBlock('h.test:80', '/ok?q=1')), { rst: null, answered: true });
       assert.deepEqual(seen, ['GET /ok?q=1 host=h.test:80']);
+    });
+  });
+
+  test('a SETTINGS frame of 2,000 INITIAL_WINDOW_SIZE entries: the last one counts (applied once, not walked per entry)', async () => {
+    await withRouter(async (router) => {
+      const c = await RawH2.connect(router.port, [[0x4, 0]]);
+      try {
+        c.send(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 1, requestBlock('h.test', '/big')));
+        await c.until((fs) => fs.some((f) => f.type === FRAME.HEADERS && f.stream === 1), 10_000, 'the response head');
+        const settings = (values: number[]): Buffer => {
+          const p = Buffer.alloc(6 * values.length);
+          values.forEach((v, i) => { p.writeUInt16BE(0x4, 6 * i); p.writeUInt32BE(v, 6 * i + 2); });
+          return frame(FRAME.SETTINGS, 0, 0, p);
+        };
+        const data = (): number => c.frames.filter((f) => f.type === FRAME.DATA && f.stream === 1).reduce((n, f) => n + f.payload.length, 0);
+        c.send(settings([...Array.from({ length: 1999 }, (_, i) => (i % 2 === 0 ? 5000 : 0)), 10]));
+        await c.until(() => data() >= 10, 10_000, '10 bytes of DATA');
+        await new Promise((r) => setTimeout(r, 300));
+        assert.equal(data(), 10);
+        c.send(settings([0, 100_000, 0, 25]));
+        await c.until(() => data() >= 25, 10_000, '25 bytes of DATA');
+        await new Promise((r) => setTimeout(r, 300));
+        assert.equal(data(), 25);
+        assert.ok(!c.isClosed);
+      } finally {
+        c.close();
+      }
     });
   });
 

@@ -209,6 +209,8 @@ export abstract class H2Connection<S extends H2Stream> {
   #contLen = 0;
   /** The SETTINGS being applied raised the peer's initial window: what waits may go after the ACK. */
   #windowGrew = false;
+  /** The SETTINGS being applied set INITIAL_WINDOW_SIZE to this (-1: not). */
+  #initialWindow = -1;
 
   /** `head`: bytes already read from the socket (the entrypoint's sniff), the preface included. */
   constructor(socket: Socket, config: H2Config, head?: Buffer) {
@@ -396,7 +398,9 @@ export abstract class H2Connection<S extends H2Stream> {
         }
         if (len % 6 !== 0) throw new H2ConnectionError(FRAME_SIZE_ERROR, 'SETTINGS length');
         this.#windowGrew = false;
+        this.#initialWindow = -1;
         for (let p = start; p < end; p += 6) this.#setting(buf.readUInt16BE(p), buf.readUInt32BE(p + 2));
+        if (this.#initialWindow >= 0) this.#applyInitialWindow(this.#initialWindow);
         this.peerSettings = true;
         // The ACK goes before any DATA the new window admits: the peer applies
         // its new window to what it receives only once it has our ACK.
@@ -560,18 +564,12 @@ export abstract class H2Connection<S extends H2Stream> {
         if (value > 1) throw new H2ConnectionError(PROTOCOL_ERROR, 'SETTINGS_ENABLE_PUSH above 1');
         return;
       case SETTINGS_MAX_CONCURRENT_STREAMS: this.peerMaxStreams = value; return;
-      case SETTINGS_INITIAL_WINDOW_SIZE: {
+      case SETTINGS_INITIAL_WINDOW_SIZE:
         if (value > MAX_WINDOW) throw new H2ConnectionError(FLOW_CONTROL_ERROR, 'SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1');
-        // Every open stream's window moves by the difference (RFC 9113 §6.9.2).
-        const delta = value - this.peerInitialWindow;
-        this.peerInitialWindow = value;
-        for (const stream of this.streams.values()) {
-          stream.sendWindow += delta;
-          if (stream.sendWindow > MAX_WINDOW) throw new H2ConnectionError(FLOW_CONTROL_ERROR, 'stream window over 2^31-1');
-        }
-        if (delta > 0) this.#windowGrew = true;
+        // Applied once per frame, with its last value: the deltas of one frame add up to that,
+        // and a frame of 2,730 entries must not walk every open stream 2,730 times.
+        this.#initialWindow = value;
         return;
-      }
       case SETTINGS_MAX_FRAME_SIZE:
         if (value < DEFAULT_MAX_FRAME || value > MAX_MAX_FRAME) throw new H2ConnectionError(PROTOCOL_ERROR, 'SETTINGS_MAX_FRAME_SIZE out of range');
         this.peerMaxFrame = value;
@@ -580,6 +578,18 @@ export abstract class H2Connection<S extends H2Stream> {
       case SETTINGS_HEADER_TABLE_SIZE: this.#encoder.setTableSize(value); return;
       default: return; // unknown settings are ignored
     }
+  }
+
+  /** Every open stream's window moves by the difference (RFC 9113 §6.9.2). */
+  #applyInitialWindow(value: number): void {
+    const delta = value - this.peerInitialWindow;
+    this.peerInitialWindow = value;
+    if (delta === 0) return;
+    for (const stream of this.streams.values()) {
+      stream.sendWindow += delta;
+      if (stream.sendWindow > MAX_WINDOW) throw new H2ConnectionError(FLOW_CONTROL_ERROR, 'stream window over 2^31-1');
+    }
+    if (delta > 0) this.#windowGrew = true;
   }
 
   /** Stream ids the peer opens: odd ones when we serve. */
