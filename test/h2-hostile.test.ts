@@ -21,7 +21,7 @@ type Respond = (send: (b: Buffer) => void, sid: number) => void;
  * A raw h2c backend: SETTINGS (and ACKs) as a server should, then each
  * request HEADERS is answered by `respond` with whatever frames it writes.
  */
-async function hostileBackend(respond: Respond): Promise<{ url: string; port: number; close(): Promise<void> }> {
+async function hostileBackend(respond: Respond, settings: Buffer = Buffer.alloc(0)): Promise<{ url: string; port: number; close(): Promise<void> }> {
   const sockets = new Set<net.Socket>();
   const server = net.createServer((sock) => {
     sockets.add(sock);
@@ -30,7 +30,7 @@ async function hostileBackend(respond: Respond): Promise<{ url: string; port: nu
     let buf = Buffer.alloc(0);
     let preface = false;
     const send = (b: Buffer): void => { if (!sock.destroyed) sock.write(b); };
-    sock.write(frame(FRAME.SETTINGS, 0, 0));
+    sock.write(frame(FRAME.SETTINGS, 0, 0, settings));
     sock.on('data', (c: Buffer) => {
       buf = Buffer.concat([buf, c]);
       if (!preface) {
@@ -85,8 +85,8 @@ function headerFrames(sid: number, block: Buffer, endStream: boolean): Buffer {
   return Buffer.concat(parts);
 }
 
-async function withBackend(respond: Respond, fn: (router: Router, backendPort: number) => Promise<void>, timeouts?: Record<string, string>): Promise<void> {
-  const backend = await hostileBackend(respond);
+async function withBackend(respond: Respond, fn: (router: Router, backendPort: number) => Promise<void>, timeouts?: Record<string, string>, settings?: Buffer): Promise<void> {
+  const backend = await hostileBackend(respond, settings);
   try {
     const router = await startRouter({
       routes: [{ name: 'h', hosts: ['h.test'], protocol: 'h2c', retries: { attempts: 1 }, ...(timeouts === undefined ? {} : { timeouts }), backends: [{ name: 'a', url: backend.url, weight: 1 }] }],
@@ -219,6 +219,22 @@ describe('a misbehaving h2c backend: clean errors, no address revealed, nothing 
       }, { response: '2s', idle: '500ms' });
     });
   }
+});
+
+describe('a backend whose SETTINGS_MAX_CONCURRENT_STREAMS is 0', () => {
+  test('calls do not wait forever for room that never comes: answered within the response timeout', async () => {
+    const zero = Buffer.alloc(6);
+    zero.writeUInt16BE(0x3);
+    let requests = 0;
+    await withBackend(() => { requests++; }, async (router) => {
+      const answer = await Promise.race([
+        rawHttp1(router.port, GET),
+        new Promise<string>((r) => setTimeout(() => r('no answer within 10 s'), 10_000)),
+      ]);
+      assert.match(answer, /^HTTP\/1\.1 50[234] /);
+      assert.equal(requests, 0);
+    }, { response: '1s' }, zero);
+  });
 });
 
 describe('a hostile HTTP/2 client', () => {

@@ -160,11 +160,16 @@ export class H2Call extends UpstreamStream {
     super();
     this.#attempt = attempt;
     this.#ex = attempt.exchange;
+    // The response timeout runs from here: waiting for room on a session counts
+    // (a backend may keep SETTINGS_MAX_CONCURRENT_STREAMS at 0 for good).
+    const responseMs = attempt.timeouts.responseMs;
+    if (responseMs >= NATIVE_BELOW_MS) this.#setDeadline(deadlineIn(responseMs));
+    else if (responseMs > 0) this.#timer = setTimeout(onTimer, responseMs, this);
   }
 
   get startable(): boolean {
-    // The session took a while: the exchange may have settled meanwhile.
-    return !this.#ex.signal.aborted;
+    // The session took a while: the exchange may have settled, or the call timed out, meanwhile.
+    return !this.#finished && !this.#ex.signal.aborted;
   }
 
   start(session: Session): void {
@@ -180,15 +185,22 @@ export class H2Call extends UpstreamStream {
       this.#body = body;
       body.on('data', onBodyData).on('end', onBodyEnd).on('error', onBodyError);
     }
-    const { responseMs, idleMs } = this.#attempt.timeouts;
+    const idleMs = this.#attempt.timeouts.idleMs;
     this.#idleTicks = idleMs >= NATIVE_BELOW_MS ? Math.ceil(idleMs / TICK_MS) + 1 : 0;
-    if (responseMs >= NATIVE_BELOW_MS) this.#setDeadline(deadlineIn(responseMs));
-    else if (responseMs > 0) this.#timer = setTimeout(onTimer, responseMs, this);
   }
 
   unavailable(err: Error): void {
+    if (this.#finished) return;
+    this.#stop();
     if (this.#ex.signal.aborted) return;
     this.#fail(upstreamError(err));
+  }
+
+  /** Over before it started: timers off, and it will not start. */
+  #stop(): void {
+    this.#finished = true;
+    clearTimeout(this.#timer);
+    this.deadline = 0;
   }
 
   #setDeadline(at: number): void {
@@ -401,8 +413,13 @@ export class H2Call extends UpstreamStream {
   /** The coarse-clock deadline or the native timer fired: no response yet, or no data for the idle time. */
   expired(): void {
     if (this.#finished) return;
-    this.#finish(CANCEL);
     const { responseMs, idleMs } = this.#attempt.timeouts;
+    if (this.#session === null) {
+      this.#stop();
+      if (!this.#ex.signal.aborted) this.#fail(new UpstreamError('timeout', false, new Error(`no stream to the backend within ${responseMs} ms`)));
+      return;
+    }
+    this.#finish(CANCEL);
     const why = this.#responded ? `no data for ${idleMs} ms` : `no response within ${responseMs} ms`;
     this.#fail(new UpstreamError('timeout', false, new Error(why)));
   }
@@ -451,10 +468,12 @@ export class H2Copy extends UpstreamStream {
     this.#body = body;
     this.#grpc = grpc;
     this.#done = done;
+    // From here: a copy waiting for room on a session that never has any is dropped (with its body) in time.
+    this.#timer = setTimeout(onCopyTimeout, COPY_TIMEOUT_MS, this);
   }
 
   get startable(): boolean {
-    return true;
+    return !this.#finished;
   }
 
   start(session: Session): void {
@@ -462,10 +481,12 @@ export class H2Copy extends UpstreamStream {
     const body = this.#body;
     session.sendHeaders(this, this.#headers, this.#headers.length, body.length === 0);
     if (body.length > 0) session.sendData(this, body, 0, body.length, true);
-    this.#timer = setTimeout(onCopyTimeout, COPY_TIMEOUT_MS, this);
   }
 
   unavailable(_err: Error): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    clearTimeout(this.#timer);
     this.#done(null);
   }
 
@@ -498,7 +519,8 @@ export class H2Copy extends UpstreamStream {
   }
 
   timedOut(): void {
-    this.#finish(CANCEL);
+    if (this.#session === null) this.unavailable(new Error('no stream to the backend'));
+    else this.#finish(CANCEL);
   }
 
   #finish(code: number): void {
