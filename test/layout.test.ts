@@ -9,6 +9,8 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import http2 from 'node:http2';
+import * as frames from '../src/h2/frames.ts';
 import { CLI, ROOT, writeConfig } from './helpers.ts';
 
 const LIST_LOADS = `
@@ -116,6 +118,36 @@ describe('module loading', () => {
     assert.ok(started);
     assert.ok(loads.some((url) => url.endsWith('/prom-client/lib/registry.js')), 'the recorder saw prom-client load');
     assert.deepEqual(loads.filter((url) => /\/prom-client\/(index|lib\/pushgateway)\.js$/.test(url)), []);
+  });
+
+  // HTTP/2 is served and spoken to backends by src/h2/, so node:http2 (its
+  // nghttp2 binding and JS core) is not loaded at all.
+  test('serve with an h2c route does not load node:http2', async () => {
+    const { started, loads } = await serveLoads(writeConfig({ routes: [{ name: 'r', hosts: ['r.test'], protocol: 'h2c', backends: [{ name: 'b', url: 'http://127.0.0.1:9', weight: 1 }] }] }));
+    assert.ok(started);
+    for (const name of ['/src/h2/frames.ts', '/src/h2/connection.ts', '/src/upstream/h2-pool.ts']) {
+      assert.ok(loads.some((url) => url.endsWith(name)), `the recorder saw ${name} load`);
+    }
+    assert.deepEqual(loads.filter((url) => /^node-internal:(http2|internal\/http2\/)/.test(url) || url === 'node:http2'), []);
+  });
+
+  test('src/h2/frames.ts\'s numbers are node:http2\'s constants', () => {
+    const c = http2.constants;
+    const same: [number, number][] = [
+      [frames.END_STREAM, c.NGHTTP2_FLAG_END_STREAM], [frames.ACK, c.NGHTTP2_FLAG_ACK], [frames.END_HEADERS, c.NGHTTP2_FLAG_END_HEADERS],
+      [frames.PADDED, c.NGHTTP2_FLAG_PADDED], [frames.PRIORITY_FLAG, c.NGHTTP2_FLAG_PRIORITY],
+      [frames.NO_ERROR, c.NGHTTP2_NO_ERROR], [frames.PROTOCOL_ERROR, c.NGHTTP2_PROTOCOL_ERROR], [frames.INTERNAL_ERROR, c.NGHTTP2_INTERNAL_ERROR],
+      [frames.FLOW_CONTROL_ERROR, c.NGHTTP2_FLOW_CONTROL_ERROR], [frames.STREAM_CLOSED, c.NGHTTP2_STREAM_CLOSED],
+      [frames.FRAME_SIZE_ERROR, c.NGHTTP2_FRAME_SIZE_ERROR], [frames.REFUSED_STREAM, c.NGHTTP2_REFUSED_STREAM], [frames.CANCEL, c.NGHTTP2_CANCEL],
+      [frames.COMPRESSION_ERROR, c.NGHTTP2_COMPRESSION_ERROR], [frames.ENHANCE_YOUR_CALM, c.NGHTTP2_ENHANCE_YOUR_CALM],
+      [frames.SETTINGS_HEADER_TABLE_SIZE, c.NGHTTP2_SETTINGS_HEADER_TABLE_SIZE], [frames.SETTINGS_ENABLE_PUSH, c.NGHTTP2_SETTINGS_ENABLE_PUSH],
+      [frames.SETTINGS_MAX_CONCURRENT_STREAMS, c.NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS],
+      [frames.SETTINGS_INITIAL_WINDOW_SIZE, c.NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE], [frames.SETTINGS_MAX_FRAME_SIZE, c.NGHTTP2_SETTINGS_MAX_FRAME_SIZE],
+      [frames.SETTINGS_MAX_HEADER_LIST_SIZE, c.NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE],
+      [frames.MAX_WINDOW, c.MAX_INITIAL_WINDOW_SIZE], [frames.DEFAULT_MAX_FRAME, c.MIN_MAX_FRAME_SIZE], [frames.MAX_MAX_FRAME, c.MAX_MAX_FRAME_SIZE],
+      [frames.DEFAULT_WINDOW, c.DEFAULT_SETTINGS_INITIAL_WINDOW_SIZE],
+    ];
+    assert.deepEqual(same.map(([ours]) => ours), same.map(([, node]) => node));
   });
 
   test('the check sees node\'s bundled undici when an ESM import of node:http loads it', () => {
