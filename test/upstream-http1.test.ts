@@ -6,10 +6,30 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net, { type AddressInfo, type Socket } from 'node:net';
 import { once } from 'node:events';
-import { Readable } from 'node:stream';
+import { RequestBody } from '../src/ingress/body.ts';
 import type { ResponseHeaders } from '../src/ingress/exchange.ts';
 import { ParseError, ResponseParser, type ResponseSink } from '../src/upstream/http1-parser.ts';
 import { H1Pool, type H1Call, type H1Connection, type SendOptions } from '../src/upstream/http1-pool.ts';
+
+/** A request body as a client connection feeds it: `chunks`, each after `gapMs` (0: all at once), then its end. */
+function bodyOf(chunks: Buffer[], gapMs = 0): RequestBody {
+  const body = new RequestBody({ bodyWanted() {}, bodyTaken() {} });
+  if (gapMs === 0) {
+    for (const c of chunks) body.push(c);
+    body.end();
+    return body;
+  }
+  let i = 0;
+  const next = (): void => {
+    if (i === chunks.length) body.end();
+    else {
+      body.push(chunks[i++]!);
+      setTimeout(next, gapMs);
+    }
+  };
+  setTimeout(next, gapMs);
+  return body;
+}
 
 // --- parser ------------------------------------------------------------------
 
@@ -306,9 +326,9 @@ describe('HTTP/1.1 upstream pool', () => {
       assert.equal(call.status, 200);
       assert.equal(call.text(), `/r${i}  cl`);
     }
-    const post = await send(p, 'POST /p HTTP/1.1\r\nhost: test\r\ncontent-length: 5\r\n\r\n', { body: Readable.from([Buffer.from('he'), Buffer.from('llo')]) });
+    const post = await send(p, 'POST /p HTTP/1.1\r\nhost: test\r\ncontent-length: 5\r\n\r\n', { body: bodyOf([Buffer.from('he'), Buffer.from('llo')]) });
     assert.equal(post.text(), '/p hello cl');
-    const chunked = await send(p, 'POST /c HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\n\r\n', { body: Readable.from([Buffer.from('a'), Buffer.alloc(0), Buffer.from('bc')]), chunked: true });
+    const chunked = await send(p, 'POST /c HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\n\r\n', { body: bodyOf([Buffer.from('a'), Buffer.alloc(0), Buffer.from('bc')]), chunked: true });
     assert.equal(chunked.text(), '/c abc chunked');
     assert.equal(connections, 1);
     assert.equal(p.size, 1);
@@ -396,13 +416,8 @@ describe('HTTP/1.1 upstream pool', () => {
     servers.push(server);
     const p = pool(await listen(server));
     pools.push(p);
-    async function* trickle(): AsyncGenerator<Buffer> {
-      for (let i = 0; i < 6; i++) {
-        await new Promise((r) => setTimeout(r, 100));
-        yield Buffer.from('x');
-      }
-    }
-    const call = await send(p, 'POST / HTTP/1.1\r\nhost: test\r\ncontent-length: 6\r\n\r\n', { body: Readable.from(trickle()), responseMs: 250 });
+    const trickle = bodyOf(Array.from({ length: 6 }, () => Buffer.from('x')), 100);
+    const call = await send(p, 'POST / HTTP/1.1\r\nhost: test\r\ncontent-length: 6\r\n\r\n', { body: trickle, responseMs: 250 });
     assert.equal(call.error, undefined);
     assert.equal(call.text(), '6');
   });

@@ -1,132 +1,181 @@
-// The request body, handed upstream one attempt at a time.
-import { Readable } from 'node:stream';
+// The request body, from the client connection to one upstream attempt at a
+// time. No Node streams: a chain of Readables cost every request with a body
+// ~7 KB of short-lived objects (stream state, nextTick entries), a large share
+// of the router's GC time; here a chunk goes from the connection's hand to the
+// upstream's in one call.
 
 // Request bytes kept so that a retry can send them again. gRPC requests are
 // mostly small; a larger body that was already read is not retried.
 const RETRY_BUFFER_BYTES = 64 * 1024;
+/** Bytes received but not yet taken by an upstream, past which the client connection is asked to stop reading. */
+const BACKLOG_BYTES = 64 * 1024;
+
+/** The client connection's side of a body. */
+export interface BodyFeed {
+  /** An upstream wants bytes (first at its start: 100 Continue is due then): read on if reading was stopped. */
+  bodyWanted(body: RequestBody): void;
+  /** `n` more bytes went upstream for the first time (HTTP/2: the client's window goes back). */
+  bodyTaken(body: RequestBody, n: number): void;
+}
+
+/** An upstream attempt reading the body. */
+export interface BodyReader {
+  /** A chunk (kept by the body for replays: never modified); false: no more until `resume(this)`. */
+  bodyData(chunk: Buffer): boolean;
+  /** The body ended (request trailers, if any, are readable from the exchange now). */
+  bodyEnd(): void;
+  /** The client's body broke off. */
+  bodyError(err: Error): void;
+}
 
 /**
- * A request body handed upstream one attempt at a time. The client is read
- * only when an upstream reads, so a request whose connection was refused is
- * retried with its body untouched; what was read is kept (up to
- * RETRY_BUFFER_BYTES) so a stream the upstream refused can be sent again. An
- * attempt's stream may be destroyed by its consumer (undici does, when done)
- * without touching the client's stream. Node has no stream that defers and
- * replays its source like this, hence this class.
+ * A request body handed upstream one attempt at a time. The client connection
+ * pushes chunks in; one reader (the current attempt) takes them, pausing by
+ * returning false. Bytes the client sent are given back to it (window, socket)
+ * only as a reader takes them. What was taken is kept (up to
+ * RETRY_BUFFER_BYTES) so that another attempt can read the same body from its
+ * start; bytes not yet taken by anyone are always kept.
  */
 export class RequestBody {
-  readonly #src: Readable;
-  #retained: Buffer[] | null = [];
-  #retainedBytes = 0;
-  #bytes = 0;
+  readonly #feed: BodyFeed;
+  /** Received chunks: while replayable all of them, else only those not taken yet. */
+  readonly #chunks: Buffer[] = [];
+  /** Index in #chunks of the next chunk for the current reader. */
+  #next = 0;
+  /** Bytes received (over `limit`: cut). */
+  #received = 0;
+  /** Bytes the current reader was given, and the most any reader was (what was taken). */
+  #sent = 0;
+  #taken = 0;
+  #replayable = true;
+  #reader: BodyReader | null = null;
+  #paused = false;
+  #flowing = false;
+  /** push() said false: the connection waits for bodyWanted(). */
+  #held = false;
+  #ended = false;
+  #endSent = false;
+  #error: Error | null = null;
+  /** Past `limit`: nothing more is taken in. */
+  #cut = false;
   /** Over this many bytes the body is cut and `onLimit` called (0: no limit). */
   limit = 0;
   onLimit: (() => void) | undefined;
-  #listening = false;
-  #ended = false;
-  #current: AttemptBody | undefined;
 
-  constructor(src: Readable) {
-    this.#src = src;
+  constructor(feed: BodyFeed) {
+    this.#feed = feed;
   }
 
-  /** True while every byte read so far is kept, so another attempt can send the same body. */
+  /** True while every byte taken so far is kept, so another attempt can send the same body. */
   get replayable(): boolean {
-    return this.#retained !== null;
+    return this.#replayable;
   }
 
-  /** The whole body, once it was read to the end and kept (at most RETRY_BUFFER_BYTES); null otherwise. */
+  /** The whole body, once it was received to the end and kept (at most RETRY_BUFFER_BYTES); null otherwise. */
   kept(): Buffer | null {
-    return this.#ended && this.#retained !== null ? Buffer.concat(this.#retained) : null;
+    if (!this.#ended || !this.#replayable || this.#error !== null || this.#received > RETRY_BUFFER_BYTES) return null;
+    return this.#chunks.length === 1 ? this.#chunks[0]! : Buffer.concat(this.#chunks);
   }
 
-  /** The body for a new attempt; the previous attempt's stream stops receiving. */
-  attempt(): Readable {
-    this.#current?.destroy();
-    this.#current = new AttemptBody(this);
-    return this.#current;
-  }
+  // --- from the client connection -----------------------------------------------
 
-  /** An attempt's stream wants data. */
-  pull(body: AttemptBody, first: boolean): void {
-    if (body !== this.#current) return;
-    if (first) {
-      for (const chunk of this.#retained ?? []) body.push(chunk);
-      if (this.#ended) {
-        body.push(null);
-        return;
-      }
-    }
-    if (!this.#listening) {
-      this.#listening = true;
-      // A body that ended empty before anyone read it (a bidi call half-closed
-      // while its upstream session was connecting) has already emitted 'end':
-      // node reads 0 bytes on EOF.
-      if (this.#src.readableEnded) {
-        this.#onEnd();
-        return;
-      }
-      this.#src.on('data', this.#onData).on('end', this.#onEnd).on('error', this.#onError);
-    }
-    this.#src.resume();
-  }
-
-  /** An attempt's stream was destroyed. */
-  detach(body: AttemptBody): void {
-    if (body !== this.#current) return;
-    this.#current = undefined;
-    this.#src.pause();
-  }
-
-  readonly #onData = (chunk: Buffer): void => {
-    this.#bytes += chunk.length;
-    if (this.limit > 0 && this.#bytes > this.limit) {
-      this.#src.pause();
-      this.#src.off('data', this.#onData);
+  /** Bytes from the client; false: stop reading until the feed's bodyWanted(). */
+  push(chunk: Buffer): boolean {
+    if (this.#cut || this.#ended || this.#error !== null) return false;
+    this.#received += chunk.length;
+    if (this.limit > 0 && this.#received > this.limit) {
+      this.#cut = true;
       this.onLimit?.();
+      return false;
+    }
+    if (chunk.length === 0) return true;
+    this.#chunks.push(chunk);
+    this.#flow();
+    if (this.#received - this.#taken < BACKLOG_BYTES) return true;
+    this.#held = true;
+    return false;
+  }
+
+  /** The body ended. */
+  end(): void {
+    if (this.#cut || this.#ended || this.#error !== null) return;
+    this.#ended = true;
+    this.#flow();
+  }
+
+  /** The client's body broke off: the reader is told. */
+  fail(err: Error): void {
+    if (this.#ended || this.#error !== null) return;
+    this.#error = err;
+    const reader = this.#reader;
+    this.#reader = null;
+    reader?.bodyError(err);
+  }
+
+  // --- from the upstream ----------------------------------------------------------
+
+  /** `reader` reads the body from its start (an earlier reader gets nothing more). */
+  read(reader: BodyReader): void {
+    this.#reader = reader;
+    this.#paused = false;
+    this.#endSent = false;
+    this.#sent = 0;
+    if (this.#error !== null || (!this.#replayable && this.#taken > 0)) {
+      // The proxy retries only replayable bodies; a reader never gets a body with a hole.
+      this.#reader = null;
+      reader.bodyError(this.#error ?? new Error('request body not replayable'));
       return;
     }
-    if (this.#retained !== null) {
-      this.#retainedBytes += chunk.length;
-      if (this.#retainedBytes <= RETRY_BUFFER_BYTES) this.#retained.push(chunk);
-      else this.#retained = null;
+    this.#next = 0;
+    this.#feed.bodyWanted(this);
+    this.#flow();
+  }
+
+  /** After bodyData() said false. */
+  resume(reader: BodyReader): void {
+    if (reader !== this.#reader) return;
+    this.#paused = false;
+    this.#flow();
+  }
+
+  /** `reader` wants no more of the body. */
+  stop(reader: BodyReader): void {
+    if (reader === this.#reader) this.#reader = null;
+  }
+
+  #flow(): void {
+    // A reader resuming from inside bodyData() continues this loop.
+    if (this.#flowing) return;
+    this.#flowing = true;
+    const chunks = this.#chunks;
+    let reader = this.#reader;
+    while (reader !== null && !this.#paused && this.#next < chunks.length) {
+      const chunk = chunks[this.#next]!;
+      this.#sent += chunk.length;
+      const fresh = this.#sent - this.#taken;
+      if (fresh > 0) {
+        this.#taken = this.#sent;
+        if (this.#replayable && this.#taken > RETRY_BUFFER_BYTES) this.#replayable = false;
+      }
+      if (this.#replayable) this.#next++;
+      else {
+        // Not kept any more: what was taken goes.
+        chunks.splice(0, this.#next + 1);
+        this.#next = 0;
+      }
+      if (fresh > 0) this.#feed.bodyTaken(this, fresh);
+      if (!reader.bodyData(chunk) && reader === this.#reader) this.#paused = true;
+      reader = this.#reader;
     }
-    if (this.#current !== undefined && !this.#current.push(chunk)) this.#src.pause();
-  };
-
-  readonly #onEnd = (): void => {
-    this.#ended = true;
-    this.#current?.push(null);
-  };
-
-  readonly #onError = (err: Error): void => {
-    this.#current?.destroy(err);
-  };
-}
-
-function noop(): void {}
-
-class AttemptBody extends Readable {
-  readonly #body: RequestBody;
-  #started = false;
-
-  constructor(body: RequestBody) {
-    super({ highWaterMark: 64 * 1024 });
-    this.#body = body;
-    // The client's stream failing is passed on to whoever reads this body; a
-    // consumer already done with it (undici drops its listeners) must not
-    // leave the error unhandled, which would end the process.
-    this.on('error', noop);
-  }
-
-  override _read(): void {
-    const first = !this.#started;
-    this.#started = true;
-    this.#body.pull(this, first);
-  }
-
-  override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
-    this.#body.detach(this);
-    cb(err);
+    this.#flowing = false;
+    if (reader === null || this.#paused || this.#next < chunks.length) return;
+    if (this.#held) {
+      this.#held = false;
+      this.#feed.bodyWanted(this);
+    }
+    if (this.#ended && !this.#endSent && reader === this.#reader) {
+      this.#endSent = true;
+      reader.bodyEnd();
+    }
   }
 }

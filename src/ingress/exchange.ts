@@ -2,11 +2,11 @@
 // spoke (HTTP/1.1 or HTTP/2). Upstream forwarders see only this class, so
 // each upstream protocol is written once for every kind of client.
 import { randomUUID } from 'node:crypto';
-import type { Readable, Duplex } from 'node:stream';
+import type { Duplex } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import { UpstreamError, type ProxyError } from '../errors.ts';
 import type { BackendMetrics } from '../observe/metrics.ts';
-import { RequestBody } from './body.ts';
+import type { RequestBody } from './body.ts';
 import { appendForwardedFor } from './hygiene.ts';
 import { ExchangeSignal } from './signal.ts';
 
@@ -86,7 +86,6 @@ export abstract class Exchange {
   readonly #xff: string;
   readonly #xfProto: string;
   readonly #xfHost: string | undefined;
-  #body: RequestBody | undefined;
   #timer: NodeJS.Timeout | undefined;
 
   /** `xff`, `xfProto`, `xfHost`: the client's own X-Forwarded-For (repeats joined), -Proto and -Host, if any. */
@@ -146,7 +145,8 @@ export abstract class Exchange {
   abstract onceDrain(fn: () => void): void;
   abstract end(trailers: ResponseHeaders | null): void;
 
-  protected abstract bodySource(): Readable;
+  /** The request body as the client connection feeds it; null when there is none (set when hasBody). */
+  protected abstract get requestBody(): RequestBody | null;
   /** Mid-response, when no status can be sent any more: cut the response. */
   protected abstract cut(err: ProxyError): void;
   /** No response yet: answer with the error's status. */
@@ -166,16 +166,15 @@ export abstract class Exchange {
     this.signal.abort();
   }
 
-  /** A fresh body stream for one upstream attempt; it may be destroyed by its consumer. */
-  body(): Readable | null {
-    if (!this.hasBody) return null;
-    return (this.#body ??= new RequestBody(this.bodySource())).attempt();
+  /** The request body, for an upstream attempt to read (RequestBody.read); null when there is none. */
+  body(): RequestBody | null {
+    return this.requestBody;
   }
 
   /** The whole request body once it was read and kept (up to 64 KiB; empty without a body); null when it was not. */
   keptBody(): Buffer | null {
-    if (!this.hasBody) return EMPTY;
-    return this.#body?.kept() ?? null;
+    const body = this.requestBody;
+    return body === null ? EMPTY : body.kept();
   }
 
   #done: (() => void) | undefined;
@@ -186,13 +185,13 @@ export abstract class Exchange {
 
   /** False once request bytes were read that could not be kept for a retry. */
   get bodyReplayable(): boolean {
-    return this.#body?.replayable ?? true;
+    return this.requestBody?.replayable ?? true;
   }
 
   /** Cuts the body past `max` bytes and answers `err` (413). */
   limitBody(max: number, err: ProxyError): void {
-    if (!this.hasBody) return;
-    const body = (this.#body ??= new RequestBody(this.bodySource()));
+    const body = this.requestBody;
+    if (body === null) return;
     body.limit = max;
     body.onLimit = () => this.fail(err);
   }

@@ -7,9 +7,9 @@
 // interval for all connections, no timer per request).
 import type { Socket } from 'node:net';
 import { STATUS_CODES } from '../node-http.ts';
-import { Readable } from 'node:stream';
 import { ProxyError } from '../errors.ts';
 import { listsToken } from '../http1-syntax.ts';
+import { RequestBody, type BodyFeed } from './body.ts';
 import { httpDate } from './date.ts';
 import type { ExchangeOwner, Peer } from './exchange.ts';
 import { expectsContinue, H1Exchange } from './h1.ts';
@@ -59,8 +59,6 @@ function refusal(status: number): string {
   return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ndate: ${httpDate()}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`;
 }
 
-function noop(): void {}
-
 const CONN = Symbol('client connection');
 type Tagged = Socket & { [CONN]: ClientConnection };
 function onData(this: Tagged, chunk: Buffer): void { this[CONN].data(chunk); }
@@ -72,23 +70,7 @@ function processPending(conn: ClientConnection): void {
   conn.processPending();
 }
 
-/** The body of the request being read, for whoever reads it (RequestBody). */
-export class BodyStream extends Readable {
-  readonly #conn: ClientConnection;
-
-  constructor(conn: ClientConnection) {
-    super({ highWaterMark: 64 * 1024 });
-    this.#conn = conn;
-    // Its failure reaches whoever reads it (RequestBody); unread, it must not end the process.
-    this.on('error', noop);
-  }
-
-  override _read(): void {
-    this.#conn.bodyWanted(this);
-  }
-}
-
-export class ClientConnection implements BodySink {
+export class ClientConnection implements BodySink, BodyFeed {
   readonly socket: Socket;
   readonly peer: Peer;
   readonly #owner: H1Owner;
@@ -98,7 +80,7 @@ export class ClientConnection implements BodySink {
   /** Bytes received and not yet parsed: part of a head, or requests pipelined behind the current one. */
   #pending: Buffer | undefined;
   #ex: H1Exchange | undefined;
-  #body: BodyStream | undefined;
+  #body: RequestBody | undefined;
   /** The body reader is full: the socket is paused until it reads. */
   #bodyFull = false;
   #continueDue = false;
@@ -206,11 +188,11 @@ export class ClientConnection implements BodySink {
       this.#owner.dispatchH1(ex);
       return;
     }
-    let body: BodyStream | undefined;
+    let body: RequestBody | undefined;
     if (p.bodyDone) this.#state = WAIT;
     else {
       this.#state = BODY;
-      body = this.#body = new BodyStream(this);
+      body = this.#body = new RequestBody(this);
       this.#continueDue = p.minor === 1 && p.expect !== undefined && expectsContinue(p.expect);
     }
     const ex = new H1Exchange(p, this, body, this.#owner, this.peer);
@@ -218,8 +200,8 @@ export class ClientConnection implements BodySink {
     this.#owner.dispatchH1(ex);
   }
 
-  /** The body reader wants more. */
-  bodyWanted(body: BodyStream): void {
+  /** The body's reader wants more. */
+  bodyWanted(body: RequestBody): void {
     if (body !== this.#body) return;
     if (this.#continueDue) {
       this.#continueDue = false;
@@ -230,6 +212,10 @@ export class ClientConnection implements BodySink {
       this.#bodyFull = false;
       this.socket.resume();
     }
+  }
+
+  bodyTaken(): void {
+    // Paced by the socket: reading stops while push() says so.
   }
 
   onBody(chunk: Buffer): void {
@@ -254,7 +240,7 @@ export class ClientConnection implements BodySink {
       ex.trailers = this.#parser.trailers;
     }
     this.#state = WAIT;
-    body?.push(null);
+    body?.end();
   }
 
   /** A head or body the parser refused: 400 (431) and the connection closed. Nothing after it is read. */
@@ -265,9 +251,11 @@ export class ClientConnection implements BodySink {
     if (state === BODY && ex !== undefined) {
       // The body broke its framing: the upstream must not get a complete
       // request. The body reader fails; the exchange answers 400 (or is cut).
-      this.#body?.destroy(err);
+      const body = this.#body;
       this.#body = undefined;
+      // After fail(): the upstream side is stopped by then and does not take this for its own failure.
       ex.fail(err);
+      body?.fail(err);
       this.#close();
       return;
     }
@@ -299,10 +287,8 @@ export class ClientConnection implements BodySink {
     this.#ex = undefined;
     // A body not read to its end leaves the next request's start unknown.
     if (close || this.#state === BODY) {
-      if (this.#body !== undefined) {
-        this.#body.destroy();
-        this.#body = undefined;
-      }
+      // Its reader was stopped with the exchange.
+      this.#body = undefined;
       this.#close();
       return;
     }
@@ -378,10 +364,11 @@ export class ClientConnection implements BodySink {
     this.#pending = undefined;
     const body = this.#body;
     this.#body = undefined;
-    if (body !== undefined) body.destroy(Object.assign(new Error('client closed the connection mid-body'), { code: 'ECONNRESET' }));
     const ex = this.#ex;
     this.#ex = undefined;
     ex?.socketClosed();
+    // After socketClosed(): the upstream side is stopped by then and does not take this for its own failure.
+    body?.fail(Object.assign(new Error('client closed the connection mid-body'), { code: 'ECONNRESET' }));
     this.#owner.forget(this);
   }
 }

@@ -2,11 +2,11 @@
 // (h1-parser.ts), the response written on the client connection's socket
 // (h1-conn.ts) with its head, and a short body, in one write.
 import { STATUS_CODES } from '../node-http.ts';
-import type { Readable } from 'node:stream';
 import { BadRequestError, ExpectationFailedError, type ProxyError } from '../errors.ts';
 import { httpDate } from './date.ts';
 import { Exchange, textBody, type ExchangeOwner, type Peer, type ResponseHeaders } from './exchange.ts';
-import type { BodyStream, ClientConnection } from './h1-conn.ts';
+import type { RequestBody } from './body.ts';
+import type { ClientConnection } from './h1-conn.ts';
 import { resolveTarget } from './h1-head.ts';
 import type { RequestParser } from './h1-parser.ts';
 import { connectionNamed, DROP_REQUEST, stripResponseHeaders } from './hygiene.ts';
@@ -124,7 +124,7 @@ function uncork(ex: H1Exchange): void {
 /** A request from an HTTP/1.1 client, answered on its connection. */
 export class H1Exchange extends H1Request {
   readonly #conn: ClientConnection;
-  readonly #body: BodyStream | undefined;
+  readonly #body: RequestBody | null;
   /** The request body was read to its end (or there was none). */
   bodyComplete: boolean;
   #status = 0;
@@ -138,16 +138,15 @@ export class H1Exchange extends H1Request {
   #finished = false;
 
   /** `body`: the request body as the connection reads it; undefined when there is none. */
-  constructor(p: RequestParser, conn: ClientConnection, body: BodyStream | undefined, owner: ExchangeOwner, peer: Peer) {
+  constructor(p: RequestParser, conn: ClientConnection, body: RequestBody | undefined, owner: ExchangeOwner, peer: Peer) {
     super(p, owner, peer);
     this.#conn = conn;
-    this.#body = body;
+    this.#body = body ?? null;
     this.bodyComplete = body === undefined;
   }
 
-  protected bodySource(): Readable {
-    // Only asked for when hasBody, which is exactly when there is a body stream.
-    return this.#body!;
+  protected get requestBody(): RequestBody | null {
+    return this.#body;
   }
 
   protected override isClosed(): boolean {

@@ -2,11 +2,11 @@
 // connection (h2-conn.ts). The request headers are the decoded flat list
 // [name, value, ...], validated by the connection; the response goes out as
 // frames on the stream, paced by the client's windows and the socket.
-import { Readable } from 'node:stream';
 import type { ProxyError } from '../errors.ts';
 import { INTERNAL_ERROR } from '../h2/frames.ts';
 import { H2_STREAM_WINDOW } from '../h2-settings.ts';
 import { GRPC_CODE_UNKNOWN } from '../observe/metrics.ts';
+import { RequestBody, type BodyFeed } from './body.ts';
 import { httpDate } from './date.ts';
 import { Exchange, textBody, type ExchangeOwner, type Peer, type ResponseHeaders } from './exchange.ts';
 import type { H2ServerConnection, ServerStream } from './h2-conn.ts';
@@ -19,49 +19,20 @@ const EMPTY = Buffer.alloc(0);
  * each. A client that opens streams and never reads costs at most this.
  */
 const QUEUE_BUDGET = 16 * H2_STREAM_WINDOW;
+const STREAM_RESET = new Error('the client reset the stream mid-body');
 /** Response header lists are built here and encoded at once (a copy is kept only when they wait behind DATA). */
 const out: string[] = [];
 
-/** A request body fed from DATA frames; the client's window is given back as the bytes are read. */
-export class H2Body extends Readable {
-  readonly #ex: H2Exchange;
-  /** Bytes pushed whose window was not given back yet. */
-  owed = 0;
-
-  constructor(ex: H2Exchange) {
-    // Nothing listens for its 'close', and the destroy after 'end' costs a
-    // nextTick per request (~3 % of a gRPC call's CPU in the profile).
-    super({ highWaterMark: 64 * 1024, autoDestroy: false, emitClose: false });
-    this.#ex = ex;
-  }
-
-  /** DATA from the client. */
-  data(chunk: Buffer): void {
-    this.owed += chunk.length;
-    if (this.push(chunk)) this.settle();
-  }
-
-  override _read(): void {
-    this.settle();
-  }
-
-  /** Gives back the window of what left the buffer. */
-  settle(): void {
-    const n = this.owed - this.readableLength;
-    if (n <= 0) return;
-    this.owed -= n;
-    this.#ex.consumed(n);
-  }
-}
-
 /** A request on an HTTP/2 stream. */
-export class H2Exchange extends Exchange {
+export class H2Exchange extends Exchange implements BodyFeed {
   readonly conn: H2ServerConnection;
   readonly stream: ServerStream;
   /** The request's header fields after the pseudo-headers, [name, value, ...]. */
   readonly #fields: string[];
   readonly #scheme: string;
-  readonly #body: H2Body | null;
+  readonly #body: RequestBody | null;
+  /** Request bytes received whose window was not given back yet. */
+  #owed = 0;
   #finished = false;
   #closed = false;
   /** Handed to the entrypoint: from then on it is counted, and its end must be. */
@@ -91,7 +62,7 @@ export class H2Exchange extends Exchange {
     this.stream = stream;
     this.#fields = fields;
     this.#scheme = p.scheme;
-    this.#body = p.hasBody ? new H2Body(this) : null;
+    this.#body = p.hasBody ? new RequestBody(this) : null;
   }
 
   // --- from the connection -------------------------------------------------------
@@ -103,18 +74,25 @@ export class H2Exchange extends Exchange {
 
   /** @internal DATA on the stream. */
   data(chunk: Buffer): void {
-    this.#body!.data(chunk);
+    this.#owed += chunk.length;
+    // The client's window bounds what it sends: nothing to pause here.
+    this.#body!.push(chunk);
   }
 
   /** @internal the request ended (END_STREAM on DATA or on trailers). */
   requestEnded(trailers: ResponseHeaders | null): void {
     this.#requestTrailers = trailers;
-    this.#body?.push(null);
+    this.#body?.end();
   }
 
-  /** @internal the body consumer took `n` bytes. */
-  consumed(n: number): void {
+  /** The body's reader took `n` bytes: the client's window gets them back. */
+  bodyTaken(_body: RequestBody, n: number): void {
+    this.#owed -= n;
     if (!this.#closed) this.conn.consumed(this.stream, n);
+  }
+
+  bodyWanted(_body: RequestBody): void {
+    // Paced by the client's window, given back in bodyTaken().
   }
 
   /** @internal the stream can take more: a writer waiting for it goes on. */
@@ -130,22 +108,19 @@ export class H2Exchange extends Exchange {
     if (this.#closed) return;
     this.#closed = true;
     this.#drain = null;
-    const body = this.#body;
-    if (body !== null) {
-      // What the body holds unread still counts against the connection's window.
-      if (body.owed > 0) this.conn.consumed(null, body.owed);
-      body.owed = 0;
-      // Without an error: nothing may listen for one yet; the exchange's signal stops the upstream side.
-      if (reset && !body.readableEnded) body.destroy();
-    }
+    // What the body holds untaken still counts against the connection's window.
+    if (this.#owed > 0) this.conn.consumed(null, this.#owed);
+    this.#owed = 0;
     // A stream reset in the chunk that opened it was never routed, nor counted.
     if (this.#routed) this.closed(this.#finished, this.#status, true);
+    // After closed(): the exchange's signal has stopped the upstream side, which must not take this for its own failure.
+    if (reset) this.#body?.fail(STREAM_RESET);
   }
 
   // --- Exchange --------------------------------------------------------------------
 
-  protected bodySource(): Readable {
-    return this.#body!;
+  protected get requestBody(): RequestBody | null {
+    return this.#body;
   }
 
   header(name: string): string | undefined {

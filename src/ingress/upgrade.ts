@@ -1,6 +1,7 @@
 // HTTP/1.1 Upgrade requests (WebSocket), answered on the raw client socket.
 import { STATUS_CODES } from '../node-http.ts';
-import { Readable, type Duplex } from 'node:stream';
+import type { Duplex } from 'node:stream';
+import type { RequestBody } from './body.ts';
 import type { ProxyError } from '../errors.ts';
 import { httpDate } from './date.ts';
 import { textBody, type ExchangeOwner, type Peer, type ResponseHeaders, type Upgrade } from './exchange.ts';
@@ -35,9 +36,9 @@ export class UpgradeExchange extends H1Request implements Upgrade {
     this.closed(this.#finished || this.#status === 101, this.#status, false);
   };
 
-  protected bodySource(): Readable {
+  protected get requestBody(): RequestBody | null {
     // Only requests without a body are taken as upgrades (h1-conn.ts).
-    return Readable.from([]);
+    return null;
   }
 
   respond(status: number, headers: ResponseHeaders): void {

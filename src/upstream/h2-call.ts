@@ -3,10 +3,10 @@
 // windows allow; the response's HEADERS, DATA and trailers go to the
 // exchange, and its bytes are given back to the backend's window only as the
 // client side takes them.
-import type { Readable } from 'node:stream';
 import { streamResetError, UpstreamError, upstreamError } from '../errors.ts';
 import { H2Stream } from '../h2/connection.ts';
 import { CANCEL, NO_ERROR, PROTOCOL_ERROR } from '../h2/frames.ts';
+import type { BodyReader, RequestBody } from '../ingress/body.ts';
 import type { Exchange, ResponseHeaders } from '../ingress/exchange.ts';
 import type { Session } from './h2-pool.ts';
 import { NATIVE_BELOW_MS, TICK_MS, deadlineIn, tick, unwatch, watch } from './clock.ts';
@@ -95,22 +95,9 @@ function contentLength(h: ResponseHeaders): number {
   return n;
 }
 
-// Per-RPC allocations are what GC time is made of: the request body's
-// listeners are shared functions that find their call through one property,
-// timers call shared functions with the call as argument, and timeouts of
-// 2 s and more are deadlines on the coarse clock instead of a native timer.
-const CALL = Symbol('switchyard.h2call');
-type Body = Readable & { [CALL]: H2Call };
-
-function onBodyData(this: Body, chunk: Buffer): void {
-  this[CALL].bodyData(chunk);
-}
-function onBodyEnd(this: Body): void {
-  this[CALL].bodyEnd();
-}
-function onBodyError(this: Body, err: Error): void {
-  this[CALL].bodyError(err);
-}
+// Per-RPC allocations are what GC time is made of: timers call shared
+// functions with the call as argument, and timeouts of 2 s and more are
+// deadlines on the coarse clock instead of a native timer.
 function onTimer(call: H2Call): void {
   call.expired();
 }
@@ -135,11 +122,11 @@ const sweeper = {
  * One request on an h2c backend: headers and body upstream, response headers,
  * data and trailers back, cancellation both ways.
  */
-export class H2Call extends UpstreamStream {
+export class H2Call extends UpstreamStream implements BodyReader {
   readonly #attempt: Attempt;
   readonly #ex: Exchange;
   #session: Session | null = null;
-  #body: Body | null = null;
+  #body: RequestBody | null = null;
   #bodyEnded = false;
   #bodyPaused = false;
   /** Native timer for timeouts under NATIVE_BELOW_MS. */
@@ -179,14 +166,14 @@ export class H2Call extends UpstreamStream {
     const headers = ex.headersForH2(this.#attempt.hostHeader);
     session.sendHeaders(this, headers, headers.length, !hasBody);
     ex.signal.listen(this.#cancel);
-    if (hasBody) {
-      const body = ex.body() as Body;
-      body[CALL] = this;
-      this.#body = body;
-      body.on('data', onBodyData).on('end', onBodyEnd).on('error', onBodyError);
-    }
     const idleMs = this.#attempt.timeouts.idleMs;
     this.#idleTicks = idleMs >= NATIVE_BELOW_MS ? Math.ceil(idleMs / TICK_MS) + 1 : 0;
+    // Last: what the client sent already goes out now, and a body that broke off finishes the call.
+    const body = hasBody ? ex.body() : null;
+    if (body !== null) {
+      this.#body = body;
+      body.read(this);
+    }
   }
 
   unavailable(err: Error): void {
@@ -213,20 +200,20 @@ export class H2Call extends UpstreamStream {
 
   // --- request body -------------------------------------------------------------
 
-  bodyData(chunk: Buffer): void {
-    if (this.#finished) return;
+  bodyData(chunk: Buffer): boolean {
+    if (this.#finished) return false;
     const session = this.#session!;
     // Held back while the peer's window or the socket is full: writable() resumes it.
-    if (!session.sendData(this, chunk, 0, chunk.length, false)) this.#pauseBody();
-    else if (session.needDrain) {
-      this.#pauseBody();
-      session.waitDrain(this);
+    if (!session.sendData(this, chunk, 0, chunk.length, false)) {
+      this.#bodyPaused = true;
+      return false;
     }
-  }
-
-  #pauseBody(): void {
-    this.#bodyPaused = true;
-    this.#body!.pause();
+    if (session.needDrain) {
+      this.#bodyPaused = true;
+      session.waitDrain(this);
+      return false;
+    }
+    return true;
   }
 
   writable(): void {
@@ -237,7 +224,7 @@ export class H2Call extends UpstreamStream {
       return;
     }
     this.#bodyPaused = false;
-    this.#body!.resume();
+    this.#body!.resume(this);
   }
 
   bodyEnd(): void {
@@ -405,7 +392,7 @@ export class H2Call extends UpstreamStream {
     // The stream is over: the connection's share of what was held went back as it came.
     this.#held = 0;
     // A request body still coming is not wanted any more.
-    if (this.#body !== null && !this.#bodyEnded) this.#body.destroy();
+    if (this.#body !== null && !this.#bodyEnded) this.#body.stop(this);
     if (code >= 0) session.reset(this, code);
     session.done(this);
   }

@@ -5,7 +5,7 @@
 // with backpressure both ways. One request per connection at a time (no
 // pipelining: it would put one slow response in front of others).
 import net, { type Socket } from 'node:net';
-import type { Readable } from 'node:stream';
+import type { BodyReader, RequestBody } from '../ingress/body.ts';
 import type { ResponseHeaders } from '../ingress/exchange.ts';
 import { NATIVE_BELOW_MS, TICK_MS, deadlineIn, tick, unwatch, watch } from './clock.ts';
 import { ParseError, ResponseParser, type ResponseSink } from './http1-parser.ts';
@@ -46,7 +46,7 @@ export interface H1Call {
 /** What send() needs to know about a request beyond its head. */
 export interface SendOptions {
   /** The request body, or null. */
-  readonly body: Readable | null;
+  readonly body: RequestBody | null;
   /** Frame the body with chunked encoding (no Content-Length known). */
   readonly chunked: boolean;
   /** HEAD: the response has no body whatever its headers say. */
@@ -110,7 +110,7 @@ class Reader {
 }
 
 /** One keep-alive connection; carries one call at a time. */
-export class H1Connection implements ResponseSink {
+export class H1Connection implements ResponseSink, BodyReader {
   readonly socket: Socket;
   readonly #pool: H1Pool;
   readonly #reader: Reader;
@@ -118,7 +118,7 @@ export class H1Connection implements ResponseSink {
   #call: H1Call | undefined;
   /** Requests this connection has carried, the current one included. */
   requests = 0;
-  #body: Readable | null = null;
+  #body: RequestBody | null = null;
   #chunked = false;
   #bodyDone = true;
   #upgradeHeaders: ResponseHeaders | undefined;
@@ -171,8 +171,8 @@ export class H1Connection implements ResponseSink {
     // Corked until the first body bytes have had their chance to join the head.
     this.socket.cork();
     this.socket.write(head, 'latin1');
-    body.on('data', this.#onBodyData).on('end', this.#onBodyEnd).on('error', this.#onBodyError);
     process.nextTick(uncork, this.socket);
+    body.read(this);
   }
 
   /**
@@ -198,11 +198,11 @@ export class H1Connection implements ResponseSink {
 
   // --- request body --------------------------------------------------------
 
-  readonly #onBodyData = (chunk: Buffer): void => {
+  bodyData(chunk: Buffer): boolean {
     const s = this.socket;
     let ok: boolean;
     if (this.#chunked) {
-      if (chunk.length === 0) return; // an empty chunk would end the body
+      if (chunk.length === 0) return true; // an empty chunk would end the body
       s.cork();
       s.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
       s.write(chunk);
@@ -211,35 +211,34 @@ export class H1Connection implements ResponseSink {
     } else {
       ok = s.write(chunk);
     }
-    if (!ok) {
-      this.#body!.pause();
-      s.once('drain', this.#onDrain);
-    }
-  };
+    if (ok) return true;
+    s.once('drain', this.#onDrain);
+    return false;
+  }
 
   readonly #onDrain = (): void => {
-    this.#body?.resume();
+    this.#body?.resume(this);
   };
 
-  readonly #onBodyEnd = (): void => {
+  bodyEnd(): void {
     if (this.#chunked) this.socket.write(LAST_CHUNK, 'latin1');
     this.#detachBody();
     this.#bodyDone = true;
     // An early answer may already be in.
     if (this.#call !== undefined && !this.#parser.headDone) this.#armResponseTimer();
-  };
+  }
 
-  readonly #onBodyError = (): void => {
+  bodyError(): void {
     // The client's body broke off: the backend would wait for the rest.
     this.#detachBody();
     this.#fail(codeError('request body aborted', 'ECONNRESET'));
-  };
+  }
 
   #detachBody(): void {
     const body = this.#body;
     if (body === null) return;
     this.#body = null;
-    body.off('data', this.#onBodyData).off('end', this.#onBodyEnd).off('error', this.#onBodyError);
+    body.stop(this);
     this.socket.off('drain', this.#onDrain);
   }
 
