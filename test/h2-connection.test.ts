@@ -360,6 +360,27 @@ describe('server role with a node:http2 client', () => {
     assert.deepEqual(g, [0, NGHTTP2_CANCEL]);
     s2.destroy();
   });
+
+  test('a stream opened after our GOAWAY is ignored, and a later GOAWAY names the same last stream id (RFC 9113 §6.8)', async () => {
+    const c = await RawH2.connect(srv.port);
+    const goaways = (): [number, number][] => c.frames.filter((f) => f.type === FRAME.GOAWAY)
+      .map((f) => [f.payload.readUInt32BE(0) & 0x7fffffff, f.payload.readUInt32BE(4)]);
+    try {
+      // Stream 1 asks for the drain GOAWAY and stays open (no END_STREAM).
+      c.send(frame(FRAME.HEADERS, FLAG.END_HEADERS, 1, requestBlock('test', '/goaway', 'POST')));
+      await c.until(() => goaways().length === 1, 10_000, 'GOAWAY');
+      // A client that had not seen it yet opens stream 3, then a connection error follows.
+      const seen = srv.log.requestHeaders.length;
+      c.send(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 3, requestBlock('test', '/late')));
+      c.send(frame(FRAME.PING, 0, 1, Buffer.alloc(8)));
+      await c.closed;
+      assert.deepEqual(goaways(), [[1, NO_ERROR], [1, NGHTTP2_PROTOCOL_ERROR]]);
+      assert.equal(srv.log.requestHeaders.length, seen, 'stream 3 never reached the role');
+      assert.ok(!c.frames.some((f) => f.stream === 3), 'nothing was answered on stream 3');
+    } finally {
+      c.close();
+    }
+  });
 });
 
 describe('receive windows', () => {

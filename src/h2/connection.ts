@@ -809,21 +809,26 @@ export abstract class H2Connection<S extends H2Stream> {
   /** GOAWAY(code) with the last peer stream we process; streams open now go on (drain). */
   goaway(code: number): void {
     if (this.closed) return;
-    this.goingAway = true;
-    this.#goawayLast = this.lastPeerStream;
     this.#goaway(code);
   }
 
+  /**
+   * The first GOAWAY fixes the last peer stream id; later ones repeat it: peer
+   * streams opened since were ignored, and the id may never go up (RFC 9113 §6.8).
+   */
   #goaway(code: number): void {
+    if (!this.goingAway) {
+      this.goingAway = true;
+      this.#goawayLast = this.lastPeerStream;
+    }
     this.#frameHeader(8, GOAWAY, 0, 0);
-    this.#u32(this.lastPeerStream);
+    this.#u32(this.#goawayLast);
     this.#u32(code);
   }
 
   /** A connection error: GOAWAY(code), what is written goes out, the connection is closed. */
   fail(code: number): void {
     if (this.closed) return;
-    this.goingAway = true;
     this.#goaway(code);
     this.close();
   }
