@@ -314,6 +314,31 @@ describe('a hostile HTTP/2 client', () => {
     });
   });
 
+  test('DATA on a closed stream, from a client that reads nothing: each is answered RST_STREAM; the connection is dropped', async () => {
+    await withRouter(async (router) => {
+      const c = await RawH2.connect(router.port);
+      // Stream 1001 opened: 1 to 999 are closed (never used). The router remembers the last 64
+      // streams it reset and ignores their DATA; 500 ids in turn are answered every time.
+      c.send(headerFrames(1001, requestBlock('h.test', '/'), true));
+      await c.until((fs) => fs.some((f) => f.stream === 1001 && (f.flags & FLAG.END_STREAM) !== 0), 10_000, 'the response');
+      c.socket.pause(); // the router's answers pile up on its side
+      const batch = Buffer.concat(Array.from({ length: 1000 }, (_, i) => frame(FRAME.DATA, 0, 2 * (i % 500) + 1, Buffer.from('x'))));
+      let sent = 0;
+      try {
+        const end = Date.now() + 20_000;
+        while (!c.isClosed && sent < 2_000_000 && Date.now() < end) {
+          if (!c.send(batch)) await new Promise((r) => setTimeout(r, 5));
+          sent += 1000;
+        }
+        c.socket.resume();
+        await Promise.race([c.closed, new Promise((r) => setTimeout(r, 10_000))]);
+        assert.ok(c.isClosed, `still open after ${sent} DATA frames on a closed stream`);
+      } finally {
+        c.close();
+      }
+    });
+  });
+
   test('request trailers over maxHeaderBytes: the stream is reset, the request not completed upstream', async () => {
     await withRouter(async (router) => {
       const trailers = headerFrames(1, hpack([['x-t', 'v'.repeat(20_000)]]), true);

@@ -31,7 +31,7 @@ const RESETS_PER_MS = 33 / 1000;
 const MAX_CONTINUATIONS = 8;
 /** Empty DATA/HEADERS/CONTINUATION frames that end nothing, per connection (the limit node:http2 had, as maxSessionInvalidFrames). */
 const MAX_EMPTY_FRAMES = 1000;
-/** SETTINGS/PING answers written while the client does not read its socket. */
+/** Answers (SETTINGS/PING ACKs, RST_STREAM for frames on closed or refused streams) written while the client does not read its socket. */
 const MAX_UNREAD_ACKS = 1000;
 
 // Connection-specific headers make an HTTP/2 request malformed (RFC 9113 §8.2.2).
@@ -138,7 +138,7 @@ export class H2ServerConnection extends H2Connection<ServerStream> {
 
   // --- frames in -------------------------------------------------------------------
 
-  protected override frameIn(type: number, flags: number, _sid: number, len: number): void {
+  protected override frameIn(type: number, flags: number, sid: number, len: number): void {
     if (type === RST_STREAM) {
       this.#spendReset();
       return;
@@ -156,9 +156,10 @@ export class H2ServerConnection extends H2Connection<ServerStream> {
       this.fail(ENHANCE_YOUR_CALM);
       return;
     }
-    // SETTINGS and PINGs are answered: from a client that reads nothing, the answers would pile up here.
-    if ((type === SETTINGS || type === PING) && (flags & ACK) === 0 && this.needDrain && ++this.#unreadAcks > MAX_UNREAD_ACKS) {
-      this.fail(ENHANCE_YOUR_CALM);
+    // SETTINGS and PINGs are answered, DATA on a stream that is not open is answered
+    // RST_STREAM: from a client that reads nothing, the answers would pile up here.
+    if (this.needDrain && (((type === SETTINGS || type === PING) && (flags & ACK) === 0) || (type === DATA && !this.streams.has(sid)))) {
+      this.#unread();
     }
   }
 
@@ -169,7 +170,7 @@ export class H2ServerConnection extends H2Connection<ServerStream> {
     }
     this.#lastActive = this.#owner.tick;
     if (this.streams.size >= MAX_STREAMS) {
-      this.rst(sid, REFUSED_STREAM);
+      this.#refuse(sid, REFUSED_STREAM);
       return;
     }
     // Validate (RFC 9113 §8.2, §8.3) and copy the regular fields out of the reused list in one pass.
@@ -187,35 +188,35 @@ export class H2ServerConnection extends H2Connection<ServerStream> {
       const name = h[i]!;
       const value = h[i + 1]!;
       if (name.charCodeAt(0) === 58 /* : */) {
-        if (regular) { this.rst(sid, PROTOCOL_ERROR); return; }
+        if (regular) { this.#refuse(sid, PROTOCOL_ERROR); return; }
         switch (name) {
-          case ':method': if (method !== undefined || !METHOD.test(value)) { this.rst(sid, PROTOCOL_ERROR); return; } method = value; break;
-          case ':scheme': if (scheme !== undefined || !SCHEME.test(value)) { this.rst(sid, PROTOCOL_ERROR); return; } scheme = value; break;
+          case ':method': if (method !== undefined || !METHOD.test(value)) { this.#refuse(sid, PROTOCOL_ERROR); return; } method = value; break;
+          case ':scheme': if (scheme !== undefined || !SCHEME.test(value)) { this.#refuse(sid, PROTOCOL_ERROR); return; } scheme = value; break;
           // Origin-form or '*' only, as from HTTP/1.1 clients: an absolute-form :path would name another host upstream.
-          case ':path': if (path !== undefined || !PATH.test(value) || (value.charCodeAt(0) !== 47 /* / */ && value !== '*')) { this.rst(sid, PROTOCOL_ERROR); return; } path = value; break;
-          case ':authority': if (authority !== undefined || !validHost(value)) { this.rst(sid, PROTOCOL_ERROR); return; } authority = value; break;
-          default: this.rst(sid, PROTOCOL_ERROR); return;
+          case ':path': if (path !== undefined || !PATH.test(value) || (value.charCodeAt(0) !== 47 /* / */ && value !== '*')) { this.#refuse(sid, PROTOCOL_ERROR); return; } path = value; break;
+          case ':authority': if (authority !== undefined || !validHost(value)) { this.#refuse(sid, PROTOCOL_ERROR); return; } authority = value; break;
+          default: this.#refuse(sid, PROTOCOL_ERROR); return;
         }
         continue;
       }
       regular = true;
       if (tooLarge) break;
       if (!NAME.test(name) || BAD_VALUE.test(value) || CONNECTION_SPECIFIC.has(name) || (name === 'te' && value !== 'trailers')) {
-        this.rst(sid, PROTOCOL_ERROR);
+        this.#refuse(sid, PROTOCOL_ERROR);
         return;
       }
       if (name === 'content-length') {
-        if (!DIGITS.test(value) || (contentLength >= 0 && Number(value) !== contentLength)) { this.rst(sid, PROTOCOL_ERROR); return; }
+        if (!DIGITS.test(value) || (contentLength >= 0 && Number(value) !== contentLength)) { this.#refuse(sid, PROTOCOL_ERROR); return; }
         contentLength = Number(value);
       } else if (name === 'host') {
-        if (!validHost(value)) { this.rst(sid, PROTOCOL_ERROR); return; }
+        if (!validHost(value)) { this.#refuse(sid, PROTOCOL_ERROR); return; }
         host ??= value;
       }
       fields.push(name, value);
     }
     // CONNECT (RFC 9113 §8.5) is not proxied: with :scheme and :path it is malformed, without them too here.
     if (method === undefined || scheme === undefined || path === undefined || method === 'CONNECT' || (end && contentLength > 0)) {
-      this.rst(sid, PROTOCOL_ERROR);
+      this.#refuse(sid, PROTOCOL_ERROR);
       return;
     }
     const st = new ServerStream(sid);
@@ -227,6 +228,17 @@ export class H2ServerConnection extends H2Connection<ServerStream> {
     }, fields);
     st.ex = ex;
     if (this.#fresh.push(ex) === 1) process.nextTick(this.#route);
+  }
+
+  /** A new stream refused with RST_STREAM; from a client that reads nothing, the answers count (see frameIn). */
+  #refuse(sid: number, code: number): void {
+    this.rst(sid, code);
+    if (this.needDrain) this.#unread();
+  }
+
+  /** One more answer written for a client that does not read its socket; past MAX_UNREAD_ACKS the connection ends. */
+  #unread(): void {
+    if (++this.#unreadAcks > MAX_UNREAD_ACKS) this.fail(ENHANCE_YOUR_CALM);
   }
 
   /** A header block on an open stream: the request's trailers (the frame layer checked they end it, at its content-length), without pseudo-headers. */
