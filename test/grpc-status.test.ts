@@ -7,7 +7,7 @@ import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import { grpcMessage } from '../src/ingress/h2.ts';
-import { run, scrape, startRouter, type Router } from './helpers.ts';
+import { metric, run, scrape, startRouter, type Router } from './helpers.ts';
 import {
   encodeReply, encodeRequest, findGrpcurl, frame, grpcClient, grpcurlArgs, h2Request, SERVICE, serverStream, startH2Backend, unary,
   type EchoClient, type H2Backend,
@@ -160,5 +160,42 @@ describe('grpc-message of the router\'s own gRPC errors: percent-encoded as PROT
     assert.equal(grpcMessage('Grüße ✓ 🚀'), 'Gr%C3%BC%C3%9Fe %E2%9C%93 %F0%9F%9A%80');
     // What clients do with it: decode the percent-escapes as UTF-8.
     for (const s of ['100% sure', 'Grüße ✓ 🚀', 'a\r\nb']) assert.equal(decodeURIComponent(grpcMessage(s)), s);
+  });
+});
+
+describe('a gRPC request whose header list is over entrypoint.maxHeaderBytes', () => {
+  test('is answered Trailers-Only with grpc-status 8 RESOURCE_EXHAUSTED (HTTP 431 for others); the backend sees none', async () => {
+    const b = await backend('big-metadata');
+    const router = await startRouter({
+      entrypoint: { maxHeaderBytes: 4096 },
+      routes: [{ name: 'g', hosts: ['g.example.com'], protocol: 'h2c', backends: [{ name: 'b0', url: b.url, weight: 1 }] }],
+    });
+    routers.push(router);
+    const big = 'v'.repeat(6000);
+    const message = 'request headers over entrypoint.maxHeaderBytes';
+    // content-type first or after the large field: either way the request is gRPC.
+    for (const order of ['first', 'last']) {
+      const h = order === 'first'
+        ? { ':method': 'POST', ':path': `/${SERVICE}/Unary`, ':authority': 'g.example.com', 'content-type': 'application/grpc', 'x-big': big, te: 'trailers' }
+        : { ':method': 'POST', ':path': `/${SERVICE}/Unary`, ':authority': 'g.example.com', 'x-big': big, te: 'trailers', 'content-type': 'application/grpc+proto' };
+      const res = await h2Request(router.url, h, { body: frame(encodeRequest({})) });
+      assert.equal(res.headers[':status'], 200, order);
+      assert.equal(res.endStreamOnHeaders, true, order);
+      assert.equal(res.headers['content-type'], 'application/grpc', order);
+      assert.equal(res.headers['grpc-status'], '8', order);
+      assert.equal(res.headers['grpc-message'], message, order);
+    }
+    const client = grpcClient(`127.0.0.1:${router.port}`, 'g.example.com', { localPool: true });
+    clients.push(client);
+    const r = await unary(client, {}, { metadata: { 'x-big': big }, deadlineMs: 10_000 });
+    assert.equal(r.code, 8);
+    assert.equal(r.details, message);
+    // Not gRPC: the HTTP status.
+    const plain = await h2Request(router.url, { ':method': 'GET', ':path': '/', ':authority': 'g.example.com', 'x-big': big });
+    assert.equal(plain.headers[':status'], 431);
+    assert.equal(b.streams, 0);
+    const m = await scrape(router.adminUrl);
+    assert.equal(metric(m, 'switchyard_requests_total', { route: 'unmatched', backend: 'none', protocol: 'h2c', code: '8' }), 3);
+    assert.equal(metric(m, 'switchyard_requests_total', { route: 'unmatched', backend: 'none', protocol: 'h2c', code: '431' }), 1);
   });
 });

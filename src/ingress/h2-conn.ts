@@ -178,8 +178,9 @@ export class H2ServerConnection extends H2Connection<ServerStream> {
     let host: string | undefined;
     let contentLength = -1;
     let regular = false;
-    // Over the limit the request is answered 431 from its pseudo-headers alone: a small
-    // HPACK block naming a large table entry again and again is never walked further.
+    // Over the limit the request is answered 431 (gRPC: grpc-status 8) from its pseudo-headers
+    // and content-type alone: a small HPACK block naming a large table entry again and again
+    // is not validated or copied.
     let size = 0;
     for (let i = 0; i < count; i += 2) size += h[i]!.length + h[i + 1]!.length + 32;
     const tooLarge = size > this.#limits.maxHeaderBytes;
@@ -200,7 +201,11 @@ export class H2ServerConnection extends H2Connection<ServerStream> {
         continue;
       }
       regular = true;
-      if (tooLarge) break;
+      if (tooLarge) {
+        // Only content-type still matters: a gRPC request gets its answer as grpc-status (8), not 431.
+        if (name === 'content-type' && fields.length === 0) fields.push(name, value);
+        continue;
+      }
       if (!NAME.test(name) || BAD_VALUE.test(value) || CONNECTION_SPECIFIC.has(name) || (name === 'te' && value !== 'trailers')) {
         this.#refuse(sid, PROTOCOL_ERROR);
         return;
