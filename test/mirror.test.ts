@@ -95,7 +95,10 @@ describe('mirror', () => {
       assert.equal(r.replies[0]!.backend, 'old');
     }
     assert.ok(await until(() => nw.byMethod['Unary'] === 4, 5_000), JSON.stringify(nw.byMethod));
-    const m = await scrape(router.adminUrl);
-    assert.equal(metric(m, 'switchyard_mirror_requests_total', { route: 'rpc', backend: 'new', code: '0' }), 4);
+    // The backend counts a call when it starts, the router when the copy's answer is in: wait for both.
+    const copies = async (): Promise<number> => metric(await scrape(router.adminUrl), 'switchyard_mirror_requests_total', { route: 'rpc', backend: 'new', code: '0' });
+    const end = Date.now() + 5_000;
+    while (await copies() < 4 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(await copies(), 4);
   });
 });
