@@ -3,13 +3,15 @@
 // machine (throughput there is noise; CPU time per request much less so).
 //
 //   node bench/cpu-cost.ts --a DIR [--b DIR] [--scenario h1|h1-1k|h1-64k|h2c|grpc] [--requests N] [--rounds R] [--gc]
-//                          [--node-options='--cpu-prof --cpu-prof-dir=/tmp/prof']
+//                          [--node-options='--cpu-prof --cpu-prof-dir=/tmp/prof'] [--node-options-b='--max-semi-space-size=2']
 //
 // Each round starts each checkout afresh (alternating A and B, so drift hits
 // both alike), warms it with N/5 requests, then sends N with h2load and reads
 // the router's utime+stime from /proc before and after. Prints µs of CPU per
 // request per round and the medians; --gc adds --trace-gc and sums the
-// collector's pause time over the measured requests.
+// collector's pause time over the measured requests. --node-options-b gives B
+// its own node flags instead of --node-options' (--a and --b may then be the
+// same checkout: a flag A/B).
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -32,6 +34,7 @@ const { values: opts } = parseArgs({
     clients: { type: 'string', default: '50' },
     gc: { type: 'boolean', default: false },
     'node-options': { type: 'string' },
+    'node-options-b': { type: 'string' },
   },
 });
 
@@ -94,7 +97,8 @@ async function main(): Promise<void> {
     const gc = checkouts.map(() => [] as string[]);
     for (let round = 0; round < rounds; round++) {
       for (const [i, root] of checkouts.entries()) {
-        const nodeArgs = [...(opts.gc ? ['--trace-gc'] : []), ...(opts['node-options'] ?? '').split(' ').filter((a) => a !== '')];
+        const own = i === 1 && opts['node-options-b'] !== undefined ? opts['node-options-b'] : opts['node-options'] ?? '';
+        const nodeArgs = [...(opts.gc ? ['--trace-gc'] : []), ...own.split(' ').filter((a) => a !== '')];
         const peer = await startPeer('switchyard', { dir, backends, root, maxConns: 1000, nodeArgs });
         try {
           await load(peer, Math.max(1000, Math.floor(requests / 5)), dir);
