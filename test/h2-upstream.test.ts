@@ -440,3 +440,49 @@ describe('the h2c connection pool', () => {
     }
   });
 });
+
+describe('a backend connection that died silently', () => {
+  test('after 10 s without streams, a PING goes first: no ACK within the connect timeout, the call goes to a new connection', async () => {
+    const backend = await h2Backend({}, (stream) => {
+      stream.respond({ ':status': 200 });
+      stream.end('ok');
+    });
+    const port = Number(new URL(backend.url).port);
+    // A TCP relay in front of the backend; `silent` connections swallow whatever comes, both ways
+    // (the backend's host gone without a FIN or RST), recording what the router sent into them.
+    const conns: { client: net.Socket; upstream: net.Socket; silent: boolean; swallowed: Buffer[] }[] = [];
+    const relay = net.createServer((client) => {
+      const upstream = net.connect(port, '127.0.0.1');
+      const c = { client, upstream, silent: false, swallowed: [] as Buffer[] };
+      conns.push(c);
+      client.on('data', (b: Buffer) => { if (c.silent) c.swallowed.push(b); else upstream.write(b); });
+      upstream.on('data', (b: Buffer) => { if (!c.silent) client.write(b); });
+      client.on('error', () => {});
+      upstream.on('error', () => {});
+      client.on('close', () => upstream.destroy());
+    });
+    await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(relay.address() as AddressInfo).port}`;
+    const router = await startRouter({ routes: [{ name: 'g', hosts: ['g.test'], protocol: 'h2c', timeouts: { connect: '500ms', response: '5s' }, backends: [{ name: 'a', url, weight: 1 }] }] });
+    try {
+      assert.equal((await h1(router.port, 'g.test', 'POST', '/one', Buffer.from('x'))).status, 200);
+      assert.equal(conns.length, 1);
+      conns[0]!.silent = true;
+      await sleep(10_500);
+      const r = await h1(router.port, 'g.test', 'POST', '/two', Buffer.from('y'));
+      assert.equal(r.status, 200);
+      assert.equal(conns.length, 2, 'a second connection took the call');
+      const sent = Buffer.concat(conns[0]!.swallowed);
+      const types: number[] = [];
+      for (let off = 0; off + 9 <= sent.length; off += 9 + sent.readUIntBE(off, 3)) types.push(sent[off + 3]!);
+      assert.deepEqual(types, [0x6], 'only a PING went into the dead connection');
+      const m = await scrape(router.adminUrl);
+      assert.equal(m.get('switchyard_upstream_h2_streams'), 0);
+    } finally {
+      await router.close();
+      for (const c of conns) { c.client.destroy(); c.upstream.destroy(); }
+      await new Promise<void>((resolve) => relay.close(() => resolve()));
+      await backend.close();
+    }
+  });
+});

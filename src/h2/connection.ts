@@ -28,7 +28,7 @@
 //     SETTINGS is applied, onDataSent(stream, n) when n DATA bytes of the stream went
 //     into the output, onStreamClosed(stream) when a stream leaves `streams` (both
 //     ends done or reset, whoever reset it; not at onClose), onSocketDrain() when the
-//     socket takes writes again.
+//     socket takes writes again, onPingAck() when the ACK of our ping() came.
 //   Sending: register(stream) (client role: assigns the next id), sendHeaders(stream,
 //     list, count, end), sendData(stream, buf, start, end, endStream) → false when some
 //     of it waits for the peer's window (onWritable tells when it went), reset(stream,
@@ -269,6 +269,7 @@ export abstract class H2Connection<S extends H2Stream> {
   protected onDataSent(_stream: S, _n: number): void {}
   protected onStreamClosed(_stream: S): void {}
   protected onSocketDrain(): void {}
+  protected onPingAck(): void {}
 
   // --- state -----------------------------------------------------------------
 
@@ -419,6 +420,7 @@ export abstract class H2Connection<S extends H2Stream> {
           this.#bytes(buf, start, end);
         } else if (this.pingsOutstanding > 0) {
           this.pingsOutstanding--; // an unsolicited ACK is ignored (RFC 9113 §6.7 says nothing else)
+          this.onPingAck();
         }
         return;
       case GOAWAY: {

@@ -53,11 +53,24 @@ const SESSION_CONFIG: H2Config = {
   maxHeaderListSize: MAX_HEAD_BYTES,
 };
 
+/**
+ * A session with no stream for this long is checked with a PING before the
+ * next call goes into it: a backend gone without a FIN or RST (its host lost,
+ * a partition) would swallow the call until the response timeout. On demand,
+ * not periodic: gRPC servers count PINGs on a connection without streams as
+ * abuse (grpc-go: GOAWAY "too_many_pings" after the third).
+ */
+const PROBE_AFTER_IDLE_MS = 10_000;
+
 /** Until the peer's SETTINGS say otherwise (RFC 9113 §6.5.2 leaves it unlimited; 100 is the customary floor). */
 const DEFAULT_PEER_STREAMS = 100;
 
 function onConnectTimeout(s: Session): void {
   s.connectTimedOut();
+}
+
+function onProbeTimeout(s: Session): void {
+  s.probeTimedOut();
 }
 
 /** One HTTP/2 connection to a backend, in the client role. */
@@ -77,6 +90,10 @@ export class Session extends H2Connection<UpstreamStream> {
   /** Streams holding back their request body until the socket drains. */
   #drainWaiters: UpstreamStream[] = [];
   #connectTimer: NodeJS.Timeout | undefined;
+  /** A liveness PING is out (PROBE_AFTER_IDLE_MS); streams wait in the queue for its ACK. */
+  #probeTimer: NodeJS.Timeout | undefined;
+  /** performance.now() when the last stream here finished (or the session became ready). */
+  #idleSince = 0;
   #ageTimer: NodeJS.Timeout | undefined;
   #connectError: Error | undefined;
   #whenClosed: (() => void)[] = [];
@@ -95,9 +112,18 @@ export class Session extends H2Connection<UpstreamStream> {
     this.destroy();
   }
 
-  /** Starts `s` here now, or as soon as a stream is done. */
+  probeTimedOut(): void {
+    this.#connectError = Object.assign(new Error(`no PING ACK within ${this.#pool.connectTimeoutMs || PROBE_AFTER_IDLE_MS} ms after ${PROBE_AFTER_IDLE_MS} ms idle`), { code: 'ECONNRESET' });
+    this.destroy();
+  }
+
+  /** Starts `s` here now, or as soon as a stream is done (or, after an idle spell, once a PING came back). */
   open(s: UpstreamStream): void {
-    if (this.active < this.max) this.#start(s);
+    if (this.#probeTimer === undefined && this.active === 0 && performance.now() - this.#idleSince >= PROBE_AFTER_IDLE_MS) {
+      this.ping();
+      this.#probeTimer = setTimeout(onProbeTimeout, this.#pool.connectTimeoutMs || PROBE_AFTER_IDLE_MS, this);
+    }
+    if (this.#probeTimer === undefined && this.active < this.max) this.#start(s);
     else this.#queue.push(s);
   }
 
@@ -114,6 +140,7 @@ export class Session extends H2Connection<UpstreamStream> {
     this.active--;
     this.#gauges.streams.dec();
     if (this.closed) return;
+    if (this.active === 0) this.#idleSince = performance.now();
     if (this.retired) {
       if (this.active === 0) {
         this.goaway(NO_ERROR);
@@ -159,6 +186,7 @@ export class Session extends H2Connection<UpstreamStream> {
     }
     clearTimeout(this.#connectTimer);
     this.ready = true;
+    this.#idleSince = performance.now();
     this.#ageTimer = setTimeout(() => this.retire(), this.#pool.maxSessionAgeMs);
     this.#ageTimer.unref();
     this.#pool.connected(this, null);
@@ -188,6 +216,14 @@ export class Session extends H2Connection<UpstreamStream> {
     this.retire();
   }
 
+  protected override onPingAck(): void {
+    if (this.#probeTimer === undefined) return;
+    clearTimeout(this.#probeTimer);
+    this.#probeTimer = undefined;
+    this.#idleSince = performance.now();
+    while (this.#queue.length > 0 && this.active < this.max) this.#start(this.#queue.shift()!);
+  }
+
   protected onWritable(s: UpstreamStream): void {
     s.writable();
   }
@@ -201,6 +237,7 @@ export class Session extends H2Connection<UpstreamStream> {
   protected onClose(err: Error | undefined): void {
     clearTimeout(this.#connectTimer);
     clearTimeout(this.#ageTimer);
+    clearTimeout(this.#probeTimer);
     this.#drainWaiters = [];
     const cause = this.#connectError ?? err;
     this.#pool.dropped(this);
