@@ -140,10 +140,12 @@ describe('ramp on three replicas', () => {
     await Promise.all(replicas.map(async (r, i) => {
       const end = failFrom + 15_000;
       while (haltedSeen[i] === 0 && Date.now() < end) {
+        // Timed from when the poll was sent: the answer's own delay on a loaded machine is not the router's.
+        const asked = Date.now();
         const body = await (await request(`${r.adminUrl}/api/config`)).body.json() as { routes: { backends: { weight: number }[]; ramp: { state: string; halted: { at: number } | null } }[] };
         const web = body.routes[0]!;
         if (web.ramp.state === 'halted' && web.backends[1]!.weight === 0) {
-          haltedSeen[i] = Date.now();
+          haltedSeen[i] = asked;
           verdicts.push(web.ramp.halted!.at);
         }
         await sleep(50);
