@@ -142,14 +142,74 @@ function huffmanDecode(src: Buffer, start: number, end: number): string {
 }
 
 /** One connection direction's decoding context (the peer's encoder's mirror). */
-export class HpackDecoder {
-  // Dynamic table as a ring, newest at `head`.
-  // Small at first: most connections' tables hold a handful of entries (it doubles as needed).
-  #names: string[] = new Array(16);
-  #values: string[] = new Array(16);
-  #head = 0;
+/**
+ * The HPACK dynamic table (RFC 7541 §2.3.2, §4.4) of one direction: a ring
+ * with the oldest entry at `#first`, evicted oldest first. Both sides keep
+ * one; the encoder also keeps a lookup of what it holds (`dropped`).
+ */
+class DynamicTable {
+  // Allocated on the first insert, 16 entries, doubled as needed: most
+  // connections' tables hold a handful of entries.
+  #names: string[] = [];
+  #values: string[] = [];
+  #first = 0;
   #count = 0;
-  #size = 0;
+  /** Octets held (RFC 7541 §4.1). */
+  size = 0;
+
+  get count(): number {
+    return this.#count;
+  }
+
+  /** The name of entry `d`, counted from the newest (0); `d` < count. */
+  name(d: number): string {
+    return this.#names[(this.#first + this.#count - 1 - d) % this.#names.length]!;
+  }
+
+  value(d: number): string {
+    return this.#values[(this.#first + this.#count - 1 - d) % this.#values.length]!;
+  }
+
+  /** Adds the newest entry; the caller evicted room for its `size` first. */
+  add(name: string, value: string, size: number): void {
+    if (this.#count === this.#names.length) this.#grow();
+    const at = (this.#first + this.#count) % this.#names.length;
+    this.#names[at] = name;
+    this.#values[at] = value;
+    this.#count++;
+    this.size += size;
+  }
+
+  /** Drops the oldest entries until the table holds at most `room` octets. */
+  evict(room: number): void {
+    while (this.size > Math.max(0, room) && this.#count > 0) {
+      const name = this.#names[this.#first]!;
+      const value = this.#values[this.#first]!;
+      this.size -= 32 + name.length + value.length;
+      this.#first = (this.#first + 1) % this.#names.length;
+      this.#count--;
+      this.dropped(name, value);
+    }
+  }
+
+  protected dropped(_name: string, _value: string): void {}
+
+  #grow(): void {
+    const cap = this.#names.length;
+    const names: string[] = new Array(Math.max(16, cap * 2));
+    const values: string[] = new Array(names.length);
+    for (let k = 0; k < this.#count; k++) {
+      names[k] = this.#names[(this.#first + k) % cap]!;
+      values[k] = this.#values[(this.#first + k) % cap]!;
+    }
+    this.#names = names;
+    this.#values = values;
+    this.#first = 0;
+  }
+}
+
+export class HpackDecoder {
+  readonly #table = new DynamicTable();
   #max = 4096;
   /** The limit we advertised (SETTINGS_HEADER_TABLE_SIZE, default 4096). */
   readonly limit: number;
@@ -162,7 +222,7 @@ export class HpackDecoder {
 
   /** The dynamic table's size in octets (RFC 7541 §4.1). */
   get tableSize(): number {
-    return this.#size;
+    return this.#table.size;
   }
 
   /**
@@ -193,7 +253,7 @@ export class HpackDecoder {
         const size = this.#int(block, end, 5);
         if (size > this.limit) throw new HpackError('table size above the limit');
         this.#max = size;
-        this.#evict(size);
+        this.#table.evict(size);
         continue;
       } else { // literal without indexing / never indexed
         const idx = this.#int(block, end, 4);
@@ -235,47 +295,20 @@ export class HpackDecoder {
   #name(idx: number): string {
     if (idx <= STATIC_LAST) return STATIC[idx]![0];
     const d = idx - STATIC_LAST - 1;
-    if (d >= this.#count) throw new HpackError(`index ${idx} past the table`);
-    return this.#names[(this.#head + d) % this.#names.length]!;
+    if (d >= this.#table.count) throw new HpackError(`index ${idx} past the table`);
+    return this.#table.name(d);
   }
 
   #value(idx: number): string {
     if (idx <= STATIC_LAST) return STATIC[idx]![1];
-    return this.#values[(this.#head + idx - STATIC_LAST - 1) % this.#values.length]!;
+    return this.#table.value(idx - STATIC_LAST - 1);
   }
 
   #insert(name: string, value: string): void {
     const size = 32 + name.length + value.length;
-    if (size > this.#max) { this.#evict(0); return; } // empties the table (RFC 7541 §4.4)
-    this.#evict(this.#max - size);
-    if (this.#count === this.#names.length) this.#grow();
-    this.#head = (this.#head - 1 + this.#names.length) % this.#names.length;
-    this.#names[this.#head] = name;
-    this.#values[this.#head] = value;
-    this.#count++;
-    this.#size += size;
-  }
-
-  /** Drops the oldest entries until the table holds at most `room` octets. */
-  #evict(room: number): void {
-    while (this.#size > Math.max(0, room) && this.#count > 0) {
-      const i = (this.#head + this.#count - 1) % this.#names.length;
-      this.#size -= 32 + this.#names[i]!.length + this.#values[i]!.length;
-      this.#count--;
-    }
-  }
-
-  #grow(): void {
-    const cap = this.#names.length;
-    const names: string[] = new Array(cap * 2);
-    const values: string[] = new Array(cap * 2);
-    for (let k = 0; k < this.#count; k++) {
-      names[k] = this.#names[(this.#head + k) % cap]!;
-      values[k] = this.#values[(this.#head + k) % cap]!;
-    }
-    this.#names = names;
-    this.#values = values;
-    this.#head = 0;
+    if (size > this.#max) { this.#table.evict(0); return; } // empties the table (RFC 7541 §4.4)
+    this.#table.evict(this.#max - size);
+    this.#table.add(name, value, size);
   }
 }
 
@@ -313,16 +346,7 @@ const DEFAULT_TABLE = 4096;
 export class HpackEncoder {
   /** The table size in use: the peer's SETTINGS_HEADER_TABLE_SIZE, at most 4,096. */
   #max = DEFAULT_TABLE;
-  #size = 0;
-  /** Entries as a ring, oldest at #first; allocated on the first insert. */
-  #names: string[] = [];
-  #values: string[] = [];
-  #first = 0;
-  #count = 0;
-  /** Entries ever inserted: the one inserted as number k has dynamic index 62 + (#inserted - 1 - k). */
-  #inserted = 0;
-  /** name → value → insertion number, of the entries in the table. */
-  #index: Map<string, Map<string, number>> | null = null;
+  readonly #table = new EncoderTable();
   /** Size updates owed at the start of the next block (RFC 7541 §4.2): the smallest since the last block, then the final one. */
   #lowest = -1;
   #final = -1;
@@ -332,7 +356,7 @@ export class HpackEncoder {
     const max = Math.min(peerSize, DEFAULT_TABLE);
     if (max === this.#max) return;
     this.#max = max;
-    this.#evict(max);
+    this.#table.evict(max);
     this.#lowest = this.#lowest < 0 ? max : Math.min(this.#lowest, max);
     this.#final = max;
   }
@@ -356,9 +380,9 @@ export class HpackEncoder {
         const exact = staticExact(name, value);
         if (exact !== 0) { dst[p++] = 0x80 | exact; continue; }
       }
-      const k = this.#index?.get(name)?.get(value);
+      const k = this.#table.index?.get(name)?.get(value);
       if (k !== undefined) {
-        p = writeInt(STATIC_LAST + this.#inserted - k, 7, 0x80, dst, p);
+        p = writeInt(STATIC_LAST + this.#table.inserted - k, 7, 0x80, dst, p);
         continue;
       }
       const idx = STATIC_NAME.get(name) ?? 0;
@@ -367,7 +391,8 @@ export class HpackEncoder {
         p = writeInt(idx, 4, 0x10, dst, p); // literal never indexed
       } else if (size <= this.#max && value.length <= MAX_INDEXED_VALUE && !NOT_INDEXED.has(name)) {
         p = writeInt(idx, 6, 0x40, dst, p); // literal with incremental indexing
-        this.#insert(name, value, size);
+        this.#table.evict(this.#max - size);
+        this.#table.insert(name, value, size);
       } else {
         p = writeInt(idx, 4, 0, dst, p); // literal without indexing
       }
@@ -376,46 +401,27 @@ export class HpackEncoder {
     }
     return p;
   }
+}
 
-  #insert(name: string, value: string, size: number): void {
-    this.#evict(this.#max - size);
-    if (this.#count === this.#names.length) this.#grow();
-    const at = (this.#first + this.#count) % this.#names.length;
-    this.#names[at] = name;
-    this.#values[at] = value;
-    this.#count++;
-    this.#size += size;
-    const index = this.#index ??= new Map();
+/** The encoder's table, with a lookup of what it holds. */
+class EncoderTable extends DynamicTable {
+  /** Entries ever inserted: the one inserted as number k has dynamic index 62 + (inserted - 1 - k). */
+  inserted = 0;
+  /** name → value → insertion number, of the entries in the table. */
+  index: Map<string, Map<string, number>> | null = null;
+
+  insert(name: string, value: string, size: number): void {
+    this.add(name, value, size);
+    const index = this.index ??= new Map();
     let values = index.get(name);
     if (values === undefined) index.set(name, values = new Map());
-    values.set(value, this.#inserted++);
+    values.set(value, this.inserted++);
   }
 
-  /** Drops the oldest entries until the table holds at most `room` octets. */
-  #evict(room: number): void {
-    while (this.#size > Math.max(0, room) && this.#count > 0) {
-      const name = this.#names[this.#first]!;
-      const value = this.#values[this.#first]!;
-      this.#size -= 32 + name.length + value.length;
-      this.#first = (this.#first + 1) % this.#names.length;
-      this.#count--;
-      const values = this.#index!.get(name)!;
-      values.delete(value);
-      if (values.size === 0) this.#index!.delete(name);
-    }
-  }
-
-  #grow(): void {
-    const cap = this.#names.length;
-    const names: string[] = new Array(Math.max(16, cap * 2));
-    const values: string[] = new Array(names.length);
-    for (let k = 0; k < this.#count; k++) {
-      names[k] = this.#names[(this.#first + k) % cap]!;
-      values[k] = this.#values[(this.#first + k) % cap]!;
-    }
-    this.#names = names;
-    this.#values = values;
-    this.#first = 0;
+  protected dropped(name: string, value: string): void {
+    const values = this.index!.get(name)!;
+    values.delete(value);
+    if (values.size === 0) this.index!.delete(name);
   }
 }
 
