@@ -8,7 +8,7 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
-import { scrape, startBackend, startRouter, type Router } from './helpers.ts';
+import { rawHttp1, scrape, startBackend, startRouter, type Router } from './helpers.ts';
 import { FLAG, FRAME, RawH2, frame, hpack, requestBlock } from './h2-raw.ts';
 import { startH2Backend } from './grpc-helpers.ts';
 
@@ -59,18 +59,6 @@ async function hostileBackend(respond: Respond, settings: Buffer = Buffer.alloc(
       server.close(() => resolve());
     }),
   };
-}
-
-/** One HTTP/1.1 request written as is; resolves with the whole answer once the router closes. */
-function rawHttp1(port: number, head: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const sock = net.connect(port, '127.0.0.1');
-    let out = '';
-    sock.on('data', (c: Buffer) => { out += c.toString('latin1'); });
-    sock.on('end', () => resolve(out));
-    sock.on('error', reject);
-    sock.write(head);
-  });
 }
 
 /** HEADERS (split into CONTINUATIONs at 16 KiB) carrying `block`. */

@@ -5,8 +5,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import { loadConfigSources } from '../src/config/load.ts';
 import { ConfigError, type ConfigIssue } from '../src/config/model.ts';
@@ -64,6 +65,31 @@ export async function startBackend(name: string, handler: Handler = echo(name)):
 }
 
 /** A loopback port nothing listens on (connections are refused). */
+/** One HTTP/1.1 request written as is (repeated lines included); resolves with the whole answer once the router closes. */
+export function rawHttp1(port: number, head: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(port, '127.0.0.1');
+    let out = '';
+    sock.on('data', (c: Buffer) => { out += c.toString('latin1'); });
+    sock.on('end', () => resolve(out));
+    sock.on('error', reject);
+    sock.write(head);
+  });
+}
+
+/** Waits until `value()` has not changed for `quietMs` (a stream held back by backpressure); returns it. */
+export async function settled(value: () => number, quietMs = 400, maxMs = 5000): Promise<number> {
+  const start = Date.now();
+  let last = value();
+  let since = Date.now();
+  while (Date.now() - start < maxMs) {
+    await sleep(50);
+    const v = value();
+    if (v !== last) { last = v; since = Date.now(); } else if (Date.now() - since >= quietMs) return v;
+  }
+  throw new Error(`still moving after ${maxMs} ms: ${last}`);
+}
+
 /**
  * A loopback port nothing listens on. It is taken below the kernel's ephemeral
  * range (32768+ here), so a `listen(0)` or an outgoing connection elsewhere in

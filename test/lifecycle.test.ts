@@ -15,7 +15,7 @@ import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import {
-  ROOT, rssOf, runCli, scrape, spawnRouter, startBackend, waitForLog, writeConfig,
+  ROOT, rssOf, runCli, scrape, settled, spawnRouter, startBackend, waitForLog, writeConfig,
   type Backend, type RouterProcess,
 } from './helpers.ts';
 
@@ -372,19 +372,6 @@ describe('backpressure through the router', () => {
   // a sender that got this far ahead of a stalled receiver is being buffered for.
   const AHEAD_LIMIT = 64 * MB;
   const OFFERED = 512 * MB;
-
-  /** Waits until `value()` has not changed for `quietMs`; returns it. */
-  async function settled(value: () => number, quietMs = 400, maxMs = 5000): Promise<number> {
-    const start = Date.now();
-    let last = value();
-    let since = Date.now();
-    while (Date.now() - start < maxMs) {
-      await sleep(50);
-      const v = value();
-      if (v !== last) { last = v; since = Date.now(); } else if (Date.now() - since >= quietMs) return v;
-    }
-    throw new Error(`still moving after ${maxMs} ms: ${last}`);
-  }
 
   test('a client that stops reading a download stops the backend; a backend that stops reading an upload stops the client', async (t) => {
     let backendSent = 0;
