@@ -14,8 +14,8 @@ import { startH2Backend } from './grpc-helpers.ts';
 
 const PREFACE_LEN = 24;
 
-/** Writes the response frames for a request on `sid` (the request's header block is not decoded). */
-type Respond = (send: (b: Buffer) => void, sid: number) => void;
+/** Writes the response frames for a request on `sid` (the request's header block is not decoded); `sock` to end the connection. */
+type Respond = (send: (b: Buffer) => void, sid: number, sock: net.Socket) => void;
 
 /**
  * A raw h2c backend: SETTINGS (and ACKs) as a server should, then each
@@ -45,7 +45,7 @@ async function hostileBackend(respond: Respond, settings: Buffer = Buffer.alloc(
         const sid = buf.readUInt32BE(5) & 0x7fffffff;
         buf = buf.subarray(9 + len);
         if (type === FRAME.SETTINGS && !(flags & FLAG.ACK)) send(frame(FRAME.SETTINGS, FLAG.ACK, 0));
-        if (type === FRAME.HEADERS) respond(send, sid);
+        if (type === FRAME.HEADERS) respond(send, sid, sock);
       }
     });
   });
@@ -190,9 +190,9 @@ describe('a misbehaving h2c backend: clean errors, no address revealed, nothing 
     ['a body longer than its content-length', (send, sid) => {
       send(headerFrames(sid, hpack([[':status', '200'], ['content-length', '2']]), false));
       send(frame(FRAME.DATA, FLAG.END_STREAM, sid, Buffer.from('four')));
-      // The layer resets the stream at the first DATA: the head the HTTP/1.1 side had corked is
-      // dropped with the connection (a cut, as mid-response), never followed by the body.
-    }, /^(?![^]*four)/],
+      // The layer resets the stream at the first DATA, in the read that brought the head:
+      // the HTTP/1.1 side had not sent the head yet, so the client gets a 502, never the body.
+    }, /^HTTP\/1\.1 502 (?![^]*four)/],
     ['a frame cut off mid-way, then silence (idle timeout)', (send, sid) => {
       send(headerFrames(sid, hpack([[':status', '200']]), false));
       send(frame(FRAME.DATA, 0, sid, Buffer.from('partial')).subarray(0, 12));
@@ -222,6 +222,80 @@ describe('a backend whose SETTINGS_MAX_CONCURRENT_STREAMS is 0', () => {
       assert.match(answer, /^HTTP\/1\.1 50[234] /);
       assert.equal(requests, 0);
     }, { response: '1s' }, zero);
+  });
+});
+
+describe('a backend stream that dies right after its response HEADERS, to an HTTP/1.1 client', () => {
+  const rst = (sid: number, code: number): Buffer => {
+    const p = Buffer.alloc(4);
+    p.writeUInt32BE(code);
+    return frame(FRAME.RST_STREAM, 0, sid, p);
+  };
+  const INTERNAL_ERROR = 2;
+
+  /** GET on a raw socket; `onHead` runs once the client has the response head; resolves with all it got when the router closes. */
+  function getWatchingHead(port: number, onHead: () => void): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const c = net.connect(port, '127.0.0.1');
+      let out = '';
+      let seen = false;
+      c.on('data', (b: Buffer) => {
+        out += b.toString('latin1');
+        if (!seen && out.includes('\r\n\r\n')) {
+          seen = true;
+          onHead();
+        }
+      });
+      c.on('end', () => resolve(out));
+      c.on('error', reject);
+      c.write(GET);
+    });
+  }
+
+  // The head is corked on the client socket until the end of the tick: a failure
+  // read in the same tick (same upstream read) finds nothing sent yet.
+  test('HEADERS and RST_STREAM in one read: a 502, not an empty close', async () => {
+    await withBackend((send, sid) => {
+      send(Buffer.concat([headerFrames(sid, hpack([[':status', '200'], ['content-type', 'text/plain']]), false), rst(sid, INTERNAL_ERROR)]));
+    }, async (router, backendPort) => {
+      const answer = await rawHttp1(router.port, GET);
+      assert.match(answer, /^HTTP\/1\.1 502 [^]*SY_UPSTREAM_RESET/, answer);
+      assert.doesNotMatch(answer, /text\/plain\r\n[^]*text\/plain/, 'the backend\'s head leaked into the answer');
+      assert.ok(!answer.includes(`:${backendPort}`) && !answer.includes('127.0.0.1'), answer);
+    });
+  });
+
+  test('HEADERS and a connection error in one read (the connection dropped): a 502', async () => {
+    await withBackend((send, sid) => {
+      // PING on a stream is a connection error (RFC 9113 §6.7): the router drops the connection at once.
+      send(Buffer.concat([headerFrames(sid, hpack([[':status', '200']]), false), frame(FRAME.PING, 0, sid, Buffer.alloc(8))]));
+    }, async (router) => {
+      assert.match(await rawHttp1(router.port, GET), /^HTTP\/1\.1 502 [^]*SY_UPSTREAM_RESET/);
+    });
+  });
+
+  test('HEADERS, DATA and RST_STREAM in one read: the head and the bytes go out, then the cut', async () => {
+    await withBackend((send, sid) => {
+      send(Buffer.concat([headerFrames(sid, hpack([[':status', '200']]), false), frame(FRAME.DATA, 0, sid, Buffer.from('body')), rst(sid, INTERNAL_ERROR)]));
+    }, async (router) => {
+      // Body bytes were passed on: the response has begun, and only a cut connection
+      // (no last chunk) says it failed. What was passed on still leaves first.
+      assert.match(await rawHttp1(router.port, GET), /^HTTP\/1\.1 200 [^]*\r\n\r\n4\r\nbody\r\n$/);
+    });
+  });
+
+  test('RST_STREAM, or the connection closed, after the head went out: the client connection is cut, no last chunk', async () => {
+    for (const how of ['reset later', 'FIN later', 'FIN in the same write'] as const) {
+      let later: (() => void) | undefined;
+      await withBackend((send, sid, sock) => {
+        send(headerFrames(sid, hpack([[':status', '200']]), false));
+        if (how === 'FIN in the same write') sock.end(); // read after the HEADERS: the head is out by then
+        else later = () => (how === 'reset later' ? send(rst(sid, INTERNAL_ERROR)) : sock.end());
+      }, async (router) => {
+        const answer = await getWatchingHead(router.port, () => later?.());
+        assert.match(answer, /^HTTP\/1\.1 200 [^]*transfer-encoding: chunked\r\n[^]*\r\n\r\n$/, `${how}: ${answer}`);
+      });
+    }
   });
 });
 

@@ -241,7 +241,11 @@ describe('HTTP/1.1 responses are not held back', () => {
   before(async () => {
     backend = await startBackend('b', (req, res) => {
       if (req.url === '/hold') held.push(res);
-      else if (req.url === '/stream') {
+      else if (req.url === '/head') {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.flushHeaders();
+        held.push(res);
+      } else if (req.url === '/stream') {
         res.writeHead(200, { 'content-type': 'text/plain' });
         res.write('first');
         held.push(res);
@@ -311,6 +315,46 @@ describe('HTTP/1.1 responses are not held back', () => {
       await c.until(/4\r\nlast\r\n0\r\n\r\n$/);
     } finally {
       c.sock.destroy();
+    }
+  });
+
+  test('a response head alone reaches the client while the backend holds its body back', { timeout: 10_000 }, async () => {
+    const c = client();
+    try {
+      c.sock.write('GET /head HTTP/1.1\r\nHost: r.example.com\r\n\r\n');
+      assert.match(await c.until(/\r\n\r\n$/), /^HTTP\/1\.1 200 [^]*transfer-encoding: chunked\r\n/);
+      assert.equal(held.length, 1, 'the backend has not sent any body');
+      held.shift()!.end('done');
+      await c.until(/4\r\ndone\r\n0\r\n\r\n$/);
+    } finally {
+      c.sock.destroy();
+    }
+  });
+});
+
+describe('an HTTP/1.1 backend whose response breaks in the read that brought its head', () => {
+  test('a malformed chunk right after the head: the client gets a 502, not an empty close', async () => {
+    const sockets = new Set<net.Socket>();
+    const server = net.createServer((sock) => {
+      sockets.add(sock);
+      sock.on('error', () => {});
+      sock.once('data', () => sock.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n'));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as net.AddressInfo).port;
+    const router = await startRouter({ routes: [{ name: 'r', hosts: ['r.example.com'], backends: [{ name: 'b', url: `http://127.0.0.1:${port}`, weight: 1 }] }] });
+    try {
+      const sock = net.connect(router.port, '127.0.0.1');
+      sock.write('GET / HTTP/1.1\r\nHost: r.example.com\r\nConnection: close\r\n\r\n');
+      let answer = '';
+      sock.on('data', (c: Buffer) => { answer += c.toString('latin1'); });
+      await once(sock, 'end');
+      assert.match(answer, /^HTTP\/1\.1 502 [^]*SY_UPSTREAM_PROTOCOL/, answer);
+      assert.ok(!answer.includes(String(port)), answer);
+    } finally {
+      await router.close();
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
     }
   });
 });

@@ -135,6 +135,12 @@ export class H1Exchange extends H1Request {
   /** The connection closes after this response. */
   #close = false;
   #corked = false;
+  /**
+   * The response head, until the first body bytes, the end, or the end of the
+   * tick send it: a failure before then (the upstream's stream reset in the
+   * same read as its HEADERS) is still answered with a status, not a cut.
+   */
+  #head: string | null = null;
   #finished = false;
 
   /** `body`: the request body as the connection reads it; undefined when there is none. */
@@ -176,14 +182,26 @@ export class H1Exchange extends H1Request {
     if (this.#chunked) head += 'transfer-encoding: chunked\r\n';
     if (this.#close) head += 'connection: close\r\n';
     else if (conn.minor === 0) head += 'connection: keep-alive\r\n';
-    // Corked until the end or the next tick: head and a short body leave in one writev.
-    conn.socket.cork();
-    this.#corked = true;
+    // Held until the end of the tick; body bytes written meanwhile leave with it in one writev.
+    this.#head = `${head}\r\n`;
     process.nextTick(uncork, this);
-    conn.socket.write(`${head}\r\n`, 'latin1');
   }
 
+  /** The held head goes into the socket, corked: what is written next joins it. */
+  #writeHead(): void {
+    const s = this.#conn.socket;
+    s.cork();
+    this.#corked = true;
+    s.write(this.#head!, 'latin1');
+    this.#head = null;
+  }
+
+  /** End of the tick: what was held or corked goes out. */
   uncork(): void {
+    if (this.#head !== null) {
+      this.#conn.socket.write(this.#head, 'latin1');
+      this.#head = null;
+    }
     if (!this.#corked) return;
     this.#corked = false;
     this.#conn.socket.uncork();
@@ -197,11 +215,12 @@ export class H1Exchange extends H1Request {
 
   write(chunk: Buffer): boolean {
     if (this.settled || this.#finished || this.#noBody) return true;
+    if (this.#chunked && chunk.length === 0) return true; // an empty chunk would end the body
+    if (this.#head !== null) this.#writeHead();
     const s = this.#conn.socket;
     let ok: boolean;
     if (!this.#chunked) ok = s.write(chunk);
     else {
-      if (chunk.length === 0) return true; // an empty chunk would end the body
       const corked = this.#corked;
       if (!corked) s.cork();
       s.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
@@ -231,7 +250,12 @@ export class H1Exchange extends H1Request {
     // Ended without a head (an h2 upstream whose session died before it
     // answered does this): what node:http's res.end() sent, an empty 200.
     if (!this.responded) this.respond(200, { 'content-length': '0', date: httpDate() });
-    if (this.#chunked) this.#conn.socket.write(LAST_CHUNK, 'latin1');
+    const head = this.#head;
+    if (head !== null) {
+      // No body bytes: the head (and the last chunk) in one write.
+      this.#head = null;
+      this.#conn.socket.write(this.#chunked ? head + LAST_CHUNK : head, 'latin1');
+    } else if (this.#chunked) this.#conn.socket.write(LAST_CHUNK, 'latin1');
     this.uncork();
     this.#finish();
   }
@@ -249,8 +273,17 @@ export class H1Exchange extends H1Request {
     this.closed(false, this.#status, false);
   }
 
-  protected cut(): void {
-    // The status line is out: the only honest signal left is a cut connection.
+  protected cut(err: ProxyError): void {
+    if (this.#head !== null) {
+      // Nothing of the response was written: the error still gets its status.
+      this.#head = null;
+      this.answer(err);
+      return;
+    }
+    // The status line is out, or body bytes with it: the only honest signal
+    // left is a cut connection. What was corked goes first, as it would have
+    // at the end of the tick: the client sees the response break off.
+    this.uncork();
     this.#conn.socket.destroy();
   }
 
