@@ -2,14 +2,18 @@
 // what a change costs or saves, measured in a way that holds up on a busy
 // machine (throughput there is noise; CPU time per request much less so).
 //
-//   node bench/cpu-cost.ts --a DIR [--b DIR] [--scenario h1|h1-1k|h1-64k|h2c|grpc] [--requests N] [--rounds R] [--gc]
+//   node bench/cpu-cost.ts --a DIR [--b DIR] [--scenario h1|h1-1k|h1-64k|h2c|grpc] [--requests N] [--rounds R] [--gc] [--alloc]
 //                          [--node-options='--cpu-prof --cpu-prof-dir=/tmp/prof'] [--node-options-b='--max-semi-space-size=2']
 //
 // Each round starts each checkout afresh (alternating A and B, so drift hits
 // both alike), warms it with N/5 requests, then sends N with h2load and reads
 // the router's utime+stime from /proc before and after. Prints µs of CPU per
 // request per round and the medians; --gc adds --trace-gc and sums the
-// collector's pause time over the measured requests. --node-options-b gives B
+// collector's pause time over the measured requests; --alloc adds
+// --trace-gc-nvp instead and reports bytes allocated per request (V8's
+// `allocated` of each collection, summed over the measured requests: exact
+// up to the bytes since the last collection), scavenges per 10,000 requests
+// and their pause, of it the ArrayBuffer sweep. --node-options-b gives B
 // its own node flags instead of --node-options' (--a and --b may then be the
 // same checkout: a flag A/B).
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -33,6 +37,7 @@ const { values: opts } = parseArgs({
     rounds: { type: 'string', default: '3' },
     clients: { type: 'string', default: '50' },
     gc: { type: 'boolean', default: false },
+    alloc: { type: 'boolean', default: false },
     'node-options': { type: 'string' },
     'node-options-b': { type: 'string' },
   },
@@ -86,6 +91,21 @@ function gcMs(log: string, from: number): { ms: number; count: number } {
   return { ms, count };
 }
 
+/** What --trace-gc-nvp says about the collections in a log from `from` on. */
+function allocation(log: string, from: number): { bytes: number; scavenges: number; pauseMs: number; sweepMs: number } {
+  let bytes = 0, scavenges = 0, pauseMs = 0, sweepMs = 0;
+  for (const line of log.slice(from).split('\n')) {
+    const allocated = / allocated=(\d+)/.exec(line);
+    if (allocated === null) continue;
+    bytes += Number(allocated[1]);
+    if (!/ gc=s /.test(line)) continue;
+    scavenges++;
+    pauseMs += Number(/ pause=([\d.]+)/.exec(line)?.[1] ?? 0);
+    sweepMs += Number(/ scavenge\.sweep_array_buffers=([\d.]+)/.exec(line)?.[1] ?? 0);
+  }
+  return { bytes, scavenges, pauseMs, sweepMs };
+}
+
 async function main(): Promise<void> {
   pinSelf(LOAD_CORE);
   const dir = mkdtempSync(join(tmpdir(), 'switchyard-cpu-'));
@@ -95,10 +115,11 @@ async function main(): Promise<void> {
     const backends = await startBackends(dir, bin);
     const perReq = checkouts.map(() => [] as number[]);
     const gc = checkouts.map(() => [] as string[]);
+    const allocs = checkouts.map(() => [] as number[]);
     for (let round = 0; round < rounds; round++) {
       for (const [i, root] of checkouts.entries()) {
         const own = i === 1 && opts['node-options-b'] !== undefined ? opts['node-options-b'] : opts['node-options'] ?? '';
-        const nodeArgs = [...(opts.gc ? ['--trace-gc'] : []), ...own.split(' ').filter((a) => a !== '')];
+        const nodeArgs = [...(opts.alloc ? ['--trace-gc-nvp'] : opts.gc ? ['--trace-gc'] : []), ...own.split(' ').filter((a) => a !== '')];
         const peer = await startPeer('switchyard', { dir, backends, root, maxConns: 1000, nodeArgs });
         try {
           await load(peer, Math.max(1000, Math.floor(requests / 5)), dir);
@@ -109,7 +130,12 @@ async function main(): Promise<void> {
           const us = (treeCpuSeconds(peer.pid!) - cpu0) * 1e6 / requests;
           perReq[i]!.push(us);
           let gcNote = '';
-          if (opts.gc) {
+          if (opts.alloc) {
+            const a = allocation(readFileSync(logFile, 'utf8'), logFrom);
+            allocs[i]!.push(a.bytes / requests);
+            gcNote = `, ${(a.bytes / requests).toFixed(0)} B allocated/req, ${(a.scavenges * 1e4 / requests).toFixed(1)} scavenges/10k req, ` +
+              `scavenge mean ${(a.pauseMs / Math.max(1, a.scavenges)).toFixed(2)} ms (ArrayBuffer sweep ${(a.sweepMs / Math.max(1, a.scavenges)).toFixed(2)})`;
+          } else if (opts.gc) {
             const g = gcMs(readFileSync(logFile, 'utf8'), logFrom);
             gcNote = `, GC ${(g.ms * 1000 / requests).toFixed(2)} µs/req (${g.count} pauses, ${g.ms.toFixed(0)} ms)`;
             gc[i]!.push(gcNote);
@@ -127,6 +153,12 @@ async function main(): Promise<void> {
       console.log(`  ${String.fromCharCode(65 + i)} ${root}: ${(meds[i]! / 10).toFixed(2)} s  [${perReq[i]!.map((x) => (x / 10).toFixed(2)).join(', ')}]`);
     }
     if (meds.length === 2) console.log(`  B/A = ${(meds[1]! / meds[0]!).toFixed(3)}`);
+    if (opts.alloc) {
+      console.log('bytes allocated per request (median):');
+      for (const [i, root] of checkouts.entries()) {
+        console.log(`  ${String.fromCharCode(65 + i)} ${root}: ${median(allocs[i]!).toFixed(0)} B  [${allocs[i]!.map((x) => x.toFixed(0)).join(', ')}]`);
+      }
+    }
   } finally {
     await stopAll();
     rmSync(dir, { recursive: true, force: true });
