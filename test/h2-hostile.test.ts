@@ -8,6 +8,7 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
+import { once } from 'node:events';
 import { rawHttp1, scrape, startBackend, startRouter, type Router } from './helpers.ts';
 import { FLAG, FRAME, RawH2, frame, hpack, requestBlock } from './h2-raw.ts';
 import { startH2Backend } from './grpc-helpers.ts';
@@ -346,6 +347,49 @@ describe('a hostile HTTP/2 client', () => {
       // What is well formed still goes through.
       assert.deepEqual(await ask(router, requestBlock('h.test:80', '/ok?q=1')), { rst: null, answered: true });
       assert.deepEqual(seen, ['GET /ok?q=1 host=h.test:80']);
+    });
+  });
+
+  test('a host field that names another authority than :authority: malformed (RST_STREAM), never forwarded (RFC 9113 §8.3.1)', async () => {
+    await withRouter(async (router, seen) => {
+      assert.deepEqual(await ask(router, requestBlock('h.test', '/a', 'GET', [['host', 'evil.test']])), { rst: PROTOCOL_ERROR, answered: false });
+      assert.deepEqual(await ask(router, requestBlock('h.test:8080', '/b', 'GET', [['host', 'h.test']])), { rst: PROTOCOL_ERROR, answered: false });
+      // Without :authority, repeated host fields must agree too.
+      assert.deepEqual(await ask(router, hpack([[':method', 'GET'], [':scheme', 'http'], [':path', '/c'], ['host', 'h.test'], ['host', 'evil.test']])), { rst: PROTOCOL_ERROR, answered: false });
+      assert.deepEqual(seen, []);
+      // The same authority written otherwise (case, the scheme's default port, an empty port)
+      // is the same entity (RFC 3986 §6.2.3): well formed, routed and sent on as :authority.
+      assert.deepEqual(await ask(router, requestBlock('h.test', '/d', 'GET', [['host', 'H.Test:80']])), { rst: null, answered: true });
+      assert.deepEqual(await ask(router, requestBlock('h.test', '/e', 'GET', [['host', 'h.test:']])), { rst: null, answered: true });
+      assert.deepEqual(await ask(router, hpack([[':method', 'GET'], [':scheme', 'http'], [':path', '/f'], ['host', 'h.test'], ['host', 'h.test']])), { rst: null, answered: true });
+      assert.deepEqual(seen, ['GET /d host=h.test', 'GET /e host=h.test', 'GET /f host=h.test']);
+    });
+  });
+
+  test('node:http2 with a host header that disagrees with :authority: the stream is refused with PROTOCOL_ERROR', async () => {
+    await withRouter(async (router, seen) => {
+      const client = http2.connect(router.url);
+      client.on('error', () => {});
+      try {
+        const req = client.request({ ':path': '/n', ':authority': 'h.test', host: 'evil.test' });
+        req.end();
+        const outcome = await new Promise<string>((resolve) => {
+          req.on('response', (h) => resolve(`answered ${String(h[':status'])}`));
+          req.on('error', (e: Error & { code?: string }) => resolve(String(e.code)));
+          req.on('close', () => resolve(`closed ${req.rstCode}`));
+        });
+        assert.equal(outcome, 'ERR_HTTP2_STREAM_ERROR');
+        assert.equal(req.rstCode, http2.constants.NGHTTP2_PROTOCOL_ERROR);
+        // The connection goes on: an agreeing request on it is answered.
+        const ok = client.request({ ':path': '/m', ':authority': 'h.test', host: 'h.test' });
+        ok.end();
+        const [h] = await once(ok, 'response') as [http2.IncomingHttpHeaders];
+        ok.resume();
+        assert.equal(h[':status'], 200);
+        assert.deepEqual(seen, ['GET /m host=h.test']);
+      } finally {
+        client.close();
+      }
     });
   });
 

@@ -46,6 +46,32 @@ const PATH = /^[\x21-\x7e\x80-\xff]+$/;
 const SCHEME = /^[A-Za-z][A-Za-z0-9+.-]*$/;
 const DIGITS = /^\d{1,15}$/;
 
+/**
+ * Whether two valid host[:port] values name the same authority under
+ * scheme-based normalization (RFC 3986 §6.2.3, as RFC 9113 §8.3.1 asks of a
+ * proxy): the host case-insensitively, an empty port or the scheme's
+ * default port the same as none.
+ */
+function sameAuthority(a: string, b: string, scheme: string | undefined): boolean {
+  const pa = portAt(a);
+  const pb = portAt(b);
+  const ha = pa < 0 ? a : a.slice(0, pa);
+  const hb = pb < 0 ? b : b.slice(0, pb);
+  if (ha.length !== hb.length || ha.toLowerCase() !== hb.toLowerCase()) return false;
+  const dflt = scheme === 'http' ? 80 : scheme === 'https' ? 443 : -1;
+  return portOf(a, pa, dflt) === portOf(b, pb, dflt);
+}
+
+/** Where the ':' before a port is (-1: none); an IPv6 literal's colons are inside its brackets. */
+function portAt(v: string): number {
+  const c = v.lastIndexOf(':');
+  return c < 0 || v.indexOf(']', c) >= 0 ? -1 : c;
+}
+
+function portOf(v: string, colon: number, dflt: number): number {
+  return colon < 0 || colon === v.length - 1 ? dflt : Number(v.slice(colon + 1));
+}
+
 /** What the entrypoint provides to its HTTP/2 connections. */
 export interface H2Owner extends ExchangeOwner {
   /** The coarse clock (TICK_MS) idle, header-block and max-age deadlines run on. */
@@ -214,7 +240,13 @@ export class H2ServerConnection extends H2Connection<ServerStream> {
         if (!DIGITS.test(value) || (contentLength >= 0 && Number(value) !== contentLength)) { this.#refuse(sid, PROTOCOL_ERROR); return; }
         contentLength = Number(value);
       } else if (name === 'host') {
-        if (!validHost(value)) { this.#refuse(sid, PROTOCOL_ERROR); return; }
+        // A Host naming another entity than :authority (or than an earlier Host) is malformed
+        // (RFC 9113 §8.3.1): the backend, or a cache before it, could act on either.
+        const first = authority ?? host;
+        if (!validHost(value) || (first !== undefined && value !== first && !sameAuthority(first, value, scheme))) {
+          this.#refuse(sid, PROTOCOL_ERROR);
+          return;
+        }
         host ??= value;
       }
       fields.push(name, value);
