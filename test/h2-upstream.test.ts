@@ -382,6 +382,98 @@ describe('a backend that refuses or goes away', () => {
   });
 });
 
+describe('an h2c call that never reached its backend and hit the response timeout', () => {
+  // Nothing of the request went out (no stream was opened): the backend cannot
+  // have acted on it, so it is retried like a refused connection, any method.
+  for (const how of ['the connection never got the backend\'s SETTINGS', 'the backend allows no streams (MAX_CONCURRENT_STREAMS 0)'] as const) {
+    test(`${how}: a POST is retried on the other backend`, async () => {
+      let stuckStreams = 0;
+      const received: Buffer[] = [];
+      const sockets = new Set<net.Socket>();
+      let stuck: { url: string; close(): Promise<void> };
+      if (how.startsWith('the connection')) {
+        // Accepts the connection, reads it, never answers: no SETTINGS, so no stream is ever opened.
+        const server = net.createServer((sock) => {
+          sockets.add(sock);
+          const i = received.push(Buffer.alloc(0)) - 1;
+          sock.on('data', (c: Buffer) => { received[i] = Buffer.concat([received[i]!, c]); });
+          sock.on('error', () => {});
+        });
+        await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+        stuck = {
+          url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+          close: () => new Promise<void>((resolve) => {
+            for (const s of sockets) s.destroy();
+            server.close(() => resolve());
+          }),
+        };
+      } else {
+        stuck = await h2Backend({ maxConcurrentStreams: 0 }, (stream) => {
+          stuckStreams++;
+          stream.respond({ ':status': 200 });
+          stream.end('stuck');
+        });
+      }
+      const good = await h2Backend({}, (stream) => {
+        void readRequest(stream).then(({ body }) => {
+          stream.respond({ ':status': 201 });
+          stream.end(`made ${body.toString()}`);
+        });
+      });
+      const router = await startRouter({ routes: [{
+        name: 'g', hosts: ['g.test'], protocol: 'h2c',
+        // The connect timeout is longer than the response timeout: the call's own timeout ends the wait.
+        timeouts: { connect: '20s', response: '500ms' },
+        outlierDetection: { consecutiveFailures: 0 },
+        backends: [{ name: 'stuck', url: stuck.url, weight: 1 }, { name: 'good', url: good.url, weight: 1 }],
+      }] });
+      try {
+        for (let i = 0; i < 4; i++) {
+          const r = await h1(router.port, 'g.test', 'POST', `/make/${i}`, Buffer.from(`thing ${i}`));
+          assert.equal(r.status, 201, `request ${i}`);
+          assert.equal(r.length, `made thing ${i}`.length);
+        }
+        const m = await scrape(router.adminUrl);
+        assert.ok(metric(m, 'switchyard_upstream_errors_total', { route: 'g', backend: 'stuck', kind: 'timeout' }) >= 1, 'some went to the stuck backend first');
+        assert.equal(metric(m, 'switchyard_requests_total', { route: 'g', backend: 'good', protocol: 'h2c', code: '201' }), 4);
+        assert.equal(stuckStreams, 0);
+        for (const b of received) {
+          const types: number[] = [];
+          for (let off = 24; off + 9 <= b.length; off += 9 + b.readUIntBE(off, 3)) types.push(b[off + 3]!);
+          assert.deepEqual(types.filter((t) => t !== 0x4 && t !== 0x8), [], `frame types ${types.join(',')}`);
+        }
+      } finally {
+        await router.close();
+        await good.close();
+        await stuck.close();
+      }
+    });
+  }
+
+  test('a stream that was opened and then got no response in time is not retried (the backend may be acting on it)', async () => {
+    let seen = 0;
+    const slow = await h2Backend({}, () => { seen++; });
+    const good = await h2Backend({}, (stream) => {
+      stream.respond({ ':status': 200 });
+      stream.end('ok');
+    });
+    const router = await startRouter({ routes: [{
+      name: 'g', hosts: ['g.test'], protocol: 'h2c', timeouts: { response: '300ms' }, outlierDetection: { consecutiveFailures: 0 },
+      backends: [{ name: 'slow', url: slow.url, weight: 1 }, { name: 'good', url: good.url, weight: 1 }],
+    }] });
+    try {
+      const statuses: number[] = [];
+      for (let i = 0; i < 4; i++) statuses.push((await h1(router.port, 'g.test', 'GET', `/r/${i}`)).status);
+      assert.deepEqual(statuses.slice().sort(), [200, 200, 504, 504]);
+      assert.equal(seen, 2);
+    } finally {
+      await router.close();
+      await good.close();
+      await slow.close();
+    }
+  });
+});
+
 describe('the h2c connection pool', () => {
   test('connections draining after a GOAWAY do not count toward the 16-connection cap', async () => {
     // One stream per connection; the first 15 connections get a GOAWAY that

@@ -24,9 +24,10 @@ export interface FailedAttempt {
 
 /**
  * Whether a failed attempt may be retried:
- * - nothing reached the backend (connect refused, REFUSED_STREAM): any method;
+ * - nothing reached the backend (connect refused, REFUSED_STREAM, a connect
+ *   timeout, an h2c call that timed out still waiting for a stream): any method;
  * - reset before any response byte: idempotent methods only;
- * - a timeout: never (the backend may still be acting on the request);
+ * - a timeout once the request went out: never (the backend may still be acting on it);
  * and only with attempts left, a body that can be sent again, the client
  * still there, and the route's retry budget not spent.
  */

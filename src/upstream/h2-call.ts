@@ -403,7 +403,9 @@ export class H2Call extends UpstreamStream implements BodyReader {
     const { responseMs, idleMs } = this.#attempt.timeouts;
     if (this.#session === null) {
       this.#stop();
-      if (!this.#ex.signal.aborted) this.#fail(new UpstreamError('timeout', false, new Error(`no stream to the backend within ${responseMs} ms`)));
+      // Still waiting for a connection or room on one: no stream was opened, nothing
+      // reached the backend, so it may be tried again (as a connect timeout may).
+      if (!this.#ex.signal.aborted) this.#fail(new UpstreamError('timeout', true, new Error(`no stream to the backend within ${responseMs} ms`)));
       return;
     }
     this.#finish(CANCEL);
