@@ -1,9 +1,9 @@
 // HTTP/2 abuse against the router run as a process, by a raw frame client:
 // rapid reset (CVE-2023-44487), CONTINUATION flood (CVE-2024-27316 class), an
 // oversized header block, idle and trickling sessions (h2 slowloris), and
-// SETTINGS/PING floods. Each must end in a bounded way: the offending stream
-// or session is closed, upstream streams are cancelled, and the router keeps
-// serving everyone else. Behaviour only; CPU and memory against HAProxy are
+// SETTINGS/PING and PRIORITY floods. Each must end in a bounded way: the
+// offending stream or session is closed, upstream streams are cancelled, and
+// the router keeps serving everyone else. Behaviour only; CPU and memory against HAProxy are
 // measured by bench/h2-abuse.ts.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -232,4 +232,47 @@ describe('HTTP/2 abuse is bounded', () => {
       await stillServes();
     });
   }
+
+  /** A PRIORITY frame on `sid`: depends on stream 0, weight 16. */
+  const priority = (sid: number): Buffer => frame(FRAME.PRIORITY, 0, sid, Buffer.from([0, 0, 0, 0, 15]));
+
+  test('PRIORITY frames as browsers send them (a few per stream, some on idle streams) change nothing', async () => {
+    const c = await RawH2.connect(router.port);
+    try {
+      // Firefox's old priority groups: PRIORITY on idle streams 3-11 before any request.
+      c.send(Buffer.concat([3, 5, 7, 9, 11].map(priority)));
+      for (let i = 0; i < 30; i++) {
+        const sid = 13 + 2 * i;
+        // One before the request and two after it (reprioritised while it loads).
+        c.send(Buffer.concat([priority(sid), frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, sid, requestBlock(HOST)), priority(sid), priority(sid)]));
+      }
+      await c.until((fs) => fs.filter((f) => f.type === FRAME.DATA && (f.flags & FLAG.END_STREAM) !== 0).length === 30, 10_000, '30 responses');
+      assert.equal(c.goaway(), undefined);
+      assert.ok(!c.isClosed);
+    } finally {
+      c.close();
+    }
+  });
+
+  test('a PRIORITY flood (answered by nothing, so nothing piles up to stop it): GOAWAY ENHANCE_YOUR_CALM', async () => {
+    const c = await RawH2.connect(router.port);
+    let sent = 0;
+    try {
+      c.send(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 1, requestBlock(HOST)));
+      await c.until((fs) => fs.some((f) => f.type === FRAME.DATA && f.stream === 1 && (f.flags & FLAG.END_STREAM) !== 0), 10_000, 'a response');
+      // On stream 1 (closed) and on idle streams, in turn.
+      const batch = Buffer.concat(Array.from({ length: 1000 }, (_, i) => priority(i % 2 === 0 ? 1 : 2 * i + 3)));
+      while (sent < 200_000 && !c.isClosed && c.goaway() === undefined) {
+        if (!c.send(batch)) await new Promise((r) => setTimeout(r, 5));
+        sent += 1000;
+        await new Promise((r) => setImmediate(r));
+      }
+      await c.until(() => c.goaway() !== undefined, 10_000, `GOAWAY after ${sent} PRIORITY frames`);
+      assert.equal(c.goaway()?.code, NGHTTP2_ENHANCE_YOUR_CALM);
+      await c.closed;
+    } finally {
+      c.close();
+    }
+    await stillServes();
+  });
 });

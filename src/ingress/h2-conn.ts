@@ -3,14 +3,15 @@
 // role: request HEADERS are validated (RFC 9113 §8.2-8.3) and become
 // H2Exchanges; DATA feeds their bodies; the abuse limits (nghttp2's figures
 // where it has one) are counted here, in the frame loop (rapid reset,
-// SETTINGS/PING floods against a client that does not read, empty frames,
-// header blocks that grow or trickle, header list size, concurrent streams),
-// and idle, max-age and drain run on the entrypoint's coarse clock.
+// SETTINGS/PING floods against a client that does not read, PRIORITY floods,
+// empty frames, header blocks that grow or trickle, header list size,
+// concurrent streams), and idle, max-age and drain run on the entrypoint's
+// coarse clock.
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { H2Connection, H2Stream, type H2Config } from '../h2/connection.ts';
 import {
-  ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM, HEADERS, NO_ERROR, PING, PROTOCOL_ERROR,
+  ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM, HEADERS, NO_ERROR, PING, PRIORITY, PROTOCOL_ERROR,
   REFUSED_STREAM, RST_STREAM, SETTINGS,
 } from '../h2/frames.ts';
 import { H2_SESSION_WINDOW, H2_STREAM_WINDOW } from '../h2-settings.ts';
@@ -33,6 +34,12 @@ const MAX_CONTINUATIONS = 8;
 const MAX_EMPTY_FRAMES = 1000;
 /** Answers (SETTINGS/PING ACKs, RST_STREAM for frames on closed or refused streams) written while the client does not read its socket. */
 const MAX_UNREAD_ACKS = 1000;
+/**
+ * PRIORITY frames a client may send: this many, and this many more per stream
+ * it opens (Envoy's max_inbound_priority_frames_per_stream). Nothing answers
+ * them, so no pile-up stops a flood of them; each costs a frame parse.
+ */
+const PRIORITY_PER_STREAM = 100;
 
 // Connection-specific headers make an HTTP/2 request malformed (RFC 9113 §8.2.2).
 const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
@@ -134,6 +141,7 @@ export class H2ServerConnection extends H2Connection<ServerStream> {
   #emptyFrames = 0;
   #continuations = 0;
   #unreadAcks = 0;
+  #priorityBudget = PRIORITY_PER_STREAM;
   /**
    * Requests read from the current socket chunk, routed once all of it is
    * read: a stream opened and reset in one go (rapid reset) never goes upstream.
@@ -167,6 +175,10 @@ export class H2ServerConnection extends H2Connection<ServerStream> {
   protected override frameIn(type: number, flags: number, sid: number, len: number): void {
     if (type === RST_STREAM) {
       this.#spendReset();
+      return;
+    }
+    if (type === PRIORITY) {
+      if (--this.#priorityBudget < 0) this.fail(ENHANCE_YOUR_CALM);
       return;
     }
     if (type === HEADERS) this.#continuations = 0;
@@ -260,6 +272,7 @@ export class H2ServerConnection extends H2Connection<ServerStream> {
     st.contentLength = contentLength;
     st.tooLarge = tooLarge;
     this.register(st);
+    this.#priorityBudget += PRIORITY_PER_STREAM;
     const ex = new H2Exchange(this, st, this.#owner, this.#peer, {
       method, scheme, path, authority: authority ?? host, contentLength, hasBody: !end,
     }, fields);
