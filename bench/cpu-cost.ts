@@ -13,9 +13,10 @@
 // --trace-gc-nvp instead and reports bytes allocated per request (V8's
 // `allocated` of each collection, summed over the measured requests: exact
 // up to the bytes since the last collection), scavenges per 10,000 requests
-// and their pause, of it the ArrayBuffer sweep. --node-options-b gives B
-// its own node flags instead of --node-options' (--a and --b may then be the
-// same checkout: a flag A/B).
+// and their pause, of it the ArrayBuffer sweep, and other collections
+// (mark-compacts: ArrayBuffers' external memory brings those on).
+// --node-options-b gives B its own node flags instead of --node-options' (--a
+// and --b may then be the same checkout: a flag A/B).
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -92,18 +93,21 @@ function gcMs(log: string, from: number): { ms: number; count: number } {
 }
 
 /** What --trace-gc-nvp says about the collections in a log from `from` on. */
-function allocation(log: string, from: number): { bytes: number; scavenges: number; pauseMs: number; sweepMs: number } {
-  let bytes = 0, scavenges = 0, pauseMs = 0, sweepMs = 0;
+function allocation(log: string, from: number): { bytes: number; scavenges: number; others: number; pauseMs: number; sweepMs: number } {
+  let bytes = 0, scavenges = 0, others = 0, pauseMs = 0, sweepMs = 0;
   for (const line of log.slice(from).split('\n')) {
     const allocated = / allocated=(\d+)/.exec(line);
     if (allocated === null) continue;
     bytes += Number(allocated[1]);
-    if (!/ gc=s /.test(line)) continue;
+    if (!/ gc=s /.test(line)) {
+      others++;
+      continue;
+    }
     scavenges++;
     pauseMs += Number(/ pause=([\d.]+)/.exec(line)?.[1] ?? 0);
     sweepMs += Number(/ scavenge\.sweep_array_buffers=([\d.]+)/.exec(line)?.[1] ?? 0);
   }
-  return { bytes, scavenges, pauseMs, sweepMs };
+  return { bytes, scavenges, others, pauseMs, sweepMs };
 }
 
 async function main(): Promise<void> {
@@ -134,7 +138,7 @@ async function main(): Promise<void> {
             const a = allocation(readFileSync(logFile, 'utf8'), logFrom);
             allocs[i]!.push(a.bytes / requests);
             gcNote = `, ${(a.bytes / requests).toFixed(0)} B allocated/req, ${(a.scavenges * 1e4 / requests).toFixed(1)} scavenges/10k req, ` +
-              `scavenge mean ${(a.pauseMs / Math.max(1, a.scavenges)).toFixed(2)} ms (ArrayBuffer sweep ${(a.sweepMs / Math.max(1, a.scavenges)).toFixed(2)})`;
+              `${(a.others * 1e4 / requests).toFixed(1)} other collections (mark-compacts)/10k, scavenge mean ${(a.pauseMs / Math.max(1, a.scavenges)).toFixed(2)} ms (ArrayBuffer sweep ${(a.sweepMs / Math.max(1, a.scavenges)).toFixed(2)})`;
           } else if (opts.gc) {
             const g = gcMs(readFileSync(logFile, 'utf8'), logFrom);
             gcNote = `, GC ${(g.ms * 1000 / requests).toFixed(2)} µs/req (${g.count} pauses, ${g.ms.toFixed(0)} ms)`;
