@@ -64,8 +64,7 @@ export async function startBackend(name: string, handler: Handler = echo(name)):
   return backend;
 }
 
-/** A loopback port nothing listens on (connections are refused). */
-/** One HTTP/1.1 request written as is (repeated lines included); resolves with the whole answer once the router closes. */
+/** One HTTP/1.1 request written as is (repeated lines included) to the router on `port`; resolves with the whole answer once the router closes. */
 export function rawHttp1(port: number, head: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const sock = net.connect(port, '127.0.0.1');
@@ -91,9 +90,10 @@ export async function settled(value: () => number, quietMs = 400, maxMs = 5000):
 }
 
 /**
- * A loopback port nothing listens on. It is taken below the kernel's ephemeral
- * range (32768+ here), so a `listen(0)` or an outgoing connection elsewhere in
- * a concurrent suite cannot land on it while a test expects it refused.
+ * A loopback port nothing listens on (connections are refused). It is taken
+ * below the kernel's ephemeral range (32768+ here), so a `listen(0)` or an
+ * outgoing connection elsewhere in a concurrent suite cannot land on it while
+ * a test expects it refused.
  */
 export async function closedPort(): Promise<number> {
   for (;;) {
