@@ -1,7 +1,9 @@
 // HTTP/2 abuse against the router run as a process, by a raw frame client:
 // rapid reset (CVE-2023-44487), CONTINUATION flood (CVE-2024-27316 class), an
 // oversized header block, idle and trickling sessions (h2 slowloris), and
-// SETTINGS/PING and PRIORITY floods. Each must end in a bounded way: the
+// SETTINGS/PING floods, and floods of frames that do no request's work
+// (PRIORITY, WINDOW_UPDATE, SETTINGS, unknown types...) from a client that
+// reads its answers. Each must end in a bounded way: the
 // offending stream or session is closed, upstream streams are cancelled, and
 // the router keeps serving everyone else. Behaviour only; CPU and memory against HAProxy are
 // measured by bench/h2-abuse.ts.
@@ -10,11 +12,13 @@ import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import { spawnRouter, startBackend, writeConfig, type Backend, type RouterProcess } from './helpers.ts';
 import { startH2Backend, type H2Backend } from './grpc-helpers.ts';
-import { FLAG, FRAME, RawH2, frame, hpack, ping, requestBlock, rstStream } from './h2-raw.ts';
+import { FLAG, FRAME, RawH2, frame, hpack, ping, requestBlock, rstStream, windowUpdate } from './h2-raw.ts';
 
 const { NGHTTP2_CANCEL, NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_NO_ERROR } = http2.constants;
 const HOST = 'abuse.example.com';
 const H1_HOST = 'h1.example.com';
+/** The body of /big: 4 MiB, some 256 DATA frames of 16 KiB. */
+const BIG = 4 << 20;
 
 let backend: H2Backend;
 let h1Backend: Backend;
@@ -33,6 +37,11 @@ before(async () => {
     });
     stream.resume();
     if (headers[':path'] === '/slow') return;
+    if (headers[':path'] === '/big') {
+      stream.respond({ ':status': 200 });
+      stream.end(Buffer.alloc(BIG, 'b'));
+      return;
+    }
     stream.respond({ ':status': 200 });
     stream.end('ok');
   });
@@ -60,6 +69,23 @@ async function until(cond: () => boolean, ms: number, what: string): Promise<voi
     if (Date.now() > end) throw new Error(`${what}: not within ${ms} ms`);
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/**
+ * Sends `batch` again and again, up to `max` times, until the router sends
+ * GOAWAY or closes; returns how many batches went. Each batch ends with a PING,
+ * and the next waits for its ACK: writing on while the router closes would
+ * fail with EPIPE, and the socket would go before the GOAWAY in it was read.
+ */
+async function flood(c: RawH2, batch: Buffer, max: number): Promise<number> {
+  let sent = 0;
+  while (sent < max && !c.isClosed && c.goaway() === undefined) {
+    const mark = Buffer.alloc(8);
+    mark.writeUInt32BE(++sent);
+    c.send(Buffer.concat([batch, ping(false, mark)]));
+    await c.until((fs) => fs.some((f) => f.type === FRAME.PING && (f.flags & FLAG.ACK) !== 0 && f.payload.equals(mark)) || c.goaway() !== undefined, 10_000, `the ACK of batch ${sent}`);
+  }
+  return sent;
 }
 
 /** A well-behaved request still gets its answer: the router survived and serves others. */
@@ -262,11 +288,7 @@ describe('HTTP/2 abuse is bounded', () => {
       await c.until((fs) => fs.some((f) => f.type === FRAME.DATA && f.stream === 1 && (f.flags & FLAG.END_STREAM) !== 0), 10_000, 'a response');
       // On stream 1 (closed) and on idle streams, in turn.
       const batch = Buffer.concat(Array.from({ length: 1000 }, (_, i) => priority(i % 2 === 0 ? 1 : 2 * i + 3)));
-      while (sent < 200_000 && !c.isClosed && c.goaway() === undefined) {
-        if (!c.send(batch)) await new Promise((r) => setTimeout(r, 5));
-        sent += 1000;
-        await new Promise((r) => setImmediate(r));
-      }
+      sent = 1000 * await flood(c, batch, 200);
       await c.until(() => c.goaway() !== undefined, 10_000, `GOAWAY after ${sent} PRIORITY frames`);
       assert.equal(c.goaway()?.code, NGHTTP2_ENHANCE_YOUR_CALM);
       await c.closed;
@@ -275,4 +297,80 @@ describe('HTTP/2 abuse is bounded', () => {
     }
     await stillServes();
   });
+
+  test('a download read as some clients do (WINDOW_UPDATE on the stream and the connection per DATA frame), with SETTINGS, PRIORITY_UPDATE and GREASE frames, is untouched', async () => {
+    const c = await RawH2.connect(router.port);
+    try {
+      // A connection window raised at the start (browsers do), a GREASE frame (type 0x0b + 0x1f·N, RFC 8701 style).
+      c.send(Buffer.concat([windowUpdate(0, 1 << 20), frame(0x2a, 0, 0, Buffer.from('grease'))]));
+      const priorityUpdate = (sid: number): Buffer => {
+        const p = Buffer.alloc(4 + 3);
+        p.writeUInt32BE(sid);
+        p.write('u=1', 4);
+        return frame(0x10, 0, 0, p); // PRIORITY_UPDATE (RFC 9218), on stream 0
+      };
+      let got = 0;
+      let dataFrames = 0;
+      let credited = 0;
+      const sids = [1, 3, 5];
+      c.send(Buffer.concat(sids.flatMap((sid) => [priorityUpdate(sid), frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, sid, requestBlock(HOST, '/big'))])));
+      const end = Date.now() + 30_000;
+      while (got < sids.length * BIG && !c.isClosed && c.goaway() === undefined) {
+        if (Date.now() > end) throw new Error(`${got} of ${sids.length * BIG} bytes within 30 s`);
+        // Every DATA frame read is credited back on its stream and on the connection at once.
+        const fresh = c.frames.slice(credited);
+        credited = c.frames.length;
+        const updates: Buffer[] = [];
+        for (const f of fresh) {
+          if (f.type !== FRAME.DATA || f.payload.length === 0) continue;
+          got += f.payload.length;
+          // Now and then the client's settings change (grpc-go's do as its BDP estimate grows).
+          if (++dataFrames % 50 === 0) updates.push(frame(FRAME.SETTINGS, 0, 0));
+          updates.push(windowUpdate(0, f.payload.length));
+          if ((f.flags & FLAG.END_STREAM) === 0) updates.push(windowUpdate(f.stream, f.payload.length));
+        }
+        if (updates.length > 0) c.send(Buffer.concat(updates));
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      assert.equal(c.goaway(), undefined);
+      assert.ok(!c.isClosed);
+      assert.equal(got, sids.length * BIG);
+    } finally {
+      c.close();
+    }
+  });
+
+  /** Floods of frames that do no request's work, from a client that reads every answer. */
+  const floods: [string, (i: number) => Buffer][] = [
+    ['WINDOW_UPDATE on the connection', () => windowUpdate(0, 1)],
+    ['WINDOW_UPDATE on an open stream', () => windowUpdate(1, 1)],
+    ['WINDOW_UPDATE on closed streams', (i) => windowUpdate(3 + 2 * (i % 2), 1)],
+    ['empty SETTINGS (each answered with an ACK)', () => frame(FRAME.SETTINGS, 0, 0)],
+    ['SETTINGS ACK (nothing asked for)', () => frame(FRAME.SETTINGS, FLAG.ACK, 0)],
+    ['PING ACK (no PING was sent)', () => ping(true)],
+    ['frames of an unknown type', (i) => frame(0x20 + (i % 200), 0, i % 5, Buffer.alloc(8))],
+    ['GOAWAY (the client is leaving, again and again, while a stream is open)', () => frame(FRAME.GOAWAY, 0, 0, Buffer.alloc(8))],
+  ];
+  for (const [name, make] of floods) {
+    test(`a flood of ${name} from a client that reads: GOAWAY ENHANCE_YOUR_CALM`, async () => {
+      const c = await RawH2.connect(router.port);
+      let sent = 0;
+      try {
+        // Stream 1 stays open (the backend never answers /slow): no idle timeout ends the flood.
+        // Streams 3 and 5 are complete.
+        c.send(frame(FRAME.HEADERS, FLAG.END_HEADERS, 1, requestBlock(HOST, '/slow', 'POST')));
+        c.send(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 3, requestBlock(HOST)));
+        c.send(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 5, requestBlock(HOST)));
+        await c.until((fs) => fs.filter((f) => f.type === FRAME.DATA && (f.flags & FLAG.END_STREAM) !== 0).length === 2, 10_000, 'two responses');
+        sent = 1000 * await flood(c, Buffer.concat(Array.from({ length: 1000 }, (_, i) => make(i))), 200);
+        await c.until(() => c.goaway() !== undefined, 10_000, `GOAWAY after ${sent} frames`);
+        assert.equal(c.goaway()?.code, NGHTTP2_ENHANCE_YOUR_CALM);
+        await c.closed;
+      } finally {
+        c.close();
+      }
+      await until(() => open === 0, 10_000, 'the open stream is cancelled upstream');
+      await stillServes();
+    });
+  }
 });

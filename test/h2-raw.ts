@@ -57,6 +57,12 @@ export function rstStream(stream: number, code: number): Buffer {
   return frame(FRAME.RST_STREAM, 0, stream, p);
 }
 
+export function windowUpdate(stream: number, increment: number): Buffer {
+  const p = Buffer.alloc(4);
+  p.writeUInt32BE(increment);
+  return frame(FRAME.WINDOW_UPDATE, 0, stream, p);
+}
+
 export function ping(ack: boolean, data = Buffer.alloc(8)): Buffer {
   return frame(FRAME.PING, ack ? FLAG.ACK : 0, 0, data);
 }

@@ -3,16 +3,16 @@
 // role: request HEADERS are validated (RFC 9113 §8.2-8.3) and become
 // H2Exchanges; DATA feeds their bodies; the abuse limits (nghttp2's figures
 // where it has one) are counted here, in the frame loop (rapid reset,
-// SETTINGS/PING floods against a client that does not read, PRIORITY floods,
-// empty frames, header blocks that grow or trickle, header list size,
-// concurrent streams), and idle, max-age and drain run on the entrypoint's
-// coarse clock.
+// SETTINGS/PING floods against a client that does not read, floods of frames
+// that do no request's work (PRIORITY, WINDOW_UPDATE, SETTINGS...), empty
+// frames, header blocks that grow or trickle, header list size, concurrent
+// streams), and idle, max-age and drain run on the entrypoint's coarse clock.
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { H2Connection, H2Stream, type H2Config } from '../h2/connection.ts';
 import {
-  ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM, HEADERS, NO_ERROR, PING, PRIORITY, PROTOCOL_ERROR,
-  REFUSED_STREAM, RST_STREAM, SETTINGS,
+  ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM, GOAWAY, HEADERS, NO_ERROR, PING, PRIORITY,
+  PROTOCOL_ERROR, REFUSED_STREAM, RST_STREAM, SETTINGS, WINDOW_UPDATE,
 } from '../h2/frames.ts';
 import { H2_SESSION_WINDOW, H2_STREAM_WINDOW } from '../h2-settings.ts';
 import type { ExchangeOwner, Peer, ResponseHeaders } from './exchange.ts';
@@ -35,11 +35,18 @@ const MAX_EMPTY_FRAMES = 1000;
 /** Answers (SETTINGS/PING ACKs, RST_STREAM for frames on closed or refused streams) written while the client does not read its socket. */
 const MAX_UNREAD_ACKS = 1000;
 /**
- * PRIORITY frames a client may send: this many, and this many more per stream
- * it opens (Envoy's max_inbound_priority_frames_per_stream). Nothing answers
- * them, so no pile-up stops a flood of them; each costs a frame parse.
+ * Frames that do no request's work (PRIORITY, WINDOW_UPDATE, SETTINGS and its
+ * ACK, an unasked-for PING ACK, GOAWAY, unknown types) a client may send: this
+ * many, and this many more per stream it opens (Envoy's
+ * max_inbound_priority_frames_per_stream). They are answered by nothing or by
+ * a small ACK, so to a client that reads, no pile-up stops a flood of them.
  */
-const PRIORITY_PER_STREAM = 100;
+const CONTROL_PER_STREAM = 100;
+/**
+ * ...and this many more per DATA frame sent to it: a long download earns its
+ * WINDOW_UPDATEs (Envoy: 2 × max_inbound_window_update_frames_per_data_frame_sent).
+ */
+const CONTROL_PER_DATA_FRAME = 20;
 
 // Connection-specific headers make an HTTP/2 request malformed (RFC 9113 §8.2.2).
 const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
@@ -141,7 +148,7 @@ export class H2ServerConnection extends H2Connection<ServerStream> {
   #emptyFrames = 0;
   #continuations = 0;
   #unreadAcks = 0;
-  #priorityBudget = PRIORITY_PER_STREAM;
+  #controlBudget = CONTROL_PER_STREAM;
   /**
    * Requests read from the current socket chunk, routed once all of it is
    * read: a stream opened and reset in one go (rapid reset) never goes upstream.
@@ -177,9 +184,13 @@ export class H2ServerConnection extends H2Connection<ServerStream> {
       this.#spendReset();
       return;
     }
-    if (type === PRIORITY) {
-      if (--this.#priorityBudget < 0) this.fail(ENHANCE_YOUR_CALM);
-      return;
+    if (type === PRIORITY || type === WINDOW_UPDATE || type === SETTINGS || type === GOAWAY || type > CONTINUATION ||
+      (type === PING && (flags & ACK) !== 0 && this.pingsOutstanding === 0)) {
+      if (--this.#controlBudget < 0) {
+        this.fail(ENHANCE_YOUR_CALM);
+        return;
+      }
+      if (type !== SETTINGS) return;
     }
     if (type === HEADERS) this.#continuations = 0;
     else if (type === CONTINUATION && ++this.#continuations > MAX_CONTINUATIONS) {
@@ -272,7 +283,7 @@ export class H2ServerConnection extends H2Connection<ServerStream> {
     st.contentLength = contentLength;
     st.tooLarge = tooLarge;
     this.register(st);
-    this.#priorityBudget += PRIORITY_PER_STREAM;
+    this.#controlBudget += CONTROL_PER_STREAM;
     const ex = new H2Exchange(this, st, this.#owner, this.#peer, {
       method, scheme, path, authority: authority ?? host, contentLength, hasBody: !end,
     }, fields);
@@ -364,6 +375,10 @@ export class H2ServerConnection extends H2Connection<ServerStream> {
   }
 
   // --- frames out -----------------------------------------------------------------
+
+  protected override onDataSent(_st: ServerStream, _n: number): void {
+    this.#controlBudget += CONTROL_PER_DATA_FRAME;
+  }
 
   protected onWritable(st: ServerStream): void {
     if (st.localEnded) {
