@@ -9,6 +9,8 @@ import http, { type IncomingMessage } from 'node:http';
 import http2, { type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { metric, rawHttp1, scrape, settled, startRouter } from './helpers.ts';
 import { readRequest, until } from './grpc-helpers.ts';
 
@@ -557,6 +559,148 @@ describe('a backend connection that died silently', () => {
       await router.close();
       for (const c of conns) { c.client.destroy(); c.upstream.destroy(); }
       await new Promise<void>((resolve) => relay.close(() => resolve()));
+      await backend.close();
+    }
+  });
+});
+
+describe('h2c calls that timed out while waiting for a stream', () => {
+  // They wait in a backend connection's queue (no room under its
+  // MAX_CONCURRENT_STREAMS) or in the pool's (no SETTINGS yet). Once room
+  // appears none of them may reach the backend, and they must not stand in a
+  // fresh call's way.
+  for (const how of ['the backend allows no streams, then raises MAX_CONCURRENT_STREAMS', 'the backend\'s SETTINGS (MAX_CONCURRENT_STREAMS 1) come late'] as const) {
+    test(`${how}: the backend sees no stream for the dead calls; a fresh call goes through on the connection there is`, async () => {
+      const paths: string[] = [];
+      const late = how.includes('late');
+      const backend = await h2Backend({ maxConcurrentStreams: late ? 1 : 0 }, (stream, headers) => {
+        paths.push(String(headers[':path']));
+        stream.respond({ ':status': 200 });
+        stream.end('ok');
+      });
+      // A relay in front of the backend; for 'late' it holds what the backend sends (its SETTINGS) until released.
+      let held = late;
+      const pairs: { client: net.Socket; upstream: net.Socket; waiting: Buffer[] }[] = [];
+      const relay = net.createServer((client) => {
+        const upstream = net.connect(Number(new URL(backend.url).port), '127.0.0.1');
+        const p = { client, upstream, waiting: [] as Buffer[] };
+        pairs.push(p);
+        client.pipe(upstream);
+        upstream.on('data', (b: Buffer) => { if (held) p.waiting.push(b); else client.write(b); });
+        client.on('error', () => {});
+        upstream.on('error', () => {});
+        client.on('close', () => upstream.destroy());
+        upstream.on('close', () => client.destroy());
+      });
+      await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+      const router = await startRouter({ routes: [{
+        name: 'q', hosts: ['q.test'], protocol: 'h2c', timeouts: { connect: '30s', response: '300ms' }, outlierDetection: { consecutiveFailures: 0 },
+        backends: [{ name: 'a', url: `http://127.0.0.1:${(relay.address() as AddressInfo).port}`, weight: 1 }],
+      }] });
+      try {
+        const dead = await Promise.all([0, 1, 2, 3].map((i) => h1(router.port, 'q.test', 'POST', `/dead/${i}`, Buffer.from(`call ${i}`))));
+        assert.deepEqual(dead.map((r) => r.status), [504, 504, 504, 504]);
+        const connections = pairs.length;
+        assert.ok(connections >= 1, 'the router connected');
+        let fresh: Promise<{ status: number }>;
+        if (late) {
+          // The fresh call waits behind the dead ones for the one connection's SETTINGS.
+          fresh = h1(router.port, 'q.test', 'GET', '/fresh');
+          await sleep(100);
+          held = false;
+          for (const p of pairs) for (const b of p.waiting.splice(0)) p.client.write(b);
+        } else {
+          // Room appears on every connection; then the fresh call takes one of them.
+          for (const s of backend.sessions) s.settings({ maxConcurrentStreams: 100 });
+          await sleep(200);
+          fresh = h1(router.port, 'q.test', 'GET', '/fresh');
+        }
+        assert.equal((await fresh).status, 200);
+        await sleep(200);
+        assert.deepEqual(paths, ['/fresh'], 'only the fresh call reached the backend');
+        assert.equal(pairs.length, connections, 'no connection was opened for the dead calls');
+      } finally {
+        await router.close();
+        for (const p of pairs) { p.client.destroy(); p.upstream.destroy(); }
+        await new Promise<void>((resolve) => relay.close(() => resolve()));
+        await backend.close();
+      }
+    });
+  }
+});
+
+describe('h2c calls that die waiting in a backend connection\'s queue', () => {
+  test('a client that leaves while its call waits: the call never reaches the backend once room appears', async () => {
+    const paths: string[] = [];
+    const backend = await h2Backend({ maxConcurrentStreams: 0 }, (stream, headers) => {
+      paths.push(String(headers[':path']));
+      stream.respond({ ':status': 200 });
+      stream.end('ok');
+    });
+    const router = await startRouter({ routes: [{
+      name: 'q', hosts: ['q.test'], protocol: 'h2c', timeouts: { response: '30s' },
+      backends: [{ name: 'a', url: backend.url, weight: 1 }],
+    }] });
+    try {
+      const left = [0, 1, 2].map((i) => {
+        const req = http.request({ host: '127.0.0.1', port: router.port, path: `/left/${i}`, headers: { host: 'q.test' }, agent: false });
+        req.on('error', () => {});
+        req.end();
+        return req;
+      });
+      assert.ok(await until(() => backend.sessions.size >= 1, 10_000), 'the router connected');
+      await sleep(200);
+      for (const req of left) req.destroy();
+      await sleep(200);
+      for (const s of backend.sessions) s.settings({ maxConcurrentStreams: 100 });
+      await sleep(200);
+      assert.equal((await h1(router.port, 'q.test', 'GET', '/fresh')).status, 200);
+      await sleep(200);
+      assert.deepEqual(paths, ['/fresh']);
+    } finally {
+      await router.close();
+      await backend.close();
+    }
+  });
+
+  test('are let go of at once, not when room appears or the connection retires (5 min)', async () => {
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    const heap = async (): Promise<number> => {
+      for (let i = 0; i < 3; i++) {
+        gc();
+        await sleep(50);
+      }
+      return process.memoryUsage().heapUsed;
+    };
+    // No room, ever: every call waits in a connection's queue until its response timeout.
+    const backend = await h2Backend({ maxConcurrentStreams: 0 }, () => {});
+    const router = await startRouter({ routes: [{
+      name: 'q', hosts: ['q.test'], protocol: 'h2c', timeouts: { response: '200ms' }, outlierDetection: { consecutiveFailures: 0 },
+      backends: [{ name: 'a', url: backend.url, weight: 1 }],
+    }] });
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 100 });
+    // Each request carries 8 KB of header: what a queue that keeps dead calls keeps.
+    const pad = 'p'.repeat(8000);
+    const call = (i: number): Promise<number> => new Promise((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port: router.port, path: `/c/${i}`, headers: { host: 'q.test', 'x-pad': pad }, agent }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode!));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    const batch = async (from: number, n: number): Promise<number[]> => Promise.all(Array.from({ length: n }, (_, i) => call(from + i)));
+    try {
+      assert.deepEqual([...new Set(await batch(0, 100))], [504]); // warm up: the pool's connections, JIT
+      const before = await heap();
+      for (let r = 0; r < 8; r++) assert.deepEqual([...new Set(await batch(1000 * (r + 1), 100))], [504]);
+      const after = await heap();
+      const growthMb = (after - before) / 1048576;
+      assert.ok(growthMb < 3, `heap grew ${growthMb.toFixed(1)} MB over 800 calls that died waiting (6.1 MB of headers)`);
+    } finally {
+      agent.destroy();
+      await router.close();
       await backend.close();
     }
   });

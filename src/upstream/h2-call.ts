@@ -13,8 +13,16 @@ import { NATIVE_BELOW_MS, TICK_MS, deadlineIn, tick, unwatch, watch } from './cl
 import { MAX_HEAD_BYTES } from './http1-parser.ts';
 import { COPY_TIMEOUT_MS, type Attempt } from './upstream.ts';
 
+/** Where a stream waits for room on a backend connection: a session's queue, or the pool's while it connects. */
+export interface StreamQueue {
+  /** Takes `s` out (it died waiting); nothing if it is not there. */
+  withdraw(s: UpstreamStream): void;
+}
+
 /** A stream to a backend as its session sees it: a proxied call, or a mirror's copy. */
 export abstract class UpstreamStream extends H2Stream {
+  /** The queue it waits in, set by that queue (null: not waiting). */
+  queuedIn: StreamQueue | null = null;
   /** False once it need not start any more (its exchange is over). */
   abstract get startable(): boolean;
   /** Registered on `session`, which has room for it: send the request. */
@@ -152,6 +160,8 @@ export class H2Call extends UpstreamStream implements BodyReader {
     const responseMs = attempt.timeouts.responseMs;
     if (responseMs >= NATIVE_BELOW_MS) this.#setDeadline(deadlineIn(responseMs));
     else if (responseMs > 0) this.#timer = setTimeout(onTimer, responseMs, this);
+    // Listening from here: a call still waiting leaves its queue when the exchange is over.
+    this.#ex.signal.listen(this.#cancel);
   }
 
   get startable(): boolean {
@@ -165,7 +175,6 @@ export class H2Call extends UpstreamStream implements BodyReader {
     const hasBody = ex.hasBody;
     const headers = ex.headersForH2(this.#attempt.hostHeader);
     session.sendHeaders(this, headers, headers.length, !hasBody);
-    ex.signal.listen(this.#cancel);
     const idleMs = this.#attempt.timeouts.idleMs;
     this.#idleTicks = idleMs >= NATIVE_BELOW_MS ? Math.ceil(idleMs / TICK_MS) + 1 : 0;
     // Last: what the client sent already goes out now, and a body that broke off finishes the call.
@@ -183,11 +192,13 @@ export class H2Call extends UpstreamStream implements BodyReader {
     this.#fail(upstreamError(err));
   }
 
-  /** Over before it started: timers off, and it will not start. */
+  /** Over before it started: timers off, out of the queue it waited in, and it will not start. */
   #stop(): void {
     this.#finished = true;
     clearTimeout(this.#timer);
     this.deadline = 0;
+    this.#ex.signal.unlisten(this.#cancel);
+    this.queuedIn?.withdraw(this);
   }
 
   #setDeadline(at: number): void {
@@ -425,9 +436,10 @@ export class H2Call extends UpstreamStream implements BodyReader {
     if (!this.#ex.signal.aborted) this.#fail(new UpstreamError('reset', false, err ?? new Error('upstream session closed')));
   }
 
-  /** The client went away or the proxy answered: the backend is told to stop. */
+  /** The client went away or the proxy answered: the backend is told to stop, or a call still waiting never starts. */
   readonly #cancel = (): void => {
-    this.#finish(CANCEL);
+    if (this.#session === null) this.#stop();
+    else this.#finish(CANCEL);
   };
 
   #fail(err: UpstreamError): void {
@@ -476,6 +488,7 @@ export class H2Copy extends UpstreamStream {
     if (this.#finished) return;
     this.#finished = true;
     clearTimeout(this.#timer);
+    this.queuedIn?.withdraw(this);
     this.#done(null);
   }
 

@@ -9,7 +9,7 @@ import { UpstreamError, upstreamError } from '../errors.ts';
 import { H2Connection, type H2Config } from '../h2/connection.ts';
 import { NO_ERROR } from '../h2/frames.ts';
 import { H2_SESSION_WINDOW, H2_STREAM_WINDOW } from '../h2-settings.ts';
-import { H2Call, H2Copy, type UpstreamStream } from './h2-call.ts';
+import { H2Call, H2Copy, type StreamQueue, type UpstreamStream } from './h2-call.ts';
 import { MAX_HEAD_BYTES } from './http1-parser.ts';
 import type { Exchange } from '../ingress/exchange.ts';
 import type { Attempt, Upstream } from './upstream.ts';
@@ -74,7 +74,7 @@ function onProbeTimeout(s: Session): void {
 }
 
 /** One HTTP/2 connection to a backend, in the client role. */
-export class Session extends H2Connection<UpstreamStream> {
+export class Session extends H2Connection<UpstreamStream> implements StreamQueue {
   readonly #pool: H2Upstream;
   readonly #gauges: H2Gauges;
   /** Streams started here and not finished: what the pool balances on and the peer's limit applies to. */
@@ -124,10 +124,20 @@ export class Session extends H2Connection<UpstreamStream> {
       this.#probeTimer = setTimeout(onProbeTimeout, this.#pool.connectTimeoutMs || PROBE_AFTER_IDLE_MS, this);
     }
     if (this.#probeTimer === undefined && this.active < this.max) this.#start(s);
-    else this.#queue.push(s);
+    else {
+      this.#queue.push(s);
+      s.queuedIn = this;
+    }
+  }
+
+  withdraw(s: UpstreamStream): void {
+    s.queuedIn = null;
+    const i = this.#queue.indexOf(s);
+    if (i >= 0) this.#queue.splice(i, 1);
   }
 
   #start(s: UpstreamStream): void {
+    s.queuedIn = null;
     if (!s.startable) return;
     this.active++;
     this.#gauges.streams.inc();
@@ -252,7 +262,7 @@ export class Session extends H2Connection<UpstreamStream> {
   }
 }
 
-export class H2Upstream implements Upstream {
+export class H2Upstream implements Upstream, StreamQueue {
   readonly origin: string;
   readonly #host: string;
   readonly #port: number;
@@ -314,7 +324,14 @@ export class H2Upstream implements Upstream {
       return;
     }
     this.#waiting.push(s);
+    s.queuedIn = this;
     if (this.#connecting === undefined) this.#connect();
+  }
+
+  withdraw(s: UpstreamStream): void {
+    s.queuedIn = null;
+    const i = this.#waiting.indexOf(s);
+    if (i >= 0) this.#waiting.splice(i, 1);
   }
 
   #connect(): void {
