@@ -1,8 +1,8 @@
 // Large bodies end to end through the HTTP/1.1 path: byte-exact both ways,
 // Content-Length and chunked, fast and slow clients (many at once on one
-// upstream pool, which reuses its read buffers), a client that stops reading
-// (backpressure reaches the backend), and an h2c client of an HTTP/1.1
-// backend. Bodies are a prime-period pattern, so a read buffer's bytes
+// upstream pool, which reuses its read buffer), a client that stops reading
+// (backpressure reaches the backend; other downloads go on meanwhile), and
+// an h2c client of an HTTP/1.1 backend. Bodies are a prime-period pattern, so a read buffer's bytes
 // delivered twice, late or overwritten show up at their offset.
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
@@ -159,7 +159,7 @@ describe('large bodies through HTTP/1.1', () => {
   });
 
   for (const mode of ['length', 'chunked'] as const) {
-    test(`a client that stops reading holds the backend back (${mode}); what follows is byte-exact`, async () => {
+    test(`a client that stops reading holds the backend back (${mode}); what follows, and other downloads meanwhile, byte-exact`, async () => {
       // Kernel buffers on loopback can take tens of MB (tcp_rmem max 32 MB here): well above them.
       const size = 128 * 1024 * 1024;
       const seed = mode === 'length' ? 2 : 3;
@@ -175,6 +175,14 @@ describe('large bodies through HTTP/1.1', () => {
         last = now;
       }
       assert.ok(last < size / 2, `the backend wrote ${last} of ${size} bytes to a client that read none`);
+      // The stalled response's last chunk waits in its client socket's queue,
+      // by reference to the read buffer: these reads must land elsewhere.
+      await Promise.all(Array.from({ length: 6 }, (_, i) => {
+        const other = 200 + i;
+        const n = 700_000 + i * 65_537;
+        return download(router, `/bytes?size=${n}&seed=${other}&mode=${mode}`, other)
+          .then((r) => { assert.equal(r.status, 200); r.v.assertBody(n, `download ${i} during the stall`); });
+      }));
       const v = new Verifier(seed);
       res.on('data', (c: Buffer) => v.feed(c));
       res.resume();
