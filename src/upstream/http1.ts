@@ -77,9 +77,6 @@ export function requestHead(ex: Exchange, hostHeader: string | undefined): { hea
   return { head: `${head}\r\n`, chunked };
 }
 
-/** Body chunks up to this size are copied when they would wait in a queue (HttpCall.onData). */
-const COPY_MAX = 16 * 1024;
-
 /** One request to an HTTP/1.1 backend: the exchange on one side, a pooled connection on the other. */
 class HttpCall implements H1Call {
   readonly #attempt: Attempt;
@@ -128,9 +125,12 @@ class HttpCall implements H1Call {
   onData(chunk: Buffer): boolean {
     const ex = this.#ex;
     let ok: boolean;
-    // Behind output still queued, a small chunk is copied rather than the
-    // connection's read buffer kept (and a fresh one allocated for the next read).
-    if (chunk.length <= COPY_MAX && ex.holdsChunks()) ok = ex.write(Buffer.from(chunk));
+    // Behind output still queued (and on an HTTP/2 client, which queues
+    // what its frames do not copy), a chunk is copied rather than the read
+    // buffer kept: every upstream socket reads into that one buffer, and
+    // giving it away takes a fresh one and re-points each socket to it
+    // (http1-pool.ts). By reference it goes only where it may be taken at once.
+    if (ex.holdsChunks()) ok = ex.write(Buffer.from(chunk));
     else {
       ok = ex.write(chunk);
       if (ex.holdsChunks()) this.#holds = true;
