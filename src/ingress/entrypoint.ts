@@ -29,6 +29,18 @@ export type EntrypointOptions = Config['entrypoint'];
 const URI_TOO_LONG = new UriTooLongError();
 const HEADERS_TOO_LARGE = new HeadersTooLargeError();
 
+/**
+ * The client's address. socket.remoteAddress keeps what it read from the
+ * kernel ({ address, family, port }, 56 bytes) on the socket for its whole
+ * life; nothing here asks again, so it is let go (asked again, node reads it
+ * anew).
+ */
+function remoteIp(socket: Socket): string {
+  const ip = socket.remoteAddress ?? '';
+  (socket as Socket & { _peername?: unknown })._peername = null;
+  return ip;
+}
+
 /** ±10% so connections opened together do not all reconnect together. */
 function jitter(ms: number): number {
   return Math.round(ms * (0.9 + Math.random() * 0.2));
@@ -54,7 +66,7 @@ export class Entrypoint implements H1Owner, H2Owner {
   readonly #sniffing = new Map<Socket, number>();
   readonly #h1Limits: H1Limits;
   readonly #h1Open: ReturnType<Metrics['openConnections']['labels']>;
-  /** One listener for every HTTP/1.1 socket's close, rather than a closure each. */
+  /** One listener for every upgraded HTTP/1.1 socket's close, rather than a closure each. */
   readonly #h1Closed = (): void => { this.#h1Open.dec(); };
   /** The coarse clock HTTP/1.1 connection timeouts run on: one interval, no timer per connection or request. */
   readonly #clock: NodeJS.Timeout;
@@ -147,9 +159,9 @@ export class Entrypoint implements H1Owner, H2Owner {
       return;
     }
     this.#h1Open.inc();
-    socket.on('close', this.#h1Closed);
     // Whole-request time is bounded per route (timeouts.overall), not here: a large upload may rightly take long.
-    const conn = new ClientConnection(socket, this, this.#peerOf(socket), this.#h1Limits);
+    const ip = remoteIp(socket);
+    const conn = new ClientConnection(socket, this, ip, this.#isTrusted(ip), this.#h1Limits);
     if (this.#opts.maxConnectionAgeMs > 0) conn.expiresAt = this.tick + ticks(jitter(this.#opts.maxConnectionAgeMs));
     this.#h1.add(conn);
     socket.resume();
@@ -166,9 +178,16 @@ export class Entrypoint implements H1Owner, H2Owner {
     }
   };
 
-  /** H1Owner: the connection closed or was handed over. */
+  /** H1Owner: the connection closed. */
   forget(conn: ClientConnection): void {
     this.#h1.delete(conn);
+    this.#h1Open.dec();
+  }
+
+  /** H1Owner: the connection's socket was handed over to a WebSocket upgrade; it counts as open until it closes. */
+  upgraded(conn: ClientConnection): void {
+    this.#h1.delete(conn);
+    conn.socket.once('close', this.#h1Closed);
   }
 
   /** H2Owner: the connection is gone. */
@@ -210,11 +229,16 @@ export class Entrypoint implements H1Owner, H2Owner {
     proxy(ex, this.table, unmatched);
   }
 
+  /** Whether the client at `ip` is a trusted proxy, once per connection. */
+  #isTrusted(ip: string): boolean {
+    // remoteFamily is 'IPv6' exactly when the address has a colon (IPv4-mapped ones too).
+    return ip !== '' && this.#trusted.check(ip, ip.includes(':') ? 'ipv6' : 'ipv4');
+  }
+
   /** The client's address and whether it is a trusted proxy, once per connection. */
   #peerOf(socket: Socket): Peer {
-    const ip = socket.remoteAddress ?? '';
-    const family = socket.remoteFamily === 'IPv6' ? 'ipv6' : 'ipv4';
-    return { ip, trusted: ip !== '' && this.#trusted.check(ip, family) };
+    const ip = remoteIp(socket);
+    return { ip, trusted: this.#isTrusted(ip) };
   }
 
   /** ExchangeOwner: one exchange is over. */

@@ -13,7 +13,7 @@ import { RequestBody, type BodyFeed } from './body.ts';
 import { httpDate } from './date.ts';
 import type { ExchangeOwner, Peer } from './exchange.ts';
 import { expectsContinue, H1Exchange } from './h1.ts';
-import { RequestParser, type BodySink } from './h1-parser.ts';
+import { giveBack, takeParser, type BodySink, type RequestParser } from './h1-parser.ts';
 import { UpgradeExchange } from './upgrade.ts';
 
 /** What a connection needs from the entrypoint. */
@@ -24,8 +24,10 @@ export interface H1Owner extends ExchangeOwner {
   readonly draining: boolean;
   /** A request head is in: route it (or answer it, if refused). */
   dispatchH1(ex: H1Exchange | UpgradeExchange): void;
-  /** The connection closed, or was handed over to an upgrade. */
+  /** The connection closed. */
   forget(conn: ClientConnection): void;
+  /** The connection's socket was handed over to a WebSocket upgrade. */
+  upgraded(conn: ClientConnection): void;
 }
 
 /** Timeouts, in ticks of the owner's clock. */
@@ -70,12 +72,15 @@ function processPending(conn: ClientConnection): void {
   conn.processPending();
 }
 
-export class ClientConnection implements BodySink, BodyFeed {
+/** The connection is its exchanges' Peer: no object of its own per connection. */
+export class ClientConnection implements BodySink, BodyFeed, Peer {
   readonly socket: Socket;
-  readonly peer: Peer;
+  readonly ip: string;
+  readonly trusted: boolean;
   readonly #owner: H1Owner;
   readonly #limits: H1Limits;
-  readonly #parser: RequestParser;
+  /** Held from a request's head to its response's end (takeParser), none while idle. */
+  #parser: RequestParser | undefined = undefined;
   #state = HEAD;
   /** Bytes received and not yet parsed: part of a head, or requests pipelined behind the current one. */
   #pending: Buffer | undefined;
@@ -94,12 +99,12 @@ export class ClientConnection implements BodySink, BodyFeed {
   /** The coarse-clock tick at which the connection expires (0: never). */
   expiresAt = 0;
 
-  constructor(socket: Socket, owner: H1Owner, peer: Peer, limits: H1Limits) {
+  constructor(socket: Socket, owner: H1Owner, ip: string, trusted: boolean, limits: H1Limits) {
     this.socket = socket;
     this.#owner = owner;
-    this.peer = peer;
+    this.ip = ip;
+    this.trusted = trusted;
     this.#limits = limits;
-    this.#parser = new RequestParser(limits.maxHeaderBytes, this);
     // Shared listeners that find the connection on the socket: no closures per connection.
     (socket as Tagged)[CONN] = this;
     socket.on('data', onData).on('end', onEnd).on('error', onError).on('close', onClose);
@@ -131,7 +136,7 @@ export class ClientConnection implements BodySink, BodyFeed {
       while (off < buf.length) {
         const state = this.#state;
         if (state === HEAD) {
-          const end = this.#parser.head(buf, off);
+          const end = (this.#parser ??= takeParser(this.#limits.maxHeaderBytes, this)).head(buf, off);
           if (end < 0) {
             // The head's first bytes start the headers timeout.
             if (!this.#headDeadline) {
@@ -145,7 +150,7 @@ export class ClientConnection implements BodySink, BodyFeed {
           this.#request(buf, off);
           if (this.#state === GONE) return; // upgraded: the rest went with the socket
         } else if (state === BODY) {
-          off = this.#parser.body(buf, off);
+          off = this.#parser!.body(buf, off);
         } else if (state === WAIT) {
           this.#hold(buf, off);
           break;
@@ -171,7 +176,7 @@ export class ClientConnection implements BodySink, BodyFeed {
 
   /** A head was parsed (the parser holds it); `rest` from `off` is what followed it. */
   #request(buf: Buffer, off: number): void {
-    const p = this.#parser;
+    const p = this.#parser!;
     this.#headDeadline = false;
     this.#deadline = 0;
     // Only WebSocket upgrades are proxied as upgrades. Anything else (h2c
@@ -183,8 +188,9 @@ export class ClientConnection implements BodySink, BodyFeed {
       s.off('data', onData).off('end', onEnd).off('error', onError).off('close', onClose);
       (s as Partial<Tagged>)[CONN] = undefined;
       s.pause(); // read again when spliced to the upstream
-      this.#owner.forget(this);
-      const ex = new UpgradeExchange(p, s, off < buf.length ? Buffer.from(buf.subarray(off)) : Buffer.alloc(0), this.#owner, this.peer);
+      this.#owner.upgraded(this);
+      const ex = new UpgradeExchange(p, s, off < buf.length ? Buffer.from(buf.subarray(off)) : Buffer.alloc(0), this.#owner, this);
+      this.#releaseParser(); // the exchange took what it needs
       this.#owner.dispatchH1(ex);
       return;
     }
@@ -195,7 +201,7 @@ export class ClientConnection implements BodySink, BodyFeed {
       body = this.#body = new RequestBody(this);
       this.#continueDue = p.minor === 1 && p.expect !== undefined && expectsContinue(p.expect);
     }
-    const ex = new H1Exchange(p, this, body, this.#owner, this.peer);
+    const ex = new H1Exchange(p, this, body, this.#owner, this);
     this.#ex = ex;
     this.#owner.dispatchH1(ex);
   }
@@ -237,7 +243,7 @@ export class ClientConnection implements BodySink, BodyFeed {
     }
     if (ex !== undefined) {
       ex.bodyComplete = true;
-      ex.trailers = this.#parser.trailers;
+      ex.trailers = this.#parser!.trailers;
     }
     this.#state = WAIT;
     body?.end();
@@ -267,8 +273,10 @@ export class ClientConnection implements BodySink, BodyFeed {
 
   /** HTTP/1.0 (without keep-alive) or `Connection: close`: the response closes the connection. */
   closeRequested(): boolean {
-    const c = this.#parser.connection;
-    if (this.#parser.minor === 0) return c === undefined || !listsToken(c, 'keep-alive');
+    const p = this.#parser;
+    if (p === undefined) return false; // between requests
+    const c = p.connection;
+    if (p.minor === 0) return c === undefined || !listsToken(c, 'keep-alive');
     return c !== undefined && listsToken(c, 'close');
   }
 
@@ -278,7 +286,7 @@ export class ClientConnection implements BodySink, BodyFeed {
   }
 
   get minor(): number {
-    return this.#parser.minor;
+    return this.#parser?.minor ?? 1;
   }
 
   /** The exchange's response is complete; `close`: its head said so (or it has no length). */
@@ -293,7 +301,7 @@ export class ClientConnection implements BodySink, BodyFeed {
       return;
     }
     this.#state = HEAD;
-    this.#parser.release();
+    this.#releaseParser();
     this.#deadline = this.#owner.tick + this.#limits.idleTicks;
     // Requests pipelined behind this one wait their turn. (Inside #consume the
     // loop goes on with its buffer; nothing is held then.)
@@ -301,6 +309,13 @@ export class ClientConnection implements BodySink, BodyFeed {
       this.socket.resume();
       process.nextTick(processPending, this);
     }
+  }
+
+  #releaseParser(): void {
+    const p = this.#parser;
+    if (p === undefined) return;
+    this.#parser = undefined;
+    giveBack(p);
   }
 
   /** Pipelined requests that arrived while the last response was pending. */
@@ -369,6 +384,7 @@ export class ClientConnection implements BodySink, BodyFeed {
     ex?.socketClosed();
     // After socketClosed(): the upstream side is stopped by then and does not take this for its own failure.
     body?.fail(Object.assign(new Error('client closed the connection mid-body'), { code: 'ECONNRESET' }));
+    this.#releaseParser();
     this.#owner.forget(this);
   }
 }
