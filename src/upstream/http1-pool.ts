@@ -84,7 +84,7 @@ const READ_BYTES = 128 * 1024;
  * one buffer serves all sockets; and one buffer stays in the CPU's cache,
  * where a buffer per connection (50 busy ones: 3+ MB) makes the kernel's
  * copy into it, and out of it to the client, miss the cache every read
- * (-7% CPU per 64 KiB response, bench/results/h1-64k-2026-11-30.md).
+ * (~0.87x the CPU per 64 KiB response, bench/results/h1-64k-2026-11-30.md).
  */
 let readBuffer: Buffer = Buffer.allocUnsafeSlow(READ_BYTES);
 /** The readers whose sockets may read (from connect until the socket closes). */
