@@ -54,19 +54,20 @@ export function listsToken(value: string, token: string): boolean {
 }
 
 // Header names as the exchange wants them (lowercase), kept for the names seen
-// before: one lookup instead of a new string per field, and the keys are then
-// the same strings every time.
-const NAMES = new Map<string, string>();
-const MAX_NAMES = 512;
+// before in a direct-mapped table by a hash of the raw name's bytes: a hit
+// costs no string at all (the raw name is compared in place), and the keys are
+// the same strings every time. A peer sending ever new names only evicts.
+const NAME_SLOTS = 512;
+const rawNames: string[] = new Array<string>(NAME_SLOTS).fill('');
+const lowerNames: string[] = new Array<string>(NAME_SLOTS).fill('');
 
-function lowerName(raw: string): string {
-  let name = NAMES.get(raw);
-  if (name === undefined) {
-    name = raw.toLowerCase();
-    // Bounded: a peer sending ever new names must not grow it without end.
-    if (NAMES.size < MAX_NAMES) NAMES.set(raw, name);
-  }
-  return name;
+function lowerName(h: string, start: number, end: number, hash: number): string {
+  const slot = hash & (NAME_SLOTS - 1);
+  const raw = rawNames[slot]!;
+  if (raw.length === end - start && h.startsWith(raw, start)) return lowerNames[slot]!;
+  const name = h.slice(start, end);
+  rawNames[slot] = name;
+  return (lowerNames[slot] = name.toLowerCase());
 }
 
 /**
@@ -80,10 +81,14 @@ export function fieldLines(h: string, i: number, out: string[]): boolean {
   while (i < end) {
     const nameStart = i;
     let c = h.charCodeAt(i);
-    while (TOKEN[c] === 1) c = h.charCodeAt(++i);
+    let hash = 0;
+    while (TOKEN[c] === 1) {
+      hash = (Math.imul(hash, 31) + c) | 0;
+      c = h.charCodeAt(++i);
+    }
     // Also catches obs-fold (a line starting with SP/HT) and space before the colon.
     if (i === nameStart || c !== 0x3a /* ':' */) return false;
-    const name = lowerName(h.slice(nameStart, i));
+    const name = lowerName(h, nameStart, i, hash ^ (hash >>> 9));
     c = h.charCodeAt(++i);
     while (c === SP || c === HTAB) c = h.charCodeAt(++i);
     const valueStart = i;
