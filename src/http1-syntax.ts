@@ -26,10 +26,15 @@ for (let c = 0; c < 6; c++) HEX[0x41 + c] = HEX[0x61 + c] = 10 + c;
 
 export const HEAD_END = Buffer.from('\r\n\r\n', 'latin1');
 
-// Buffer#latin1Slice is toString('latin1', ...) without the argument checks; untyped in @types/node.
-type Latin1 = { latin1Slice(start: number, end: number): string };
+// Buffer#latin1Slice and #latin1Write are toString('latin1', ...) and
+// write(s, off, 'latin1') without the argument checks; untyped in @types/node.
+type Latin1 = { latin1Slice(start: number, end: number): string; latin1Write(s: string, offset: number): number };
 export function latin1(b: Buffer, start: number, end: number): string {
   return (b as unknown as Latin1).latin1Slice(start, end);
+}
+/** Writes `s` (one byte per character) into `b` at `offset`; returns the offset after it. */
+export function putLatin1(b: Buffer, s: string, offset: number): number {
+  return offset + (b as unknown as Latin1).latin1Write(s, offset);
 }
 
 /** A Content-Length value: 1-15 digits and nothing else, or -1. */

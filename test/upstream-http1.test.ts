@@ -214,7 +214,7 @@ class Recorder implements H1Call {
 
   onConnection(conn: H1Connection): boolean {
     this.conn = conn;
-    conn.send(this, this.#head, this.#opts);
+    conn.send(this, Buffer.from(this.#head, 'latin1'), this.#opts);
     return true;
   }
 

@@ -188,7 +188,7 @@ export class H1Connection implements ResponseSink, BodyReader {
   }
 
   /** Writes the request: the head in one write, then the body, if any, with backpressure. */
-  send(call: H1Call, head: string, opts: SendOptions): void {
+  send(call: H1Call, head: Buffer, opts: SendOptions): void {
     this.#call = call;
     this.requests++;
     this.idleSince = 0;
@@ -199,7 +199,7 @@ export class H1Connection implements ResponseSink, BodyReader {
     const body = opts.body;
     if (body === null) {
       this.#bodyDone = true;
-      this.socket.write(head, 'latin1');
+      this.socket.write(head);
       this.#armResponseTimer();
       return;
     }
@@ -208,7 +208,7 @@ export class H1Connection implements ResponseSink, BodyReader {
     this.#bodyDone = false;
     // Corked until the first body bytes have had their chance to join the head.
     this.socket.cork();
-    this.socket.write(head, 'latin1');
+    this.socket.write(head);
     process.nextTick(uncork, this.socket);
     body.read(this);
   }

@@ -6,6 +6,7 @@
 // request, measured with bench/cpu-cost.ts.)
 import type { Socket } from 'node:net';
 import { upstreamError } from '../errors.ts';
+import { CR, LF, SP, putLatin1 } from '../http1-syntax.ts';
 import type { Exchange, ResponseHeaders } from '../ingress/exchange.ts';
 import { H1Pool, type H1Call, type H1Connection } from './http1-pool.ts';
 import { COPY_TIMEOUT_MS, type Attempt, type Upstream } from './upstream.ts';
@@ -53,7 +54,7 @@ export class HttpUpstream implements Upstream {
       if (h[i] !== 'content-length') head += `${h[i]}: ${h[i + 1]}\r\n`;
     }
     if (ex.hasBody) head += `content-length: ${body.length}\r\n`;
-    this.#pool.dispatch(new CountingCall(`${head}\r\n`, ex.hasBody && body.length > 0 ? body : null, COPY_TIMEOUT_MS, done));
+    this.#pool.dispatch(new CountingCall(Buffer.from(`${head}\r\n`, 'latin1'), ex.hasBody && body.length > 0 ? body : null, COPY_TIMEOUT_MS, done));
   }
 
   close(): Promise<void> {
@@ -65,16 +66,51 @@ export class HttpUpstream implements Upstream {
   }
 }
 
-/** The request head for `ex`, ending with the blank line; and whether its body goes chunked. */
-export function requestHead(ex: Exchange, hostHeader: string | undefined): { head: string; chunked: boolean } {
+const COLON = 0x3a;
+const CHUNKED = 'transfer-encoding: chunked\r\n';
+const UPGRADE = 'connection: upgrade\r\nupgrade: ';
+
+/**
+ * The request head for `ex`, ending with the blank line, written into a
+ * buffer of its own piece by piece: the same head concatenated as a string
+ * (~30 pieces, then flattened for the write) cost ~1 KB of garbage a request.
+ * `chunked`: the body goes chunked. Characters are written one byte each, as
+ * a latin1 write of the string did.
+ */
+export function requestHead(ex: Exchange, hostHeader: string | undefined, chunked: boolean): Buffer {
   const h = ex.headersForH1(hostHeader);
-  let head = `${ex.method} ${ex.path} HTTP/1.1\r\n`;
-  for (let i = 0; i < h.length; i += 2) head += `${h[i]}: ${h[i + 1]}\r\n`;
+  const method = ex.method;
+  const path = ex.path;
+  const upgrade = ex.upgrade?.protocol;
+  // "M P HTTP/1.1" CRLF, "name: value" CRLF per field, CRLF.
+  let n = method.length + path.length + 14 + 2 * h.length;
+  for (let i = 0; i < h.length; i++) n += h[i]!.length;
+  if (chunked) n += CHUNKED.length;
+  if (upgrade !== undefined) n += UPGRADE.length + upgrade.length + 2;
+  const b = Buffer.allocUnsafe(n);
+  let o = putLatin1(b, method, 0);
+  b[o++] = SP;
+  o = putLatin1(b, path, o);
+  o = putLatin1(b, ' HTTP/1.1\r\n', o);
+  for (let i = 0; i < h.length; i += 2) {
+    o = putLatin1(b, h[i]!, o);
+    b[o++] = COLON;
+    b[o++] = SP;
+    o = putLatin1(b, h[i + 1]!, o);
+    b[o++] = CR;
+    b[o++] = LF;
+  }
   // A body of unknown length (HTTP/1.1 chunked, HTTP/2 without content-length) goes chunked.
-  const chunked = ex.hasBody && ex.contentLength < 0;
-  if (chunked) head += 'transfer-encoding: chunked\r\n';
-  if (ex.upgrade !== undefined) head += `connection: upgrade\r\nupgrade: ${ex.upgrade.protocol}\r\n`;
-  return { head: `${head}\r\n`, chunked };
+  if (chunked) o = putLatin1(b, CHUNKED, o);
+  if (upgrade !== undefined) {
+    o = putLatin1(b, UPGRADE, o);
+    o = putLatin1(b, upgrade, o);
+    b[o++] = CR;
+    b[o++] = LF;
+  }
+  b[o++] = CR;
+  b[o++] = LF;
+  return b;
 }
 
 /** One request to an HTTP/1.1 backend: the exchange on one side, a pooled connection on the other. */
@@ -97,7 +133,8 @@ class HttpCall implements H1Call {
     if (ex.signal.aborted) return false;
     this.#conn = conn;
     ex.signal.listen(this.#abort);
-    const { head, chunked } = requestHead(ex, this.#attempt.hostHeader);
+    const chunked = ex.hasBody && ex.contentLength < 0;
+    const head = requestHead(ex, this.#attempt.hostHeader, chunked);
     const { responseMs, idleMs } = this.#attempt.timeouts;
     conn.send(this, head, {
       body: ex.body(), chunked, head: ex.method === 'HEAD', upgrade: ex.upgrade !== undefined, responseMs, idleMs,
@@ -180,13 +217,13 @@ class HttpCall implements H1Call {
  * null on any failure.
  */
 class CountingCall implements H1Call {
-  readonly #head: string;
+  readonly #head: Buffer;
   readonly #body: Buffer | null;
   readonly #timeoutMs: number;
   readonly #done: (code: number | null) => void;
   #status: number | null = null;
 
-  constructor(head: string, body: Buffer | null, timeoutMs: number, done: (code: number | null) => void) {
+  constructor(head: Buffer, body: Buffer | null, timeoutMs: number, done: (code: number | null) => void) {
     this.#head = head;
     this.#body = body;
     this.#timeoutMs = timeoutMs;
