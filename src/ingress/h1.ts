@@ -235,9 +235,10 @@ export class H1Exchange extends H1Request {
       return ok || s.writableLength < s.writableHighWaterMark;
     }
     if (head !== null) this.#writeHead();
-    // A short chunk that would wait in the queue (corked, or behind what the
-    // kernel did not take) is copied, so that the caller may reuse its buffer.
-    if (chunk.length < FLUSH_AT && (this.#corked || s.writableLength > 0)) chunk = Buffer.from(chunk);
+    // A chunk that would wait in the queue is copied, so that the caller may
+    // reuse its buffer: behind what the kernel did not take, at any size;
+    // corked this tick, when short (a long one leaves at once, below).
+    if (this.#corked ? chunk.length < FLUSH_AT : s.writableLength > 0) chunk = Buffer.from(chunk);
     else this.#byRef = true;
     if (!this.#chunked) ok = s.write(chunk);
     else {
