@@ -3,7 +3,7 @@
 // (h1-conn.ts) with its head, and a short body, in one write.
 import { STATUS_CODES } from '../node-http.ts';
 import { BadRequestError, ExpectationFailedError, type ProxyError } from '../errors.ts';
-import { latin1 } from '../http1-syntax.ts';
+import { CR, LF, SP, putLatin1 } from '../http1-syntax.ts';
 import { httpDate } from './date.ts';
 import { Exchange, textBody, type ExchangeOwner, type Peer, type ResponseHeaders } from './exchange.ts';
 import type { RequestBody } from './body.ts';
@@ -117,8 +117,23 @@ function statusLine(status: number): string {
 const LAST_CHUNK = '0\r\n\r\n';
 /** Body chunks from this size on end the head's cork at once (one writev of head and chunk); shorter ones are copied when they would wait. */
 const FLUSH_AT = 16 * 1024;
-/** A first body chunk up to this size leaves in one string with the head (a larger one costs more as a string than the writev of head and copy: measured at 13 B and 1 KiB). */
-const JOIN_MAX = 128;
+/** A first body chunk up to this size is copied into the head's buffer: one write. */
+const JOIN_MAX = 2048;
+const CHUNKED = 'transfer-encoding: chunked\r\n';
+const CLOSE = 'connection: close\r\n';
+const KEEP_ALIVE = 'connection: keep-alive\r\n';
+const COLON = 0x3a;
+
+/** Writes "name: value" CRLF into `b` at `o`; returns the offset after it. */
+function field(b: Buffer, o: number, name: string, value: string): number {
+  o = putLatin1(b, name, o);
+  b[o++] = COLON;
+  b[o++] = SP;
+  o = putLatin1(b, value, o);
+  b[o++] = CR;
+  b[o++] = LF;
+  return o;
+}
 
 function uncork(ex: H1Exchange): void {
   ex.uncork();
@@ -143,7 +158,9 @@ export class H1Exchange extends H1Request {
    * tick send it: a failure before then (the upstream's stream reset in the
    * same read as its HEADERS) is still answered with a status, not a cut.
    */
-  #head: string | null = null;
+  #head: ResponseHeaders | null = null;
+  /** The length of the held head in bytes, blank line included. */
+  #headBytes = 0;
   /** A chunk went into the socket by reference (not copied): see holdsChunks. */
   #byRef = false;
   #finished = false;
@@ -170,13 +187,14 @@ export class H1Exchange extends H1Request {
     this.responseHead(headers);
     stripResponseHeaders(headers);
     const conn = this.#conn;
-    let head = statusLine(status);
+    // "name: value" CRLF per field, and the blank line.
+    let n = statusLine(status).length + 2;
     let framed = false;
     for (const name in headers) {
       const value = headers[name];
       if (value === undefined) continue;
-      if (typeof value === 'string') head += `${name}: ${value}\r\n`;
-      else for (const v of value) head += `${name}: ${v}\r\n`;
+      if (typeof value === 'string') n += name.length + value.length + 4;
+      else for (const v of value) n += name.length + v.length + 4;
       if (name === 'content-length') framed = true;
     }
     this.#status = status;
@@ -184,12 +202,37 @@ export class H1Exchange extends H1Request {
     // No length: chunked for HTTP/1.1; for HTTP/1.0 the close ends the body.
     this.#chunked = !framed && !this.#noBody && conn.minor === 1;
     this.#close = conn.shouldClose() || (!framed && !this.#noBody && !this.#chunked);
-    if (this.#chunked) head += 'transfer-encoding: chunked\r\n';
-    if (this.#close) head += 'connection: close\r\n';
-    else if (conn.minor === 0) head += 'connection: keep-alive\r\n';
-    // Held until the end of the tick; body bytes written meanwhile leave with it in one writev.
-    this.#head = `${head}\r\n`;
+    if (this.#chunked) n += CHUNKED.length;
+    if (this.#close) n += CLOSE.length;
+    else if (conn.minor === 0) n += KEEP_ALIVE.length;
+    // Held until the end of the tick; body bytes written meanwhile leave with it.
+    this.#head = headers;
+    this.#headBytes = n;
     process.nextTick(uncork, this);
+  }
+
+  /**
+   * The held head, written piece by piece into a buffer of its own (a head
+   * concatenated as a string and flattened for the write cost ~1 KB of
+   * garbage), with `extra` bytes of room after it, from #headBytes on.
+   */
+  #headBuffer(extra: number): Buffer {
+    const headers = this.#head!;
+    this.#head = null;
+    const b = Buffer.allocUnsafe(this.#headBytes + extra);
+    let o = putLatin1(b, statusLine(this.#status), 0);
+    for (const name in headers) {
+      const value = headers[name];
+      if (value === undefined) continue;
+      if (typeof value === 'string') o = field(b, o, name, value);
+      else for (const v of value) o = field(b, o, name, v);
+    }
+    if (this.#chunked) o = putLatin1(b, CHUNKED, o);
+    if (this.#close) o = putLatin1(b, CLOSE, o);
+    else if (this.#conn.minor === 0) o = putLatin1(b, KEEP_ALIVE, o);
+    b[o++] = CR;
+    b[o] = LF;
+    return b;
   }
 
   /** The held head goes into the socket, corked: what is written next joins it. */
@@ -197,16 +240,12 @@ export class H1Exchange extends H1Request {
     const s = this.#conn.socket;
     s.cork();
     this.#corked = true;
-    s.write(this.#head!, 'latin1');
-    this.#head = null;
+    s.write(this.#headBuffer(0));
   }
 
   /** End of the tick: what was held or corked goes out. */
   uncork(): void {
-    if (this.#head !== null) {
-      this.#conn.socket.write(this.#head, 'latin1');
-      this.#head = null;
-    }
+    if (this.#head !== null) this.#conn.socket.write(this.#headBuffer(0));
     if (!this.#corked) return;
     this.#corked = false;
     this.#conn.socket.uncork();
@@ -222,19 +261,30 @@ export class H1Exchange extends H1Request {
     if (this.settled || this.#finished || this.#noBody) return true;
     if (this.#chunked && chunk.length === 0) return true; // an empty chunk would end the body
     const s = this.#conn.socket;
-    const head = this.#head;
     let ok: boolean;
-    if (head !== null && chunk.length <= JOIN_MAX) {
-      // The head and a short first chunk as one string (latin1 maps each byte
-      // to itself): one write, and the caller's buffer is not kept. Corked
-      // until the end of the tick, so that what follows joins it.
-      this.#head = null;
+    if (this.#head !== null && chunk.length <= JOIN_MAX) {
+      // The head and a short first chunk copied into one buffer: one write,
+      // and the caller's buffer is not kept. Corked until the end of the
+      // tick, so that what follows joins it.
+      const size = this.#chunked ? chunk.length.toString(16) : '';
+      const b = this.#headBuffer(this.#chunked ? size.length + chunk.length + 4 : chunk.length);
+      let o = this.#headBytes;
+      if (this.#chunked) {
+        o = putLatin1(b, size, o);
+        b[o++] = CR;
+        b[o++] = LF;
+      }
+      o += chunk.copy(b, o);
+      if (this.#chunked) {
+        b[o++] = CR;
+        b[o] = LF;
+      }
       s.cork();
       this.#corked = true;
-      ok = s.write(this.#chunked ? `${head}${chunk.length.toString(16)}\r\n${latin1(chunk, 0, chunk.length)}\r\n` : head + latin1(chunk, 0, chunk.length), 'latin1');
+      ok = s.write(b);
       return ok || s.writableLength < s.writableHighWaterMark;
     }
-    if (head !== null) this.#writeHead();
+    if (this.#head !== null) this.#writeHead();
     // A chunk that would wait in the queue is copied, so that the caller may
     // reuse its buffer: behind what the kernel did not take, at any size;
     // corked this tick, when short (a long one leaves at once, below).
@@ -271,11 +321,13 @@ export class H1Exchange extends H1Request {
     // Ended without a head (an h2 upstream whose session died before it
     // answered does this): what node:http's res.end() sent, an empty 200.
     if (!this.responded) this.respond(200, { 'content-length': '0', date: httpDate() });
-    const head = this.#head;
-    if (head !== null) {
+    if (this.#head !== null) {
       // No body bytes: the head (and the last chunk) in one write.
-      this.#head = null;
-      this.#conn.socket.write(this.#chunked ? head + LAST_CHUNK : head, 'latin1');
+      if (this.#chunked) {
+        const b = this.#headBuffer(LAST_CHUNK.length);
+        putLatin1(b, LAST_CHUNK, this.#headBytes);
+        this.#conn.socket.write(b);
+      } else this.#conn.socket.write(this.#headBuffer(0));
     } else if (this.#chunked) this.#conn.socket.write(LAST_CHUNK, 'latin1');
     this.uncork();
     this.#finish();
