@@ -189,7 +189,7 @@ function constructors(file: string): Map<string, { count: number; size: number }
   const out = new Map<string, { count: number; size: number }>();
   for (let i = 0; i < snap.nodes.length; i += fields.length) {
     const type = types[snap.nodes[i + typeAt]!]!;
-    const key = type === 'object' || type === 'closure' || type === 'native' ? `${type} ${snap.strings[snap.nodes[i + nameAt]!]}` : `(${type})`;
+    const key = type === 'object' || type === 'closure' || type === 'native' || type === 'hidden' || type === 'array' ? `${type} ${snap.strings[snap.nodes[i + nameAt]!]}` : `(${type})`;
     const e = out.get(key) ?? { count: 0, size: 0 };
     e.count++;
     e.size += snap.nodes[i + sizeAt]!;
