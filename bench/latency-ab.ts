@@ -123,7 +123,9 @@ async function measure(i: number, round: number, peer: Peer, probeOut: string, b
   const c1 = threadCpu(peer.pid!);
   const j = JSON.parse(r.stdout) as Record<string, number>;
   const side = String.fromCharCode(65 + i);
-  if (Number(j['errors']) + Number(j['non2xx']) > 0) console.log(`  ${side}: ${j['errors']} errors, ${j['non2xx']} non-2xx`);
+  if (Number(j['errors']) + Number(j['non2xx']) > 0) {
+    console.log(`  ${side}: ${j['errors']} errors, ${j['non2xx']} non-2xx${j['lastError'] === undefined ? '' : ` (last error: ${j['lastError']})`}`);
+  }
   const f: Figures = {
     p50: j['p50Us']! / 1000, p99: j['p99Us']! / 1000, p999: j['p999Us']! / 1000, max: j['maxUs']! / 1000,
     waitMs: (s1[1] - s0[1]) / 1e6 / measureS, ...probeFigures(probeOut, t0),
