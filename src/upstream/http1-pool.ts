@@ -30,8 +30,8 @@ export interface H1Call {
   onResponse(status: number, headers: ResponseHeaders): void;
   /**
    * A body chunk; false asks the connection to pause until resume(). The
-   * chunk is a view into the shared read buffer, which the next read (of any
-   * upstream socket) reuses unless holds() says the call may still reference it.
+   * chunk is a view into the connection's read buffer, which the next read
+   * reuses unless holds() says the call may still reference it.
    */
   onData(chunk: Buffer): boolean;
   /** Asked after each onData: whether that chunk may still be referenced (queued somewhere, not copied). */
@@ -67,77 +67,39 @@ const LAST_CHUNK = '0\r\n\r\n';
 const RESPONSE_TIMEOUT = 'SY_RESPONSE_TIMEOUT';
 const IDLE_TIMEOUT = 'UND_ERR_BODY_TIMEOUT';
 /**
- * Size of the upstream read buffer. A fresh buffer per read (what net does by
- * default) costs an allocation, and at hundreds of MB/s the external memory
- * it adds up to drives V8 into a major GC many times a second; a buffer
- * reused across reads costs neither. Twice libuv's 64 KiB: a 64 KiB body and
- * its head come in one read and leave in one writev (0.78x the CPU per 64 KiB
- * response of 64 KiB reads). Pages are only resident once a response was
- * that large.
+ * Size of an upstream connection's read buffer. A fresh buffer per read (what
+ * net does by default) costs an allocation, and at hundreds of MB/s the
+ * external memory it adds up to drives V8 into a major GC many times a
+ * second; a buffer reused across reads costs neither. Twice libuv's 64 KiB:
+ * a 64 KiB body and its head come in one read and leave in one writev
+ * (0.78x the CPU per 64 KiB response of 64 KiB reads). Pages are only
+ * resident once a response was that large.
  */
 const READ_BYTES = 128 * 1024;
 
 /**
- * The buffer every upstream socket of the process reads into. One thread
- * runs one read callback at a time, and nothing keeps a view of the buffer
- * past its callback unless a consumer holds a chunk (giveAwayReadBuffer), so
- * one buffer serves all sockets; and one buffer stays in the CPU's cache,
- * where a buffer per connection (50 busy ones: 3+ MB) makes the kernel's
- * copy into it, and out of it to the client, miss the cache every read
- * (~0.87x the CPU per 64 KiB response, bench/results/h1-64k-2026-11-30.md).
+ * The read side of one upstream socket, as net's `onread` option: every read
+ * lands in the same buffer, and a fresh one is taken only after a consumer
+ * kept a chunk of it (a client socket that did not take a write at once).
  */
-let readBuffer: Buffer = Buffer.allocUnsafeSlow(READ_BYTES);
-/** The readers whose sockets may read (from connect until the socket closes). */
-const readers = new Set<Reader>();
-
-/** What net's onread option sets up on a socket's handle (net's own call, lib/net.js initSocketHandle). */
-interface UserBufferHandle {
-  useUserBuffer(buf: Buffer): void;
-}
-
-/**
- * A consumer kept a chunk of the read buffer (a client socket that did not
- * take a write at once): from now on, no socket may read into it. net records
- * where a socket's next read lands natively, per socket, and updates it only
- * after that socket's own reads: so every live socket is pointed at the new
- * buffer here, with the handle call net itself makes for onread. One call
- * per live upstream socket, per held chunk: only slow clients hold chunks,
- * and each of those then waits for a drain.
- */
-function giveAwayReadBuffer(): void {
-  readBuffer = Buffer.allocUnsafeSlow(READ_BYTES);
-  for (const r of readers) r.repoint(readBuffer);
-}
-
-/** The read side of one upstream socket, as net's `onread` option. */
 class Reader {
-  /** Where this socket's next read lands (net's record, the callback's `buf`, goes stale on a repoint). */
-  #next: Buffer = readBuffer;
-  #socket: Socket | undefined;
+  #buf = Buffer.allocUnsafeSlow(READ_BYTES);
+  /** The last read's bytes may still be referenced: the next read needs another buffer. */
+  held = false;
   conn: H1Connection | undefined;
   /** After an upgrade: the socket, now an ordinary stream of the caller's. */
   handedOver: Socket | undefined;
 
-  /** Right after net.connect(), before any read. */
-  attach(socket: Socket): void {
-    this.#socket = socket;
-    readers.add(this);
-    socket.once('close', () => readers.delete(this));
-  }
-
-  repoint(buf: Buffer): void {
-    const handle = (this.#socket as unknown as { _handle: UserBufferHandle | null })._handle;
-    // Closed: no read will come.
-    if (handle === null) return;
-    handle.useUserBuffer(buf);
-    this.#next = buf;
-  }
-
   /** net asks for the next read's buffer after each read (and once at the start). */
-  readonly buffer = (): Buffer => (this.#next = readBuffer);
+  readonly buffer = (): Buffer => {
+    if (this.held) {
+      this.held = false;
+      this.#buf = Buffer.allocUnsafeSlow(READ_BYTES);
+    }
+    return this.#buf;
+  };
 
-  readonly callback = (n: number): boolean => {
-    const buf = this.#next;
+  readonly callback = (n: number, buf: Buffer): boolean => {
     const view = n === buf.length ? buf : buf.subarray(0, n);
     const s = this.handedOver;
     // Handed over: the new owner reads the socket as a stream of its own buffers.
@@ -282,7 +244,7 @@ export class H1Connection implements ResponseSink, BodyReader {
 
   // --- response ------------------------------------------------------------
 
-  /** From the reader: bytes from the backend, in the shared read buffer. */
+  /** From the reader: bytes from the backend, in the reused read buffer. */
   read(buf: Buffer): void {
     const call = this.#call;
     if (call === undefined) {
@@ -323,7 +285,7 @@ export class H1Connection implements ResponseSink, BodyReader {
     else this.#timer?.refresh();
     const call = this.#call!;
     if (!call.onData(chunk)) this.socket.pause();
-    if (call.holds()) giveAwayReadBuffer();
+    if (call.holds()) this.#reader.held = true;
   }
 
   onEnd(): void {
@@ -489,7 +451,6 @@ export class H1Pool {
     this.#connecting++;
     const reader = new Reader();
     const socket = net.connect({ host: this.#opts.host, port: this.#opts.port, noDelay: true, onread: reader });
-    reader.attach(socket);
     let timer: NodeJS.Timeout | undefined;
     const fail = (err: Error): void => {
       clearTimeout(timer);

@@ -164,9 +164,9 @@ class HttpCall implements H1Call {
     let ok: boolean;
     // Behind output still queued (and on an HTTP/2 client, which queues
     // what its frames do not copy), a chunk is copied rather than the read
-    // buffer kept: every upstream socket reads into that one buffer, and
-    // giving it away takes a fresh one and re-points each socket to it
-    // (http1-pool.ts). By reference it goes only where it may be taken at once.
+    // buffer kept: giving it away costs the connection a fresh 128 KiB buffer
+    // for its next read (http1-pool.ts), more than copying the chunk. By
+    // reference it goes only where it may be taken at once.
     if (ex.holdsChunks()) ok = ex.write(Buffer.from(chunk));
     else {
       ok = ex.write(chunk);
