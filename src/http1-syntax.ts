@@ -36,6 +36,17 @@ export function latin1(b: Buffer, start: number, end: number): string {
 export function putLatin1(b: Buffer, s: string, offset: number): number {
   return offset + (b as unknown as Latin1).latin1Write(s, offset);
 }
+/** Writes "name: value" CRLF into `b` at `o`; returns the offset after it. */
+export function putField(b: Buffer, o: number, name: string, value: string): number {
+  o = putLatin1(b, name, o);
+  b[o++] = 0x3a; // ':'
+  b[o++] = SP;
+  o = putLatin1(b, value, o);
+  b[o++] = CR;
+  b[o++] = LF;
+  return o;
+}
+export const CHUNKED_FIELD = 'transfer-encoding: chunked\r\n';
 
 /** A Content-Length value: 1-15 digits and nothing else, or -1. */
 export function decimal(v: string): number {

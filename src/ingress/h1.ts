@@ -3,7 +3,7 @@
 // (h1-conn.ts) with its head, and a short body, in one write.
 import { STATUS_CODES } from '../node-http.ts';
 import { BadRequestError, ExpectationFailedError, type ProxyError } from '../errors.ts';
-import { CR, LF, SP, putLatin1 } from '../http1-syntax.ts';
+import { CHUNKED_FIELD, CR, LF, putField, putLatin1 } from '../http1-syntax.ts';
 import { httpDate } from './date.ts';
 import { Exchange, textBody, type ExchangeOwner, type Peer, type ResponseHeaders } from './exchange.ts';
 import type { RequestBody } from './body.ts';
@@ -119,21 +119,8 @@ const LAST_CHUNK = '0\r\n\r\n';
 const FLUSH_AT = 16 * 1024;
 /** A first body chunk up to this size is copied into the head's buffer: one write. */
 const JOIN_MAX = 2048;
-const CHUNKED = 'transfer-encoding: chunked\r\n';
 const CLOSE = 'connection: close\r\n';
 const KEEP_ALIVE = 'connection: keep-alive\r\n';
-const COLON = 0x3a;
-
-/** Writes "name: value" CRLF into `b` at `o`; returns the offset after it. */
-function field(b: Buffer, o: number, name: string, value: string): number {
-  o = putLatin1(b, name, o);
-  b[o++] = COLON;
-  b[o++] = SP;
-  o = putLatin1(b, value, o);
-  b[o++] = CR;
-  b[o++] = LF;
-  return o;
-}
 
 function uncork(ex: H1Exchange): void {
   ex.uncork();
@@ -152,6 +139,8 @@ export class H1Exchange extends H1Request {
   #noBody = false;
   /** The connection closes after this response. */
   #close = false;
+  /** An HTTP/1.0 client's connection stays open: the head says keep-alive. */
+  #keepAlive = false;
   #corked = false;
   /**
    * The response head, until the first body bytes, the end, or the end of the
@@ -202,9 +191,12 @@ export class H1Exchange extends H1Request {
     // No length: chunked for HTTP/1.1; for HTTP/1.0 the close ends the body.
     this.#chunked = !framed && !this.#noBody && conn.minor === 1;
     this.#close = conn.shouldClose() || (!framed && !this.#noBody && !this.#chunked);
-    if (this.#chunked) n += CHUNKED.length;
+    if (this.#chunked) n += CHUNKED_FIELD.length;
+    // Decided here, with the size: the connection's parser (and its minor
+    // version) may be given back before the head is written.
+    this.#keepAlive = !this.#close && conn.minor === 0;
     if (this.#close) n += CLOSE.length;
-    else if (conn.minor === 0) n += KEEP_ALIVE.length;
+    else if (this.#keepAlive) n += KEEP_ALIVE.length;
     // Held until the end of the tick; body bytes written meanwhile leave with it.
     this.#head = headers;
     this.#headBytes = n;
@@ -224,12 +216,12 @@ export class H1Exchange extends H1Request {
     for (const name in headers) {
       const value = headers[name];
       if (value === undefined) continue;
-      if (typeof value === 'string') o = field(b, o, name, value);
-      else for (const v of value) o = field(b, o, name, v);
+      if (typeof value === 'string') o = putField(b, o, name, value);
+      else for (const v of value) o = putField(b, o, name, v);
     }
-    if (this.#chunked) o = putLatin1(b, CHUNKED, o);
+    if (this.#chunked) o = putLatin1(b, CHUNKED_FIELD, o);
     if (this.#close) o = putLatin1(b, CLOSE, o);
-    else if (this.#conn.minor === 0) o = putLatin1(b, KEEP_ALIVE, o);
+    else if (this.#keepAlive) o = putLatin1(b, KEEP_ALIVE, o);
     b[o++] = CR;
     b[o] = LF;
     return b;
@@ -343,6 +335,8 @@ export class H1Exchange extends H1Request {
   socketClosed(): void {
     if (this.#finished) return;
     this.#finished = true;
+    // A head still held has nowhere to go (the tick's uncork must not write it).
+    this.#head = null;
     this.closed(false, this.#status, false);
   }
 
@@ -366,9 +360,10 @@ export class H1Exchange extends H1Request {
     // An unread request body would otherwise have to be drained first.
     this.#close = err.closesConnection || this.#conn.shouldClose() || !this.bodyComplete;
     this.#status = err.httpStatus;
-    const conn = this.#conn.minor === 0 && !this.#close ? 'connection: keep-alive\r\n' : this.#close ? 'connection: close\r\n' : '';
+    const conn = this.#close ? CLOSE : this.#conn.minor === 0 ? KEEP_ALIVE : '';
     const head = `${statusLine(err.httpStatus)}date: ${httpDate()}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${conn}\r\n`;
-    this.#conn.socket.write(this.method === 'HEAD' ? head : head + body, 'latin1');
+    // UTF-8, as content-length counts it (the head is ASCII either way).
+    this.#conn.socket.write(this.method === 'HEAD' ? head : head + body);
     this.#finish();
   }
 }

@@ -6,7 +6,7 @@
 // request, measured with bench/cpu-cost.ts.)
 import type { Socket } from 'node:net';
 import { upstreamError } from '../errors.ts';
-import { CR, LF, SP, putLatin1 } from '../http1-syntax.ts';
+import { CHUNKED_FIELD, CR, LF, SP, putField, putLatin1 } from '../http1-syntax.ts';
 import type { Exchange, ResponseHeaders } from '../ingress/exchange.ts';
 import { H1Pool, type H1Call, type H1Connection } from './http1-pool.ts';
 import { COPY_TIMEOUT_MS, type Attempt, type Upstream } from './upstream.ts';
@@ -66,8 +66,6 @@ export class HttpUpstream implements Upstream {
   }
 }
 
-const COLON = 0x3a;
-const CHUNKED = 'transfer-encoding: chunked\r\n';
 const UPGRADE = 'connection: upgrade\r\nupgrade: ';
 
 /**
@@ -85,23 +83,16 @@ export function requestHead(ex: Exchange, hostHeader: string | undefined, chunke
   // "M P HTTP/1.1" CRLF, "name: value" CRLF per field, CRLF.
   let n = method.length + path.length + 14 + 2 * h.length;
   for (let i = 0; i < h.length; i++) n += h[i]!.length;
-  if (chunked) n += CHUNKED.length;
+  if (chunked) n += CHUNKED_FIELD.length;
   if (upgrade !== undefined) n += UPGRADE.length + upgrade.length + 2;
   const b = Buffer.allocUnsafe(n);
   let o = putLatin1(b, method, 0);
   b[o++] = SP;
   o = putLatin1(b, path, o);
   o = putLatin1(b, ' HTTP/1.1\r\n', o);
-  for (let i = 0; i < h.length; i += 2) {
-    o = putLatin1(b, h[i]!, o);
-    b[o++] = COLON;
-    b[o++] = SP;
-    o = putLatin1(b, h[i + 1]!, o);
-    b[o++] = CR;
-    b[o++] = LF;
-  }
+  for (let i = 0; i < h.length; i += 2) o = putField(b, o, h[i]!, h[i + 1]!);
   // A body of unknown length (HTTP/1.1 chunked, HTTP/2 without content-length) goes chunked.
-  if (chunked) o = putLatin1(b, CHUNKED, o);
+  if (chunked) o = putLatin1(b, CHUNKED_FIELD, o);
   if (upgrade !== undefined) {
     o = putLatin1(b, UPGRADE, o);
     o = putLatin1(b, upgrade, o);
