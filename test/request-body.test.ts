@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import http from 'node:http';
 import http2, { type ServerHttp2Stream } from 'node:http2';
 import type { AddressInfo } from 'node:net';
+import type { Writable } from 'node:stream';
 import { RequestBody, type BodyReader } from '../src/ingress/body.ts';
 import { settled, startRouter } from './helpers.ts';
 
@@ -273,7 +274,8 @@ describe('request bodies through the router to an h2c backend', () => {
       let written = 0;
       try {
         let done!: Promise<{ status: number; sha: string; body: string }>;
-        let pump: () => void;
+        // The request as a writable stream, whichever client sent it.
+        let upload!: Writable;
         if (client === 'HTTP/1.1') {
           const req = http.request({ host: '127.0.0.1', port: router.port, method: 'POST', path: '/up', headers: { host: 'u.test', 'content-length': TOTAL }, agent: false });
           done = new Promise((resolve, reject) => {
@@ -283,14 +285,7 @@ describe('request bodies through the router to an h2c backend', () => {
             });
             req.on('error', reject);
           });
-          pump = () => {
-            while (written < TOTAL) {
-              written += chunk.length;
-              hash.update(chunk);
-              if (written >= TOTAL) { req.end(chunk); return; }
-              if (!req.write(chunk)) { req.once('drain', pump); return; }
-            }
-          };
+          upload = req;
         } else {
           const session = http2.connect(router.url);
           session.on('error', () => {});
@@ -304,15 +299,16 @@ describe('request bodies through the router to an h2c backend', () => {
             req.on('end', () => { session.close(); resolve({ status, sha: s, body }); });
             req.on('error', reject);
           });
-          pump = () => {
-            while (written < TOTAL) {
-              written += chunk.length;
-              hash.update(chunk);
-              if (written >= TOTAL) { req.end(chunk); return; }
-              if (!req.write(chunk)) { req.once('drain', pump); return; }
-            }
-          };
+          upload = req;
         }
+        const pump = (): void => {
+          while (written < TOTAL) {
+            written += chunk.length;
+            hash.update(chunk);
+            if (written >= TOTAL) { upload.end(chunk); return; }
+            if (!upload.write(chunk)) { upload.once('drain', pump); return; }
+          }
+        };
         pump();
         // Let every buffer on the way fill up, then check the uploader is held.
         await settled(() => written, 400, 20_000);
