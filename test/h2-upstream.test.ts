@@ -81,6 +81,31 @@ async function h2Backend(settings: http2.Settings, handler: (stream: ServerHttp2
 }
 
 /** An HTTP/1.1 request through the router; resolves with the status and the body's length and sha256. */
+/**
+ * A TCP relay on loopback in front of `port`. `wire` joins each accepted
+ * client to its connection to `port` (what passes, what is held or recorded)
+ * and returns the pair the test inspects; close() cuts every pair.
+ */
+async function tcpRelay<P extends { client: net.Socket; upstream: net.Socket }>(port: number, wire: (client: net.Socket, upstream: net.Socket) => P): Promise<{ url: string; pairs: P[]; close(): Promise<void> }> {
+  const pairs: P[] = [];
+  const server = net.createServer((client) => {
+    const upstream = net.connect(port, '127.0.0.1');
+    client.on('error', () => {});
+    upstream.on('error', () => {});
+    client.on('close', () => upstream.destroy());
+    pairs.push(wire(client, upstream));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    pairs,
+    async close() {
+      for (const p of pairs) { p.client.destroy(); p.upstream.destroy(); }
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
 function h1(port: number, host: string, method: string, path: string, body?: Buffer): Promise<{ status: number; length: number; sha: string; res: IncomingMessage }> {
   return new Promise((resolve, reject) => {
     const req = http.request({ host: '127.0.0.1', port, method, path, headers: { host }, agent: false }, (res) => {
@@ -527,19 +552,14 @@ describe('a backend connection that died silently', () => {
     const port = Number(new URL(backend.url).port);
     // A TCP relay in front of the backend; `silent` connections swallow whatever comes, both ways
     // (the backend's host gone without a FIN or RST), recording what the router sent into them.
-    const conns: { client: net.Socket; upstream: net.Socket; silent: boolean; swallowed: Buffer[] }[] = [];
-    const relay = net.createServer((client) => {
-      const upstream = net.connect(port, '127.0.0.1');
+    const relay = await tcpRelay(port, (client, upstream) => {
       const c = { client, upstream, silent: false, swallowed: [] as Buffer[] };
-      conns.push(c);
       client.on('data', (b: Buffer) => { if (c.silent) c.swallowed.push(b); else upstream.write(b); });
       upstream.on('data', (b: Buffer) => { if (!c.silent) client.write(b); });
-      client.on('error', () => {});
-      upstream.on('error', () => {});
-      client.on('close', () => upstream.destroy());
+      return c;
     });
-    await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
-    const url = `http://127.0.0.1:${(relay.address() as AddressInfo).port}`;
+    const conns = relay.pairs;
+    const url = relay.url;
     const router = await startRouter({ routes: [{ name: 'g', hosts: ['g.test'], protocol: 'h2c', timeouts: { connect: '500ms', response: '5s' }, backends: [{ name: 'a', url, weight: 1 }] }] });
     try {
       assert.equal((await h1(router.port, 'g.test', 'POST', '/one', Buffer.from('x'))).status, 200);
@@ -557,8 +577,7 @@ describe('a backend connection that died silently', () => {
       assert.equal(m.get('switchyard_upstream_h2_streams'), 0);
     } finally {
       await router.close();
-      for (const c of conns) { c.client.destroy(); c.upstream.destroy(); }
-      await new Promise<void>((resolve) => relay.close(() => resolve()));
+      await relay.close();
       await backend.close();
     }
   });
@@ -580,22 +599,17 @@ describe('h2c calls that timed out while waiting for a stream', () => {
       });
       // A relay in front of the backend; for 'late' it holds what the backend sends (its SETTINGS) until released.
       let held = late;
-      const pairs: { client: net.Socket; upstream: net.Socket; waiting: Buffer[] }[] = [];
-      const relay = net.createServer((client) => {
-        const upstream = net.connect(Number(new URL(backend.url).port), '127.0.0.1');
+      const relay = await tcpRelay(Number(new URL(backend.url).port), (client, upstream) => {
         const p = { client, upstream, waiting: [] as Buffer[] };
-        pairs.push(p);
         client.pipe(upstream);
         upstream.on('data', (b: Buffer) => { if (held) p.waiting.push(b); else client.write(b); });
-        client.on('error', () => {});
-        upstream.on('error', () => {});
-        client.on('close', () => upstream.destroy());
         upstream.on('close', () => client.destroy());
+        return p;
       });
-      await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+      const pairs = relay.pairs;
       const router = await startRouter({ routes: [{
         name: 'q', hosts: ['q.test'], protocol: 'h2c', timeouts: { connect: '30s', response: '300ms' }, outlierDetection: { consecutiveFailures: 0 },
-        backends: [{ name: 'a', url: `http://127.0.0.1:${(relay.address() as AddressInfo).port}`, weight: 1 }],
+        backends: [{ name: 'a', url: relay.url, weight: 1 }],
       }] });
       try {
         const dead = await Promise.all([0, 1, 2, 3].map((i) => h1(router.port, 'q.test', 'POST', `/dead/${i}`, Buffer.from(`call ${i}`))));
@@ -621,8 +635,7 @@ describe('h2c calls that timed out while waiting for a stream', () => {
         assert.equal(pairs.length, connections, 'no connection was opened for the dead calls');
       } finally {
         await router.close();
-        for (const p of pairs) { p.client.destroy(); p.upstream.destroy(); }
-        await new Promise<void>((resolve) => relay.close(() => resolve()));
+        await relay.close();
         await backend.close();
       }
     });
