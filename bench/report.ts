@@ -112,9 +112,23 @@ function ratioTarget(run: Run, scenario: ScenarioId, peer: PeerName, min: number
   const held = other.proxyCpu !== undefined && other.proxyCpu < SATURATED;
   return {
     target, figure: `${r.toFixed(2)}×`, result: r >= min ? 'met' : 'not met',
-    ...(r >= min ? {} : { miss: `short by ${missBy(1 - r / min)}` }),
+    ...(r >= min ? {} : { miss: `short by ${missBy(1 - r / min)}${beyondDirect(run, scenario, sy, other, min)}` }),
     ...(held ? { caveat: `${LABEL[peer]} used only ${pct(other.proxyCpu)} of its core: something else (the load core, or other work on the machine) held it back, so this ratio flatters switchyard` } : {}),
   };
+}
+
+/**
+ * For a missed ratio: whether the bar lies above what the load generator can
+ * send at all here (direct, no proxy), and then the ratio per proxy core
+ * (req/s over the share of its core each proxy used), the one comparison such a
+ * run still makes. The verdict stays on the raw ratio.
+ */
+function beyondDirect(run: Run, scenario: ScenarioId, sy: Measurement, other: Measurement, min: number): string {
+  const direct = good(run, scenario, 'direct')?.rps;
+  const bar = (other.rps ?? 0) * min;
+  if (direct === undefined || direct >= bar) return '';
+  const perCore = sy.proxyCpu && other.proxyCpu ? `; per proxy core ${((sy.rps ?? 0) / sy.proxyCpu / ((other.rps ?? 0) / other.proxyCpu)).toFixed(2)}× (switchyard used ${pct(sy.proxyCpu)} of its core)` : '';
+  return `; out of reach on this machine: ${min.toFixed(1)}× is ${int(bar)} req/s, and direct (no proxy) makes ${int(direct)}${perCore}`;
 }
 
 /** Added latency over direct at a fixed rate, on the percentile the issue names. */
