@@ -6,10 +6,16 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net, { type AddressInfo, type Socket } from 'node:net';
 import { once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { RequestBody } from '../src/ingress/body.ts';
 import type { ResponseHeaders } from '../src/ingress/exchange.ts';
 import { ParseError, ResponseParser, type ResponseSink } from '../src/upstream/http1-parser.ts';
 import { H1Pool, type H1Call, type H1Connection, type SendOptions } from '../src/upstream/http1-pool.ts';
+import { DEFAULT_HTTP_UPSTREAM } from '../src/upstream/http1.ts';
+import { until } from './grpc-helpers.ts';
+import { startRouter, type Router } from './helpers.ts';
 
 /** A request body as a client connection feeds it: `chunks`, each after `gapMs` (0: all at once), then its end. */
 function bodyOf(chunks: Buffer[], gapMs = 0): RequestBody {
@@ -192,6 +198,7 @@ describe('HTTP/1.1 response parser', () => {
 
 /** A call that records what the connection reports. */
 class Recorder implements H1Call {
+  queuedIn: H1Pool | null = null;
   status = 0;
   headers: ResponseHeaders = {};
   body: Buffer[] = [];
@@ -568,5 +575,168 @@ describe('HTTP/1.1 upstream pool', () => {
     assert.equal(call.text(), 'late');
     await closing;
     assert.equal(p.size, 0);
+  });
+});
+
+describe('HTTP/1.1 calls that die waiting for a backend connection', () => {
+  // Every connection the pool may open (DEFAULT_HTTP_UPSTREAM.connections) is
+  // held by a slow request; the calls behind them wait in the pool's queue.
+  // One that dies there (its client left, or the overall timeout answered
+  // 504) must leave the queue at once: not reach the backend, not take a
+  // connection when one frees up, not stay in memory until then.
+  const CAP = DEFAULT_HTTP_UPSTREAM.connections;
+
+  interface SlowBackend {
+    readonly port: number;
+    /** Request paths received, in order. */
+    readonly paths: string[];
+    /** Connections accepted. */
+    connections: number;
+    /** Sockets whose /hold/ request is not answered yet. */
+    readonly held: Socket[];
+    close(): Promise<void>;
+  }
+
+  /** A backend that holds requests to /hold/* until told, and answers others at once. */
+  async function slowBackend(): Promise<SlowBackend> {
+    const server = net.createServer();
+    const sockets = new Set<Socket>();
+    const b: SlowBackend = {
+      port: 0, paths: [], connections: 0, held: [],
+      close: async () => {
+        for (const s of sockets) s.destroy();
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+      },
+    };
+    server.on('connection', (socket) => {
+      b.connections++;
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      socket.on('error', () => {});
+      let buf = '';
+      socket.on('data', (d: Buffer) => {
+        buf += d.toString('latin1');
+        let end: number;
+        while ((end = buf.indexOf('\r\n\r\n')) >= 0) {
+          const path = buf.slice(0, end).split(' ')[1]!;
+          buf = buf.slice(end + 4);
+          b.paths.push(path);
+          if (path.startsWith('/hold/')) b.held.push(socket);
+          else socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
+        }
+      });
+    });
+    (b as { port: number }).port = await listen(server);
+    return b;
+  }
+
+  /** A client connection to the router that sends one GET; `answer` resolves with the response's status line ('' if none). */
+  function client(router: Router, host: string, path: string): { socket: Socket; answer: Promise<string> } {
+    const socket = net.connect(router.port, '127.0.0.1');
+    socket.on('error', () => {});
+    socket.write(`GET ${path} HTTP/1.1\r\nhost: ${host}\r\n\r\n`);
+    let got = '';
+    const answer = new Promise<string>((resolve) => {
+      const line = (): string => got.slice(0, Math.max(0, got.indexOf('\r\n')));
+      socket.on('data', (d: Buffer) => {
+        got += d.toString('latin1');
+        if (got.includes('\r\n\r\n')) resolve(line());
+      });
+      socket.on('close', () => resolve(line()));
+    });
+    return { socket, answer };
+  }
+
+  /** Two routes to one backend (so one pool): 'hold.test' without timeouts, 'q.test' with `overall`. */
+  function routes(port: number, overall?: string): Parameters<typeof startRouter>[0] {
+    const backends = [{ name: 'a', url: `http://127.0.0.1:${port}`, weight: 1 }];
+    const common = { backends, outlierDetection: { consecutiveFailures: 0 }, retries: { attempts: 1 } };
+    return { routes: [
+      { name: 'hold', hosts: ['hold.test'], ...common },
+      { name: 'q', hosts: ['q.test'], ...common, ...(overall === undefined ? {} : { timeouts: { overall } }) },
+    ] };
+  }
+
+  /** Fills every backend connection the router may open with a held request. */
+  async function fill(router: Router, b: SlowBackend): Promise<Socket[]> {
+    const holders = Array.from({ length: CAP }, (_, i) => client(router, 'hold.test', `/hold/${i}`).socket);
+    assert.ok(await until(() => b.held.length === CAP, 20_000), `the backend holds ${CAP} requests (${b.held.length})`);
+    return holders;
+  }
+
+  for (const how of ['their clients leave', 'the overall timeout answers them 504'] as const) {
+    test(`${how}: the backend never sees them, and no connection is opened for them when slots free up`, async () => {
+      const b = await slowBackend();
+      const timeout = how.includes('timeout');
+      const router = await startRouter(routes(b.port, timeout ? '300ms' : undefined));
+      let holders: Socket[] = [];
+      const dead: Socket[] = [];
+      try {
+        holders = await fill(router, b);
+        const calls = [0, 1, 2, 3].map((i) => client(router, 'q.test', `/dead/${i}`));
+        dead.push(...calls.map((c) => c.socket));
+        if (timeout) assert.deepEqual(await Promise.all(calls.map((c) => c.answer)), Array(4).fill('HTTP/1.1 504 Gateway Timeout'));
+        else {
+          await sleep(300); // read and queued by the router
+          for (const s of dead) s.destroy();
+          await sleep(200);
+        }
+        assert.equal(b.connections, CAP);
+        // The slow requests end, each closing its connection: every slot frees up.
+        for (const s of b.held.splice(0)) s.end('HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 4\r\n\r\nslow');
+        await sleep(300);
+        const fresh = client(router, 'q.test', '/fresh');
+        assert.equal(await fresh.answer, 'HTTP/1.1 200 OK');
+        fresh.socket.destroy();
+        assert.deepEqual(b.paths.filter((p) => !p.startsWith('/hold/')), ['/fresh'], 'only the fresh call reached the backend');
+        assert.equal(b.connections, CAP + 1, 'one connection for the fresh call, none for the dead ones');
+      } finally {
+        for (const s of [...holders, ...dead]) s.destroy();
+        await router.close();
+        await b.close();
+      }
+    });
+  }
+
+  test('are let go of at once, not when a connection frees up', async () => {
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    const heap = async (): Promise<number> => {
+      for (let i = 0; i < 3; i++) {
+        gc();
+        await sleep(50);
+      }
+      return process.memoryUsage().heapUsed;
+    };
+    const b = await slowBackend();
+    const router = await startRouter(routes(b.port, '200ms'));
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 100 });
+    // Each request carries 8 KB of header: what a queue that keeps dead calls keeps.
+    const pad = 'p'.repeat(8000);
+    const call = (i: number): Promise<number> => new Promise((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port: router.port, path: `/c/${i}`, headers: { host: 'q.test', 'x-pad': pad }, agent }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode!));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    const batch = async (from: number, n: number): Promise<number[]> => Promise.all(Array.from({ length: n }, (_, i) => call(from + i)));
+    let holders: Socket[] = [];
+    try {
+      holders = await fill(router, b);
+      assert.deepEqual([...new Set(await batch(0, 100))], [504]); // warm up: client connections, JIT
+      const before = await heap();
+      for (let r = 0; r < 8; r++) assert.deepEqual([...new Set(await batch(1000 * (r + 1), 100))], [504]);
+      const after = await heap();
+      const growthMb = (after - before) / 1048576;
+      assert.ok(growthMb < 3, `heap grew ${growthMb.toFixed(1)} MB over 800 calls that died waiting (6.1 MB of headers)`);
+      assert.deepEqual(b.paths.filter((p) => !p.startsWith('/hold/')), [], 'none reached the backend');
+    } finally {
+      agent.destroy();
+      for (const s of holders) s.destroy();
+      await router.close();
+      await b.close();
+    }
   });
 });

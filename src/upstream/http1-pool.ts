@@ -22,6 +22,8 @@ export interface H1PoolOptions {
 
 /** One request, seen from the connection that carries it. */
 export interface H1Call {
+  /** The pool whose queue it waits in, set by that pool (null: not waiting). */
+  queuedIn: H1Pool | null;
   /** The pool has a connection for this call; false if the call no longer wants it (the pool keeps it). */
   onConnection(conn: H1Connection): boolean;
   /** No connection could be had: connect refused, unreachable, timed out. Nothing was sent. */
@@ -444,7 +446,19 @@ export class H1Pool {
       return;
     }
     if (this.#all.size + this.#connecting < this.#opts.connections) this.#connect(call);
-    else this.#waiting.push(call);
+    else {
+      this.#waiting.push(call);
+      call.queuedIn = this;
+    }
+  }
+
+  /** Takes `call` out of the queue (it died waiting); nothing if it is not there. */
+  withdraw(call: H1Call): void {
+    call.queuedIn = null;
+    const i = this.#waiting.indexOf(call, this.#waitHead);
+    if (i < 0) return;
+    this.#waiting.splice(i, 1);
+    this.#compactQueue();
   }
 
   #connect(call: H1Call): void {
@@ -486,6 +500,7 @@ export class H1Pool {
       const call = this.#waiting[this.#waitHead]!;
       this.#waiting[this.#waitHead++] = undefined as unknown as H1Call;
       this.#compactQueue();
+      call.queuedIn = null;
       if (call.onConnection(conn)) return;
     }
     if (this.#closing) {
@@ -512,6 +527,7 @@ export class H1Pool {
     const call = this.#waiting[this.#waitHead]!;
     this.#waiting[this.#waitHead++] = undefined as unknown as H1Call;
     this.#compactQueue();
+    call.queuedIn = null;
     this.#connect(call);
   }
 
@@ -549,7 +565,10 @@ export class H1Pool {
     const waiting = this.#waiting.slice(this.#waitHead);
     this.#waiting = [];
     this.#waitHead = 0;
-    for (const call of waiting) call.onConnectError(codeError('upstream pool closed', 'UND_ERR_CLOSED'));
+    for (const call of waiting) {
+      call.queuedIn = null;
+      call.onConnectError(codeError('upstream pool closed', 'UND_ERR_CLOSED'));
+    }
   }
 
   #whenEmpty(): Promise<void> {

@@ -106,6 +106,7 @@ export function requestHead(ex: Exchange, hostHeader: string | undefined, chunke
 
 /** One request to an HTTP/1.1 backend: the exchange on one side, a pooled connection on the other. */
 class HttpCall implements H1Call {
+  queuedIn: H1Pool | null = null;
   readonly #attempt: Attempt;
   readonly #ex: Exchange;
   #conn: H1Connection | undefined;
@@ -116,6 +117,8 @@ class HttpCall implements H1Call {
   constructor(attempt: Attempt) {
     this.#attempt = attempt;
     this.#ex = attempt.exchange;
+    // Listening from here: a call still waiting for a connection leaves the queue when the exchange is over.
+    this.#ex.signal.listen(this.#cancel);
   }
 
   onConnection(conn: H1Connection): boolean {
@@ -123,7 +126,6 @@ class HttpCall implements H1Call {
     // Queued for a connection until now: the exchange may have settled meanwhile.
     if (ex.signal.aborted) return false;
     this.#conn = conn;
-    ex.signal.listen(this.#abort);
     const chunked = ex.hasBody && ex.contentLength < 0;
     const head = requestHead(ex, this.#attempt.hostHeader, chunked);
     const { responseMs, idleMs } = this.#attempt.timeouts;
@@ -133,13 +135,19 @@ class HttpCall implements H1Call {
     return true;
   }
 
-  readonly #abort = (): void => {
+  /** The client went away or the proxy answered: the request is cut, or one still waiting leaves the queue. */
+  readonly #cancel = (): void => {
     const conn = this.#conn;
+    if (conn === undefined) {
+      this.queuedIn?.withdraw(this);
+      return;
+    }
     this.#conn = undefined;
-    conn?.abort();
+    conn.abort();
   };
 
   onConnectError(err: Error): void {
+    this.#ex.signal.unlisten(this.#cancel);
     if (this.#ex.signal.aborted) return;
     this.#attempt.failed(upstreamError(err), false);
   }
@@ -180,14 +188,14 @@ class HttpCall implements H1Call {
 
   onEnd(): void {
     this.#conn = undefined;
-    this.#ex.signal.unlisten(this.#abort);
+    this.#ex.signal.unlisten(this.#cancel);
     this.#ex.end(null);
   }
 
   onError(err: Error, responseStarted: boolean): void {
     this.#conn = undefined;
     const ex = this.#ex;
-    ex.signal.unlisten(this.#abort);
+    ex.signal.unlisten(this.#cancel);
     if (ex.signal.aborted) return;
     // Any response byte counts: only a request reset before one may be retried.
     this.#attempt.failed(upstreamError(err), this.#started || responseStarted);
@@ -196,7 +204,7 @@ class HttpCall implements H1Call {
   onUpgrade(headers: ResponseHeaders, socket: Socket): void {
     this.#started = true;
     this.#conn = undefined;
-    this.#ex.signal.unlisten(this.#abort);
+    this.#ex.signal.unlisten(this.#cancel);
     // Only asked for (and so only reached) when the exchange is an Upgrade.
     this.#ex.upgrade!.upgraded(101, headers, socket);
   }
@@ -208,6 +216,7 @@ class HttpCall implements H1Call {
  * null on any failure.
  */
 class CountingCall implements H1Call {
+  queuedIn: H1Pool | null = null;
   readonly #head: Buffer;
   readonly #body: Buffer | null;
   readonly #timeoutMs: number;
