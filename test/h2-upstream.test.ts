@@ -13,6 +13,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { metric, rawHttp1, scrape, settled, startRouter } from './helpers.ts';
 import { readRequest, until } from './grpc-helpers.ts';
+import { FLAG, FRAME, frame, hpack, ping, windowUpdate } from './h2-raw.ts';
 
 const MB = 1024 * 1024;
 
@@ -716,5 +717,175 @@ describe('h2c calls that die waiting in a backend connection\'s queue', () => {
       await router.close();
       await backend.close();
     }
+  });
+});
+
+describe('an h2c backend that floods frames doing no call\'s work', () => {
+  // The router's client role keeps the server role's budgets: frames that do
+  // no call's work (100, plus 100 per stream opened and 20 per DATA frame
+  // sent), empty frames (1,000), answers piling up unread (1,000). Past one,
+  // GOAWAY ENHANCE_YOUR_CALM, and the calls on the connection fail cleanly.
+  const { NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
+  const PREFACE_LENGTH = 24;
+
+  interface FloodingBackend {
+    readonly url: string;
+    /** Error codes of the GOAWAYs the router sent. */
+    readonly goaways: number[];
+    /** Flood frames written, over all connections. */
+    sent: number;
+    /** Connections open now. */
+    readonly open: number;
+    close(): Promise<void>;
+  }
+
+  /**
+   * A raw h2c backend over net: its SETTINGS, ACKs to the router's; on a
+   * request's HEADERS it answers a response head (if `head`), then writes
+   * `make(i)` frames, 1,000 a write, as long as the router takes them (at
+   * most 2,000,000 a connection). `deaf`: it stops reading meanwhile, so the
+   * router's answers pile up on its side.
+   */
+  async function floodingBackend(make: (sid: number, i: number) => Buffer, opts: { head?: boolean; deaf?: boolean } = {}): Promise<FloodingBackend> {
+    const sockets = new Set<net.Socket>();
+    const b: FloodingBackend = {
+      url: '', goaways: [], sent: 0,
+      get open() { return sockets.size; },
+      close: async () => {
+        for (const s of sockets) s.destroy();
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+      },
+    };
+    const flood = async (socket: net.Socket, sid: number): Promise<void> => {
+      if (opts.head === true) socket.write(frame(FRAME.HEADERS, FLAG.END_HEADERS, sid, hpack([[':status', '200'], ['content-type', 'application/grpc']])));
+      if (opts.deaf === true) socket.pause();
+      for (let n = 0; n < 2_000_000 && !socket.destroyed && socket.writable; n += 1000) {
+        const batch = Buffer.concat(Array.from({ length: 1000 }, (_, i) => make(sid, n + i)));
+        b.sent += 1000;
+        if (!socket.write(batch)) {
+          await new Promise<void>((resolve) => {
+            const done = (): void => { socket.off('drain', done).off('close', done); resolve(); };
+            socket.on('drain', done).on('close', done);
+          });
+        }
+      }
+      socket.resume();
+    };
+    const server = net.createServer((socket) => {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      socket.on('error', () => {});
+      socket.write(frame(FRAME.SETTINGS, 0, 0));
+      let buf = Buffer.alloc(0);
+      let skip = PREFACE_LENGTH;
+      let flooding = false;
+      socket.on('data', (d: Buffer) => {
+        buf = Buffer.concat([buf, d]);
+        if (skip > 0) {
+          const n = Math.min(skip, buf.length);
+          buf = buf.subarray(n);
+          skip -= n;
+        }
+        while (buf.length >= 9) {
+          const len = buf.readUIntBE(0, 3);
+          if (buf.length < 9 + len) break;
+          const type = buf[3]!;
+          const flags = buf[4]!;
+          const sid = buf.readUInt32BE(5) & 0x7fffffff;
+          const payload = buf.subarray(9, 9 + len);
+          buf = buf.subarray(9 + len);
+          if (type === FRAME.SETTINGS && (flags & FLAG.ACK) === 0) socket.write(frame(FRAME.SETTINGS, FLAG.ACK, 0));
+          else if (type === FRAME.GOAWAY) b.goaways.push(payload.readUInt32BE(4));
+          else if (type === FRAME.HEADERS && !flooding) {
+            flooding = true;
+            void flood(socket, sid);
+          }
+        }
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    (b as { url: string }).url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    return b;
+  }
+
+  /** A unary gRPC call through the router; resolves with the HTTP status and the grpc-status (headers or trailers). */
+  async function grpcCall(port: number, host: string): Promise<{ status: number; grpcStatus: string | undefined }> {
+    const session = http2.connect(`http://127.0.0.1:${port}`);
+    session.on('error', () => {});
+    try {
+      return await new Promise((resolve, reject) => {
+        const req = session.request({ ':method': 'POST', ':path': '/svc.S/M', ':authority': host, 'content-type': 'application/grpc', te: 'trailers' });
+        let status = 0;
+        let grpcStatus: string | undefined;
+        req.on('response', (h) => { status = Number(h[':status']); grpcStatus ??= h['grpc-status'] as string | undefined; });
+        req.on('trailers', (t) => { grpcStatus ??= t['grpc-status'] as string | undefined; });
+        req.on('error', reject);
+        req.on('close', () => resolve({ status, grpcStatus }));
+        req.resume();
+        req.end(Buffer.from([0, 0, 0, 0, 0]));
+      });
+    } finally {
+      session.close();
+    }
+  }
+
+  /** `goaway` false: the router's GOAWAY waits behind what the backend does not read; only the close is seen. */
+  async function withRouter(b: FloodingBackend, fn: (port: number) => Promise<void>, goaway = true): Promise<void> {
+    const good = await h2Backend({}, (stream) => { stream.respond({ ':status': 200 }); stream.end('ok'); });
+    const router = await startRouter({ routes: [
+      { name: 'f', hosts: ['f.test'], protocol: 'h2c', backends: [{ name: 'a', url: b.url, weight: 1 }],
+        // Without a budget nothing but this ends the call (then 504, not 502).
+        timeouts: { response: '10s', idle: '10s' }, retries: { attempts: 1 }, outlierDetection: { consecutiveFailures: 0 } },
+      { name: 'g', hosts: ['g.test'], protocol: 'h2c', backends: [{ name: 'a', url: good.url, weight: 1 }] },
+    ] });
+    try {
+      await fn(router.port);
+      if (goaway) assert.ok(b.goaways.includes(NGHTTP2_ENHANCE_YOUR_CALM), `GOAWAY ENHANCE_YOUR_CALM after ${b.sent} frames (GOAWAYs: ${b.goaways.join(', ') || 'none'})`);
+      assert.ok(await until(() => b.open === 0, 10_000), `the router closed the connection after ${b.sent} frames`);
+      assert.equal((await h1(router.port, 'g.test', 'GET', '/')).status, 200, 'the router still serves');
+    } finally {
+      await router.close();
+      await b.close();
+      await good.close();
+    }
+  }
+
+  const floods: [string, (sid: number, i: number) => Buffer][] = [
+    ['empty SETTINGS (each answered with an ACK)', () => frame(FRAME.SETTINGS, 0, 0)],
+    ['SETTINGS ACK (nothing asked for)', () => frame(FRAME.SETTINGS, FLAG.ACK, 0)],
+    ['PING ACK (no PING was sent)', () => ping(true)],
+    ['WINDOW_UPDATE on the connection', () => windowUpdate(0, 1)],
+    ['WINDOW_UPDATE on the open stream', (sid) => windowUpdate(sid, 1)],
+    ['frames of an unknown type', (_sid, i) => frame(0x20 + (i % 200), 0, 0, Buffer.alloc(8))],
+  ];
+  for (const [name, make] of floods) {
+    test(`a flood of ${name}: GOAWAY ENHANCE_YOUR_CALM, the call fails 502`, async () => {
+      const b = await floodingBackend(make);
+      await withRouter(b, async (port) => {
+        assert.equal((await h1(port, 'f.test', 'GET', '/')).status, 502);
+      });
+    });
+  }
+
+  test('a flood of empty SETTINGS to a gRPC call: grpc-status 14 (UNAVAILABLE)', async () => {
+    const b = await floodingBackend(() => frame(FRAME.SETTINGS, 0, 0));
+    await withRouter(b, async (port) => {
+      assert.deepEqual(await grpcCall(port, 'f.test'), { status: 200, grpcStatus: '14' });
+    });
+  });
+
+  test('empty DATA frames after a gRPC response head: the call ends with grpc-status 14 in trailers', async () => {
+    const b = await floodingBackend((sid) => frame(FRAME.DATA, 0, sid), { head: true });
+    await withRouter(b, async (port) => {
+      // The response head went out: the call ends with trailers, grpc-status 14.
+      assert.deepEqual(await grpcCall(port, 'f.test'), { status: 200, grpcStatus: '14' });
+    });
+  });
+
+  test('PINGs from a backend that reads nothing (the ACKs pile up): the call fails 502', async () => {
+    const b = await floodingBackend(() => ping(false), { deaf: true });
+    await withRouter(b, async (port) => {
+      assert.equal((await h1(port, 'f.test', 'GET', '/')).status, 502);
+    }, false);
   });
 });

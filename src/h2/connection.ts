@@ -23,12 +23,14 @@
 //       (if that ended both sides, the stream is already closed).
 //     onClose(err)                    the connection is gone; open streams are still in
 //       `streams` during the call (nothing else is called for them), cleared after.
-//   Optional hooks: frameIn(type, flags, sid, length) before each frame (abuse
-//     accounting: call fail(ENHANCE_YOUR_CALM) to stop), onSettings() after each peer
-//     SETTINGS is applied, onDataSent(stream, n) when n DATA bytes of the stream went
-//     into the output, onStreamClosed(stream) when a stream leaves `streams` (both
-//     ends done or reset, whoever reset it; not at onClose), onSocketDrain() when the
-//     socket takes writes again, onPingAck() when the ACK of our ping() came.
+//   Optional hooks: frameIn(type, flags, sid, length) before each frame (the role's
+//     own abuse accounting: call fail(ENHANCE_YOUR_CALM) to stop; the budgets any
+//     peer gets, for frames that do no stream's work, empty frames and answers it
+//     leaves unread, are kept here, and unread() counts a role's own answers),
+//     onSettings() after each peer SETTINGS is applied, onStreamClosed(stream) when a
+//     stream leaves `streams` (both ends done or reset, whoever reset it; not at
+//     onClose), onSocketDrain() when the socket takes writes again, onPingAck() when
+//     the ACK of our ping() came.
 //   Sending: register(stream) (client role: assigns the next id), sendHeaders(stream,
 //     list, count, end), sendData(stream, buf, start, end, endStream) → false when some
 //     of it waits for the peer's window (onWritable tells when it went), reset(stream,
@@ -83,6 +85,26 @@ const SLAB = 64 * 1024;
 const MAX_FRAME = DEFAULT_MAX_FRAME;
 /** Streams we reset lately: frames the peer had in flight on them are ignored (RFC 9113 §5.1, "closed"). */
 const RESET_MEMORY = 64;
+// Abuse budgets, the same for either peer (a client, or a hostile or broken
+// backend): past one, GOAWAY ENHANCE_YOUR_CALM.
+/**
+ * Frames that do no stream's work (PRIORITY, WINDOW_UPDATE, SETTINGS and its
+ * ACK, an unasked-for PING ACK, GOAWAY, unknown types) the peer may send: this
+ * many, and this many more per stream opened (Envoy's
+ * max_inbound_priority_frames_per_stream). They are answered by nothing or by
+ * a small ACK, so to a peer that reads, no pile-up stops a flood of them.
+ * Not PINGs: keepalives on one long stream would use it up.
+ */
+const CONTROL_PER_STREAM = 100;
+/**
+ * ...and this many more per DATA frame sent to it: a long transfer earns its
+ * WINDOW_UPDATEs (Envoy: 2 × max_inbound_window_update_frames_per_data_frame_sent).
+ */
+const CONTROL_PER_DATA_FRAME = 20;
+/** Empty DATA/HEADERS/CONTINUATION frames that end nothing, per connection (the limit node:http2 had, as maxSessionInvalidFrames). */
+const MAX_EMPTY_FRAMES = 1000;
+/** Answers (SETTINGS/PING ACKs, RST_STREAM for frames on closed or refused streams) written while the peer does not read its socket. */
+const MAX_UNREAD_ACKS = 1000;
 
 /** A connection error: GOAWAY with `code`, then the connection closes. */
 export class H2ConnectionError extends Error {
@@ -211,6 +233,9 @@ export abstract class H2Connection<S extends H2Stream> {
   #windowGrew = false;
   /** The SETTINGS being applied set INITIAL_WINDOW_SIZE to this (-1: not). */
   #initialWindow = -1;
+  #controlBudget = CONTROL_PER_STREAM;
+  #emptyFrames = 0;
+  #unreadAcks = 0;
 
   /** `head`: bytes already read from the socket (the entrypoint's sniff), the preface included. */
   constructor(socket: Socket, config: H2Config, head?: Buffer) {
@@ -232,6 +257,7 @@ export abstract class H2Connection<S extends H2Stream> {
     });
     socket.on('drain', () => {
       this.needDrain = false;
+      this.#unreadAcks = 0;
       this.onSocketDrain();
     });
     socket.on('error', (err) => { this.#error ??= err; });
@@ -266,7 +292,6 @@ export abstract class H2Connection<S extends H2Stream> {
   protected abstract onClose(err: Error | undefined): void;
   protected frameIn(_type: number, _flags: number, _sid: number, _length: number): void {}
   protected onSettings(): void {}
-  protected onDataSent(_stream: S, _n: number): void {}
   protected onStreamClosed(_stream: S): void {}
   protected onSocketDrain(): void {}
   protected onPingAck(): void {}
@@ -316,6 +341,7 @@ export abstract class H2Connection<S extends H2Stream> {
         const sid = buf.readUInt32BE(off + 5) & 0x7fffffff;
         this.frameIn(type, flags, sid, len);
         if (this.closed) return;
+        if (!this.#withinBudget(type, flags, sid, len)) { this.fail(ENHANCE_YOUR_CALM); return; }
         this.#frame(type, flags, sid, buf, off + FRAME_HEADER, off + FRAME_HEADER + len);
         if (this.closed) return;
         off += FRAME_HEADER + len;
@@ -326,6 +352,31 @@ export abstract class H2Connection<S extends H2Stream> {
       throw err;
     }
     if (off < buf.length) this.#rbuf = buf.subarray(off);
+  }
+
+  /** Counts the frame against the abuse budgets; false once one is spent. */
+  #withinBudget(type: number, flags: number, sid: number, len: number): boolean {
+    if (type === PRIORITY || type === WINDOW_UPDATE || type === SETTINGS || type === GOAWAY || type > CONTINUATION ||
+      (type === PING && (flags & ACK) !== 0 && this.pingsOutstanding === 0)) {
+      if (--this.#controlBudget < 0) return false;
+      if (type !== SETTINGS) return true;
+    }
+    if (len === 0 && (
+      (type === DATA && (flags & END_STREAM) === 0) ||
+      (type === HEADERS && (flags & (END_STREAM | END_HEADERS)) !== (END_STREAM | END_HEADERS)) ||
+      (type === CONTINUATION && (flags & END_HEADERS) === 0)
+    ) && ++this.#emptyFrames > MAX_EMPTY_FRAMES) return false;
+    // SETTINGS and PINGs are answered, DATA on a stream that is not open is answered
+    // RST_STREAM: from a peer that reads nothing, the answers would pile up here.
+    if (this.needDrain && (((type === SETTINGS || type === PING) && (flags & ACK) === 0) || (type === DATA && !this.streams.has(sid)))) {
+      return ++this.#unreadAcks <= MAX_UNREAD_ACKS;
+    }
+    return true;
+  }
+
+  /** One more answer the role wrote for a peer that does not read its socket (needDrain); past MAX_UNREAD_ACKS the connection ends. */
+  protected unread(): void {
+    if (++this.#unreadAcks > MAX_UNREAD_ACKS) this.fail(ENHANCE_YOUR_CALM);
   }
 
   #frame(type: number, flags: number, sid: number, buf: Buffer, start: number, end: number): void {
@@ -629,6 +680,7 @@ export abstract class H2Connection<S extends H2Stream> {
     // Until our SETTINGS are acknowledged the peer may send up to the default window.
     stream.recvWindow = this.settingsAcked ? this.config.streamWindow : Math.max(this.config.streamWindow, DEFAULT_WINDOW);
     this.streams.set(stream.id, stream);
+    this.#controlBudget += CONTROL_PER_STREAM;
   }
 
   /**
@@ -704,7 +756,7 @@ export abstract class H2Connection<S extends H2Stream> {
     this.#frameHeader(n, DATA, end ? END_STREAM : 0, stream.id);
     if (n <= COPY_LIMIT) this.#bytes(buf, s, e);
     else this.#chunk(s === 0 && e === buf.length ? buf : buf.subarray(s, e));
-    if (n > 0) this.onDataSent(stream, n);
+    if (n > 0) this.#controlBudget += CONTROL_PER_DATA_FRAME;
     // From the queue, END_STREAM is on its last item: pending is still set, so the stream stays until #drain ends.
     if (end) this.#maybeDone(stream);
   }

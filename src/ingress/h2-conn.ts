@@ -1,18 +1,18 @@
 // An HTTP/2 client connection (prior knowledge, handed over by the
 // entrypoint's sniff), on the frame layer of src/h2/. This is the server
 // role: request HEADERS are validated (RFC 9113 §8.2-8.3) and become
-// H2Exchanges; DATA feeds their bodies; the abuse limits (nghttp2's figures
-// where it has one) are counted here, in the frame loop (rapid reset,
-// SETTINGS/PING floods against a client that does not read, floods of frames
-// that do no request's work (PRIORITY, WINDOW_UPDATE, SETTINGS...), empty
-// frames, header blocks that grow or trickle, header list size, concurrent
-// streams), and idle, max-age and drain run on the entrypoint's coarse clock.
+// H2Exchanges; DATA feeds their bodies; the abuse limits of a client's own
+// (nghttp2's figures where it has one) are counted here, in the frame loop
+// (rapid reset, header blocks that grow or trickle, header list size,
+// concurrent streams), beside those the frame layer keeps for either peer
+// (SETTINGS/PING floods against a peer that does not read, floods of frames
+// that do no stream's work, empty frames: src/h2/connection.ts), and idle,
+// max-age and drain run on the entrypoint's coarse clock.
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { H2Connection, H2Stream, type H2Config } from '../h2/connection.ts';
 import {
-  ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM, GOAWAY, HEADERS, NO_ERROR, PING, PRIORITY,
-  PROTOCOL_ERROR, REFUSED_STREAM, RST_STREAM, SETTINGS, WINDOW_UPDATE,
+  CONTINUATION, ENHANCE_YOUR_CALM, HEADERS, NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM, RST_STREAM,
 } from '../h2/frames.ts';
 import { H2_SESSION_WINDOW, H2_STREAM_WINDOW } from '../h2-settings.ts';
 import type { ExchangeOwner, Peer, ResponseHeaders } from './exchange.ts';
@@ -30,23 +30,6 @@ const RESETS_PER_MS = 33 / 1000;
  * nghttp2 counts them: a legitimate block fits a handful of 16 KiB frames.
  */
 const MAX_CONTINUATIONS = 8;
-/** Empty DATA/HEADERS/CONTINUATION frames that end nothing, per connection (the limit node:http2 had, as maxSessionInvalidFrames). */
-const MAX_EMPTY_FRAMES = 1000;
-/** Answers (SETTINGS/PING ACKs, RST_STREAM for frames on closed or refused streams) written while the client does not read its socket. */
-const MAX_UNREAD_ACKS = 1000;
-/**
- * Frames that do no request's work (PRIORITY, WINDOW_UPDATE, SETTINGS and its
- * ACK, an unasked-for PING ACK, GOAWAY, unknown types) a client may send: this
- * many, and this many more per stream it opens (Envoy's
- * max_inbound_priority_frames_per_stream). They are answered by nothing or by
- * a small ACK, so to a client that reads, no pile-up stops a flood of them.
- */
-const CONTROL_PER_STREAM = 100;
-/**
- * ...and this many more per DATA frame sent to it: a long download earns its
- * WINDOW_UPDATEs (Envoy: 2 × max_inbound_window_update_frames_per_data_frame_sent).
- */
-const CONTROL_PER_DATA_FRAME = 20;
 
 // Connection-specific headers make an HTTP/2 request malformed (RFC 9113 §8.2.2).
 const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
@@ -145,10 +128,7 @@ export class H2ServerConnection extends H2Connection<ServerStream> {
   #blockSince = -1;
   #resetTokens = RESET_BURST;
   #resetClock = performance.now();
-  #emptyFrames = 0;
   #continuations = 0;
-  #unreadAcks = 0;
-  #controlBudget = CONTROL_PER_STREAM;
   /**
    * Requests read from the current socket chunk, routed once all of it is
    * read: a stream opened and reset in one go (rapid reset) never goes upstream.
@@ -179,37 +159,10 @@ export class H2ServerConnection extends H2Connection<ServerStream> {
 
   // --- frames in -------------------------------------------------------------------
 
-  protected override frameIn(type: number, flags: number, sid: number, len: number): void {
-    if (type === RST_STREAM) {
-      this.#spendReset();
-      return;
-    }
-    if (type === PRIORITY || type === WINDOW_UPDATE || type === SETTINGS || type === GOAWAY || type > CONTINUATION ||
-      (type === PING && (flags & ACK) !== 0 && this.pingsOutstanding === 0)) {
-      if (--this.#controlBudget < 0) {
-        this.fail(ENHANCE_YOUR_CALM);
-        return;
-      }
-      if (type !== SETTINGS) return;
-    }
-    if (type === HEADERS) this.#continuations = 0;
-    else if (type === CONTINUATION && ++this.#continuations > MAX_CONTINUATIONS) {
-      this.fail(ENHANCE_YOUR_CALM);
-      return;
-    }
-    if (len === 0 && (
-      (type === DATA && (flags & END_STREAM) === 0) ||
-      (type === HEADERS && (flags & (END_STREAM | END_HEADERS)) !== (END_STREAM | END_HEADERS)) ||
-      (type === CONTINUATION && (flags & END_HEADERS) === 0)
-    ) && ++this.#emptyFrames > MAX_EMPTY_FRAMES) {
-      this.fail(ENHANCE_YOUR_CALM);
-      return;
-    }
-    // SETTINGS and PINGs are answered, DATA on a stream that is not open is answered
-    // RST_STREAM: from a client that reads nothing, the answers would pile up here.
-    if (this.needDrain && (((type === SETTINGS || type === PING) && (flags & ACK) === 0) || (type === DATA && !this.streams.has(sid)))) {
-      this.#unread();
-    }
+  protected override frameIn(type: number): void {
+    if (type === RST_STREAM) this.#spendReset();
+    else if (type === HEADERS) this.#continuations = 0;
+    else if (type === CONTINUATION && ++this.#continuations > MAX_CONTINUATIONS) this.fail(ENHANCE_YOUR_CALM);
   }
 
   protected onHeaders(stream: ServerStream | null, sid: number, h: string[], count: number, end: boolean): void {
@@ -283,7 +236,6 @@ export class H2ServerConnection extends H2Connection<ServerStream> {
     st.contentLength = contentLength;
     st.tooLarge = tooLarge;
     this.register(st);
-    this.#controlBudget += CONTROL_PER_STREAM;
     const ex = new H2Exchange(this, st, this.#owner, this.#peer, {
       method, scheme, path, authority: authority ?? host, contentLength, hasBody: !end,
     }, fields);
@@ -291,15 +243,10 @@ export class H2ServerConnection extends H2Connection<ServerStream> {
     if (this.#fresh.push(ex) === 1) process.nextTick(this.#route);
   }
 
-  /** A new stream refused with RST_STREAM; from a client that reads nothing, the answers count (see frameIn). */
+  /** A new stream refused with RST_STREAM; from a client that reads nothing, the answers count (connection.ts). */
   #refuse(sid: number, code: number): void {
     this.rst(sid, code);
-    if (this.needDrain) this.#unread();
-  }
-
-  /** One more answer written for a client that does not read its socket; past MAX_UNREAD_ACKS the connection ends. */
-  #unread(): void {
-    if (++this.#unreadAcks > MAX_UNREAD_ACKS) this.fail(ENHANCE_YOUR_CALM);
+    if (this.needDrain) this.unread();
   }
 
   /** A header block on an open stream: the request's trailers (the frame layer checked they end it, at its content-length), without pseudo-headers. */
@@ -376,10 +323,6 @@ export class H2ServerConnection extends H2Connection<ServerStream> {
 
   // --- frames out -----------------------------------------------------------------
 
-  protected override onDataSent(_st: ServerStream, _n: number): void {
-    this.#controlBudget += CONTROL_PER_DATA_FRAME;
-  }
-
   protected onWritable(st: ServerStream): void {
     if (st.localEnded) {
       this.#settle(st);
@@ -390,7 +333,6 @@ export class H2ServerConnection extends H2Connection<ServerStream> {
   }
 
   protected override onSocketDrain(): void {
-    this.#unreadAcks = 0;
     for (const ex of this.#waiting) {
       if (ex.stream.pending !== null) continue;
       this.#waiting.delete(ex);
