@@ -4,16 +4,22 @@
 // socket costs in Node before any HTTP code).
 //
 //   node bench/idle-conns.ts [--a DIR] [--b DIR] [--connections N] [--floor]
-//                            [--settle S] [--slope N1,N2] [--probe] [--snapshot]
+//                            [--settle S] [--after S1,S2,..] [--slope N1,N2] [--probe] [--snapshot]
 //
-// Each target is started fresh and warmed (200 connections, one request each,
-// closed); then N connections each send one GET, read the answer and stay
-// open. The figure is the target's RSS growth over those N, divided by N, read
-// 3 s after the last answer. RSS moves in pages and heap chunks: use N ≥ 5,000.
+// Each target is started fresh (a router as the bench starts it: Node's compile
+// cache filled first, as the image's build does; without it the type stripper
+// stays loaded, ~30 MiB of RSS no deployed router has) and warmed (200
+// connections, one request each, closed); then N connections each send one
+// GET, read the answer and stay open. The figure is the target's RSS growth
+// over those N, divided by N, read 3 s after the last answer (--after). RSS
+// moves in pages and heap chunks: use N ≥ 5,000.
 //
 // --settle S: "before" is read S s after the warm-up (default 1.5: a router
 //   still holds its config worker and start-up heap then; 20 lets it settle,
 //   as the full bench's fresh instance does).
+// --after S1,S2,..: "after" is read at each of these times (s after the last
+//   answer; default 3), one figure each; the last is the one --slope and
+//   --probe use. Shows whether the process gives memory back once idle.
 // --slope N1,N2: a fresh instance for each N; prints the marginal cost
 //   (RSS at N2 − RSS at N1) / (N2 − N1), which leaves out one-off growth (the
 //   young generation reaching its cap, arenas, the fd table).
@@ -31,6 +37,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
+import { compileCache } from './peers.ts';
 
 const ROOT = resolve(dirname(new URL(import.meta.url).pathname), '..');
 const { values: opts } = parseArgs({
@@ -40,6 +47,7 @@ const { values: opts } = parseArgs({
     connections: { type: 'string', default: '10000' },
     floor: { type: 'boolean', default: false },
     settle: { type: 'string', default: '1.5' },
+    after: { type: 'string', default: '3' },
     slope: { type: 'string' },
     probe: { type: 'boolean', default: false },
     snapshot: { type: 'boolean', default: false },
@@ -48,6 +56,8 @@ const { values: opts } = parseArgs({
 const COUNTS = opts.slope === undefined ? [Number(opts.connections)] : opts.slope.split(',').map(Number);
 if (COUNTS.length > 2 || COUNTS.some((n) => !(n > 0))) throw new Error('--slope N1,N2: two connection counts');
 const SETTLE_MS = Number(opts.settle) * 1000;
+const AFTER_MS = opts.after.split(',').map((x) => Number(x) * 1000);
+if (AFTER_MS.some((t, i) => !(t >= 0) || (i > 0 && t <= AFTER_MS[i - 1]!))) throw new Error('--after S1,S2,..: increasing times in seconds');
 const HOST = 'idle.bench';
 
 // The bare floor: a net.Server answering every read with a fixed response.
@@ -106,8 +116,11 @@ if (isMainThread) {
 interface HeapFigures { used: number; committed: number; external: number; malloced: number; spaces: Record<string, { committed: number; used: number }> }
 interface Probe { before: HeapFigures; after: HeapFigures; regions: { brk: number; anon: number; file: number; anonMappings: number }; snapshot?: string }
 
-function rssOf(pid: number): number {
-  return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) * 1024;
+/** VmRSS and its anonymous and file-backed parts, bytes. */
+function rssOf(pid: number): { rss: number; anon: number; file: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (key: string): number => Number(new RegExp(`${key}:\\s+(\\d+) kB`).exec(status)?.[1]) * 1024;
+  return { rss: kb('VmRSS'), anon: kb('RssAnon'), file: kb('RssFile') };
 }
 
 /** One keep-alive connection that has had one answer, left open. */
@@ -165,11 +178,17 @@ async function measure(label: string, start: () => Promise<{ child: ChildProcess
   const { child, port, out } = await start();
   for (const s of await openMany(port, 200)) s.destroy();
   await sleep(SETTLE_MS);
-  const before = rssOf(child.pid!);
+  const at = rssOf(child.pid!);
+  const before = at.rss;
   const socks = await openMany(port, n);
-  await sleep(3_000);
-  const after = rssOf(child.pid!);
-  console.log(`${label}: ${n.toLocaleString('en-US')} idle connections, RSS ${(before / 1048576).toFixed(1)} -> ${(after / 1048576).toFixed(1)} MB, ${Math.round((after - before) / n).toLocaleString('en-US')} bytes per connection`);
+  const answered = Date.now();
+  let after = 0;
+  for (const t of AFTER_MS) {
+    await sleep(Math.max(0, answered + t - Date.now()));
+    const now = rssOf(child.pid!);
+    after = now.rss;
+    console.log(`${label}: ${n.toLocaleString('en-US')} idle connections, ${t / 1000} s after, RSS ${(before / 1048576).toFixed(1)} -> ${(after / 1048576).toFixed(1)} MB, ${Math.round((after - before) / n).toLocaleString('en-US')} bytes per connection (anonymous ${B((now.anon - at.anon) / n)}, file ${B((now.file - at.file) / n)})`);
+  }
   const m: Measured = { n, before, after };
   if (opts.probe) m.probe = await probe(child, out);
   for (const s of socks) s.destroy();
@@ -250,10 +269,14 @@ try {
     for (const n of COUNTS) ms.push(await measure('bare net.Server', start, n));
     report('bare net.Server', ms[0]!, ms[1]);
   }
-  for (const checkout of [opts.a ?? ROOT, ...(opts.b === undefined ? [] : [opts.b])].map((d) => resolve(d))) {
+  for (const [i, checkout] of [opts.a ?? ROOT, ...(opts.b === undefined ? [] : [opts.b])].map((d) => resolve(d)).entries()) {
+    const cli = join(checkout, 'src/cli/main.ts');
+    const cache = compileCache(dir, i === 0 ? 'switchyard' : 'switchyard-before', checkout, cli);
     const start = async (): Promise<{ child: ChildProcess; port: number; out: string }> => {
       const { env, out } = envOf();
-      const child = spawn(join(checkout, 'node_modules/.bin/node'), [join(checkout, 'src/cli/main.ts'), 'serve', '--config', config], { stdio: ['ignore', 'pipe', 'inherit'], env });
+      const child = spawn(join(checkout, 'node_modules/.bin/node'), [cli, 'serve', '--config', config], {
+        cwd: checkout, stdio: ['ignore', 'pipe', 'inherit'], env: { ...env, NODE_ENV: 'production', NODE_COMPILE_CACHE: cache },
+      });
       return { child, port: await portOf(child, /"entrypoint":"[^"]*:(\d+)"/), out };
     };
     const ms: Measured[] = [];

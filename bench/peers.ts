@@ -355,7 +355,7 @@ const FILL_COMPILE_CACHE = "import { readdirSync } from 'node:fs'; for (const f 
 const compileCaches = new Map<string, string>();
 
 /** The compile cache for `root` in this run's directory, filled on first use. */
-function compileCache(dir: string, name: PeerName, root: string, cli: string): string {
+export function compileCache(dir: string, name: PeerName, root: string, cli: string): string {
   let cache = compileCaches.get(root);
   if (cache === undefined) {
     cache = join(dir, `${name}-compile-cache`);
