@@ -3,7 +3,7 @@
 // HTTP/1.1 request line, and hands the socket (bytes put back) to an HTTP/2
 // server connection (h2-conn.ts) or an HTTP/1.1 ClientConnection (h1-conn.ts),
 // both our own. It also owns connection lifecycles: max age, timeouts on one
-// coarse clock, drain.
+// coarse clock, drain, and memory given back once idle (idle-memory.ts).
 import net, { BlockList, type Socket, type AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { Config } from '../config/model.ts';
@@ -17,6 +17,7 @@ import { H2ServerConnection, type H2Limits, type H2Owner } from './h2-conn.ts';
 import type { UpgradeExchange } from './upgrade.ts';
 import type { BackendMetrics, Metrics } from '../observe/metrics.ts';
 import { proxy } from '../proxy/proxy.ts';
+import { IDLE_MS, IdleWatch, giveBackMemory } from '../idle-memory.ts';
 import type { RouteTable } from '../routing/table.ts';
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
@@ -75,6 +76,10 @@ export class Entrypoint implements H1Owner, H2Owner {
   readonly requestIdHeader: string;
   #inflight = 0;
   #inflightH2 = 0;
+  /** Accepts and requests so far: the idle watch's sign of activity. */
+  #activity = 0;
+  /** When activity stops, memory a burst left behind is given back (idle-memory.ts). */
+  readonly #idle = new IdleWatch(ticks(IDLE_MS));
   draining = false;
   #onIdle: (() => void) | undefined;
 
@@ -127,6 +132,7 @@ export class Entrypoint implements H1Owner, H2Owner {
   // --- connections ---------------------------------------------------------
 
   readonly #onConnection = (socket: Socket): void => {
+    this.#activity++;
     let buffered: Buffer | undefined;
     const onError = (): void => { socket.destroy(); };
     const onData = (chunk: Buffer): void => {
@@ -176,6 +182,10 @@ export class Entrypoint implements H1Owner, H2Owner {
       this.#sniffing.delete(socket);
       socket.destroy();
     }
+    if (this.#idle.tick(now, this.#activity, this.#inflight) && !this.draining) {
+      const given = giveBackMemory();
+      if (given !== undefined) this.#log.info(given, 'idle: memory given back');
+    }
   };
 
   /** H1Owner: the connection closed. */
@@ -200,6 +210,7 @@ export class Entrypoint implements H1Owner, H2Owner {
   /** H1Owner: a request head from an HTTP/1.1 client; a refused one (a malformed head: 400, its connection closed; an Expect it cannot meet: 417) is answered, not routed. */
   dispatchH1(ex: H1Exchange | UpgradeExchange): void {
     this.#inflight++;
+    this.#activity++;
     if (ex.refused === undefined) {
       this.#dispatch(ex, this.#unmatchedH1);
       return;
@@ -211,6 +222,7 @@ export class Entrypoint implements H1Owner, H2Owner {
   /** H2Owner: a request from an HTTP/2 client; one whose header list is over the limit is answered 431. */
   h2Request(ex: H2Exchange, tooLarge: boolean): void {
     this.#inflight++;
+    this.#activity++;
     this.#inflightH2++;
     if (tooLarge) {
       ex.metrics = this.#unmatchedH2;
