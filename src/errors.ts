@@ -131,7 +131,8 @@ export function upstreamError(err: unknown): UpstreamError {
   if (err instanceof UpstreamError) return err;
   const code = (err as { code?: string })?.code ?? '';
   if (CONNECT_CODES.has(code)) return new UpstreamError('connect', true, err);
-  if (code === 'UND_ERR_CONNECT_TIMEOUT') return new UpstreamError('timeout', true, err);
+  // No connection (HTTP/1.1: none came free in the pool in time): nothing was sent.
+  if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'SY_QUEUE_TIMEOUT') return new UpstreamError('timeout', true, err);
   if (TIMEOUT_CODES.has(code)) return new UpstreamError('timeout', false, err);
   if (RESET_CODES.has(code)) return new UpstreamError('reset', false, err);
   return new UpstreamError('protocol', false, err);

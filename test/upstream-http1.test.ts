@@ -15,7 +15,7 @@ import { ParseError, ResponseParser, type ResponseSink } from '../src/upstream/h
 import { H1Pool, type H1Call, type H1Connection, type SendOptions } from '../src/upstream/http1-pool.ts';
 import { DEFAULT_HTTP_UPSTREAM } from '../src/upstream/http1.ts';
 import { until } from './grpc-helpers.ts';
-import { startRouter, type Router } from './helpers.ts';
+import { metric, scrape, startBackend, startRouter, type Router } from './helpers.ts';
 
 /** A request body as a client connection feeds it: `chunks`, each after `gapMs` (0: all at once), then its end. */
 function bodyOf(chunks: Buffer[], gapMs = 0): RequestBody {
@@ -217,6 +217,10 @@ class Recorder implements H1Call {
     this.#head = head;
     this.#opts = { body: null, chunked: false, head: false, upgrade: false, responseMs: 0, idleMs: 0, ...opts };
     this.done = new Promise((resolve) => { this.#resolve = resolve; });
+  }
+
+  waitDeadline(): number {
+    return 0; // waits as long as it takes
   }
 
   onConnection(conn: H1Connection): boolean {
@@ -647,13 +651,13 @@ describe('HTTP/1.1 calls that die waiting for a backend connection', () => {
     return { socket, answer };
   }
 
-  /** Two routes to one backend (so one pool): 'hold.test' without timeouts, 'q.test' with `overall`. */
-  function routes(port: number, overall?: string): Parameters<typeof startRouter>[0] {
+  /** Two routes to one backend (so one pool): 'hold.test' with no response timeout, 'q.test' with `timeouts`. */
+  function routes(port: number, timeouts?: Record<string, string>): Parameters<typeof startRouter>[0] {
     const backends = [{ name: 'a', url: `http://127.0.0.1:${port}`, weight: 1 }];
     const common = { backends, outlierDetection: { consecutiveFailures: 0 }, retries: { attempts: 1 } };
     return { routes: [
-      { name: 'hold', hosts: ['hold.test'], ...common },
-      { name: 'q', hosts: ['q.test'], ...common, ...(overall === undefined ? {} : { timeouts: { overall } }) },
+      { name: 'hold', hosts: ['hold.test'], ...common, timeouts: { response: '0s' } },
+      { name: 'q', hosts: ['q.test'], ...common, ...(timeouts === undefined ? {} : { timeouts }) },
     ] };
   }
 
@@ -664,19 +668,28 @@ describe('HTTP/1.1 calls that die waiting for a backend connection', () => {
     return holders;
   }
 
-  for (const how of ['their clients leave', 'the overall timeout answers them 504'] as const) {
-    test(`${how}: the backend never sees them, and no connection is opened for them when slots free up`, async () => {
+  const timeoutsFor = {
+    'their clients leave': undefined,
+    'the overall timeout answers them 504': { overall: '300ms' },
+    // As on h2c: waiting for a connection counts against the response timeout.
+    'their response timeout answers them 504': { response: '300ms' },
+  } as const;
+  for (const how of Object.keys(timeoutsFor) as (keyof typeof timeoutsFor)[]) {
+    test(`${how}: the backend never sees them, and no connection is opened for them when slots free up`, { timeout: 30_000 }, async () => {
       const b = await slowBackend();
       const timeout = how.includes('timeout');
-      const router = await startRouter(routes(b.port, timeout ? '300ms' : undefined));
+      const router = await startRouter(routes(b.port, timeoutsFor[how]));
       let holders: Socket[] = [];
       const dead: Socket[] = [];
       try {
         holders = await fill(router, b);
         const calls = [0, 1, 2, 3].map((i) => client(router, 'q.test', `/dead/${i}`));
         dead.push(...calls.map((c) => c.socket));
-        if (timeout) assert.deepEqual(await Promise.all(calls.map((c) => c.answer)), Array(4).fill('HTTP/1.1 504 Gateway Timeout'));
-        else {
+        if (timeout) {
+          assert.deepEqual(await Promise.all(calls.map((c) => c.answer)), Array(4).fill('HTTP/1.1 504 Gateway Timeout'));
+          // Counted as h2c counts a call that found no stream in time: an upstream timeout.
+          if (how.includes('response')) assert.equal(metric(await scrape(router.adminUrl), 'switchyard_upstream_errors_total', { route: 'q', backend: 'a', kind: 'timeout' }), 4);
+        } else {
           await sleep(300); // read and queued by the router
           for (const s of dead) s.destroy();
           await sleep(200);
@@ -709,7 +722,7 @@ describe('HTTP/1.1 calls that die waiting for a backend connection', () => {
       return process.memoryUsage().heapUsed;
     };
     const b = await slowBackend();
-    const router = await startRouter(routes(b.port, '200ms'));
+    const router = await startRouter(routes(b.port, { overall: '200ms' }));
     const agent = new http.Agent({ keepAlive: true, maxSockets: 100 });
     // Each request carries 8 KB of header: what a queue that keeps dead calls keeps.
     const pad = 'p'.repeat(8000);
@@ -737,6 +750,76 @@ describe('HTTP/1.1 calls that die waiting for a backend connection', () => {
       for (const s of holders) s.destroy();
       await router.close();
       await b.close();
+    }
+  });
+
+  test('mirror copies to a backend with no free connection are dropped after 30 s, never sent late, and let go of', { timeout: 90_000 }, async (t) => {
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    // Copies keep their bodies (Buffers) and exchanges (headers, on the heap).
+    const memory = async (): Promise<number> => {
+      for (let i = 0; i < 3; i++) {
+        gc();
+        await sleep(50);
+      }
+      const m = process.memoryUsage();
+      return m.heapUsed + m.arrayBuffers;
+    };
+    const shadow = await slowBackend();
+    const old = await startBackend('old');
+    const shadowUrl = `http://127.0.0.1:${shadow.port}`;
+    const common = { outlierDetection: { consecutiveFailures: 0 }, retries: { attempts: 1 } };
+    // 'hold.test' takes every connection to the shadow backend and keeps it; 'm.test' mirrors to it.
+    const router = await startRouter({ routes: [
+      { name: 'hold', hosts: ['hold.test'], ...common, timeouts: { response: '0s' }, backends: [{ name: 'new', url: shadowUrl, weight: 1 }] },
+      {
+        name: 'm', hosts: ['m.test'], ...common,
+        backends: [{ name: 'old', url: old.url, weight: 1 }, { name: 'new', url: shadowUrl, weight: 0 }],
+        mirror: { to: 'new', maxInFlight: 5000 },
+      },
+    ] });
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 50 });
+    const pad = 'p'.repeat(8000);
+    const body = Buffer.alloc(8000, 'b');
+    const call = (i: number): Promise<number> => new Promise((resolve, reject) => {
+      const req = http.request({ method: 'POST', host: '127.0.0.1', port: router.port, path: `/m/${i}`, headers: { host: 'm.test', 'x-pad': pad, 'content-length': body.length }, agent }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode!));
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+    const mirrored = async (code: string): Promise<number> => metric(await scrape(router.adminUrl), 'switchyard_mirror_requests_total', { route: 'm', backend: 'new', code });
+    const N = 1000;
+    let holders: Socket[] = [];
+    try {
+      holders = await fill(router, shadow);
+      // Warm up (client connections, JIT); the baseline holds these 50 copies, still waiting.
+      const start = Date.now();
+      assert.deepEqual([...new Set(await Promise.all(Array.from({ length: 50 }, (_, i) => call(i))))], [200]);
+      const before = await memory();
+      assert.deepEqual([...new Set(await Promise.all(Array.from({ length: N }, (_, i) => call(100 + i))))], [200]);
+      const queued = await memory();
+      assert.equal(await mirrored('error'), 0, 'the copies wait for a connection');
+      assert.ok(await until(async () => await mirrored('error') === 50 + N, 50_000, 500), `${N + 50} copies dropped (${await mirrored('error')})`);
+      assert.ok(Date.now() - start >= 29_000, `dropped after ${Date.now() - start} ms, not before 30 s`);
+      const after = await memory();
+      const heldMb = (queued - before) / 1048576;
+      const leftMb = (after - before) / 1048576;
+      t.diagnostic(`${N} waiting copies held ${heldMb.toFixed(1)} MB; ${leftMb.toFixed(1)} MB left once dropped`);
+      assert.ok(heldMb > 8, `${N} waiting copies held ${heldMb.toFixed(1)} MB (the test must measure what they hold)`);
+      assert.ok(leftMb < 3, `${leftMb.toFixed(1)} MB left after ${N} copies were dropped (${heldMb.toFixed(1)} MB while they waited)`);
+      // The held requests end, each closing its connection: a copy still queued would be sent now.
+      for (const s of shadow.held.splice(0)) s.end('HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 4\r\n\r\nslow');
+      await sleep(500);
+      assert.deepEqual(shadow.paths.filter((p) => !p.startsWith('/hold/')), [], 'no copy reached the shadow backend');
+      assert.equal(shadow.connections, CAP, 'no connection was opened for a dropped copy');
+    } finally {
+      agent.destroy();
+      for (const s of holders) s.destroy();
+      await router.close();
+      await shadow.close();
+      await old.close();
     }
   });
 });

@@ -24,6 +24,11 @@ export interface H1PoolOptions {
 export interface H1Call {
   /** The pool whose queue it waits in, set by that pool (null: not waiting). */
   queuedIn: H1Pool | null;
+  /**
+   * The tick (clock.ts) at which it stops waiting for a connection, 0: never;
+   * asked when it is queued. Past it, onConnectError gets SY_QUEUE_TIMEOUT.
+   */
+  waitDeadline(): number;
   /** The pool has a connection for this call; false if the call no longer wants it (the pool keeps it). */
   onConnection(conn: H1Connection): boolean;
   /** No connection could be had: connect refused, unreachable, timed out. Nothing was sent. */
@@ -408,8 +413,9 @@ export class H1Pool {
   readonly #all = new Set<H1Connection>();
   /** Idle connections, most recently used last. */
   readonly #idle: H1Connection[] = [];
-  /** Calls waiting for a connection, oldest first from #waitHead. */
+  /** Calls waiting for a connection, oldest first from #waitHead, and each one's waitDeadline() at the same index. */
   #waiting: H1Call[] = [];
+  #waitUntil: number[] = [];
   #waitHead = 0;
   #connecting = 0;
   #closing = false;
@@ -448,6 +454,7 @@ export class H1Pool {
     if (this.#all.size + this.#connecting < this.#opts.connections) this.#connect(call);
     else {
       this.#waiting.push(call);
+      this.#waitUntil.push(call.waitDeadline());
       call.queuedIn = this;
     }
   }
@@ -458,6 +465,7 @@ export class H1Pool {
     const i = this.#waiting.indexOf(call, this.#waitHead);
     if (i < 0) return;
     this.#waiting.splice(i, 1);
+    this.#waitUntil.splice(i, 1);
     this.#compactQueue();
   }
 
@@ -534,15 +542,46 @@ export class H1Pool {
   #compactQueue(): void {
     if (this.#waitHead === this.#waiting.length) {
       this.#waiting = [];
+      this.#waitUntil = [];
       this.#waitHead = 0;
     } else if (this.#waitHead > 1024 && this.#waitHead * 2 > this.#waiting.length) {
       this.#waiting = this.#waiting.slice(this.#waitHead);
+      this.#waitUntil = this.#waitUntil.slice(this.#waitHead);
       this.#waitHead = 0;
     }
   }
 
   sweep(now: number): void {
     for (const conn of this.#all) conn.sweep(now, this.#keepAliveTicks);
+    if (this.#waitHead < this.#waiting.length) this.#expireWaiting(now);
+  }
+
+  /**
+   * Calls past their waitDeadline() leave the queue, as h2c calls that find
+   * no stream in time do: nothing was sent, so they may be retried.
+   */
+  #expireWaiting(now: number): void {
+    const waiting = this.#waiting;
+    const until = this.#waitUntil;
+    let expired: H1Call[] | undefined;
+    let kept = this.#waitHead;
+    for (let i = this.#waitHead; i < waiting.length; i++) {
+      const call = waiting[i]!;
+      const at = until[i]!;
+      if (at !== 0 && now >= at) {
+        call.queuedIn = null;
+        (expired ??= []).push(call);
+      } else {
+        waiting[kept] = call;
+        until[kept++] = at;
+      }
+    }
+    if (expired === undefined) return;
+    waiting.length = kept;
+    until.length = kept;
+    this.#compactQueue();
+    // Last: a call told now may be retried, and queued here again.
+    for (const call of expired) call.onConnectError(codeError('no backend connection came free in time', 'SY_QUEUE_TIMEOUT'));
   }
 
   /** No new calls; idle connections close now, busy ones when their call is done. Resolves when all are closed. */
@@ -564,6 +603,7 @@ export class H1Pool {
   #failWaiting(): void {
     const waiting = this.#waiting.slice(this.#waitHead);
     this.#waiting = [];
+    this.#waitUntil = [];
     this.#waitHead = 0;
     for (const call of waiting) {
       call.queuedIn = null;

@@ -8,6 +8,7 @@ import type { Socket } from 'node:net';
 import { upstreamError } from '../errors.ts';
 import { CHUNKED_FIELD, CR, LF, SP, putField, putLatin1 } from '../http1-syntax.ts';
 import type { Exchange, ResponseHeaders } from '../ingress/exchange.ts';
+import { TICK_MS, deadlineIn, tick } from './clock.ts';
 import { H1Pool, type H1Call, type H1Connection } from './http1-pool.ts';
 import { COPY_TIMEOUT_MS, type Attempt, type Upstream } from './upstream.ts';
 
@@ -121,6 +122,15 @@ class HttpCall implements H1Call {
     this.#ex.signal.listen(this.#cancel);
   }
 
+  /**
+   * Waiting for a connection counts against the response timeout, as waiting
+   * for a stream does on h2c; once sent, the response timeout runs again.
+   */
+  waitDeadline(): number {
+    const ms = this.#attempt.timeouts.responseMs;
+    return ms > 0 ? deadlineIn(ms) : 0;
+  }
+
   onConnection(conn: H1Connection): boolean {
     const ex = this.#ex;
     // Queued for a connection until now: the exchange may have settled meanwhile.
@@ -220,6 +230,8 @@ class CountingCall implements H1Call {
   readonly #head: Buffer;
   readonly #body: Buffer | null;
   readonly #timeoutMs: number;
+  /** From here, like an h2c copy: one that waits for a connection is dropped (with its body) in time, never sent late. */
+  readonly #until: number;
   readonly #done: (code: number | null) => void;
   #status: number | null = null;
 
@@ -227,11 +239,22 @@ class CountingCall implements H1Call {
     this.#head = head;
     this.#body = body;
     this.#timeoutMs = timeoutMs;
+    this.#until = deadlineIn(timeoutMs);
     this.#done = done;
   }
 
+  waitDeadline(): number {
+    return this.#until;
+  }
+
   onConnection(conn: H1Connection): boolean {
-    conn.send(this, this.#head, { body: null, chunked: false, head: false, upgrade: false, responseMs: this.#timeoutMs, idleMs: this.#timeoutMs });
+    // The answer is due by the same deadline, however long the copy waited.
+    const responseMs = Math.min(this.#timeoutMs, (this.#until - tick) * TICK_MS);
+    if (responseMs <= 0) {
+      this.#done(null);
+      return false;
+    }
+    conn.send(this, this.#head, { body: null, chunked: false, head: false, upgrade: false, responseMs, idleMs: this.#timeoutMs });
     if (this.#body !== null) conn.socket.write(this.#body);
     return true;
   }
