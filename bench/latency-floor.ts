@@ -9,7 +9,10 @@
 //   HAProxy, HTTP      the bench's HAProxy peer
 //   switchyard         the bench's switchyard peer
 //
-//   npm run bench:latency-floor -- [--rounds N] [--duration S] [--warmup S]
+//   npm run bench:latency-floor -- [--rounds N] [--duration S] [--warmup S] [--variant 'NAME=NODE FLAGS' ...]
+//
+// --variant adds one more switchyard, started with those node flags (e.g.
+// 'noparscav=--no-parallel-scavenge'), beside the one as it ships.
 //
 // Rounds alternate the targets; the table gives each one's median over the
 // rounds and what it adds over direct. Quiet machine only (it measures tails).
@@ -28,6 +31,7 @@ const { values: opts } = parseArgs({
     rounds: { type: 'string', default: '3' },
     duration: { type: 'string', default: '15' },
     warmup: { type: 'string', default: '5' },
+    variant: { type: 'string', multiple: true, default: [] },
   },
 });
 const ROUNDS = Number(opts.rounds);
@@ -98,12 +102,19 @@ async function main(): Promise<void> {
     const backends = await startBackends(dir, bin);
     const ctx: PeerContext = { dir, backends, root: ROOT, maxConns: 1000 };
     const peers: RunningPeer[] = [await startPeer('haproxy', ctx), await startPeer('switchyard', ctx)];
+    const variants: Array<[string, number]> = [];
+    for (const v of opts.variant) {
+      const eq = v.indexOf('=');
+      const peer = await startPeer('switchyard', { ...ctx, nodeArgs: v.slice(eq + 1).split(/\s+/).filter(Boolean) });
+      variants.push([`switchyard, ${v.slice(0, eq)}`, peer.targets.h1]);
+    }
     const targets: Array<[string, number]> = [
       ['direct', backends.h1],
       ['backend on core 1 (no proxy)', await backendOnProxyCore(dir, join(dir, 'www'))],
       ['HAProxy, mode tcp', await haproxyTcp(dir, backends.h1)],
       ['HAProxy, HTTP', peers[0]!.targets.h1],
       ['switchyard', peers[1]!.targets.h1],
+      ...variants,
     ];
     const tails = new Map<string, Tail[]>(targets.map(([name]) => [name, []]));
     for (let round = 1; round <= ROUNDS; round++) {
