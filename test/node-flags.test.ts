@@ -6,7 +6,8 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { OPT_OUT_ENV, SERVE_NODE_FLAGS, missingFlags } from '../src/cli/node-flags.ts';
+import { readFileSync } from 'node:fs';
+import { OPT_OUT_ENV, SERVE_ENV, SERVE_NODE_FLAGS, missingEnv, missingFlags } from '../src/cli/node-flags.ts';
 import { run, spawnRouter, startBackend, waitForLog, writeConfig, type Backend, type RouterProcess } from './helpers.ts';
 
 /** heap_size_limit of a fresh node started with `flags`: old generation plus the young one's three semi-spaces. */
@@ -16,10 +17,13 @@ async function heapLimitWith(flags: readonly string[]): Promise<number> {
   return Number(r.stdout.trim());
 }
 
-/** Starts the router as a child with `env` added to this process's environment. */
-async function spawnWith(config: string, env: Record<string, string>): Promise<RouterProcess> {
+/** Starts the router as a child with `env` added to this process's environment (undefined: removed from it). */
+async function spawnWith(config: string, env: Record<string, string | undefined>): Promise<RouterProcess> {
   const saved = { ...process.env };
-  Object.assign(process.env, env);
+  for (const [k, v] of Object.entries(env)) {
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  }
   try {
     return await spawnRouter(config);
   } finally {
@@ -28,6 +32,18 @@ async function spawnWith(config: string, env: Record<string, string>): Promise<R
       else process.env[k] = saved[k];
     }
   }
+}
+
+/** The environment a running process has (Linux). */
+function environOf(pid: number): Record<string, string> {
+  const pairs = readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').filter((e) => e !== '');
+  return Object.fromEntries(pairs.map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)]));
+}
+
+/** Ends a router whose environment was all a test wanted (a SIGTERM right after start may find its handler not yet installed). */
+async function gone(router: RouterProcess): Promise<void> {
+  router.child.kill('SIGKILL');
+  await router.exited;
 }
 
 async function stop(router: RouterProcess): Promise<void> {
@@ -95,6 +111,40 @@ describe('V8 flags of serve', () => {
     const withFlag = await heapLimitWith([fixedOld, `--max-semi-space-size=${semi}`]);
     const doubled = await heapLimitWith([fixedOld, `--max-semi-space-size=${semi * 2}`]);
     assert.equal(doubled - withFlag, 3 * semi * 2 ** 20);
+  });
+
+  test('serve runs with SERVE_ENV (the malloc arena cap) unless the operator set it; opted out, with neither', async () => {
+    const unset = Object.fromEntries(Object.keys(SERVE_ENV).map((k) => [k, undefined]));
+    const router = await spawnWith(config, { ...unset, [OPT_OUT_ENV]: '', NODE_OPTIONS: '' });
+    try {
+      const entry = await waitForLog(router, 'node runtime');
+      const env = environOf(Number(entry['pid']));
+      for (const [k, v] of Object.entries(SERVE_ENV)) assert.equal(env[k], v, k);
+    } finally {
+      await gone(router);
+    }
+    const own = await spawnWith(config, { MALLOC_ARENA_MAX: '4', [OPT_OUT_ENV]: '', NODE_OPTIONS: '' });
+    try {
+      const entry = await waitForLog(own, 'node runtime');
+      assert.equal(environOf(Number(entry['pid']))['MALLOC_ARENA_MAX'], '4');
+      // Its flags still came: the relaunch happened for them.
+      for (const flag of SERVE_NODE_FLAGS) assert.ok((entry['execArgv'] as string[]).includes(flag), flag);
+    } finally {
+      await gone(own);
+    }
+    const off = await spawnWith(config, { ...unset, [OPT_OUT_ENV]: 'off', NODE_OPTIONS: '' });
+    try {
+      const entry = await waitForLog(off, 'node runtime');
+      assert.equal(environOf(Number(entry['pid']))['MALLOC_ARENA_MAX'], undefined);
+    } finally {
+      await gone(off);
+    }
+  });
+
+  test('missingEnv: what the environment lacks, an empty value counting as set', () => {
+    assert.deepEqual(missingEnv({}), { ...SERVE_ENV });
+    assert.deepEqual(missingEnv({ MALLOC_ARENA_MAX: '' }), {});
+    assert.deepEqual(missingEnv({ MALLOC_ARENA_MAX: '8' }), {});
   });
 
   test('missingFlags: any setting of a flag, on the command line or in NODE_OPTIONS, counts as the operator\'s', () => {
