@@ -41,7 +41,7 @@ export const SCENARIOS: Record<ScenarioId, ScenarioInfo> = {
   },
   split: { title: 'Weighted split 90/10 under load', how: 'wrk -t1 -c64 on split.bench; each backend counts what it got' },
   routes: { title: 'Route lookup cost: 1 vs 10,000 hosts', how: 'wrk -t1 -c64 with a Lua request table cycling over the hosts (switchyard only)' },
-  memory: { title: 'Memory: idle RSS and idle keep-alive connections', how: 'RSS of the proxy process tree. A freshly started proxy (an instance of its own, before the load scenarios): RSS 1 s after start, then idle RSS once it settled (20 s in a full run; the config worker idles out and V8 shrinks its heap) after one request on each route (HTTP/1.1, split, h2c, gRPC), then with N idle connections (one request each, then held open). The instance that ran the load scenarios: idle RSS after them, then with N idle connections. switchyard starts with Node\'s compile cache filled the way its image\'s build fills it (Dockerfile; runs from 2026-11-30 11:30 UTC on), so that, like the image, it neither strips types at start nor loads the type stripper' },
+  memory: { title: 'Memory: idle RSS and idle keep-alive connections', how: 'RSS of the proxy process tree. A freshly started proxy (an instance of its own, before the load scenarios): RSS 1 s after start, then idle RSS once it settled (20 s in a full run; the config worker idles out and V8 shrinks its heap) after one request on each route (HTTP/1.1, split, h2c, gRPC), then with N idle connections (one request each, then held open), read once they have been idle as long (20 s in a full run; before 2026-11-30 17:00 UTC 1 s). The instance that ran the load scenarios: idle RSS after them, then with N idle connections. switchyard starts with Node\'s compile cache filled the way its image\'s build fills it (Dockerfile; runs from 2026-11-30 11:30 UTC on), so that, like the image, it neither strips types at start nor loads the type stripper' },
 };
 
 export const FIXED_RATE = 5000;
@@ -478,10 +478,14 @@ export async function memoryFresh(s: Settings, peer: RunningPeer): Promise<Fresh
     await touchRoutes(peer);
     // Read 1 s after the requests, a router still holds its config worker and
     // the heap the start grew (~20 MiB more than it keeps); idle means settled.
-    await sleep(Math.max(1, Math.min(20, s.warmupS + s.measureS)) * 1000);
+    const settleMs = Math.max(1, Math.min(20, s.warmupS + s.measureS)) * 1000;
+    await sleep(settleMs);
     const idleBytes = treeRss(peer.pid);
     await openIdle(peer.targets.h1, s.idleConns, sockets);
-    await sleep(1000); // let the proxy settle (and collect garbage) with the connections idle
+    // Idle connections, settled the same way: 1 s after they opened, a garbage-
+    // collected proxy still holds the young generation the burst of handshakes
+    // grew (~15 MiB at 9,000), which it gives back once idle (src/idle-memory.ts).
+    await sleep(settleMs);
     return { conns: sockets.length, startBytes, idleBytes, loadedBytes: treeRss(peer.pid) };
   } catch (err) {
     throw new Error(`fresh instance, ${sockets.length} connections open, then: ${err instanceof Error ? err.message : String(err)}`);
