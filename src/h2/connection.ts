@@ -341,7 +341,7 @@ export abstract class H2Connection<S extends H2Stream> {
         const sid = buf.readUInt32BE(off + 5) & 0x7fffffff;
         this.frameIn(type, flags, sid, len);
         if (this.closed) return;
-        if (!this.#withinBudget(type, flags, sid, len)) { this.fail(ENHANCE_YOUR_CALM); return; }
+        if (!this.#withinBudget(type, flags, len)) { this.fail(ENHANCE_YOUR_CALM); return; }
         this.#frame(type, flags, sid, buf, off + FRAME_HEADER, off + FRAME_HEADER + len);
         if (this.closed) return;
         off += FRAME_HEADER + len;
@@ -355,7 +355,7 @@ export abstract class H2Connection<S extends H2Stream> {
   }
 
   /** Counts the frame against the abuse budgets; false once one is spent. */
-  #withinBudget(type: number, flags: number, sid: number, len: number): boolean {
+  #withinBudget(type: number, flags: number, len: number): boolean {
     if (type === PRIORITY || type === WINDOW_UPDATE || type === SETTINGS || type === GOAWAY || type > CONTINUATION ||
       (type === PING && (flags & ACK) !== 0 && this.pingsOutstanding === 0)) {
       if (--this.#controlBudget < 0) return false;
@@ -366,9 +366,9 @@ export abstract class H2Connection<S extends H2Stream> {
       (type === HEADERS && (flags & (END_STREAM | END_HEADERS)) !== (END_STREAM | END_HEADERS)) ||
       (type === CONTINUATION && (flags & END_HEADERS) === 0)
     ) && ++this.#emptyFrames > MAX_EMPTY_FRAMES) return false;
-    // SETTINGS and PINGs are answered, DATA on a stream that is not open is answered
-    // RST_STREAM: from a peer that reads nothing, the answers would pile up here.
-    if (this.needDrain && (((type === SETTINGS || type === PING) && (flags & ACK) === 0) || (type === DATA && !this.streams.has(sid)))) {
+    // SETTINGS and PINGs are answered: from a peer that reads nothing, the answers would
+    // pile up here. (DATA answered RST_STREAM is counted in #data, where the RST is written.)
+    if (this.needDrain && (type === SETTINGS || type === PING) && (flags & ACK) === 0) {
       return ++this.#unreadAcks <= MAX_UNREAD_ACKS;
     }
     return true;
@@ -537,6 +537,9 @@ export abstract class H2Connection<S extends H2Stream> {
       this.consumed(null, len);
       if (stream !== undefined) this.#streamError(sid, STREAM_CLOSED);
       else if (this.config.server && !this.#ignored(sid)) this.rst(sid, STREAM_CLOSED);
+      else return;
+      // An RST_STREAM went out: one more answer for a peer that may not be reading.
+      if (this.needDrain) this.unread();
       return;
     }
     stream.recvWindow -= len;
