@@ -37,7 +37,7 @@ describe('IdleWatch', () => {
 });
 
 describe('giveBackMemory', () => {
-  test('runs when V8\'s committed heap grew by GROWTH since the last run, and not again without growth', () => {
+  test('runs when V8\'s resident heap grew by GROWTH since the last run, and not again without growth', () => {
     // This test process has grown its heap far past GROWTH by now, so the first call reduces.
     const first = giveBackMemory();
     assert.ok(first !== undefined, 'the first call reduces');

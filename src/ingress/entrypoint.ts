@@ -80,6 +80,8 @@ export class Entrypoint implements H1Owner, H2Owner {
   #activity = 0;
   /** When activity stops, memory a burst left behind is given back (idle-memory.ts). */
   readonly #idle = new IdleWatch(ticks(IDLE_MS));
+  /** Off once giving memory back failed. */
+  #giveBack = true;
   draining = false;
   #onIdle: (() => void) | undefined;
 
@@ -182,9 +184,15 @@ export class Entrypoint implements H1Owner, H2Owner {
       this.#sniffing.delete(socket);
       socket.destroy();
     }
-    if (this.#idle.tick(now, this.#activity, this.#inflight) && !this.draining) {
-      const given = giveBackMemory();
-      if (given !== undefined) this.#log.info(given, 'idle: memory given back');
+    if (this.#giveBack && this.#idle.tick(now, this.#activity, this.#inflight) && !this.draining) {
+      // A failure here (V8's gc() not to be had) must not take the router down from a timer: the feature goes off.
+      try {
+        const given = giveBackMemory();
+        if (given !== undefined) this.#log.info(given, 'idle: memory given back');
+      } catch (err) {
+        this.#giveBack = false;
+        this.#log.warn({ err: (err as Error).message }, 'idle: cannot give memory back; turned off');
+      }
     }
   };
 
