@@ -9,9 +9,7 @@ import http, { type IncomingMessage } from 'node:http';
 import http2, { type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import v8 from 'node:v8';
-import vm from 'node:vm';
-import { metric, rawHttp1, scrape, settled, startRouter } from './helpers.ts';
+import { collectedHeap, metric, rawHttp1, scrape, settled, startRouter } from './helpers.ts';
 import { readRequest, until } from './grpc-helpers.ts';
 import { FLAG, FRAME, frame, hpack, ping, windowUpdate } from './h2-raw.ts';
 
@@ -678,15 +676,7 @@ describe('h2c calls that die waiting in a backend connection\'s queue', () => {
   });
 
   test('are let go of at once, not when room appears or the connection retires (5 min)', async () => {
-    v8.setFlagsFromString('--expose-gc');
-    const gc = vm.runInNewContext('gc') as () => void;
-    const heap = async (): Promise<number> => {
-      for (let i = 0; i < 3; i++) {
-        gc();
-        await sleep(50);
-      }
-      return process.memoryUsage().heapUsed;
-    };
+    const heap = (): Promise<number> => collectedHeap();
     // No room, ever: every call waits in a connection's queue until its response timeout.
     const backend = await h2Backend({ maxConcurrentStreams: 0 }, () => {});
     const router = await startRouter({ routes: [{

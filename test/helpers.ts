@@ -8,6 +8,8 @@ import { dirname, join } from 'node:path';
 import net, { type AddressInfo } from 'node:net';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { stringify } from 'yaml';
 import { loadConfigSources } from '../src/config/load.ts';
 import { ConfigError, type ConfigIssue } from '../src/config/model.ts';
@@ -87,6 +89,26 @@ export async function settled(value: () => number, quietMs = 400, maxMs = 5000):
     if (v !== last) { last = v; since = Date.now(); } else if (Date.now() - since >= quietMs) return v;
   }
   throw new Error(`still moving after ${maxMs} ms: ${last}`);
+}
+
+let gc: (() => void) | undefined;
+
+/**
+ * Heap in use (plus ArrayBuffer memory with `withBuffers`) after three full
+ * GCs 50 ms apart, so what a test let go of is gone. V8's gc() is taken at run
+ * time: the test runner has no --expose-gc.
+ */
+export async function collectedHeap(withBuffers = false): Promise<number> {
+  if (gc === undefined) {
+    v8.setFlagsFromString('--expose-gc');
+    gc = vm.runInNewContext('gc') as () => void;
+  }
+  for (let i = 0; i < 3; i++) {
+    gc();
+    await sleep(50);
+  }
+  const m = process.memoryUsage();
+  return m.heapUsed + (withBuffers ? m.arrayBuffers : 0);
 }
 
 /**

@@ -7,15 +7,13 @@ import http from 'node:http';
 import net, { type AddressInfo, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import v8 from 'node:v8';
-import vm from 'node:vm';
 import { RequestBody } from '../src/ingress/body.ts';
 import type { ResponseHeaders } from '../src/ingress/exchange.ts';
 import { ParseError, ResponseParser, type ResponseSink } from '../src/upstream/http1-parser.ts';
 import { H1Pool, type H1Call, type H1Connection, type SendOptions } from '../src/upstream/http1-pool.ts';
 import { DEFAULT_HTTP_UPSTREAM } from '../src/upstream/http1.ts';
 import { until } from './grpc-helpers.ts';
-import { metric, scrape, startBackend, startRouter, type Router } from './helpers.ts';
+import { collectedHeap, metric, scrape, startBackend, startRouter, type Router } from './helpers.ts';
 
 /** A request body as a client connection feeds it: `chunks`, each after `gapMs` (0: all at once), then its end. */
 function bodyOf(chunks: Buffer[], gapMs = 0): RequestBody {
@@ -712,15 +710,7 @@ describe('HTTP/1.1 calls that die waiting for a backend connection', () => {
   }
 
   test('are let go of at once, not when a connection frees up', async () => {
-    v8.setFlagsFromString('--expose-gc');
-    const gc = vm.runInNewContext('gc') as () => void;
-    const heap = async (): Promise<number> => {
-      for (let i = 0; i < 3; i++) {
-        gc();
-        await sleep(50);
-      }
-      return process.memoryUsage().heapUsed;
-    };
+    const heap = (): Promise<number> => collectedHeap();
     const b = await slowBackend();
     const router = await startRouter(routes(b.port, { overall: '200ms' }));
     const agent = new http.Agent({ keepAlive: true, maxSockets: 100 });
@@ -754,17 +744,8 @@ describe('HTTP/1.1 calls that die waiting for a backend connection', () => {
   });
 
   test('mirror copies to a backend with no free connection are dropped after 30 s, never sent late, and let go of', { timeout: 90_000 }, async (t) => {
-    v8.setFlagsFromString('--expose-gc');
-    const gc = vm.runInNewContext('gc') as () => void;
     // Copies keep their bodies (Buffers) and exchanges (headers, on the heap).
-    const memory = async (): Promise<number> => {
-      for (let i = 0; i < 3; i++) {
-        gc();
-        await sleep(50);
-      }
-      const m = process.memoryUsage();
-      return m.heapUsed + m.arrayBuffers;
-    };
+    const memory = (): Promise<number> => collectedHeap(true);
     const shadow = await slowBackend();
     const old = await startBackend('old');
     const shadowUrl = `http://127.0.0.1:${shadow.port}`;
