@@ -58,6 +58,8 @@ export class BackendMetrics {
   readonly buckets = new Float64Array(DURATION_BUCKETS.length + 1);
   sum = 0;
   count = 0;
+  /** Calls waiting in an upstream pool's queue (for a connection or a stream); kept by the pools, read at scrape time. */
+  queued = 0;
   /** Set while a ramp's guard judges this backend; null otherwise (one check per request). */
   outcomes: OutcomeRecorder | null = null;
   readonly #errors: Record<UpstreamErrorKind, CounterChild>;
@@ -184,6 +186,7 @@ export class Metrics {
     this.log = log;
     this.registry.registerMetric(requestsMetric(this.#bound) as never);
     this.registry.registerMetric(durationMetric(this.#bound) as never);
+    this.registry.registerMetric(queuedMetric(this.#bound) as never);
     Object.assign(this, declare(this.registry, this));
     this.configReloads.labels('success').inc(0);
     this.configReloads.labels('failure').inc(0);
@@ -278,7 +281,7 @@ type Labels = Record<string, string>;
 interface Value { labels: Labels; value: number; metricName?: string }
 
 /** A metric that prom-client formats from `values()` at scrape time. */
-function scraped(name: string, help: string, type: 'counter' | 'histogram', values: () => Value[]): object {
+function scraped(name: string, help: string, type: 'counter' | 'gauge' | 'histogram', values: () => Value[]): object {
   return { name, help, type, aggregator: 'sum', get: () => ({ name, help, type, aggregator: 'sum', values: values() }) };
 }
 
@@ -290,6 +293,19 @@ function requestsMetric(bound: ReadonlyMap<string, BackendMetrics>): object {
         m.byCode.forEach((n, code) => {
           values.push({ labels: { route: m.route, backend: m.backend, protocol: m.protocol, code: code === GRPC_CODE_UNKNOWN ? 'unknown' : String(code) }, value: n });
         });
+      }
+      return values;
+    });
+}
+
+function queuedMetric(bound: ReadonlyMap<string, BackendMetrics>): object {
+  return scraped('switchyard_upstream_queued_requests',
+    'Requests (mirror copies included) waiting in a backend\'s upstream queue: HTTP/1.1 for a free connection, h2c for a stream.', 'gauge', () => {
+      const values: Value[] = [];
+      for (const m of bound.values()) {
+        // Requests with no route or no backend never reach a pool.
+        if (m.backend === 'none' || m.route === 'unmatched') continue;
+        values.push({ labels: { route: m.route, backend: m.backend, protocol: m.protocol }, value: m.queued });
       }
       return values;
     });

@@ -71,6 +71,6 @@ export class Mirror implements RouteMirror {
       // A failed copy counts as an error on the mirrored side: 502 (gRPC 14).
       this.recorder?.outcome(code ?? (ex.grpc ? 14 : 502), ex.grpc, performance.now() - start);
     };
-    this.to.upstream.copy(ex, this.to.config.hostHeader, body, done);
+    this.to.upstream.copy(ex, this.to.config.hostHeader, body, this.to.metrics, done);
   }
 }

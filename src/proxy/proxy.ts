@@ -71,6 +71,10 @@ class ProxyAttempt implements Attempt {
     this.#n = n;
   }
 
+  get queue(): BackendMetrics {
+    return this.#backend.metrics;
+  }
+
   get hostHeader(): string | undefined {
     return this.#backend.config.hostHeader;
   }

@@ -11,7 +11,7 @@ import type { Exchange, ResponseHeaders } from '../ingress/exchange.ts';
 import type { Session } from './h2-pool.ts';
 import { NATIVE_BELOW_MS, TICK_MS, deadlineIn, tick, unwatch, watch } from './clock.ts';
 import { MAX_HEAD_BYTES } from './http1-parser.ts';
-import { COPY_TIMEOUT_MS, type Attempt } from './upstream.ts';
+import { COPY_TIMEOUT_MS, type Attempt, type QueueCount } from './upstream.ts';
 
 /** Where a stream waits for room on a backend connection: a session's queue, or the pool's while it connects. */
 export interface StreamQueue {
@@ -23,6 +23,8 @@ export interface StreamQueue {
 export abstract class UpstreamStream extends H2Stream {
   /** The queue it waits in, set by that queue (null: not waiting). */
   queuedIn: StreamQueue | null = null;
+  /** Counts its time in a queue: one while it waits (the queue adds and takes away). */
+  abstract get queue(): QueueCount;
   /** False once it need not start any more (its exchange is over). */
   abstract get startable(): boolean;
   /** Registered on `session`, which has room for it: send the request. */
@@ -162,6 +164,11 @@ export class H2Call extends UpstreamStream implements BodyReader {
     else if (responseMs > 0) this.#timer = setTimeout(onTimer, responseMs, this);
     // Listening from here: a call still waiting leaves its queue when the exchange is over.
     this.#ex.signal.listen(this.#cancel);
+  }
+
+  // Asked only when it queues: no field per call.
+  get queue(): QueueCount {
+    return this.#attempt.queue;
   }
 
   get startable(): boolean {
@@ -453,6 +460,7 @@ function onCopyTimeout(copy: H2Copy): void {
 
 /** A mirror's copy: sent whole, its answer's code passed to `done`, the rest dropped. */
 export class H2Copy extends UpstreamStream {
+  readonly queue: QueueCount;
   readonly #headers: string[];
   readonly #body: Buffer;
   readonly #grpc: boolean;
@@ -463,8 +471,9 @@ export class H2Copy extends UpstreamStream {
   #responded = false;
   #finished = false;
 
-  constructor(headers: string[], body: Buffer, grpc: boolean, done: (code: number | null) => void) {
+  constructor(headers: string[], body: Buffer, grpc: boolean, queue: QueueCount, done: (code: number | null) => void) {
     super();
+    this.queue = queue;
     this.#headers = headers;
     this.#body = body;
     this.#grpc = grpc;

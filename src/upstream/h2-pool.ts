@@ -12,7 +12,7 @@ import { H2_SESSION_WINDOW, H2_STREAM_WINDOW } from '../h2-settings.ts';
 import { H2Call, H2Copy, type StreamQueue, type UpstreamStream } from './h2-call.ts';
 import { MAX_HEAD_BYTES } from './http1-parser.ts';
 import type { Exchange } from '../ingress/exchange.ts';
-import type { Attempt, Upstream } from './upstream.ts';
+import type { Attempt, QueueCount, Upstream } from './upstream.ts';
 
 export interface H2UpstreamOptions {
   readonly connectTimeoutMs: number;
@@ -127,13 +127,25 @@ export class Session extends H2Connection<UpstreamStream> implements StreamQueue
     else {
       this.#queue.push(s);
       s.queuedIn = this;
+      s.queue.queued++;
     }
   }
 
   withdraw(s: UpstreamStream): void {
     s.queuedIn = null;
     const i = this.#queue.indexOf(s);
-    if (i >= 0) this.#queue.splice(i, 1);
+    if (i < 0) return;
+    this.#queue.splice(i, 1);
+    s.queue.queued--;
+  }
+
+  /** Starts waiting streams while there is room. */
+  #startQueued(): void {
+    while (this.#queue.length > 0 && this.active < this.max) {
+      const s = this.#queue.shift()!;
+      s.queue.queued--;
+      this.#start(s);
+    }
   }
 
   #start(s: UpstreamStream): void {
@@ -158,7 +170,7 @@ export class Session extends H2Connection<UpstreamStream> implements StreamQueue
       }
       return;
     }
-    while (this.#queue.length > 0 && this.active < this.max) this.#start(this.#queue.shift()!);
+    this.#startQueued();
   }
 
   /** `s` holds back its request body until the socket takes writes again. */
@@ -173,7 +185,10 @@ export class Session extends H2Connection<UpstreamStream> implements StreamQueue
     clearTimeout(this.#ageTimer);
     // Waiting ones go back to the pool, for a session that takes new streams.
     const queued = this.#queue.splice(0);
-    for (const s of queued) this.#pool.requeue(s);
+    for (const s of queued) {
+      s.queue.queued--;
+      this.#pool.requeue(s);
+    }
     if (this.ready && this.active === 0 && !this.closed) {
       this.goaway(NO_ERROR);
       this.close();
@@ -191,7 +206,7 @@ export class Session extends H2Connection<UpstreamStream> implements StreamQueue
   protected override onSettings(): void {
     this.max = Math.min(this.peerMaxStreams, this.#pool.maxStreamsPerSession);
     if (this.ready) {
-      while (this.#queue.length > 0 && this.active < this.max) this.#start(this.#queue.shift()!);
+      this.#startQueued();
       return;
     }
     clearTimeout(this.#connectTimer);
@@ -231,7 +246,7 @@ export class Session extends H2Connection<UpstreamStream> implements StreamQueue
     clearTimeout(this.#probeTimer);
     this.#probeTimer = undefined;
     this.#idleSince = performance.now();
-    while (this.#queue.length > 0 && this.active < this.max) this.#start(this.#queue.shift()!);
+    this.#startQueued();
   }
 
   protected onWritable(s: UpstreamStream): void {
@@ -256,6 +271,7 @@ export class Session extends H2Connection<UpstreamStream> implements StreamQueue
     }
     const queued = this.#queue.splice(0);
     for (const s of this.streams.values()) s.lost(cause);
+    for (const s of queued) s.queue.queued--;
     // Those that waited here never started: nothing was sent.
     for (const s of queued) s.unavailable(new UpstreamError('reset', true, new Error('upstream session closed')));
     for (const resolve of this.#whenClosed.splice(0)) resolve();
@@ -300,8 +316,8 @@ export class H2Upstream implements Upstream, StreamQueue {
     this.#acquire(new H2Call(attempt));
   }
 
-  copy(ex: Exchange, hostHeader: string | undefined, body: Buffer, done: (code: number | null) => void): void {
-    this.#acquire(new H2Copy(ex.headersForH2(hostHeader), body, ex.grpc, done));
+  copy(ex: Exchange, hostHeader: string | undefined, body: Buffer, queue: QueueCount, done: (code: number | null) => void): void {
+    this.#acquire(new H2Copy(ex.headersForH2(hostHeader), body, ex.grpc, queue, done));
   }
 
   /** A stream that waited in a session that was retired: it goes to another. */
@@ -325,13 +341,16 @@ export class H2Upstream implements Upstream, StreamQueue {
     }
     this.#waiting.push(s);
     s.queuedIn = this;
+    s.queue.queued++;
     if (this.#connecting === undefined) this.#connect();
   }
 
   withdraw(s: UpstreamStream): void {
     s.queuedIn = null;
     const i = this.#waiting.indexOf(s);
-    if (i >= 0) this.#waiting.splice(i, 1);
+    if (i < 0) return;
+    this.#waiting.splice(i, 1);
+    s.queue.queued--;
   }
 
   #connect(): void {
@@ -350,13 +369,18 @@ export class H2Upstream implements Upstream, StreamQueue {
     this.#waiting = [];
     if (err !== null) {
       const e = upstreamError(err);
+      for (const s of waiting) s.queue.queued--;
       for (const s of waiting) s.unavailable(e);
       return;
     }
     // Those who waited fill this session up to the peer's limit; the rest wait
     // for another session, or (at maxSessions) queue in this one.
     const room = this.#live() >= this.#opts.maxSessions ? waiting.length : Math.max(session.max - session.active, 1);
-    for (let i = 0; i < waiting.length && i < room; i++) session.open(waiting[i]!);
+    for (let i = 0; i < waiting.length && i < room; i++) {
+      const s = waiting[i]!;
+      s.queue.queued--;
+      session.open(s);
+    }
     if (waiting.length > room) {
       this.#waiting = waiting.slice(room);
       this.#connect();

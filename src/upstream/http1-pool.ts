@@ -9,6 +9,7 @@ import type { BodyReader, RequestBody } from '../ingress/body.ts';
 import type { ResponseHeaders } from '../ingress/exchange.ts';
 import { NATIVE_BELOW_MS, TICK_MS, deadlineIn, tick, unwatch, watch } from './clock.ts';
 import { ParseError, ResponseParser, type ResponseSink } from './http1-parser.ts';
+import type { QueueCount } from './upstream.ts';
 
 export interface H1PoolOptions {
   readonly host: string;
@@ -24,6 +25,8 @@ export interface H1PoolOptions {
 export interface H1Call {
   /** The pool whose queue it waits in, set by that pool (null: not waiting). */
   queuedIn: H1Pool | null;
+  /** Counts its time in the queue: one while it waits (the pool adds and takes away). */
+  readonly queue: QueueCount;
   /**
    * The tick (clock.ts) at which it stops waiting for a connection, 0: never;
    * asked when it is queued. Past it, onConnectError gets SY_QUEUE_TIMEOUT.
@@ -456,6 +459,7 @@ export class H1Pool {
       this.#waiting.push(call);
       this.#waitUntil.push(call.waitDeadline());
       call.queuedIn = this;
+      call.queue.queued++;
     }
   }
 
@@ -464,6 +468,7 @@ export class H1Pool {
     call.queuedIn = null;
     const i = this.#waiting.indexOf(call, this.#waitHead);
     if (i < 0) return;
+    call.queue.queued--;
     this.#waiting.splice(i, 1);
     this.#waitUntil.splice(i, 1);
     this.#compactQueue();
@@ -509,6 +514,7 @@ export class H1Pool {
       this.#waiting[this.#waitHead++] = undefined as unknown as H1Call;
       this.#compactQueue();
       call.queuedIn = null;
+      call.queue.queued--;
       if (call.onConnection(conn)) return;
     }
     if (this.#closing) {
@@ -536,6 +542,7 @@ export class H1Pool {
     this.#waiting[this.#waitHead++] = undefined as unknown as H1Call;
     this.#compactQueue();
     call.queuedIn = null;
+    call.queue.queued--;
     this.#connect(call);
   }
 
@@ -570,6 +577,7 @@ export class H1Pool {
       const at = until[i]!;
       if (at !== 0 && now >= at) {
         call.queuedIn = null;
+        call.queue.queued--;
         (expired ??= []).push(call);
       } else {
         waiting[kept] = call;
@@ -607,6 +615,7 @@ export class H1Pool {
     this.#waitHead = 0;
     for (const call of waiting) {
       call.queuedIn = null;
+      call.queue.queued--;
       call.onConnectError(codeError('upstream pool closed', 'UND_ERR_CLOSED'));
     }
   }

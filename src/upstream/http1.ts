@@ -10,7 +10,7 @@ import { CHUNKED_FIELD, CR, LF, SP, putField, putLatin1 } from '../http1-syntax.
 import type { Exchange, ResponseHeaders } from '../ingress/exchange.ts';
 import { TICK_MS, deadlineIn, tick } from './clock.ts';
 import { H1Pool, type H1Call, type H1Connection } from './http1-pool.ts';
-import { COPY_TIMEOUT_MS, type Attempt, type Upstream } from './upstream.ts';
+import { COPY_TIMEOUT_MS, type Attempt, type QueueCount, type Upstream } from './upstream.ts';
 
 export interface HttpUpstreamOptions {
   /** Upper bound of connections to this backend. */
@@ -47,7 +47,7 @@ export class HttpUpstream implements Upstream {
     this.#pool.dispatch(new HttpCall(attempt));
   }
 
-  copy(ex: Exchange, hostHeader: string | undefined, body: Buffer, done: (code: number | null) => void): void {
+  copy(ex: Exchange, hostHeader: string | undefined, body: Buffer, queue: QueueCount, done: (code: number | null) => void): void {
     const h = ex.headersForH1(hostHeader);
     let head = `${ex.method} ${ex.path} HTTP/1.1\r\n`;
     for (let i = 0; i < h.length; i += 2) {
@@ -55,7 +55,7 @@ export class HttpUpstream implements Upstream {
       if (h[i] !== 'content-length') head += `${h[i]}: ${h[i + 1]}\r\n`;
     }
     if (ex.hasBody) head += `content-length: ${body.length}\r\n`;
-    this.#pool.dispatch(new CountingCall(Buffer.from(`${head}\r\n`, 'latin1'), ex.hasBody && body.length > 0 ? body : null, COPY_TIMEOUT_MS, done));
+    this.#pool.dispatch(new CountingCall(Buffer.from(`${head}\r\n`, 'latin1'), ex.hasBody && body.length > 0 ? body : null, COPY_TIMEOUT_MS, queue, done));
   }
 
   close(): Promise<void> {
@@ -120,6 +120,11 @@ class HttpCall implements H1Call {
     this.#ex = attempt.exchange;
     // Listening from here: a call still waiting for a connection leaves the queue when the exchange is over.
     this.#ex.signal.listen(this.#cancel);
+  }
+
+  // Asked only when it queues: no field per call.
+  get queue(): QueueCount {
+    return this.#attempt.queue;
   }
 
   /**
@@ -227,6 +232,7 @@ class HttpCall implements H1Call {
  */
 class CountingCall implements H1Call {
   queuedIn: H1Pool | null = null;
+  readonly queue: QueueCount;
   readonly #head: Buffer;
   readonly #body: Buffer | null;
   readonly #timeoutMs: number;
@@ -235,8 +241,9 @@ class CountingCall implements H1Call {
   readonly #done: (code: number | null) => void;
   #status: number | null = null;
 
-  constructor(head: Buffer, body: Buffer | null, timeoutMs: number, done: (code: number | null) => void) {
+  constructor(head: Buffer, body: Buffer | null, timeoutMs: number, queue: QueueCount, done: (code: number | null) => void) {
     this.#head = head;
+    this.queue = queue;
     this.#body = body;
     this.#timeoutMs = timeoutMs;
     this.#until = deadlineIn(timeoutMs);

@@ -12,9 +12,20 @@ export interface Timeouts {
   readonly overallIncludesStreams: boolean;
 }
 
+/**
+ * The calls of one (route, backend) waiting in an upstream's queue, for a
+ * connection or a stream; a pool adds and takes away as calls enter and leave
+ * its queue (a metric reads it, nothing per request).
+ */
+export interface QueueCount {
+  queued: number;
+}
+
 /** One try of an exchange on one backend; the proxy makes one per attempt. */
 export interface Attempt {
   readonly exchange: Exchange;
+  /** Where its waits in a queue are counted. */
+  readonly queue: QueueCount;
   /** Host / :authority sent upstream; undefined keeps the client's. */
   readonly hostHeader: string | undefined;
   readonly timeouts: Timeouts;
@@ -40,8 +51,9 @@ export interface Upstream {
    * Sends a copy of an exchange that is over (a mirror) with its kept `body`;
    * the answer is read and dropped. `done` gets its status (gRPC: its
    * grpc-status; null when there was none) or null when the copy failed.
+   * Its waits in a queue count in `queue`.
    */
-  copy(exchange: Exchange, hostHeader: string | undefined, body: Buffer, done: (code: number | null) => void): void;
+  copy(exchange: Exchange, hostHeader: string | undefined, body: Buffer, queue: QueueCount, done: (code: number | null) => void): void;
   /** Closes once the requests in flight are done. */
   close(): Promise<void>;
   /** Closes now, cutting what is in flight. */
