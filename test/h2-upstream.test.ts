@@ -675,6 +675,46 @@ describe('h2c calls that die waiting in a backend connection\'s queue', () => {
     }
   });
 
+  test('the queued-requests gauge counts calls waiting for a stream, and falls back to 0 when they leave or start', async () => {
+    const paths: string[] = [];
+    const backend = await h2Backend({ maxConcurrentStreams: 0 }, (stream, headers) => {
+      paths.push(String(headers[':path']));
+      stream.respond({ ':status': 200 });
+      stream.end('ok');
+    });
+    const router = await startRouter({ routes: [{
+      name: 'q', hosts: ['q.test'], protocol: 'h2c', timeouts: { response: '30s' },
+      backends: [{ name: 'a', url: backend.url, weight: 1 }],
+    }] });
+    const queued = async (): Promise<number> => {
+      const v = (await scrape(router.adminUrl)).get('switchyard_upstream_queued_requests{route="q",backend="a",protocol="h2c"}');
+      assert.notEqual(v, undefined, 'the queued series exists');
+      return v!;
+    };
+    let seen = -1;
+    try {
+      assert.equal(await queued(), 0);
+      const left = [0, 1].map((i) => {
+        const req = http.request({ host: '127.0.0.1', port: router.port, path: `/left/${i}`, headers: { host: 'q.test' }, agent: false });
+        req.on('error', () => {});
+        req.end();
+        return req;
+      });
+      const served = [0, 1].map((i) => h1(router.port, 'q.test', 'GET', `/served/${i}`));
+      // No stream allowed: all four wait.
+      assert.ok(await until(async () => (seen = await queued()) === 4, 10_000), `4 calls queued (gauge ${seen})`);
+      for (const req of left) req.destroy();
+      assert.ok(await until(async () => (seen = await queued()) === 2, 10_000), `2 left, 2 still queued (gauge ${seen})`);
+      for (const s of backend.sessions) s.settings({ maxConcurrentStreams: 100 });
+      assert.deepEqual((await Promise.all(served)).map((r) => r.status), [200, 200]);
+      assert.ok(await until(async () => (seen = await queued()) === 0, 10_000), `none queued once served (gauge ${seen})`);
+      assert.deepEqual(paths.sort(), ['/served/0', '/served/1']);
+    } finally {
+      await router.close();
+      await backend.close();
+    }
+  });
+
   test('are let go of at once, not when room appears or the connection retires (5 min)', async () => {
     const heap = (): Promise<number> => collectedHeap();
     // No room, ever: every call waits in a connection's queue until its response timeout.

@@ -197,6 +197,7 @@ describe('HTTP/1.1 response parser', () => {
 /** A call that records what the connection reports. */
 class Recorder implements H1Call {
   queuedIn: H1Pool | null = null;
+  readonly queue = { queued: 0 };
   status = 0;
   headers: ResponseHeaders = {};
   body: Buffer[] = [];
@@ -666,11 +667,19 @@ describe('HTTP/1.1 calls that die waiting for a backend connection', () => {
     return holders;
   }
 
+  /** The router's gauge of calls of `route` waiting for a connection to `backend`; the series must exist. */
+  async function queued(router: Router, route: string, backend = 'a'): Promise<number> {
+    const v = (await scrape(router.adminUrl)).get(`switchyard_upstream_queued_requests{route="${route}",backend="${backend}",protocol="http"}`);
+    assert.notEqual(v, undefined, 'the queued series exists');
+    return v!;
+  }
+
+  // Long enough to see the calls in the queue (the gauge) before they expire, however loaded the machine.
   const timeoutsFor = {
     'their clients leave': undefined,
-    'the overall timeout answers them 504': { overall: '300ms' },
-    // As on h2c: waiting for a connection counts against the response timeout.
-    'their response timeout answers them 504': { response: '300ms' },
+    'the overall timeout answers them 504': { overall: '2s' },
+    // As on h2c: waiting for a connection counts against the response timeout (expiry by the queue bound).
+    'their response timeout answers them 504': { response: '2s' },
   } as const;
   for (const how of Object.keys(timeoutsFor) as (keyof typeof timeoutsFor)[]) {
     test(`${how}: the backend never sees them, and no connection is opened for them when slots free up`, { timeout: 30_000 }, async () => {
@@ -681,17 +690,21 @@ describe('HTTP/1.1 calls that die waiting for a backend connection', () => {
       const dead: Socket[] = [];
       try {
         holders = await fill(router, b);
+        assert.equal(await queued(router, 'q'), 0);
         const calls = [0, 1, 2, 3].map((i) => client(router, 'q.test', `/dead/${i}`));
         dead.push(...calls.map((c) => c.socket));
+        let seen = -1;
+        assert.ok(await until(async () => (seen = await queued(router, 'q')) === 4, 10_000), `4 calls queued for a connection (gauge ${seen})`);
+        // The holders got their connections: they never queued.
+        assert.equal(await queued(router, 'hold'), 0);
         if (timeout) {
           assert.deepEqual(await Promise.all(calls.map((c) => c.answer)), Array(4).fill('HTTP/1.1 504 Gateway Timeout'));
           // Counted as h2c counts a call that found no stream in time: an upstream timeout.
           if (how.includes('response')) assert.equal(metric(await scrape(router.adminUrl), 'switchyard_upstream_errors_total', { route: 'q', backend: 'a', kind: 'timeout' }), 4);
         } else {
-          await sleep(300); // read and queued by the router
           for (const s of dead) s.destroy();
-          await sleep(200);
         }
+        assert.ok(await until(async () => (seen = await queued(router, 'q')) === 0, 10_000), `the queue is empty again (gauge ${seen})`);
         assert.equal(b.connections, CAP);
         // The slow requests end, each closing its connection: every slot frees up.
         for (const s of b.held.splice(0)) s.end('HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 4\r\n\r\nslow');
@@ -780,12 +793,15 @@ describe('HTTP/1.1 calls that die waiting for a backend connection', () => {
       assert.deepEqual([...new Set(await Promise.all(Array.from({ length: 50 }, (_, i) => call(i))))], [200]);
       const before = await memory();
       assert.deepEqual([...new Set(await Promise.all(Array.from({ length: N }, (_, i) => call(100 + i))))], [200]);
-      const queued = await memory();
+      const held = await memory();
       assert.equal(await mirrored('error'), 0, 'the copies wait for a connection');
+      let seen = -1;
+      assert.ok(await until(async () => (seen = await queued(router, 'm', 'new')) === 50 + N, 10_000), `${N + 50} copies queued (gauge ${seen})`);
       assert.ok(await until(async () => await mirrored('error') === 50 + N, 50_000, 500), `${N + 50} copies dropped (${await mirrored('error')})`);
+      assert.equal(await queued(router, 'm', 'new'), 0, 'the queue is empty once they are dropped');
       assert.ok(Date.now() - start >= 29_000, `dropped after ${Date.now() - start} ms, not before 30 s`);
       const after = await memory();
-      const heldMb = (queued - before) / 1048576;
+      const heldMb = (held - before) / 1048576;
       const leftMb = (after - before) / 1048576;
       t.diagnostic(`${N} waiting copies held ${heldMb.toFixed(1)} MB; ${leftMb.toFixed(1)} MB left once dropped`);
       assert.ok(heldMb > 8, `${N} waiting copies held ${heldMb.toFixed(1)} MB (the test must measure what they hold)`);
