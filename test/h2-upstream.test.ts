@@ -9,7 +9,7 @@ import http, { type IncomingMessage } from 'node:http';
 import http2, { type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { collectedHeap, metric, rawHttp1, scrape, settled, startRouter } from './helpers.ts';
+import { collectedHeap, metric, paddedBatches, rawHttp1, scrape, settled, startRouter, type Router } from './helpers.ts';
 import { readRequest, until } from './grpc-helpers.ts';
 import { FLAG, FRAME, frame, hpack, ping, windowUpdate } from './h2-raw.ts';
 
@@ -642,7 +642,8 @@ describe('h2c calls that timed out while waiting for a stream', () => {
 });
 
 describe('h2c calls that die waiting in a backend connection\'s queue', () => {
-  test('a client that leaves while its call waits: the call never reaches the backend once room appears', async () => {
+  /** A backend that allows no stream until its sessions are told otherwise, behind route q; `paths` reached it. */
+  async function noRoomYet(): Promise<{ paths: string[]; backend: Awaited<ReturnType<typeof h2Backend>>; router: Router }> {
     const paths: string[] = [];
     const backend = await h2Backend({ maxConcurrentStreams: 0 }, (stream, headers) => {
       paths.push(String(headers[':path']));
@@ -653,13 +654,21 @@ describe('h2c calls that die waiting in a backend connection\'s queue', () => {
       name: 'q', hosts: ['q.test'], protocol: 'h2c', timeouts: { response: '30s' },
       backends: [{ name: 'a', url: backend.url, weight: 1 }],
     }] });
+    return { paths, backend, router };
+  }
+
+  /** A GET to /left/i whose client will leave before it is answered. */
+  function leaving(port: number, i: number): http.ClientRequest {
+    const req = http.request({ host: '127.0.0.1', port, path: `/left/${i}`, headers: { host: 'q.test' }, agent: false });
+    req.on('error', () => {});
+    req.end();
+    return req;
+  }
+
+  test('a client that leaves while its call waits: the call never reaches the backend once room appears', async () => {
+    const { paths, backend, router } = await noRoomYet();
     try {
-      const left = [0, 1, 2].map((i) => {
-        const req = http.request({ host: '127.0.0.1', port: router.port, path: `/left/${i}`, headers: { host: 'q.test' }, agent: false });
-        req.on('error', () => {});
-        req.end();
-        return req;
-      });
+      const left = [0, 1, 2].map((i) => leaving(router.port, i));
       assert.ok(await until(() => backend.sessions.size >= 1, 10_000), 'the router connected');
       await sleep(200);
       for (const req of left) req.destroy();
@@ -676,16 +685,7 @@ describe('h2c calls that die waiting in a backend connection\'s queue', () => {
   });
 
   test('the queued-requests gauge counts calls waiting for a stream, and falls back to 0 when they leave or start', async () => {
-    const paths: string[] = [];
-    const backend = await h2Backend({ maxConcurrentStreams: 0 }, (stream, headers) => {
-      paths.push(String(headers[':path']));
-      stream.respond({ ':status': 200 });
-      stream.end('ok');
-    });
-    const router = await startRouter({ routes: [{
-      name: 'q', hosts: ['q.test'], protocol: 'h2c', timeouts: { response: '30s' },
-      backends: [{ name: 'a', url: backend.url, weight: 1 }],
-    }] });
+    const { paths, backend, router } = await noRoomYet();
     const queued = async (): Promise<number> => {
       const v = (await scrape(router.adminUrl)).get('switchyard_upstream_queued_requests{route="q",backend="a",protocol="h2c"}');
       assert.notEqual(v, undefined, 'the queued series exists');
@@ -694,12 +694,7 @@ describe('h2c calls that die waiting in a backend connection\'s queue', () => {
     let seen = -1;
     try {
       assert.equal(await queued(), 0);
-      const left = [0, 1].map((i) => {
-        const req = http.request({ host: '127.0.0.1', port: router.port, path: `/left/${i}`, headers: { host: 'q.test' }, agent: false });
-        req.on('error', () => {});
-        req.end();
-        return req;
-      });
+      const left = [0, 1].map((i) => leaving(router.port, i));
       const served = [0, 1].map((i) => h1(router.port, 'q.test', 'GET', `/served/${i}`));
       // No stream allowed: all four wait.
       assert.ok(await until(async () => (seen = await queued()) === 4, 10_000), `4 calls queued (gauge ${seen})`);
@@ -724,17 +719,7 @@ describe('h2c calls that die waiting in a backend connection\'s queue', () => {
       backends: [{ name: 'a', url: backend.url, weight: 1 }],
     }] });
     const agent = new http.Agent({ keepAlive: true, maxSockets: 100 });
-    // Each request carries 8 KB of header: what a queue that keeps dead calls keeps.
-    const pad = 'p'.repeat(8000);
-    const call = (i: number): Promise<number> => new Promise((resolve, reject) => {
-      const req = http.request({ host: '127.0.0.1', port: router.port, path: `/c/${i}`, headers: { host: 'q.test', 'x-pad': pad }, agent }, (res) => {
-        res.resume();
-        res.on('end', () => resolve(res.statusCode!));
-      });
-      req.on('error', reject);
-      req.end();
-    });
-    const batch = async (from: number, n: number): Promise<number[]> => Promise.all(Array.from({ length: n }, (_, i) => call(from + i)));
+    const batch = paddedBatches(router.port, 'q.test', agent);
     try {
       assert.deepEqual([...new Set(await batch(0, 100))], [504]); // warm up: the pool's connections, JIT
       const before = await heap();

@@ -91,6 +91,24 @@ export async function settled(value: () => number, quietMs = 400, maxMs = 5000):
   throw new Error(`still moving after ${maxMs} ms: ${last}`);
 }
 
+/**
+ * A sender of GET batches through one keep-alive agent, each request with
+ * 8 KB of header (what a queue that keeps dead calls keeps); a batch
+ * resolves with the statuses, `from` numbers the paths.
+ */
+export function paddedBatches(port: number, host: string, agent: http.Agent): (from: number, n: number) => Promise<number[]> {
+  const pad = 'p'.repeat(8000);
+  const call = (i: number): Promise<number> => new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path: `/c/${i}`, headers: { host, 'x-pad': pad }, agent }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode!));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  return (from, n) => Promise.all(Array.from({ length: n }, (_, i) => call(from + i)));
+}
+
 let gc: (() => void) | undefined;
 
 /**

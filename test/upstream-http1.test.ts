@@ -13,7 +13,7 @@ import { ParseError, ResponseParser, type ResponseSink } from '../src/upstream/h
 import { H1Pool, type H1Call, type H1Connection, type SendOptions } from '../src/upstream/http1-pool.ts';
 import { DEFAULT_HTTP_UPSTREAM } from '../src/upstream/http1.ts';
 import { until } from './grpc-helpers.ts';
-import { collectedHeap, metric, scrape, startBackend, startRouter, type Router } from './helpers.ts';
+import { collectedHeap, metric, paddedBatches, scrape, startBackend, startRouter, type Router } from './helpers.ts';
 
 /** A request body as a client connection feeds it: `chunks`, each after `gapMs` (0: all at once), then its end. */
 function bodyOf(chunks: Buffer[], gapMs = 0): RequestBody {
@@ -727,17 +727,7 @@ describe('HTTP/1.1 calls that die waiting for a backend connection', () => {
     const b = await slowBackend();
     const router = await startRouter(routes(b.port, { overall: '200ms' }));
     const agent = new http.Agent({ keepAlive: true, maxSockets: 100 });
-    // Each request carries 8 KB of header: what a queue that keeps dead calls keeps.
-    const pad = 'p'.repeat(8000);
-    const call = (i: number): Promise<number> => new Promise((resolve, reject) => {
-      const req = http.request({ host: '127.0.0.1', port: router.port, path: `/c/${i}`, headers: { host: 'q.test', 'x-pad': pad }, agent }, (res) => {
-        res.resume();
-        res.on('end', () => resolve(res.statusCode!));
-      });
-      req.on('error', reject);
-      req.end();
-    });
-    const batch = async (from: number, n: number): Promise<number[]> => Promise.all(Array.from({ length: n }, (_, i) => call(from + i)));
+    const batch = paddedBatches(router.port, 'q.test', agent);
     let holders: Socket[] = [];
     try {
       holders = await fill(router, b);
